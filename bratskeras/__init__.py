@@ -1,0 +1,21 @@
+"""bratskeras: Keras 3 / TensorFlow 3-D brain tumor segmentation on BraTS MRI.
+
+Tensor layout everywhere: (batch, D, H, W, channels), channels last, with
+D, H, W the NIfTI voxel axes i, j, k (240 x 240 x 155 for BraTS).
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build_model": "bratskeras.models",
+    "list_models": "bratskeras.models",
+}
+
+
+def __getattr__(name):
+    # Lazy so that `import bratskeras` (and `bratskeras --help`) does not pull in TensorFlow.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bratskeras' has no attribute {name!r}")

@@ -1,0 +1,57 @@
+"""The `bratskeras` command line: one thin command per verb.
+
+Each verb lives in its own module under `bratskeras/cli/` and is registered
+here. Commands import TensorFlow lazily inside their body so `bratskeras
+--help` stays instant. Errors a user can fix (`BratsKerasError`, `ValueError`
+raised for bad arguments) become one line on stderr and exit status 1.
+"""
+
+import sys
+
+import click
+
+from bratskeras.errors import BratsKerasError
+
+
+class _Group(click.Group):
+    """A click group that turns library errors into one-line messages."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (BratsKerasError, ValueError, FileNotFoundError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bratskeras")
+def cli():
+    """bratskeras: 3-D brain tumor segmentation on BraTS MRI with Keras 3."""
+
+
+# One module per group of verbs; each exposes COMMANDS, a list of click commands.
+_VERB_MODULES = (
+    "models",
+)
+
+
+def _register_commands():
+    import importlib
+
+    for module_name in _VERB_MODULES:
+        module = importlib.import_module(f"bratskeras.cli.{module_name}")
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register_commands()
+
+
+def main(argv=None):
+    """Console-script entry point (`bratskeras = bratskeras.cli:main`)."""
+    return cli.main(args=argv, prog_name="bratskeras", standalone_mode=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

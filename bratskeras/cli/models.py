@@ -1,0 +1,76 @@
+"""`bratskeras models` and `bratskeras summary`: the registry and layer tables."""
+
+import json
+
+import click
+
+from bratskeras.errors import ConfigError
+
+
+def parse_shape(text, length, what):
+    """Parses "192,192,154,1" (None or ? for unknown sizes) into a tuple of ints."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != length:
+        raise ConfigError(f"{what} needs {length} comma-separated sizes, got {text!r}")
+    try:
+        return tuple(None if p.lower() in ("none", "?") else int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{what} must be integers like 128,128,128, got {text!r}") from None
+
+
+@click.command("models")
+def models_command():
+    """List the registered models with their parameter counts."""
+    from bratskeras.models import build_model, list_models
+
+    for name in list_models():
+        click.echo(f"{name:<18} {build_model(name).count_params():>12,d} parameters")
+
+
+def _format_row(row):
+    if row is None:
+        return f"{'':<22}{'':<18}{'':>12}"
+    return f"{row['name']:<22}{row['type']:<18}{row['params']:>12,d}"
+
+
+@click.command("summary")
+@click.argument("name")
+@click.option("--input-shape", help="D,H,W,C (use None for a dynamic size).")
+@click.option("--compare", is_flag=True, help="Compare with the paper's table; exit 1 on mismatch.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def summary_command(name, input_shape, compare, as_json):
+    """Print a model's layer table, optionally side by side with its paper's."""
+    from bratskeras.models import build_model
+    from bratskeras.models.summary import compare_with_paper, layer_table
+
+    shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
+    model = build_model(name, input_shape=shape)
+    rows = layer_table(model)
+    ok = True
+    if as_json:
+        payload = {"name": name, "params": int(model.count_params()),
+                   "layers": [{k: r[k] for k in ("name", "type", "params")} for r in rows]}
+        if compare:
+            lines, ok, expected = compare_with_paper(name, model)
+            payload["paper_params"] = expected
+            payload["matches_paper"] = ok
+        click.echo(json.dumps(payload))
+    elif compare:
+        lines, ok, expected = compare_with_paper(name, model)
+        click.echo(f"{'paper: name':<22}{'type':<18}{'params':>12}  |  "
+                   f"{'bratskeras: name':<22}{'type':<18}{'params':>12}  status")
+        for line in lines:
+            click.echo(f"{_format_row(line['paper'])}  |  {_format_row(line['model'])}  {line['status']}")
+        verdict = "all rows match" if ok else "MISMATCH"
+        click.echo(f"total: paper {expected:,d}, bratskeras {model.count_params():,d} -> {verdict}")
+    else:
+        click.echo(f"{'layer':<22}{'type':<22}{'output shape':<30}{'params':>12}")
+        for row in rows:
+            shape = "(" + ", ".join("None" if s is None else str(s) for s in row["output_shape"] or []) + ")"
+            click.echo(f"{row['name']:<22}{row['type']:<22}{shape:<30}{row['params']:>12,d}")
+        click.echo(f"total parameters: {model.count_params():,d}")
+    if not ok:
+        raise SystemExit(1)
+
+
+COMMANDS = [models_command, summary_command]

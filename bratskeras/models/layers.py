@@ -1,0 +1,81 @@
+"""Parameter-free shape layers shared by the model builders.
+
+U-Nets with k poolings need spatial sizes divisible by 2**k, but BraTS volumes
+are 240 x 240 x 155 and the FLAIR paper crops to 192 x 192 x 154. Rather than
+resampling, the builders zero-pad the input up to the next multiple and crop
+the output back, so the prediction lands voxel-for-voxel on the input grid.
+Both layers work with static and dynamic (None) spatial sizes, so a model
+built with `input_shape=(None, None, None, C)` accepts any volume.
+
+Layout everywhere: (batch, D, H, W, channels); D, H, W are the NIfTI voxel
+axes i, j, k in that order.
+"""
+
+import keras
+from keras import ops
+
+
+def _padded_size(size, multiple):
+    return -(-size // multiple) * multiple
+
+
+@keras.saving.register_keras_serializable(package="bratskeras")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pads the three spatial axes up to a multiple of `multiple`.
+
+    The padding is split as evenly as possible, the extra voxel going after
+    the volume (the same convention as `CropToReference` undoes).
+
+    Args:
+        multiple: int, the required divisor of each spatial size (2**poolings).
+
+    Shape:
+        (batch, D, H, W, C) -> (batch, D', H', W', C), D' = ceil(D / m) * m.
+    """
+
+    def __init__(self, multiple, **kwargs):
+        super().__init__(**kwargs)
+        if int(multiple) < 1:
+            raise ValueError(f"multiple must be >= 1, got {multiple}")
+        self.multiple = int(multiple)
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        pads = [[0, 0]]
+        for axis in (1, 2, 3):
+            size = shape[axis]
+            total = (-size) % self.multiple
+            pads.append([total // 2, total - total // 2])
+        pads.append([0, 0])
+        return ops.pad(inputs, ops.convert_to_tensor(pads, dtype="int32"))
+
+    def compute_output_shape(self, input_shape):
+        spatial = [None if s is None else _padded_size(s, self.multiple) for s in input_shape[1:4]]
+        return (input_shape[0], *spatial, input_shape[4])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="bratskeras")
+class CropToReference(keras.layers.Layer):
+    """Crops the spatial axes of `inputs[0]` back to the size of `inputs[1]`.
+
+    Inverse of `PadToMultiple`: removes total // 2 voxels before and the rest
+    after on each spatial axis.
+
+    Shape:
+        [(batch, D', H', W', C), (batch, D, H, W, any)] -> (batch, D, H, W, C).
+    """
+
+    def call(self, inputs):
+        tensor, reference = inputs
+        big = ops.shape(tensor)
+        small = ops.shape(reference)
+        starts = [0] + [(big[a] - small[a]) // 2 for a in (1, 2, 3)] + [0]
+        sizes = [big[0], small[1], small[2], small[3], big[4]]
+        return ops.slice(tensor, starts, sizes)
+
+    def compute_output_shape(self, input_shapes):
+        tensor_shape, reference_shape = input_shapes
+        return (tensor_shape[0], *reference_shape[1:4], tensor_shape[4])
