@@ -1,0 +1,127 @@
+"""The one place that maps BraTS labels <-> classes <-> regions.
+
+Label schemes on disk:
+    brats2020 (2017-2021 releases): 0 background, 1 NCR/NET, 2 ED, 4 ET
+    brats2023 (2023+ glioma):       0 background, 1 NCR,     2 ED, 3 ET
+
+Classes inside bratskeras (model outputs, cached labels), the same for every
+scheme:
+    0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (edema),
+    3 ET (enhancing tumor)
+
+Evaluation regions, as channels in this order:
+    WT whole tumor = {NCR, ED, ET}; TC tumor core = {NCR, ET}; ET = {ET}
+
+Training targets (what the tf.data pipeline yields as y):
+    "classes":      uint8 class indices, (..., 1), values 0..3
+    "regions":      float32 binary (..., 3): WT, TC, ET
+    "whole_tumor":  float32 binary (..., 1): WT
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bratskeras.errors import DataError
+
+CLASS_NAMES = ("background", "NCR", "ED", "ET")
+REGIONS = ("WT", "TC", "ET")
+# Which classes make up each region, in REGIONS order.
+REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+TARGETS = ("classes", "regions", "whole_tumor")
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """A release's on-disk label values, indexed by class (0..3)."""
+
+    name: str
+    labels: tuple  # labels[class_index] = value on disk
+
+    def lookup_table(self):
+        """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
+        table = np.full(256, 255, dtype=np.uint8)
+        for class_index, value in enumerate(self.labels):
+            table[value] = class_index
+        return table
+
+
+SCHEMES = {
+    "brats2020": LabelScheme("brats2020", (0, 1, 2, 4)),
+    "brats2023": LabelScheme("brats2023", (0, 1, 2, 3)),
+}
+
+
+def get_scheme(name):
+    """Returns the LabelScheme called `name` ("brats2020" or "brats2023")."""
+    if isinstance(name, LabelScheme):
+        return name
+    if name not in SCHEMES:
+        raise ValueError(f"unknown label scheme {name!r}; expected one of {sorted(SCHEMES)}")
+    return SCHEMES[name]
+
+
+def labels_to_classes(seg, scheme, source="segmentation"):
+    """On-disk labels -> class indices.
+
+    Args:
+        seg: integer (or integral float) array of on-disk label values, any shape.
+        scheme: scheme name or LabelScheme.
+        source: file or case named in the error message.
+
+    Returns:
+        uint8 array of the same shape, values 0..3.
+
+    Raises:
+        DataError: a value outside the scheme (names the values and `source`).
+    """
+    scheme = get_scheme(scheme)
+    values = np.asarray(seg)
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise DataError(f"{source}: label map has non-integer values")
+    values = values.astype(np.int64, copy=False)
+    found = np.unique(values)
+    bad = [int(v) for v in found if v not in scheme.labels]
+    if bad:
+        raise DataError(
+            f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}"
+        )
+    return scheme.lookup_table()[values]
+
+
+def classes_to_labels(classes, scheme):
+    """Class indices (0..3) -> on-disk label values of `scheme`, as uint8."""
+    scheme = get_scheme(scheme)
+    classes = np.asarray(classes)
+    if classes.size and (classes.min() < 0 or classes.max() >= len(scheme.labels)):
+        raise ValueError(f"class indices must be in 0..{len(scheme.labels) - 1}")
+    return np.asarray(scheme.labels, dtype=np.uint8)[classes.astype(np.int64)]
+
+
+def classes_to_regions(classes):
+    """Class indices (...,) -> bool region masks (..., 3) in REGIONS order."""
+    classes = np.asarray(classes)
+    return np.stack([np.isin(classes, REGION_CLASSES[r]) for r in REGIONS], axis=-1)
+
+
+def classes_to_target(classes, target):
+    """Class indices (..., 1) or (...,) -> the training target named `target`.
+
+    See the module docstring for the three targets' dtypes and channels.
+    """
+    classes = np.asarray(classes)
+    if classes.ndim and classes.shape[-1] == 1:
+        classes = classes[..., 0]
+    if target == "classes":
+        return classes.astype(np.uint8)[..., None]
+    if target == "regions":
+        return classes_to_regions(classes).astype(np.float32)
+    if target == "whole_tumor":
+        return (classes > 0).astype(np.float32)[..., None]
+    raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
+
+
+def target_channels(target):
+    """Number of model output channels for a training target."""
+    return {"classes": 4, "regions": 3, "whole_tumor": 1}[target]
