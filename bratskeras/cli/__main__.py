@@ -1,0 +1,5 @@
+"""`python -m bratskeras.cli` runs the command line."""
+
+from bratskeras.cli import main
+
+main()
