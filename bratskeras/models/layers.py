@@ -12,7 +12,7 @@ axes i, j, k in that order.
 """
 
 import keras
-from keras import ops
+import tensorflow as tf
 
 
 def _padded_size(size, multiple):
@@ -40,14 +40,25 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
 
     def call(self, inputs):
-        shape = ops.shape(inputs)
-        pads = [[0, 0]]
+        # Zeros are concatenated rather than added with tf.pad: TF 2.21's
+        # oneDNN grappler pass fuses Pad -> Conv3D(padding="same") into one
+        # conv that drops the SAME padding (a 12^3 input came out 10^3), and
+        # concatenation is not matched by that fusion.
+        x = inputs
         for axis in (1, 2, 3):
-            size = shape[axis]
+            size = inputs.shape[axis] if inputs.shape[axis] is not None else tf.shape(x)[axis]
             total = (-size) % self.multiple
-            pads.append([total // 2, total - total // 2])
-        pads.append([0, 0])
-        return ops.pad(inputs, ops.convert_to_tensor(pads, dtype="int32"))
+            before, after = total // 2, total - total // 2
+            x = tf.concat([self._zeros_like_slab(x, axis, before), x,
+                           self._zeros_like_slab(x, axis, after)], axis=axis)
+        return x
+
+    @staticmethod
+    def _zeros_like_slab(x, axis, width):
+        """Zeros shaped like `x` except `width` along `axis` (width may be 0)."""
+        shape = tf.unstack(tf.shape(x))
+        shape[axis] = width
+        return tf.zeros(tf.stack(shape), dtype=x.dtype)
 
     def compute_output_shape(self, input_shape):
         spatial = [None if s is None else _padded_size(s, self.multiple) for s in input_shape[1:4]]
@@ -70,11 +81,11 @@ class CropToReference(keras.layers.Layer):
 
     def call(self, inputs):
         tensor, reference = inputs
-        big = ops.shape(tensor)
-        small = ops.shape(reference)
+        big = tf.shape(tensor)
+        small = tf.shape(reference)
         starts = [0] + [(big[a] - small[a]) // 2 for a in (1, 2, 3)] + [0]
         sizes = [big[0], small[1], small[2], small[3], big[4]]
-        return ops.slice(tensor, starts, sizes)
+        return tf.slice(tensor, tf.stack(starts), tf.stack(sizes))
 
     def compute_output_shape(self, input_shapes):
         tensor_shape, reference_shape = input_shapes

@@ -1,0 +1,15 @@
+"""Shared test settings: quiet TensorFlow, float32 policy restored after each test."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """Tests that change the global dtype policy never leak it into others."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
