@@ -136,7 +136,9 @@ def regions_to_classes(regions):
     """
     regions = np.asarray(regions, dtype=bool)
     if regions.shape[-1:] != (len(REGIONS),):
-        raise ValueError(f"regions must have {len(REGIONS)} channels last, received shape {regions.shape}")
+        raise ValueError(
+            f"regions must have {len(REGIONS)} channels last, received shape {regions.shape}"
+        )
     classes = np.where(regions[..., 0], 2, 0)
     classes = np.where(regions[..., 1], 1, classes)
     return np.where(regions[..., 2], 3, classes).astype(np.uint8)

@@ -192,9 +192,9 @@ def dice_ce_loss(
     `cross_entropy_loss`. Example: the `soft_dice_loss` example gives
     0.3*0.346574 + 0.7*0.171429 = 0.223972 (CE = (0 + log 2)/2).
     """
-    return ce_weight * cross_entropy_loss(y_true, y_pred, from_logits) + dice_weight * soft_dice_loss(
-        y_true, y_pred, from_logits, include_background, smooth
-    )
+    ce = cross_entropy_loss(y_true, y_pred, from_logits)
+    dice = soft_dice_loss(y_true, y_pred, from_logits, include_background, smooth)
+    return ce_weight * ce + dice_weight * dice
 
 
 def region_dice_bce_loss(
