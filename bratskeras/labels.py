@@ -125,3 +125,20 @@ def classes_to_target(classes, target):
 def target_channels(target):
     """Number of model output channels for a training target."""
     return {"classes": 4, "regions": 3, "whole_tumor": 1}[target]
+
+
+def regions_to_classes(regions):
+    """Bool region masks (..., 3) in REGIONS order -> uint8 class indices (...,).
+
+    Composition used by region-trained BraTS models: ED where WT, NCR where TC,
+    ET where ET, each overwriting the previous, so a TC or ET voxel outside WT
+    still counts as tumor. Inverse of `classes_to_regions` for nested masks.
+    """
+    regions = np.asarray(regions, dtype=bool)
+    if regions.shape[-1:] != (len(REGIONS),):
+        raise ValueError(
+            f"regions must have {len(REGIONS)} channels last, received shape {regions.shape}"
+        )
+    classes = np.where(regions[..., 0], 2, 0)
+    classes = np.where(regions[..., 1], 1, classes)
+    return np.where(regions[..., 2], 3, classes).astype(np.uint8)

@@ -1,0 +1,303 @@
+"""Segmentation metrics: streaming Keras Dice for `fit` logs and per-case BraTS evaluation.
+
+Structures (lower case in every metric name and dict key):
+    regions wt = {NCR, ED, ET}, tc = {NCR, ET}, et = {ET}   (bratskeras.labels.REGIONS)
+    classes ncr, ed, et                                     (ET is region and class: one key)
+
+Training time (Keras, TensorFlow): `DiceScore` accumulates intersections and
+volumes over the epoch in float32 state variables and reports
+2*sum(|A∩B|) / (sum|A| + sum|B|), the pooled Dice, not a mean of batch ratios.
+An epoch where prediction and target are both empty reports 1.0.
+
+Evaluation (numpy/scipy, one case of shape (D, H, W)): `dice`, `hd95`,
+`sensitivity`, `specificity`, `case_metrics`. Empty-mask rule of the BraTS
+2020/2021 evaluation (CaPTk):
+    both empty       -> Dice 1, HD95 0
+    exactly one empty -> Dice 0, HD95 EMPTY_HD95 = 373.13 mm (the diagonal of a
+                         240 x 240 x 155 volume at 1 mm)
+Sensitivity TP/(TP+FN) is 1.0 when the reference is empty (nothing to miss);
+specificity TN/(TN+FP) is 1.0 when the reference covers every voxel.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+from scipy import ndimage
+
+from bratskeras.labels import REGION_CLASSES, TARGETS
+
+EMPTY_HD95 = 373.13
+REGION_KEYS = ("wt", "tc", "et")
+STRUCTURES = ("wt", "tc", "et", "ncr", "ed")
+# Class indices inside each structure (bratskeras.labels: 1 NCR, 2 ED, 3 ET).
+STRUCTURE_CLASSES = {
+    "wt": REGION_CLASSES["WT"],
+    "tc": REGION_CLASSES["TC"],
+    "et": REGION_CLASSES["ET"],
+    "ncr": (1,),
+    "ed": (2,),
+}
+# Structures whose Dice a model trained on each target can report.
+TARGET_STRUCTURES = {"classes": STRUCTURES, "regions": STRUCTURES, "whole_tumor": ("wt",)}
+
+
+def _predicted_classes(y_pred, target, from_logits):
+    """Class indices (batch, D, H, W) int32 from a model output of `target`.
+
+    "classes": argmax over 4 channels (same for logits and probabilities).
+    "regions": WT, TC, ET channels thresholded at probability 0.5 (logit 0),
+        composed as nnU-Net/BraTS do: ED where WT, NCR where TC, ET where ET,
+        later ones overwriting earlier ones.
+    "whole_tumor": 1 channel thresholded; tumor is reported as class 2 (any
+        tumor class would do, only wt is defined for this target).
+    """
+    if target == "classes":
+        return ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+    threshold = 0.0 if from_logits else 0.5
+    on = ops.cast(ops.cast(y_pred, "float32") > threshold, "int32")
+    if target == "whole_tumor":
+        return 2 * on[..., 0]
+    wt, tc, et = on[..., 0], on[..., 1], on[..., 2]
+    classes = 2 * wt
+    classes = ops.where(tc > 0, 1, classes)
+    return ops.where(et > 0, 3, classes)
+
+
+def _true_classes(y_true, target):
+    """Class indices (batch, D, H, W) int32 from a training target of `target`."""
+    y_true = ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
+    if target == "classes":
+        # (batch, D, H, W, 1) or (batch, D, H, W)
+        return y_true[..., 0] if len(y_true.shape) == 5 else y_true
+    if target == "whole_tumor":
+        return 2 * y_true[..., 0]
+    wt, tc, et = y_true[..., 0], y_true[..., 1], y_true[..., 2]
+    classes = ops.where(tc > 0, 1, 2 * wt)
+    return ops.where(et > 0, 3, classes)
+
+
+def _structure_mask_tf(classes, structure):
+    mask = ops.zeros_like(classes, dtype="bool")
+    for class_index in STRUCTURE_CLASSES[structure]:
+        mask = ops.logical_or(mask, ops.equal(classes, class_index))
+    return mask
+
+
+def _region_channel(y, structure, threshold):
+    return ops.cast(y[..., REGION_KEYS.index(structure)], "float32") > threshold
+
+
+@keras.saving.register_keras_serializable(package="bratskeras")
+class DiceScore(keras.metrics.Metric):
+    """Hard Dice of one structure accumulated over an epoch (state: sums of |A∩B| and |A|+|B|).
+
+    Args:
+        structure: "wt", "tc", "et", "ncr" or "ed" ("wt" only for "whole_tumor").
+        target: training target of the model, "classes" (y_true class indices
+            (batch, D, H, W, 1), y_pred (batch, D, H, W, 4)), "regions" (y_true and
+            y_pred (batch, D, H, W, 3) for WT, TC, ET) or "whole_tumor" (1 channel).
+        from_logits: sigmoid outputs are logits (threshold 0) rather than
+            probabilities (threshold 0.5); irrelevant for the argmax of "classes".
+        name: defaults to "dice_<structure>".
+
+    Result: 2*I / V with I, V summed over every batch since the last reset;
+    1.0 while V = 0. Two batches with (I, V) = (1, 2) and (0, 4) give 2/6 = 0.333,
+    not the mean of batch ratios (1 + 0)/2.
+    """
+
+    def __init__(self, structure, target="classes", from_logits=True, name=None, **kwargs):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, received {target!r}")
+        if structure not in TARGET_STRUCTURES[target]:
+            raise ValueError(
+                f"structure for target {target!r} must be one of "
+                f"{TARGET_STRUCTURES[target]}, received {structure!r}"
+            )
+        kwargs.pop("dtype", None)
+        # float32 state and result even under a mixed-precision policy.
+        super().__init__(name=name or f"dice_{structure}", dtype="float32", **kwargs)
+        self.structure = structure
+        self.target = target
+        self.from_logits = from_logits
+        # aggregation="sum" adds the replicas' partial sums under tf.distribute.
+        self.intersection = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", aggregation="sum", name="intersection"
+        )
+        self.volume = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", aggregation="sum", name="volume"
+        )
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.target == "regions" and self.structure in REGION_KEYS:
+            # Region channels are scored as predicted, before composition into
+            # classes (a TC voxel outside the WT channel still counts for TC).
+            pred = _region_channel(y_pred, self.structure, 0.0 if self.from_logits else 0.5)
+            true = _region_channel(y_true, self.structure, 0.5)
+        else:
+            pred_classes = _predicted_classes(y_pred, self.target, self.from_logits)
+            pred = _structure_mask_tf(pred_classes, self.structure)
+            true = _structure_mask_tf(_true_classes(y_true, self.target), self.structure)
+        pred = ops.cast(pred, "float32")
+        true = ops.cast(true, "float32")
+        if sample_weight is not None:
+            # Per-sample weights (batch,) scale each sample's voxels.
+            weight = ops.cast(sample_weight, "float32")
+            weight = ops.reshape(weight, (-1,) + (1,) * (len(pred.shape) - 1))
+            pred, true = pred * weight, true * weight
+        self.intersection.assign_add(ops.sum(pred * true))
+        self.volume.assign_add(ops.sum(pred) + ops.sum(true))
+
+    def result(self):
+        safe_volume = ops.maximum(self.volume, 1.0)
+        return ops.where(self.volume > 0, 2.0 * self.intersection / safe_volume, 1.0)
+
+    def reset_state(self):
+        self.intersection.assign(0.0)
+        self.volume.assign(0.0)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "structure": self.structure,
+            "target": self.target,
+            "from_logits": self.from_logits,
+        }
+
+
+def dice_metrics(target, from_logits=True):
+    """The epoch Dice metrics for a model trained on `target`.
+
+    "classes" and "regions": dice_wt, dice_tc, dice_et, dice_ncr, dice_ed;
+    "whole_tumor": dice_wt. Pass them to `model.compile(metrics=...)`.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, received {target!r}")
+    return [DiceScore(s, target=target, from_logits=from_logits) for s in TARGET_STRUCTURES[target]]
+
+
+# ---------------------------------------------------------------- per case (numpy)
+
+
+def _binary_pair(pred, ref):
+    pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    return pred, ref
+
+
+def dice(pred, ref):
+    """Dice 2|P∩R| / (|P| + |R|) of two binary masks; 1.0 when both are empty.
+
+    Example: P = [1, 1, 0, 0], R = [1, 0, 0, 0] -> 2*1/(2 + 1) = 0.666667.
+    """
+    pred, ref = _binary_pair(pred, ref)
+    volume = int(pred.sum()) + int(ref.sum())
+    if volume == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(pred, ref).sum()) / volume
+
+
+def sensitivity(pred, ref):
+    """TP / (TP + FN); 1.0 when the reference is empty."""
+    pred, ref = _binary_pair(pred, ref)
+    positives = int(ref.sum())
+    return 1.0 if positives == 0 else int(np.logical_and(pred, ref).sum()) / positives
+
+
+def specificity(pred, ref):
+    """TN / (TN + FP); 1.0 when the reference has no negative voxel."""
+    pred, ref = _binary_pair(pred, ref)
+    negatives = int((~ref).sum())
+    return 1.0 if negatives == 0 else int(np.logical_and(~pred, ~ref).sum()) / negatives
+
+
+def _check_spacing(spacing, ndim):
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != ndim or not all(s > 0 for s in spacing):
+        raise ValueError(f"spacing must be {ndim} positive voxel sizes in mm, received {spacing}")
+    return spacing
+
+
+def _surface(mask):
+    # Surface = mask minus its erosion (6-connected structuring element, voxels
+    # on the array border count as surface), as medpy and BraTS compute it.
+    return np.logical_and(mask, ~ndimage.binary_erosion(mask))
+
+
+def hd95(pred, ref, spacing=(1.0, 1.0, 1.0)):
+    """95th percentile Hausdorff distance in mm, pooled over both directions.
+
+    Distances from every surface voxel of `pred` to the surface of `ref` and
+    from every surface voxel of `ref` to the surface of `pred` are pooled and
+    their 95th percentile (numpy linear interpolation) returned; this is the
+    BraTS (panoptica) and medpy definition, not MONAI's max of two one-way
+    percentiles. Both empty -> 0.0; exactly one empty -> EMPTY_HD95.
+
+    Work is restricted to the bounding box of both masks plus a 1-voxel margin,
+    which leaves every surface and every nearest-surface distance unchanged.
+
+    Args:
+        pred, ref: binary masks of the same shape (D, H, W).
+        spacing: voxel size in mm along each axis.
+
+    Example: pred = one voxel at (0, 0, 0), ref = one voxel at (0, 0, 3),
+        spacing (1, 1, 2) -> every distance 6 mm -> 6.0.
+    """
+    pred, ref = _binary_pair(pred, ref)
+    spacing = _check_spacing(spacing, pred.ndim)
+    has_pred, has_ref = bool(pred.any()), bool(ref.any())
+    if not has_pred and not has_ref:
+        return 0.0
+    if not has_pred or not has_ref:
+        return EMPTY_HD95
+    union = np.logical_or(pred, ref)
+    box = []
+    for axis in range(pred.ndim):
+        other_axes = tuple(a for a in range(pred.ndim) if a != axis)
+        present = np.flatnonzero(union.any(axis=other_axes))
+        box.append(slice(present[0], present[-1] + 1))
+    # Zero padding reproduces binary_erosion's zero border at the array edge and
+    # is exact inside the volume, where the voxels just outside the box are 0.
+    pred = np.pad(pred[tuple(box)], 1)
+    ref = np.pad(ref[tuple(box)], 1)
+    pred_surface, ref_surface = _surface(pred), _surface(ref)
+    to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=spacing)[pred_surface]
+    to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[ref_surface]
+    return float(np.percentile(np.concatenate([to_ref, to_pred]), 95))
+
+
+def structure_mask(classes, structure):
+    """Binary mask of a structure ("wt", "tc", "et", "ncr", "ed") in a class index map."""
+    if structure not in STRUCTURE_CLASSES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, received {structure!r}")
+    return np.isin(np.asarray(classes), STRUCTURE_CLASSES[structure])
+
+
+def case_metrics(pred_classes, ref_classes, spacing=(1.0, 1.0, 1.0)):
+    """Dice, HD95, sensitivity and specificity of every structure of one case.
+
+    Args:
+        pred_classes, ref_classes: class index maps (D, H, W), values 0..3
+            (bratskeras.labels classes, whatever the release's label scheme).
+        spacing: voxel size in mm.
+
+    Returns:
+        dict with keys "<metric>_<structure>", metric in dice, hd95,
+        sensitivity, specificity and structure in wt, tc, et, ncr, ed (20 keys).
+    """
+    pred_classes, ref_classes = np.asarray(pred_classes), np.asarray(ref_classes)
+    if pred_classes.shape != ref_classes.shape or pred_classes.ndim != 3:
+        raise ValueError(
+            "pred_classes and ref_classes must be class maps of one shape (D, H, W); "
+            f"received {pred_classes.shape} and {ref_classes.shape}"
+        )
+    spacing = _check_spacing(spacing, 3)
+    result = {}
+    for structure in STRUCTURES:
+        pred = structure_mask(pred_classes, structure)
+        ref = structure_mask(ref_classes, structure)
+        result[f"dice_{structure}"] = dice(pred, ref)
+        result[f"hd95_{structure}"] = hd95(pred, ref, spacing)
+        result[f"sensitivity_{structure}"] = sensitivity(pred, ref)
+        result[f"specificity_{structure}"] = specificity(pred, ref)
+    return result

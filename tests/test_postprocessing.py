@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+
+from bratskeras.labels import classes_to_regions, regions_to_classes
+from bratskeras.postprocessing import (
+    average_pool_smooth,
+    enhancing_tumor_to_ncr,
+    postprocess,
+    remove_small_components,
+)
+
+
+def test_average_pool_hand_computed_row():
+    # Window [i, i+1] for size 2: means [1, .5, .5, 1]; half rounds to 0.
+    mask = np.array([1, 1, 0, 1], bool).reshape(4, 1, 1)
+    np.testing.assert_array_equal(average_pool_smooth(mask, (2, 1, 1))[:, 0, 0], [1, 0, 0, 1])
+
+
+@pytest.mark.parametrize("size", [(4, 4, 4), (3, 2, 1), (16, 16, 16)])
+def test_average_pool_matches_keras_same_padding(size):
+    import keras
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((10, 9, 7)) < 0.5
+    pooled = keras.layers.AveragePooling3D(size, strides=1, padding="same")(
+        mask.astype("float32")[None, ..., None]
+    )
+    expected = np.asarray(pooled)[0, ..., 0]
+    # Compare away from exact ties, where float32 pooling may round either way.
+    decided = np.abs(expected - 0.5) > 1e-4
+    ours = average_pool_smooth(mask, size)
+    np.testing.assert_array_equal(ours[decided], expected[decided] > 0.5)
+
+
+def test_average_pool_removes_speck_and_keeps_block():
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:12, 2:12, 2:12] = True
+    mask[17, 17, 17] = True
+    smoothed = average_pool_smooth(mask, 4)
+    assert not smoothed[17, 17, 17]
+    assert smoothed[4:10, 4:10, 4:10].all()
+
+
+def test_remove_small_components_uses_26_connectivity():
+    mask = np.zeros((6, 6, 6), bool)
+    mask[0:3, 0:3, 0:3] = True  # 27 voxels
+    mask[4, 4, 4] = mask[5, 5, 5] = True  # 2 voxels touching by a corner
+    kept = remove_small_components(mask, 3)
+    assert kept.sum() == 27 and not kept[4, 4, 4]
+    assert remove_small_components(mask, 2).sum() == 29
+    assert remove_small_components(np.zeros((3, 3, 3), bool), 5).sum() == 0
+
+
+def test_et_to_ncr_threshold():
+    classes = np.zeros((4, 4, 4), np.uint8)
+    classes[0, 0, :3] = 3
+    classes[1] = 2
+    relabelled = enhancing_tumor_to_ncr(classes, 4)
+    assert (relabelled[0, 0, :3] == 1).all() and (relabelled[1] == 2).all()
+    np.testing.assert_array_equal(enhancing_tumor_to_ncr(classes, 3), classes)
+
+
+def test_postprocess_class_map_per_region_keeps_nesting():
+    classes = np.zeros((8, 8, 8), np.uint8)
+    classes[1:5, 1:5, 1:5] = 2
+    classes[2:4, 2:4, 2:4] = 1
+    classes[2, 2, 2] = 3  # 1-voxel ET inside the core
+    classes[7, 7, 7] = 1  # isolated 1-voxel core
+    out = postprocess(classes, [{"name": "min_component", "voxels": 2}])
+    assert out[7, 7, 7] == 0
+    assert out[2, 2, 2] == 1  # ET removed as a region, still TC -> NCR
+    assert (out[1:5, 1:5, 1:5] > 0).all()
+    assert out.dtype == np.uint8
+
+
+def test_postprocess_per_class_sets_removed_voxels_to_background():
+    classes = np.zeros((8, 8, 8), np.uint8)
+    classes[1:5, 1:5, 1:5] = 2
+    classes[2, 2, 2] = 3
+    out = postprocess(classes, [{"name": "min_component", "voxels": 2, "per": "class"}])
+    assert out[2, 2, 2] == 0 and out[1, 1, 1] == 2
+
+
+def test_postprocess_binary_and_chain():
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:12, 2:12, 2:12] = True
+    mask[17, 17, 17] = True
+    out = postprocess(mask, [{"name": "average_pool", "size": 4}, {"name": "min_component", "voxels": 10}])
+    assert out.dtype == bool and not out[17, 17, 17] and out[5, 5, 5]
+    np.testing.assert_array_equal(postprocess(mask, []), mask)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [{"name": "blur"}],
+        [{"name": "min_component"}],
+        [{"name": "average_pool", "size": 0}],
+        [{"name": "min_component", "voxels": 5, "per": "label"}],
+        [{"name": "et_to_ncr", "voxels": 5, "extra": 1}],
+    ],
+)
+def test_postprocess_rejects_bad_steps(steps):
+    with pytest.raises(ValueError):
+        postprocess(np.zeros((4, 4, 4), np.uint8), steps)
+
+
+def test_postprocess_rejects_et_step_on_mask_and_bad_classes():
+    with pytest.raises(ValueError, match="class map"):
+        postprocess(np.zeros((4, 4, 4), bool), [{"name": "et_to_ncr", "voxels": 5}])
+    with pytest.raises(ValueError, match="0..3"):
+        postprocess(np.full((4, 4, 4), 4, np.uint8), [])
+
+
+def test_regions_to_classes_inverts_classes_to_regions():
+    classes = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
+    np.testing.assert_array_equal(regions_to_classes(classes_to_regions(classes)), classes)
