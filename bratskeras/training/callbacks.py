@@ -1,0 +1,164 @@
+"""Keras callbacks of a run: logs, plots, checkpoints and resumable state.
+
+Keras' ReduceLROnPlateau and EarlyStopping reset their counters in
+`on_train_begin`; the resumable subclasses here put back the saved counters
+right after, so a resumed run takes the same decisions as an uninterrupted one.
+"""
+
+import csv
+import io
+import os
+
+import keras
+
+from bratskeras.training import run_dir as run_files
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose wait/best/cooldown survive a resume."""
+
+    def __init__(self, initial_state=None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_state = initial_state or {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for key, value in self.initial_state.items():
+            setattr(self, key, value)
+
+    def get_state(self):
+        return {"wait": int(self.wait), "best": float(self.best),
+                "cooldown_counter": int(self.cooldown_counter)}
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose wait/best survive a resume."""
+
+    def __init__(self, initial_state=None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_state = initial_state or {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for key, value in self.initial_state.items():
+            setattr(self, key, value)
+
+    def get_state(self):
+        best = self.best if self.best is not None else float("inf")
+        return {"wait": int(self.wait), "best": float(best)}
+
+
+def _learning_rate(model):
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class RunFiles(keras.callbacks.Callback):
+    """Writes history.csv, best.keras, periodic checkpoints, resume state and curves.png.
+
+    Runs last among the callbacks of an epoch, so the states it saves include
+    the learning-rate and early-stopping decisions of that epoch.
+
+    Args:
+        run_dir: the run directory.
+        network: the functional model to save (the trained model may wrap it).
+        monitor: the validation Dice that selects best.keras (higher is better).
+        checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.
+        stateful_callbacks: {name: callback with get_state()} saved for resume.
+        best_score: best monitored value so far (from a resumed state).
+        chief: False on non-chief workers, which then write nothing.
+    """
+
+    def __init__(self, run_dir, network, monitor, checkpoint_every, stateful_callbacks,
+                 best_score=None, chief=True):
+        super().__init__()
+        self.run_dir = run_dir
+        self.network = network
+        self.monitor = monitor
+        self.checkpoint_every = checkpoint_every
+        self.stateful_callbacks = stateful_callbacks
+        self.best_score = best_score
+        self.chief = chief
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["learning_rate"] = _learning_rate(self.model)
+        finished = epoch + 1
+        if not self.chief:
+            return
+        self._append_history(finished, logs)
+        score = logs.get(self.monitor)
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score = float(score)
+            run_files.atomic_save_model(self.network, os.path.join(self.run_dir, "best.keras"))
+        if finished % self.checkpoint_every == 0:
+            path = os.path.join(self.run_dir, "checkpoints", f"epoch-{finished:04d}.keras")
+            run_files.atomic_save_model(self.network, path)
+        run_files.save_state(self.run_dir, finished, self.network, self.model.optimizer, {
+            "learning_rate": logs["learning_rate"],
+            "best_score": self.best_score,
+            "stopped": bool(self.model.stop_training),
+            "callbacks": {name: cb.get_state() for name, cb in self.stateful_callbacks.items()},
+        })
+        plot_curves(os.path.join(self.run_dir, "history.csv"),
+                    os.path.join(self.run_dir, "curves.png"))
+
+    def _append_history(self, epoch, logs):
+        path = os.path.join(self.run_dir, "history.csv")
+        rows = _read_history(path)
+        # A resumed run re-does the epoch that was in progress: drop any later rows.
+        rows = [row for row in rows if int(row["epoch"]) < epoch]
+        rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        columns = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        run_files.atomic_write_text(path, buffer.getvalue())
+
+
+def _read_history(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def plot_curves(history_csv, png_path):
+    """Loss, Dice per region and learning rate per epoch (the lightweight paper's figure 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _read_history(history_csv)
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+
+    def series(key):
+        return [float(r[key]) if r.get(key, "") != "" else float("nan") for r in rows]
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key, style in (("loss", "-"), ("val_loss", "--")):
+        if key in rows[0]:
+            axes[0].plot(epochs, series(key), style, label=key)
+    axes[0].set_title("loss")
+    for region in ("wt", "tc", "et"):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = f"{prefix}dice_{region}"
+            if key in rows[0]:
+                axes[1].plot(epochs, series(key), style, label=key)
+    axes[1].set_title("Dice per region")
+    axes[1].set_ylim(0, 1)
+    axes[2].plot(epochs, series("learning_rate"))
+    axes[2].set_yscale("log")
+    axes[2].set_title("learning rate")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    tmp = png_path + ".tmp.png"
+    figure.savefig(tmp, dpi=80)
+    plt.close(figure)
+    os.replace(tmp, png_path)

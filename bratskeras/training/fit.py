@@ -1,0 +1,307 @@
+"""`fit`: one function from a TrainConfig and a dataset folder to a trained run.
+
+Data flow: discover + inspect cases -> split -> preprocess into the cache ->
+tf.data patches -> model compiled under the chosen precision and strategy ->
+keras fit with the run's callbacks -> held-out Dice of best.keras.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from bratskeras import labels
+from bratskeras.errors import ConfigError, DataError
+from bratskeras.training import run_dir as run_files
+from bratskeras.training.callbacks import (
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
+    RunFiles,
+)
+
+
+@dataclass
+class FitResult:
+    """What a finished `fit` reports.
+
+    Attributes:
+        run_dir: the run directory.
+        epochs: epochs finished in total (resumed runs included).
+        heldout_dice: {"WT": mean Dice, "TC": ..., "ET": ...} of best.keras on
+            the validation cases (whole volumes), or {"WT": ...} for the
+            whole-tumor target.
+        skipped: problems of cases left out with `skip_bad_cases`.
+    """
+
+    run_dir: str
+    epochs: int
+    heldout_dice: dict
+    skipped: list
+
+
+def split_cases(case_ids, config):
+    """(train ids, validation ids): 80/20 with a fixed seed, or fold `fold` of `folds`."""
+    from bratskeras import data
+
+    case_ids = sorted(case_ids)
+    if len(case_ids) < 2:
+        raise DataError(f"training needs at least 2 labelled cases, found {len(case_ids)}")
+    if config.folds:
+        if config.folds > len(case_ids):
+            raise ConfigError(f"--folds {config.folds} is more than the {len(case_ids)} cases")
+        return data.kfold_splits(case_ids, config.folds, config.split_seed)[config.fold]
+    return data.train_val_split(case_ids, config.val_fraction, config.split_seed)
+
+
+def load_cases(data_dir, config, cache_dir, skip_bad_cases):
+    """Inspects, splits and caches the dataset.
+
+    Returns:
+        (train CachedCases, validation CachedCases, skipped problem lines).
+    """
+    from bratskeras import cache, inspection, preprocessing
+
+    dataset, report = inspection.inspect_dataset(data_dir)
+    cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
+    labelled = [case for case in cases if case.seg is not None]
+    train_ids, val_ids = split_cases([case.id for case in labelled], config)
+    settings = preprocessing.PreprocessSettings(crop=config.crop, crop_size=config.crop_size)
+    by_id = {case.id: case for case in labelled}
+    cached = cache.cache_dataset([by_id[i] for i in train_ids + val_ids], cache_dir,
+                                 config.modalities, settings)
+    return cached[:len(train_ids)], cached[len(train_ids):], skipped
+
+
+def build_network(config):
+    """The registry model with channels and outputs matching the config's target."""
+    from bratskeras.models import build_model, model_spec
+
+    channels = len(config.modalities)
+    outputs = labels.target_channels(config.target)
+    overrides = dict(config.model_overrides)
+    if model_spec(config.model)["builder"] == "flair_unet":
+        if config.target != "whole_tumor":
+            raise ConfigError(f"{config.model} predicts whole tumor only: use target whole_tumor")
+        shape = (None, None, None, channels)
+    else:
+        overrides.setdefault("num_classes", outputs)
+        shape = (None, None, None, channels)
+    return build_model(config.model, input_shape=shape, **overrides)
+
+
+def outputs_logits(config):
+    """True when the network emits logits (the unet3d family), False for sigmoid (flair-unet)."""
+    from bratskeras.models import model_spec
+
+    return model_spec(config.model)["builder"] != "flair_unet"
+
+
+def make_optimizer(config):
+    import keras
+
+    clip = {"global_clipnorm": config.clipnorm} if config.clipnorm else {}
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, **clip)
+    return keras.optimizers.Adam(config.learning_rate, **clip)
+
+
+def check_patch_size(config, cached_cases):
+    """Patches must fit the model's poolings and the cached volumes (padded otherwise)."""
+    from bratskeras.models.registry import pooling_multiple
+
+    multiple = pooling_multiple(config.model, **config.model_overrides)
+    odd = [s for s in config.patch_size if s % multiple]
+    if odd:
+        raise ConfigError(
+            f"--patch-size {','.join(map(str, config.patch_size))} is incompatible with "
+            f"{config.model}: each size must be a multiple of {multiple} (2^poolings)"
+        )
+
+
+def _steps_per_epoch(config, n_train):
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    return max(1, -(-n_train // config.batch_size))
+
+
+def _train_input(config, cached, strategy, first_step):
+    """The training tf.data input, split across workers/replicas by tf.distribute.
+
+    Each input pipeline yields per-replica batches of disjoint sample indices,
+    so global step s always sees samples [s*B, (s+1)*B) of the seeded stream,
+    whatever the number of devices: distributed and single-device runs see the
+    same data.
+    """
+    from bratskeras import data
+
+    pipeline_config = data.PipelineConfig(
+        patch_size=config.patch_size, batch_size=config.batch_size,
+        foreground_fraction=config.foreground_fraction, target=config.target,
+        augment=config.augment, augment_on=config.augment_on, seed=config.seed,
+    )
+    first_index = first_step * config.batch_size
+    if strategy.num_replicas_in_sync == 1:
+        return data.train_dataset(cached, pipeline_config, first_index=first_index)
+
+    def dataset_fn(context):
+        per_replica = context.get_per_replica_batch_size(config.batch_size)
+        import dataclasses
+
+        local = dataclasses.replace(pipeline_config, batch_size=per_replica)
+        return data.train_dataset(
+            cached, local, first_index=first_index,
+            pipeline=(context.input_pipeline_id, context.num_input_pipelines),
+            global_batch_size=config.batch_size,
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _validation_input(config, cached):
+    from bratskeras import data
+
+    return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1)
+
+
+def _device_augmented(network, config):
+    """Wraps the network so augmentation runs on the accelerator in each train step."""
+    from bratskeras.training.device_augment import DeviceAugmentedModel
+
+    return DeviceAugmentedModel(network, seed=config.seed)
+
+
+def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1):
+    """Trains a model as `config` says and writes the run directory.
+
+    Args:
+        config: TrainConfig.
+        data_dir: a BraTS dataset folder of any supported layout.
+        run_dir: the run directory (created; must not hold a run unless resume).
+        resume: continue the run in run_dir from its last complete state.
+        skip_bad_cases: leave out cases with problems instead of stopping.
+        cache_dir: preprocessing cache (default: <data_dir>/.bratskeras_cache).
+        verbose: Keras progress bar setting.
+
+    Returns:
+        FitResult.
+
+    Raises:
+        DataError, ConfigError, OutputExistsError: bad data, flags or run dir.
+    """
+    import keras
+    import tensorflow as tf
+
+    from bratskeras.losses import get_loss
+    from bratskeras.metrics import dice_metrics
+    from bratskeras.training import runtime
+
+    cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
+    train_cached, val_cached, skipped = load_cases(data_dir, config, cache_dir, skip_bad_cases)
+    check_patch_size(config, train_cached)
+    state_folder = None
+    if resume:
+        run_files.prepare_run_dir(run_dir, config, resume=True)
+        state_folder = run_files.latest_state(run_dir)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+
+    policy, precision_details = runtime.choose_precision(config.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = runtime.make_strategy(config.strategy)
+    xla = runtime.jit_compile(config.jit_compile)
+    chief = runtime.is_chief(strategy)
+    if not resume and chief:
+        run_files.prepare_run_dir(run_dir, config, resume=False)
+    if chief:
+        run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
+            runtime.describe(policy, precision_details, strategy, xla), indent=2))
+
+    logits = outputs_logits(config)
+    with strategy.scope():
+        network = build_network(config)
+        model = _device_augmented(network, config) if config.augment and config.augment_on == "device" else network
+        loss_kwargs = dict(config.loss_kwargs)
+        if config.loss != "flair_dice" or logits:
+            loss_kwargs.setdefault("from_logits", logits)
+        model.compile(
+            optimizer=make_optimizer(config),
+            loss=get_loss(config.loss, **loss_kwargs),
+            metrics=dice_metrics(config.target, from_logits=logits),
+            jit_compile=xla,
+        )
+        saved = {}
+        if state_folder is not None:
+            model.optimizer.build(model.trainable_variables)
+            saved = run_files.load_state(state_folder, network, model.optimizer)
+            model.optimizer.learning_rate.assign(saved["learning_rate"])
+
+    finished = int(saved.get("epoch", 0))
+    if saved.get("stopped") or finished >= config.epochs:
+        return FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config), skipped)
+
+    steps = _steps_per_epoch(config, len(train_cached))
+    callbacks_state = saved.get("callbacks", {})
+    stateful = {}
+    if config.reduce_lr_patience:
+        stateful["reduce_lr"] = ResumableReduceLROnPlateau(
+            monitor="val_loss", factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
+            min_lr=config.reduce_lr_min, initial_state=callbacks_state.get("reduce_lr"))
+    if config.early_stopping_patience:
+        stateful["early_stopping"] = ResumableEarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience,
+            initial_state=callbacks_state.get("early_stopping"))
+    callbacks = list(stateful.values())
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
+                                                     write_graph=False, profile_batch=0))
+    callbacks.append(RunFiles(
+        run_dir, network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
+        stateful_callbacks=stateful, best_score=saved.get("best_score"), chief=chief))
+
+    model.fit(
+        _train_input(config, train_cached, strategy, first_step=finished * steps),
+        validation_data=_validation_input(config, val_cached),
+        epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
+        callbacks=callbacks, verbose=verbose,
+    )
+    state_folder = run_files.latest_state(run_dir)
+    epochs_done = json.load(open(os.path.join(state_folder, "state.json")))["epoch"] if state_folder else finished
+    return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped)
+
+
+def heldout_dice(run_dir, cached_cases, config):
+    """Mean per-case Dice per region of best.keras on whole cached volumes.
+
+    Returns:
+        {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
+    """
+    import keras
+
+    from bratskeras import metrics
+
+    best = os.path.join(run_dir, "best.keras")
+    if not os.path.exists(best) or not cached_cases:
+        return {}
+    network = keras.saving.load_model(best, safe_mode=True)
+    regions = ("WT",) if config.target == "whole_tumor" else labels.REGIONS
+    scores = {region: [] for region in regions}
+    for case in cached_cases:
+        image, seg, _ = case.load()
+        output = network.predict(np.asarray(image, np.float32)[None], verbose=0)[0]
+        predicted = prediction_to_classes(output, config.target, outputs_logits(config))
+        for region in regions:
+            scores[region].append(metrics.dice(metrics.structure_mask(predicted, region.lower()),
+                                               metrics.structure_mask(seg, region.lower())))
+    return {region: float(np.mean(values)) for region, values in scores.items()}
+
+
+def prediction_to_classes(output, target, logits):
+    """Network output (D, H, W, K) -> class map (D, H, W) uint8 0..3."""
+    threshold = 0.0 if logits else 0.5
+    if target == "classes":
+        return np.argmax(output, axis=-1).astype(np.uint8)
+    if target == "whole_tumor":
+        return (output[..., 0] > threshold).astype(np.uint8) * 2  # WT only: label it as edema
+    return labels.regions_to_classes(output > threshold)
