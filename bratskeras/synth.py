@@ -92,7 +92,7 @@ def _anatomy(grid, rng):
 def _tumor(grid, brain, rng):
     """Class indices (D, H, W) of one tumor (NCR core, ET rim, ED halo) inside the brain."""
     centre = rng.uniform(-0.4, 0.4, size=3)
-    size = rng.uniform(0.15, 0.30)
+    size = rng.uniform(0.18, 0.32)
     r = _radius(grid, centre, size * rng.uniform(0.8, 1.2, size=3))
     # Irregular borders: a few low-frequency waves along random directions.
     for _ in range(3):
@@ -100,7 +100,7 @@ def _tumor(grid, brain, rng):
         direction /= np.linalg.norm(direction)
         projection = sum(d * g for d, g in zip(direction, grid))
         r = r * (1 + 0.12 * np.sin(rng.uniform(4, 9) * projection + rng.uniform(0, 6)))
-    core_fraction = rng.uniform(0.4, 0.65)
+    core_fraction = rng.uniform(0.55, 0.75)
     edema_extent = rng.uniform(1.5, 2.1)
     classes = np.zeros(np.broadcast_shapes(*(g.shape for g in grid)), dtype=np.uint8)
     classes[r < edema_extent] = 2
