@@ -31,7 +31,10 @@ class AugmentConfig:
     Attributes:
         flip_probability: per spatial axis.
         rot90: random multiple of 90 degrees in the axial (D, H) plane; only
-            applied when the patch's D and H sizes are equal.
+            applied when the patch's D and H sizes are equal. Drawn as a D/H
+            transpose with probability 0.5 combined with the flips; with
+            flip_probability 0.5 that is uniform over the 8 axial symmetries,
+            i.e. a uniform rotation k * 90 degrees and a uniform flip.
         rotation_degrees: max small-angle axial rotation (uniform in +-); 0 = off
             (it resamples the whole patch, so it costs about as much as the rest).
         scale: per-channel multiplicative factor uniform in [1 - scale, 1 + scale].
@@ -205,30 +208,22 @@ def augment_patch(image, label, seed, config=AugmentConfig()):
     import tensorflow as tf
 
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
-    for axis in range(3):
-        flip = tf.random.stateless_uniform([], seeds[axis]) < config.flip_probability
-        image, label = tf.cond(flip, lambda a=axis: (tf.reverse(image, [a]), tf.reverse(label, [a])),
-                               lambda: (image, label))
+    # Flips and 90-degree axial rotations compose into one optional D/H transpose
+    # followed by one reverse: each output voxel is copied once, not once per transform.
     if config.rot90 and image.shape[0] is not None and image.shape[0] == image.shape[1]:
-        k = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
-        image, label = _rot90_axial(image, k), _rot90_axial(label, k)
+        transpose = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        image, label = tf.cond(transpose, lambda: (tf.transpose(image, [1, 0, 2, 3]),
+                                                   tf.transpose(label, [1, 0, 2, 3])),
+                               lambda: (image, label))
+    flips = tf.random.stateless_uniform([3], seeds[0]) < config.flip_probability
+    axes = tf.boolean_mask(tf.range(3), flips)
+    image, label = tf.reverse(image, axes), tf.reverse(label, axes)
     if config.rotation_degrees > 0:
         angle = tf.random.stateless_uniform([], seeds[4], -1.0, 1.0) * (config.rotation_degrees * math.pi / 180)
         image = _rotate_axial(image, angle, "BILINEAR")
         label = _rotate_axial(label, angle, "NEAREST")
     image = _intensity(image, seeds[5], seeds[6], config)
     return image, label
-
-
-def _rot90_axial(volume, k):
-    """Rotates (D, H, W, C) by k * 90 degrees in the (D, H) plane."""
-    import tensorflow as tf
-
-    def rotate(v):
-        return tf.reverse(tf.transpose(v, [1, 0, 2, 3]), [0])
-
-    return tf.switch_case(k, [lambda: volume, lambda: rotate(volume),
-                              lambda: tf.reverse(volume, [0, 1]), lambda: rotate(tf.reverse(volume, [0, 1]))])
 
 
 def _rotate_axial(volume, angle, interpolation):
