@@ -1,0 +1,55 @@
+"""`bratskeras inspect` and `bratskeras synth`: look at a dataset, or write a synthetic one."""
+
+import json
+
+import click
+
+from bratskeras.cli.models import parse_shape
+
+_LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
+
+
+@click.command("inspect")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--layout", type=click.Choice(_LAYOUTS), help="Override layout detection.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def inspect_command(data_dir, layout, as_json):
+    """List a dataset's cases and every problem found; exit 1 if any case has one."""
+    from bratskeras.inspection import inspect_dataset
+
+    _, report = inspect_dataset(data_dir, layout)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(f"layout: {report.layout}, {len(report.cases)} case(s)")
+        click.echo(f"{'case':<28}{'modalities':<24}{'seg':<5}{'shape':<18}{'spacing':<18}labels")
+        for case in report.cases:
+            shape = "x".join(str(s) for s in case.shape) if case.shape else "?"
+            spacing = "x".join(f"{s:g}" for s in case.spacing) if case.spacing else "?"
+            click.echo(f"{case.id:<28}{','.join(sorted(case.modalities)):<24}{'yes' if case.seg else 'no':<5}"
+                       f"{shape:<18}{spacing:<18}{case.labels}")
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+        click.echo(f"{len(report.problems)} problem(s)")
+    if report.problems:
+        raise SystemExit(1)
+
+
+@click.command("synth")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--cases", default=4, show_default=True, type=click.IntRange(min=1), help="Number of cases.")
+@click.option("--shape", default="64,64,48", show_default=True, help="D,H,W voxels per case.")
+@click.option("--layout", type=click.Choice(_LAYOUTS), default="brats2020", show_default=True,
+              help="On-disk layout to write (brats2017 also stands for 2018/2019).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
+def synth_command(out_dir, cases, shape, layout, seed, overwrite):
+    """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
+    from bratskeras.synth import write_dataset
+
+    folders = write_dataset(out_dir, cases=cases, shape=parse_shape(shape, 3, "--shape"),
+                            layout=layout, seed=seed, overwrite=overwrite)
+    click.echo(f"wrote {cases} {layout} case(s) to {out_dir} ({len(set(folders))} folder(s))")
+
+
+COMMANDS = [inspect_command, synth_command]

@@ -1,0 +1,377 @@
+"""tf.data pipelines over the preprocessing cache, augmentation, and splits.
+
+Shapes: x is float32 (B, D, H, W, C) with C the cached modalities in their
+cached order; y depends on `target` (labels.TARGETS):
+"classes" uint8 (B, D, H, W, 1), "regions" float32 (B, D, H, W, 3),
+"whole_tumor" float32 (B, D, H, W, 1). D, H, W are NIfTI axes i, j, k, so the
+axial plane is (D, H).
+
+Training draws patches forever (pass `steps_per_epoch` to `fit`): element i
+comes from case order[i % n] of a permutation drawn per pass over the cases,
+is centred on a random tumor voxel with probability `foreground_fraction`,
+and is augmented with stateless ops seeded by (seed, i), so the stream is
+reproducible whatever the parallelism. Augmentation runs in the tf.data map
+(`augment_on="cpu"`) or is left to the model's train step
+(`augment_on="device"`, call `augment_batch` there): both use the same
+per-patch function, so the distributions are identical.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bratskeras import labels, preprocessing
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Distribution of the random transforms (applied identically to x and y).
+
+    Attributes:
+        flip_probability: per spatial axis.
+        rot90: random multiple of 90 degrees in the axial (D, H) plane; only
+            applied when the patch's D and H sizes are equal. Drawn as a D/H
+            transpose with probability 0.5 combined with the flips; with
+            flip_probability 0.5 that is uniform over the 8 axial symmetries,
+            i.e. a uniform rotation k * 90 degrees and a uniform flip.
+        rotation_degrees: max small-angle axial rotation (uniform in +-); 0 = off
+            (it resamples the whole patch, so it costs about as much as the rest).
+        scale: per-channel multiplicative factor uniform in [1 - scale, 1 + scale].
+        shift: per-channel additive offset uniform in [-shift, shift] (z-score units).
+        gamma_probability: chance per patch of a gamma transform.
+        gamma_range: per-channel gamma, uniform in this range.
+    """
+
+    flip_probability: float = 0.5
+    rot90: bool = True
+    rotation_degrees: float = 0.0
+    scale: float = 0.1
+    shift: float = 0.1
+    gamma_probability: float = 0.3
+    gamma_range: tuple = (0.7, 1.5)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the training pipeline yields.
+
+    Attributes:
+        patch_size: (d, h, w); a patch as large as the volume gives the whole
+            (zero-padded) volume.
+        batch_size: patches per batch.
+        foreground_fraction: share of patches centred on a tumor voxel (nnU-Net: 1/3).
+        target: one of labels.TARGETS.
+        augment: apply AugmentConfig transforms (training only).
+        augment_on: "cpu" (in the tf.data map) or "device" (the caller applies
+            `augment_batch` in its train step; the pipeline yields raw patches).
+        augmentation: the AugmentConfig.
+        seed: seeds case order, patch positions and augmentation.
+    """
+
+    patch_size: tuple = (128, 128, 128)
+    batch_size: int = 2
+    foreground_fraction: float = 1 / 3
+    target: str = "classes"
+    augment: bool = True
+    augment_on: str = "cpu"
+    augmentation: AugmentConfig = AugmentConfig()
+    seed: int = 0
+
+    def __post_init__(self):
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be three positive sizes, got {self.patch_size}")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
+        if self.target not in labels.TARGETS:
+            raise ValueError(f"target must be one of {labels.TARGETS}, got {self.target!r}")
+        if self.augment_on not in ("cpu", "device"):
+            raise ValueError(f"augment_on must be 'cpu' or 'device', got {self.augment_on!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def train_val_split(case_ids, val_fraction=0.2, seed=42):
+    """(train_ids, val_ids) with scikit-learn's train_test_split (the lightweight paper: 0.2, 42)."""
+    from sklearn.model_selection import train_test_split
+
+    train, val = train_test_split(list(case_ids), test_size=val_fraction, random_state=seed)
+    return list(train), list(val)
+
+
+def kfold_splits(case_ids, k=5, seed=42):
+    """k (train_ids, val_ids) pairs from a shuffled scikit-learn KFold."""
+    from sklearn.model_selection import KFold
+
+    case_ids = list(case_ids)
+    folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(case_ids)
+    return [([case_ids[i] for i in train], [case_ids[i] for i in val]) for train, val in folds]
+
+
+# --------------------------------------------------------------------------- patch sampling
+
+
+def patch_start(shape, patch_size, foreground, rng, foreground_fraction):
+    """Chooses a patch's corner in a volume.
+
+    Args:
+        shape: volume (D, H, W).
+        patch_size: (d, h, w).
+        foreground: int (K, 3) tumor voxel coordinates (may be empty).
+        rng: numpy Generator.
+        foreground_fraction: probability of centring on a tumor voxel.
+
+    Returns:
+        (start (3,) ints, centred_on_tumor bool). A start may be negative (or
+        the patch overrun the volume) only where the volume is smaller than the
+        patch; that part is zero padding.
+    """
+    shape, patch = np.asarray(shape), np.asarray(patch_size)
+    low, high = np.minimum(0, shape - patch), np.maximum(0, shape - patch)
+    on_tumor = len(foreground) > 0 and rng.random() < foreground_fraction
+    if on_tumor:
+        start = foreground[rng.integers(len(foreground))] - patch // 2
+        return np.clip(start, low, high), True
+    if (shape < patch).any():
+        # Centre the padding on small axes; random positions elsewhere.
+        random_start = rng.integers(low, high + 1)
+        return np.where(shape < patch, (shape - patch) // 2, random_start), False
+    return rng.integers(low, high + 1), False
+
+
+def read_patch(array, start, patch_size):
+    """Copies array[start:start + size] (D, H, W, ...) out of a memory map, zero-padding outside."""
+    geometry = {"original_shape": array.shape[:3], "start": tuple(int(s) for s in start),
+                "size": tuple(patch_size)}
+    return preprocessing.crop(array, geometry)
+
+
+class _TrainSampler:
+    """numpy side of the training pipeline: element index -> (image, classes)."""
+
+    def __init__(self, cached_cases, config):
+        self.arrays = [case.load() for case in cached_cases]
+        self.config = config
+        self.orders = {}
+
+    def case_index(self, index):
+        n = len(self.arrays)
+        rounds, position = divmod(index, n)
+        if rounds not in self.orders:
+            # One shuffled pass over the cases per `n` elements; only the latest is kept.
+            self.orders = {rounds: np.random.default_rng([self.config.seed, rounds]).permutation(n)}
+        return self.orders[rounds][position]
+
+    def __call__(self, index):
+        index = int(index)
+        image, seg, fg = self.arrays[self.case_index(index)]
+        rng = np.random.default_rng([self.config.seed, index, 1])
+        start, _ = patch_start(image.shape[:3], self.config.patch_size, fg, rng,
+                               self.config.foreground_fraction)
+        return read_patch(image, start, self.config.patch_size), read_patch(seg, start, self.config.patch_size)
+
+
+# --------------------------------------------------------------------------- targets and augmentation (TF)
+
+
+def classes_to_target_tf(classes, target):
+    """uint8 classes (..., 1) -> the training target (see the module docstring), with TF ops."""
+    import tensorflow as tf
+
+    if target == "classes":
+        return tf.cast(classes, tf.uint8)
+    classes = tf.cast(classes, tf.int32)
+    if target == "whole_tumor":
+        return tf.cast(classes > 0, tf.float32)
+    regions = [tf.reduce_any(tf.equal(classes, list(labels.REGION_CLASSES[r])), axis=-1)
+               for r in labels.REGIONS]
+    return tf.cast(tf.stack(regions, axis=-1), tf.float32)
+
+
+def augment_patch(image, label, seed, config=AugmentConfig()):
+    """Random transforms of one patch, identical on image and label.
+
+    Args:
+        image: float32 (D, H, W, C).
+        label: (D, H, W, K) of any dtype (classes or a float target).
+        seed: int32/int64 tensor of shape (2,) (stateless randomness).
+        config: AugmentConfig.
+
+    Returns:
+        (image, label) with the same shapes and dtypes (D and H swap places
+        under rot90 only when they are equal, so shapes never change).
+    """
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
+    # Flips and 90-degree axial rotations compose into one optional D/H transpose
+    # followed by one reverse: each output voxel is copied once, not once per transform.
+    if config.rot90 and image.shape[0] is not None and image.shape[0] == image.shape[1]:
+        transpose = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        image, label = tf.cond(transpose, lambda: (tf.transpose(image, [1, 0, 2, 3]),
+                                                   tf.transpose(label, [1, 0, 2, 3])),
+                               lambda: (image, label))
+    flips = tf.random.stateless_uniform([3], seeds[0]) < config.flip_probability
+    axes = tf.boolean_mask(tf.range(3), flips)
+    image, label = tf.reverse(image, axes), tf.reverse(label, axes)
+    if config.rotation_degrees > 0:
+        angle = tf.random.stateless_uniform([], seeds[4], -1.0, 1.0) * (config.rotation_degrees * math.pi / 180)
+        image = _rotate_axial(image, angle, "BILINEAR")
+        label = _rotate_axial(label, angle, "NEAREST")
+    image = _intensity(image, seeds[5], seeds[6], config)
+    return image, label
+
+
+def _rotate_axial(volume, angle, interpolation):
+    """Rotates (D, H, W, C) about the patch centre in the (D, H) plane, zero fill."""
+    import tensorflow as tf
+
+    shape = tf.shape(volume)
+    # View W and C as channels of one 2-D image so one op resamples the whole patch.
+    flat = tf.reshape(volume, [1, shape[0], shape[1], shape[2] * shape[3]])
+    cy, cx = (tf.cast(shape[0], tf.float32) - 1) / 2, (tf.cast(shape[1], tf.float32) - 1) / 2
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
+                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])[None]
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=flat, transforms=transform, output_shape=shape[:2], fill_value=0.0,
+        interpolation=interpolation, fill_mode="CONSTANT")
+    return tf.reshape(rotated, shape)
+
+
+def _intensity(image, seed_affine, seed_gamma, config):
+    """Per-channel gamma (with probability) then scale and shift; image (D, H, W, C) float32."""
+    import tensorflow as tf
+
+    channels = tf.shape(image)[-1:]
+    affine_seeds = tf.random.experimental.stateless_split(seed_affine, 2)
+    scale = tf.random.stateless_uniform(channels, affine_seeds[0], 1 - config.scale, 1 + config.scale)
+    shift = tf.random.stateless_uniform(channels, affine_seeds[1], -config.shift, config.shift)
+    gamma_seeds = tf.random.experimental.stateless_split(seed_gamma, 2)
+    apply_gamma = tf.random.stateless_uniform([], gamma_seeds[0]) < config.gamma_probability
+    gamma = tf.random.stateless_uniform(channels, gamma_seeds[1], *config.gamma_range)
+
+    def with_gamma():
+        # Gamma needs non-negative input: map each channel's range to [0, 1] and back.
+        low = tf.reduce_min(image, axis=[0, 1, 2])
+        span = tf.reduce_max(image, axis=[0, 1, 2]) - low + 1e-7
+        return tf.pow((image - low) / span, gamma) * span + low
+
+    image = tf.cond(apply_gamma, with_gamma, lambda: image)
+    return image * scale + shift
+
+
+def augment_batch(images, labels_batch, seed, config=AugmentConfig()):
+    """`augment_patch` on each sample of a batch; pure TF, usable inside a train step.
+
+    Args:
+        images: float32 (B, D, H, W, C).
+        labels_batch: (B, D, H, W, K), any dtype.
+        seed: int tensor (2,), e.g. (seed, step); sample b uses a split of it.
+        config: AugmentConfig (the one the pipeline would have used on the CPU).
+
+    Returns:
+        (images, labels) of the same shapes and dtypes.
+    """
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), batch)
+    return tf.map_fn(lambda args: augment_patch(args[0], args[1], args[2], config),
+                     (images, labels_batch, seeds),
+                     fn_output_signature=(images.dtype, labels_batch.dtype))
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def train_dataset(cached_cases, config=PipelineConfig()):
+    """Infinite, seeded stream of training batches (x, y) from cached cases.
+
+    Args:
+        cached_cases: list of cache.CachedCase, all with labels.
+        config: PipelineConfig.
+
+    Returns:
+        tf.data.Dataset of (x float32 (B, d, h, w, C), y per config.target),
+        batched, prefetched. With augment_on="device" the batches are not
+        augmented: call `augment_batch(x, y, seed, config.augmentation)` in the
+        train step.
+    """
+    import tensorflow as tf
+
+    if not cached_cases:
+        raise ValueError("train_dataset needs at least one cached case")
+    unlabelled = [case.id for case in cached_cases if not case.has_seg]
+    if unlabelled:
+        raise ValueError(f"training cases without labels: {', '.join(unlabelled)}")
+    sampler = _TrainSampler(cached_cases, config)
+    channels = len(cached_cases[0].meta["modalities"])
+    cache_dtype = tf.as_dtype(cached_cases[0].meta["settings"]["dtype"])
+    patch = config.patch_size
+    augment_here = config.augment and config.augment_on == "cpu"
+
+    def element(index):
+        image, seg = tf.numpy_function(sampler, [index], (cache_dtype, tf.uint8), stateful=False)
+        image = tf.ensure_shape(tf.cast(image, tf.float32), patch + (channels,))
+        seg = tf.ensure_shape(seg, patch)[..., None]
+        if augment_here:
+            seed = tf.stack([tf.constant(config.seed, tf.int64), index])
+            image, seg = augment_patch(image, seg, seed, config.augmentation)
+        return image, classes_to_target_tf(seg, config.target)
+
+    dataset = tf.data.Dataset.counter().map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_patch_start(shape, patch_size, foreground):
+    """Deterministic corner: the patch centred on the tumor's bounding box (the volume if none)."""
+    shape, patch = np.asarray(shape), np.asarray(patch_size)
+    centre = (foreground.min(0) + foreground.max(0)) // 2 if len(foreground) else shape // 2
+    return np.clip(centre - patch // 2, np.minimum(0, shape - patch), np.maximum(0, shape - patch))
+
+
+def validation_dataset(cached_cases, patch_size=None, target="classes", batch_size=1):
+    """Deterministic, unaugmented (x, y) per case, in the order given.
+
+    Args:
+        cached_cases: list of cache.CachedCase with labels.
+        patch_size: None for whole cached volumes (batch_size must be 1 unless
+            all volumes share a shape), or (d, h, w) for one patch per case
+            centred on its tumor.
+        target: one of labels.TARGETS.
+        batch_size: cases per batch.
+
+    Returns:
+        finite tf.data.Dataset of (x float32 (B, d, h, w, C), y per `target`).
+    """
+    import tensorflow as tf
+
+    if target not in labels.TARGETS:
+        raise ValueError(f"target must be one of {labels.TARGETS}, got {target!r}")
+    unlabelled = [case.id for case in cached_cases if not case.has_seg]
+    if unlabelled:
+        raise ValueError(f"validation cases without labels: {', '.join(unlabelled)}")
+    channels = len(cached_cases[0].meta["modalities"])
+
+    def load(position):
+        image, seg, fg = cached_cases[int(position)].load()
+        if patch_size is None:
+            return np.asarray(image, dtype=np.float32), np.asarray(seg)
+        start = validation_patch_start(image.shape[:3], patch_size, fg)
+        return read_patch(image, start, patch_size).astype(np.float32), read_patch(seg, start, patch_size)
+
+    spatial = tuple(patch_size) if patch_size is not None else (None, None, None)
+
+    def element(position):
+        image, seg = tf.numpy_function(load, [position], (tf.float32, tf.uint8), stateful=False)
+        image = tf.ensure_shape(image, spatial + (channels,))
+        seg = tf.ensure_shape(seg, spatial)[..., None]
+        return image, classes_to_target_tf(seg, target)
+
+    dataset = tf.data.Dataset.range(len(cached_cases)).map(element, num_parallel_calls=2, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,158 @@
+"""Validates a dataset: every problem of every case, one line each.
+
+Problems found (each message names the case and the file):
+missing modality, missing label file (for cases expected to have one, see
+io.discover), extra label or unknown file, unreadable / truncated / corrupt
+file, shape or affine mismatch between a case's files, NaN/Inf voxels,
+all-zero modality, label values outside the release's scheme, missing H5
+slices. An empty or wrong folder makes `io.discover` raise DataError.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bratskeras import io, labels
+from bratskeras.errors import DataError
+
+
+@dataclass
+class CaseReport:
+    """What inspection found for one case (fields match `inspect --json`)."""
+
+    id: str
+    modalities: dict
+    seg: str | None
+    shape: list | None = None
+    spacing: list | None = None
+    labels: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"id": self.id, "modalities": self.modalities, "seg": self.seg, "shape": self.shape,
+                "spacing": self.spacing, "labels": self.labels, "problems": self.problems}
+
+
+@dataclass
+class DatasetReport:
+    """The layout and one CaseReport per case."""
+
+    layout: str
+    cases: list
+
+    @property
+    def problems(self):
+        return [p for case in self.cases for p in case.problems]
+
+    def to_dict(self):
+        return {"layout": self.layout, "cases": [c.to_dict() for c in self.cases]}
+
+
+def inspect_dataset(root, layout=None):
+    """Discovers and checks every case under `root`.
+
+    Returns:
+        (Dataset, DatasetReport).
+
+    Raises:
+        DataError: empty or wrong folder (from io.discover).
+    """
+    dataset = io.discover(root, layout)
+    return dataset, DatasetReport(layout=dataset.layout, cases=[inspect_case(c) for c in dataset.cases])
+
+
+def inspect_case(case):
+    """Checks one case, reading every file fully; returns its CaseReport."""
+    report = CaseReport(id=case.id, modalities=dict(case.modalities), seg=case.seg)
+    if case.layout == "kaggle-h5":
+        _inspect_h5(case, report)
+        return report
+    report.problems += _file_set_problems(case)
+    reference = None
+    for path in list(case.modalities.values()) + ([case.seg] if case.seg else []):
+        is_label = path == case.seg
+        try:
+            array, image = io.load_nifti(path)
+        except DataError as error:
+            report.problems.append(f"case {case.id}: {error}")
+            continue
+        report.problems += [f"case {case.id}: {p}" for p in io.volume_problems(path, array, is_label)]
+        if reference is None:
+            reference = (path, image)
+            report.shape = [int(s) for s in image.shape[:3]]
+            report.spacing = [float(z) for z in image.header.get_zooms()[:3]]
+        mismatch = io.geometry_problem(path, image, *reference)
+        if mismatch:
+            report.problems.append(f"case {case.id}: {mismatch}")
+        if is_label:
+            report.labels, problem = _label_values(array, case.label_scheme, path)
+            report.problems += [f"case {case.id}: {problem}"] if problem else []
+    return report
+
+
+def _file_set_problems(case):
+    problems = [f"case {case.id}: missing {m} file" for m in io.MODALITIES if m not in case.modalities]
+    if case.expects_seg and case.seg is None:
+        problems.append(f"case {case.id}: missing label file")
+    for path in case.extra_files:
+        kind = "extra label file" if "seg" in os.path.basename(path).lower() else "unexpected file"
+        problems.append(f"case {case.id}: {kind} {path}")
+    return problems
+
+
+def _label_values(array, scheme, path):
+    """(sorted label values found, problem message or None)."""
+    finite = array[np.isfinite(array)]
+    values = [int(v) if float(v).is_integer() else float(v) for v in np.unique(finite)]
+    bad = [v for v in values if v not in labels.get_scheme(scheme).labels]
+    if bad:
+        return values, f"{path}: label values {bad} are not in the {scheme} scheme {list(labels.get_scheme(scheme).labels)}"
+    return values, None
+
+
+def _inspect_h5(case, report):
+    report.problems += io.h5_slice_problems(case)
+    images, masks = [], []
+    for path in case.slices:
+        try:
+            image, mask = io.load_h5_slice(path)
+        except DataError as error:
+            report.problems.append(f"case {case.id}: {error}")
+            continue
+        images.append(image)
+        masks.append(mask)
+    if not images:
+        return
+    if len({(i.shape, m.shape) for i, m in zip(images, masks)}) > 1:
+        report.problems.append(f"case {case.id}: slices differ in shape")
+        return
+    volume = np.stack(images, axis=2)
+    report.shape = [int(s) for s in volume.shape[:3]]
+    report.spacing = [1.0, 1.0, 1.0]
+    for channel, modality in enumerate(case.channel_order):
+        report.problems += [f"case {case.id}: {p}" for p in
+                            io.volume_problems(f"{modality} channel of volume {case.id}", volume[..., channel])]
+    try:
+        classes = io.h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}")
+        report.labels = [int(v) for v in np.unique(classes)]
+    except DataError as error:
+        report.problems.append(str(error))
+
+
+def require_clean(dataset, report, skip_bad=False):
+    """The cases to use: all of them, or the clean ones when `skip_bad`.
+
+    Returns:
+        (cases without problems, list of "<case id>: <problem>" lines skipped).
+
+    Raises:
+        DataError: some case has a problem and `skip_bad` is False; the message
+            counts them and quotes the first.
+    """
+    bad = {case.id for case in report.cases if case.problems}
+    if bad and not skip_bad:
+        problems = report.problems
+        raise DataError(f"{len(problems)} problem(s) in {len(bad)} case(s), first: {problems[0]}")
+    skipped = [p for case in report.cases for p in case.problems]
+    return [case for case in dataset.cases if case.id not in bad], skipped

@@ -1,0 +1,419 @@
+"""Find BraTS cases on disk, read them, and write label maps back.
+
+Layouts (REFERENCE.md section 3), detected from the case folder names:
+
+    brats2017   2017-2019: HGG/ and LGG/ of Brats17_<id>/, BraTS19_<id>/, ...,
+                files <case>_{flair,t1,t1ce,t2,seg}.nii.gz, labels 0,1,2,4
+    brats2020   Kaggle copy: .../BraTS20_Training_NNN/ and BraTS20_Validation_NNN/
+                with uncompressed .nii; case 355's label is W39_1998.09.19_Segm.nii;
+                csv files beside the cases are ignored; labels 0,1,2,4
+    brats2021   BraTS2021_NNNNN/ with <case>_{flair,t1,t1ce,t2,seg}.nii.gz
+    brats2023   BraTS-GLI-NNNNN-NNN/ with <case>-{t2f,t1n,t1c,t2w,seg}.nii.gz, ET = 3
+    kaggle-h5   flat folder of volume_<v>_slice_<s>.h5 (datasets `image` (H, W, 4)
+                and `mask` (H, W, 3)), stacked along the last axis into volumes
+
+The root passed to `discover` may be any ancestor of the case folders.
+Modalities always carry the canonical names "flair", "t1", "t1ce", "t2".
+
+Arrays are (D, H, W) = NIfTI voxel axes (i, j, k) exactly as nibabel returns
+them (240 x 240 x 155 for BraTS); images gain a trailing channel axis.
+"""
+
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bratskeras import labels
+from bratskeras.errors import DataError
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
+# Assumption (unverified upstream, see REFERENCE.md): the Kaggle H5 `image`
+# channels are [T1, T1ce, T2, FLAIR] and the `mask` channels [NCR, ED, ET].
+H5_CHANNEL_ORDER = ("t1", "t1ce", "t2", "flair")
+H5_MASK_CLASSES = (1, 2, 3)
+
+_CASE_PATTERNS = {
+    "brats2017": re.compile(r"^Brats1[78]_.+$|^BraTS19_.+$"),
+    "brats2020": re.compile(r"^BraTS20_(Training|Validation)_\d+$"),
+    "brats2021": re.compile(r"^BraTS2021_\d+$"),
+    "brats2023": re.compile(r"^BraTS-[A-Z]+-\d+-\d+$"),
+}
+_SUFFIX_TO_MODALITY = {
+    "flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2",
+    "t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2",
+}
+_NIFTI_RE = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
+# The 2023+ releases separate the suffix with "-", older ones with "_".
+_SUFFIX_RE = re.compile(r"[_-](?P<suffix>flair|t1ce|t1|t2|t2f|t1n|t1c|t2w|seg)$", re.IGNORECASE)
+# BraTS 2020 case 355 ships its label as W39_1998.09.19_Segm.nii.
+_ODD_SEG_RE = re.compile(r"_Segm$", re.IGNORECASE)
+_H5_RE = re.compile(r"^volume_(?P<volume>\d+)_slice_(?P<slice>\d+)\.h5$")
+
+
+@dataclass
+class Case:
+    """One subject.
+
+    Attributes:
+        id: case folder name (or "volume_<v>" for kaggle-h5).
+        layout: one of LAYOUTS.
+        modalities: canonical modality name -> file path (for kaggle-h5 every
+            modality maps to the case's first slice file; `slices` holds all).
+        seg: label file path, or None.
+        label_scheme: "brats2020" or "brats2023" (labels.SCHEMES).
+        expects_seg: False for validation cases that ship without labels.
+        extra_files: NIfTI files in the case folder that are not one modality
+            or the label (a second label file, an unknown suffix).
+        slices: kaggle-h5 only: slice files ordered by slice index.
+        slice_indices: kaggle-h5 only: the slice index of each file in `slices`.
+        channel_order: kaggle-h5 only: modality of each `image` channel.
+    """
+
+    id: str
+    layout: str
+    modalities: dict
+    seg: str | None
+    label_scheme: str
+    expects_seg: bool = True
+    extra_files: list = field(default_factory=list)
+    slices: tuple = ()
+    slice_indices: tuple = ()
+    channel_order: tuple = H5_CHANNEL_ORDER
+
+    def source_files(self):
+        """Every file this case is read from (for cache keys and messages)."""
+        if self.layout == "kaggle-h5":
+            return list(self.slices)
+        files = list(self.modalities.values())
+        return files + ([self.seg] if self.seg else [])
+
+
+@dataclass
+class Dataset:
+    """A discovered dataset: its root, layout, label scheme and cases (sorted by id)."""
+
+    root: str
+    layout: str
+    label_scheme: str
+    cases: list
+
+    def case(self, case_id):
+        """The case called `case_id` (DataError if absent)."""
+        for case in self.cases:
+            if case.id == case_id:
+                return case
+        raise DataError(f"{self.root}: no case {case_id!r}")
+
+
+def label_scheme_for(layout):
+    """The labels.SCHEMES name used by a layout's label files."""
+    return "brats2023" if layout == "brats2023" else "brats2020"
+
+
+def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
+    """Finds every case under `root` (any ancestor of the case folders).
+
+    Args:
+        root: folder to search recursively.
+        layout: one of LAYOUTS, or None to detect it from the folder names.
+        channel_order: kaggle-h5 only: modality of each `image` channel.
+
+    Returns:
+        Dataset with cases sorted by id.
+
+    Raises:
+        DataError: root missing or not a folder, no BraTS case found, or several
+            layouts found while `layout` is None.
+    """
+    root = os.fspath(root)
+    if layout is not None and layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: not a folder")
+    nifti_dirs, h5_files = _scan(root)
+    found = _nifti_cases(nifti_dirs)
+    if h5_files:
+        found["kaggle-h5"] = _h5_cases(h5_files, tuple(channel_order))
+    found = {name: cases for name, cases in found.items() if cases}
+    if not found:
+        raise DataError(f"{root}: no BraTS cases found (empty or wrong folder; layouts: {', '.join(LAYOUTS)})")
+    if layout is None:
+        if len(found) > 1:
+            raise DataError(f"{root}: cases of several layouts found ({', '.join(sorted(found))}); pass a layout")
+        layout = next(iter(found))
+    if layout not in found:
+        raise DataError(f"{root}: no {layout} cases found (found: {', '.join(sorted(found))})")
+    cases = sorted(found[layout], key=lambda c: c.id)
+    _mark_expected_labels(cases)
+    return Dataset(root=root, layout=layout, label_scheme=label_scheme_for(layout), cases=cases)
+
+
+def _scan(root):
+    """Walks `root`: {folder: [NIfTI file names]} and [H5 slice paths]."""
+    nifti_dirs, h5_files = {}, []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if _NIFTI_RE.match(name):
+                nifti_dirs.setdefault(folder, []).append(name)
+            elif _H5_RE.match(name):
+                h5_files.append(os.path.join(folder, name))
+    return nifti_dirs, h5_files
+
+
+def _layout_of(case_id):
+    for name, pattern in _CASE_PATTERNS.items():
+        if pattern.match(case_id):
+            return name
+    return None
+
+
+def _nifti_cases(nifti_dirs):
+    """{layout: [Case]} for every folder named like a BraTS case."""
+    found = {}
+    for folder, names in nifti_dirs.items():
+        case_id = os.path.basename(folder)
+        layout = _layout_of(case_id)
+        if layout is None:
+            continue
+        found.setdefault(layout, []).append(_nifti_case(folder, case_id, layout, sorted(names)))
+    return found
+
+
+def _nifti_case(folder, case_id, layout, names):
+    modalities, segs, extra = {}, [], []
+    for name in names:
+        path = os.path.join(folder, name)
+        stem = _NIFTI_RE.match(name).group("stem")
+        match = _SUFFIX_RE.search(stem)
+        suffix = match.group("suffix").lower() if match else None
+        if suffix == "seg" or (layout == "brats2020" and _ODD_SEG_RE.search(stem)):
+            segs.append(path)
+        elif suffix in _SUFFIX_TO_MODALITY and _SUFFIX_TO_MODALITY[suffix] not in modalities:
+            modalities[_SUFFIX_TO_MODALITY[suffix]] = path
+        else:
+            extra.append(path)
+    # The standard <case>_seg name wins over an oddly named one; any other is extra.
+    segs.sort(key=lambda p: 0 if _SUFFIX_RE.search(_NIFTI_RE.match(os.path.basename(p)).group("stem")) else 1)
+    return Case(id=case_id, layout=layout, modalities=modalities, seg=segs[0] if segs else None,
+                label_scheme=label_scheme_for(layout), extra_files=segs[1:] + extra)
+
+
+def _mark_expected_labels(cases):
+    """Decides which cases must have a label file.
+
+    BraTS 2020 names its unlabelled cases "Validation". Other releases keep
+    unlabelled cases in a separate folder, so a case is expected to have a
+    label when any other case in its parent folder has one.
+    """
+    labelled_parents = {os.path.dirname(_case_folder(c)) for c in cases if c.seg}
+    for case in cases:
+        if case.layout == "brats2020":
+            case.expects_seg = "_Validation_" not in case.id
+        elif case.layout != "kaggle-h5":
+            case.expects_seg = os.path.dirname(_case_folder(case)) in labelled_parents
+
+
+def _case_folder(case):
+    return os.path.dirname(case.source_files()[0] if case.source_files() else case.extra_files[0])
+
+
+def _h5_cases(paths, channel_order):
+    if sorted(channel_order) != sorted(MODALITIES):
+        raise DataError(f"channel order {channel_order} must name each of {MODALITIES} once")
+    volumes = {}
+    for path in paths:
+        match = _H5_RE.match(os.path.basename(path))
+        volumes.setdefault(int(match.group("volume")), []).append((int(match.group("slice")), path))
+    cases = []
+    for volume, items in volumes.items():
+        items.sort()
+        first = items[0][1]
+        cases.append(Case(
+            id=f"volume_{volume}", layout="kaggle-h5", modalities={m: first for m in MODALITIES},
+            seg=first, label_scheme="brats2020", slices=tuple(p for _, p in items),
+            slice_indices=tuple(s for s, _ in items), channel_order=channel_order))
+    return cases
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_nifti(path):
+    """Loads one NIfTI file fully.
+
+    Returns:
+        (array, image): the voxel data as float32 (D, H, W) with nibabel's
+        scaling applied, and the nibabel image (affine, header).
+
+    Raises:
+        DataError: missing, truncated or corrupt file, or not 3-D.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        array = np.asarray(image.dataobj, dtype=np.float32)
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{path}: cannot read NIfTI ({reason})") from None
+    if array.ndim != 3:
+        raise DataError(f"{path}: expected a 3-D volume, got shape {array.shape}")
+    return array, image
+
+
+def volume_problems(path, array, is_label=False):
+    """One-line problems of a loaded volume: non-finite voxels, all-zero image."""
+    problems = []
+    finite = np.isfinite(array)
+    if not finite.all():
+        problems.append(f"{path}: {int(array.size - finite.sum())} NaN/Inf voxels")
+    elif not is_label and not array.any():
+        problems.append(f"{path}: image is all zeros")
+    return problems
+
+
+def geometry_problem(path, image, reference_path, reference_image):
+    """A one-line message if `image`'s shape or affine differs from the reference's, else None."""
+    if image.shape[:3] != reference_image.shape[:3]:
+        return f"{path}: shape {tuple(image.shape[:3])} differs from {os.path.basename(reference_path)} {tuple(reference_image.shape[:3])}"
+    if not np.allclose(image.affine, reference_image.affine, atol=1e-3):
+        return f"{path}: affine differs from {os.path.basename(reference_path)}"
+    return None
+
+
+def read_case(case, modalities=MODALITIES):
+    """Reads a case's images and labels.
+
+    Args:
+        case: a Case from `discover`.
+        modalities: canonical names, in the channel order wanted.
+
+    Returns:
+        image: float32 (D, H, W, C), C = len(modalities), in that order.
+        seg: uint8 class indices (D, H, W), values 0..3 (labels.CLASS_NAMES),
+            or None when the case has no label file.
+        properties: dict with "affine" (4x4), "header" (nibabel header or None),
+            "shape" (D, H, W), "spacing" (mm per axis), "files" (source paths);
+            `write_label_map` takes it to write a prediction on the source grid.
+
+    Raises:
+        DataError: naming the case and file: missing modality, unreadable file,
+            shape/affine mismatch, NaN/Inf voxels, all-zero modality, or label
+            values outside the case's scheme.
+    """
+    missing = [m for m in modalities if m not in case.modalities]
+    if missing:
+        raise DataError(f"case {case.id}: missing modality {', '.join(missing)}")
+    if case.layout == "kaggle-h5":
+        return _read_h5_case(case, modalities)
+    channels, reference = [], None
+    for modality in modalities:
+        path = case.modalities[modality]
+        array, image = load_nifti(path)
+        _raise_first(volume_problems(path, array))
+        if reference is None:
+            reference = (path, image)
+        _raise_first([geometry_problem(path, image, *reference)])
+        channels.append(array)
+    seg = None
+    if case.seg:
+        seg_array, seg_image = load_nifti(case.seg)
+        _raise_first(volume_problems(case.seg, seg_array, is_label=True))
+        _raise_first([geometry_problem(case.seg, seg_image, *reference)])
+        seg = labels.labels_to_classes(seg_array, case.label_scheme, source=case.seg)
+    image = reference[1]
+    properties = {
+        "affine": np.asarray(image.affine, dtype=np.float64),
+        "header": image.header,
+        "shape": tuple(int(s) for s in image.shape[:3]),
+        "spacing": tuple(float(z) for z in image.header.get_zooms()[:3]),
+        "files": case.source_files(),
+    }
+    return np.stack(channels, axis=-1), seg, properties
+
+
+def _raise_first(problems):
+    problems = [p for p in problems if p]
+    if problems:
+        raise DataError(problems[0])
+
+
+def load_h5_slice(path):
+    """Reads one Kaggle H5 slice: (image float32 (H, W, 4), mask (H, W, 3)); DataError if unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return np.asarray(handle["image"], dtype=np.float32), np.asarray(handle["mask"])
+    except (OSError, KeyError) as error:
+        raise DataError(f"{path}: cannot read H5 slice ({error})") from None
+
+
+def h5_slice_problems(case):
+    """One-line problems with a kaggle-h5 case's slice numbering (gaps, not starting at 0)."""
+    expected = tuple(range(len(case.slices)))
+    if case.slice_indices != expected:
+        missing = sorted(set(range(max(case.slice_indices) + 1)) - set(case.slice_indices))
+        return [f"case {case.id}: missing slices {missing[:10]}{' ...' if len(missing) > 10 else ''}"]
+    return []
+
+
+def h5_mask_to_classes(mask, source):
+    """One-hot H5 mask (..., 3) in H5_MASK_CLASSES order -> uint8 class indices (...)."""
+    mask = np.asarray(mask)
+    if not np.isin(mask, (0, 1)).all():
+        raise DataError(f"{source}: mask values must be 0/1 one-hot")
+    if (mask.sum(axis=-1) > 1).any():
+        raise DataError(f"{source}: mask has voxels in several classes")
+    classes = np.zeros(mask.shape[:-1], dtype=np.uint8)
+    for channel, class_index in enumerate(H5_MASK_CLASSES):
+        classes[mask[..., channel] > 0] = class_index
+    return classes
+
+
+def _read_h5_case(case, modalities):
+    _raise_first(h5_slice_problems(case))
+    images, masks = zip(*(load_h5_slice(p) for p in case.slices))
+    volume = np.stack(images, axis=2)  # (H, W, S, 4): slices become the last spatial axis
+    _raise_first(volume_problems(f"case {case.id}", volume))
+    order = [case.channel_order.index(m) for m in modalities]
+    seg = h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}")
+    shape = volume.shape[:3]
+    properties = {"affine": brats_affine(shape), "header": None, "shape": tuple(shape),
+                  "spacing": (1.0, 1.0, 1.0), "files": list(case.slices)}
+    return np.ascontiguousarray(volume[..., order]), seg, properties
+
+
+def brats_affine(shape):
+    """The 1 mm affine BraTS NIfTI files carry: diag(-1, -1, 1), origin so j runs 0..H-1 mm."""
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[1, 3] = shape[1] - 1
+    return affine
+
+
+def write_label_map(label_map, properties, path):
+    """Writes a (D, H, W) label map as a uint8 NIfTI on the source grid.
+
+    Args:
+        label_map: integer array (D, H, W) of on-disk label values (use
+            labels.classes_to_labels to go from class indices to a release's labels).
+        properties: the dict `read_case` returned (or one with at least "affine";
+            "header" is reused when present).
+        path: output .nii or .nii.gz path.
+    """
+    import nibabel as nib
+
+    label_map = np.asarray(label_map)
+    if tuple(label_map.shape) != tuple(properties["shape"]):
+        raise ValueError(f"label map shape {label_map.shape} != source shape {tuple(properties['shape'])}")
+    header = properties.get("header")
+    image = nib.Nifti1Image(label_map.astype(np.uint8), np.asarray(properties["affine"]),
+                            header=header.copy() if header is not None else None)
+    image.set_data_dtype(np.uint8)
+    # Source images may carry intensity scaling; a label map must not.
+    image.header.set_slope_inter(1, 0)
+    nib.save(image, os.fspath(path))

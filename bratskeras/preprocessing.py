@@ -1,0 +1,159 @@
+"""Intensity normalisation and cropping, pure numpy, with an exact inverse.
+
+Arrays: images (D, H, W, C) float32, labels (D, H, W); D, H, W are the NIfTI
+axes i, j, k. A crop is described by a geometry dict
+
+    {"original_shape": (D, H, W), "start": (d0, h0, w0), "size": (d, h, w)}
+
+where `start` may be negative and `start + size` may exceed the original
+shape: those parts of the crop are zero padding. `uncrop` puts a prediction
+made on the crop back onto the original grid.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+CROPS = ("bbox", "center", "none")
+FLAIR_PAPER_CROP = (192, 192, 154)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """How a case is turned into network input; part of the cache key.
+
+    Attributes:
+        crop: "bbox" (brain bounding box plus `margin`), "center" (fixed
+            `crop_size` centre crop, zero-padded where the volume is smaller;
+            the FLAIR paper uses 192 x 192 x 154) or "none".
+        crop_size: (d, h, w) for crop="center".
+        margin: voxels added on each side of the brain box for crop="bbox".
+        dtype: "float32" or "float16" for the cached image.
+    """
+
+    crop: str = "bbox"
+    crop_size: tuple = FLAIR_PAPER_CROP
+    margin: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
+        if len(self.crop_size) != 3 or min(self.crop_size) < 1:
+            raise ValueError(f"crop_size must be three positive sizes, got {self.crop_size}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
+
+    def to_dict(self):
+        """JSON-ready dict (cache keys and run configs)."""
+        return {**asdict(self), "crop_size": list(self.crop_size)}
+
+
+def zscore(image):
+    """Per-channel z-score over that channel's non-zero (brain) voxels.
+
+    Args:
+        image: (D, H, W, C) array.
+
+    Returns:
+        float32 (D, H, W, C): inside each channel's mask mean 0 and std 1,
+        background exactly 0. A channel whose brain is constant gets 0 std
+        treated as 1 so it stays finite.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    out = np.zeros_like(image)
+    for c in range(image.shape[-1]):
+        channel = image[..., c]
+        mask = channel != 0
+        if not mask.any():
+            continue
+        values = channel[mask]
+        mean, std = float(values.mean()), float(values.std())
+        out[..., c][mask] = (values - mean) / (std if std > 0 else 1.0)
+    return out
+
+
+def brain_bbox(image):
+    """(start, stop) of the box around voxels non-zero in any channel of (D, H, W, C)."""
+    mask = np.any(np.asarray(image) != 0, axis=-1)
+    if not mask.any():
+        return (0, 0, 0), tuple(mask.shape)
+    start, stop = [], []
+    for axis in range(3):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        start.append(int(present[0]))
+        stop.append(int(present[-1]) + 1)
+    return tuple(start), tuple(stop)
+
+
+def crop_geometry(image, settings):
+    """The geometry dict that `settings` gives for image (D, H, W, C)."""
+    shape = tuple(int(s) for s in image.shape[:3])
+    if settings.crop == "none":
+        start, size = (0, 0, 0), shape
+    elif settings.crop == "center":
+        size = settings.crop_size
+        start = tuple((n - s) // 2 for n, s in zip(shape, size))
+    else:
+        box_start, box_stop = brain_bbox(image)
+        start = tuple(max(0, b - settings.margin) for b in box_start)
+        stop = tuple(min(n, b + settings.margin) for n, b in zip(shape, box_stop))
+        size = tuple(e - s for s, e in zip(start, stop))
+    return {"original_shape": shape, "start": tuple(int(s) for s in start), "size": tuple(int(s) for s in size)}
+
+
+def _overlap(geometry):
+    """Slices of the crop and of the original grid that overlap (both tuples of 3 slices)."""
+    crop_slices, source_slices = [], []
+    for n, start, size in zip(geometry["original_shape"], geometry["start"], geometry["size"]):
+        lo, hi = max(start, 0), min(start + size, n)
+        hi = max(hi, lo)
+        source_slices.append(slice(lo, hi))
+        crop_slices.append(slice(lo - start, hi - start))
+    return tuple(crop_slices), tuple(source_slices)
+
+
+def crop(array, geometry):
+    """Crops (D, H, W, ...) to geometry["size"], zero-padding outside the source."""
+    array = np.asarray(array)
+    out = np.zeros(tuple(geometry["size"]) + array.shape[3:], dtype=array.dtype)
+    crop_slices, source_slices = _overlap(geometry)
+    out[crop_slices] = array[source_slices]
+    return out
+
+
+def uncrop(prediction, geometry, fill=0):
+    """Inverse of `crop`: (d, h, w, ...) on the crop -> (D, H, W, ...) on the original grid.
+
+    Voxels outside the crop get `fill` (background). For any array `a` that is
+    `fill` outside the crop, uncrop(crop(a, g), g) == a exactly.
+    """
+    prediction = np.asarray(prediction)
+    if tuple(prediction.shape[:3]) != tuple(geometry["size"]):
+        raise ValueError(f"prediction shape {prediction.shape[:3]} != crop size {tuple(geometry['size'])}")
+    out = np.full(tuple(geometry["original_shape"]) + prediction.shape[3:], fill, dtype=prediction.dtype)
+    crop_slices, source_slices = _overlap(geometry)
+    out[source_slices] = prediction[crop_slices]
+    return out
+
+
+def preprocess(image, seg, settings):
+    """Normalises then crops one case.
+
+    Args:
+        image: (D, H, W, C) raw intensities.
+        seg: uint8 classes (D, H, W) or None.
+        settings: PreprocessSettings.
+
+    Returns:
+        (image (d, h, w, C) in settings.dtype, seg uint8 (d, h, w) or None, geometry).
+    """
+    # Statistics come from the whole brain, before a centre crop may cut it.
+    normalised = zscore(image)
+    geometry = crop_geometry(image, settings)
+    out_image = crop(normalised, geometry).astype(settings.dtype, copy=False)
+    out_seg = None if seg is None else crop(seg.astype(np.uint8, copy=False), geometry)
+    return out_image, out_seg, geometry

@@ -1,0 +1,244 @@
+"""Synthetic BraTS-like phantoms written in the real on-disk layouts.
+
+Each case is a skull-stripped head: white matter inside grey matter inside a
+CSF rim, plus two ventricles, and one tumor made of a necrotic core (NCR),
+an enhancing rim (ET) and surrounding edema (ED), with irregular borders,
+random size and position. Tissue contrasts follow real MRI: ET is bright on
+T1ce, necrosis dark on T1ce and bright on T2, edema bright on FLAIR and T2,
+CSF dark on FLAIR and bright on T2. A smooth multiplicative bias field and
+noise are added, then each modality is scaled to int16. Everything is
+deterministic per seed: case `i` of a dataset uses seed (seed, i).
+
+Arrays are (D, H, W) = NIfTI axes (i, j, k); the affine is BraTS's
+diag(-1, -1, 1) at 1 mm (io.brats_affine).
+"""
+
+import csv
+import os
+
+import numpy as np
+from scipy import ndimage
+
+from bratskeras import io, labels
+from bratskeras.errors import OutputExistsError
+
+SYNTH_LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
+DEFAULT_SHAPE = (64, 64, 48)
+
+# Mean intensity of each tissue per modality, on a 0..1 scale.
+# Tissue order: CSF, GM, WM, NCR, ED, ET.
+_TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
+_CONTRAST = {
+    "flair": (0.10, 0.55, 0.45, 0.50, 0.95, 0.70),
+    "t1": (0.25, 0.55, 0.75, 0.30, 0.45, 0.55),
+    "t1ce": (0.25, 0.55, 0.75, 0.15, 0.45, 1.00),
+    "t2": (1.00, 0.60, 0.40, 0.90, 0.85, 0.65),
+}
+
+
+def make_case(shape=DEFAULT_SHAPE, seed=0):
+    """Generates one phantom.
+
+    Args:
+        shape: (D, H, W) voxels.
+        seed: int or sequence of ints for numpy's default_rng.
+
+    Returns:
+        images: dict modality -> int16 (D, H, W), background exactly 0.
+        classes: uint8 (D, H, W) class indices (0 bg, 1 NCR, 2 ED, 3 ET).
+    """
+    rng = np.random.default_rng(seed)
+    grid = _grid(shape)
+    tissue, brain = _anatomy(grid, rng)
+    classes = _tumor(grid, brain, rng)
+    tissue = np.where(classes > 0, classes + 2, tissue)  # NCR/ED/ET -> tissue 3/4/5
+    bias = _bias_field(grid, rng)
+    images = {}
+    for modality, means in _CONTRAST.items():
+        volume = np.asarray(means, dtype=np.float32)[tissue]
+        # Partial-volume blur so borders are not single-voxel steps.
+        volume = ndimage.gaussian_filter(volume, sigma=0.7, mode="constant")
+        volume = volume * bias + rng.normal(0.0, 0.035, size=shape).astype(np.float32)
+        scale = rng.uniform(600, 1400)
+        volume = np.clip(volume * scale, 1, 32767) * brain
+        images[modality] = volume.astype(np.int16)
+    return images, classes
+
+
+def _grid(shape):
+    """Open grid of coordinates in [-1, 1] per axis (broadcastable to `shape`)."""
+    return np.ogrid[tuple(slice(-1.0, 1.0, complex(0, n)) for n in shape)]
+
+
+def _radius(grid, centre, radii):
+    """Ellipsoidal normalised radius: 1 on the ellipsoid surface."""
+    return np.sqrt(sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)))
+
+
+def _anatomy(grid, rng):
+    """Tissue indices (0 CSF, 1 GM, 2 WM) and the brain mask, both (D, H, W)."""
+    radii = rng.uniform(0.78, 0.92, size=3)
+    r = _radius(grid, rng.uniform(-0.04, 0.04, size=3), radii)
+    # Folding: the GM/WM border wobbles like gyri.
+    folds = 0.05 * np.sin(14 * grid[0] + rng.uniform(0, 6)) * np.cos(12 * grid[1] + rng.uniform(0, 6))
+    tissue = np.where(r < 0.70 + folds, 2, np.where(r < 0.93, 1, 0)).astype(np.uint8)
+    for side in (-1, 1):
+        centre = (side * rng.uniform(0.10, 0.16), rng.uniform(-0.1, 0.05), rng.uniform(-0.05, 0.1))
+        ventricle = _radius(grid, centre, (0.07, 0.25, 0.12) * rng.uniform(0.8, 1.2, size=3)) < 1
+        tissue[ventricle] = 0
+    return tissue, (r < 1.0).astype(np.float32)
+
+
+def _tumor(grid, brain, rng):
+    """Class indices (D, H, W) of one tumor (NCR core, ET rim, ED halo) inside the brain."""
+    centre = rng.uniform(-0.4, 0.4, size=3)
+    size = rng.uniform(0.18, 0.32)
+    r = _radius(grid, centre, size * rng.uniform(0.8, 1.2, size=3))
+    # Irregular borders: a few low-frequency waves along random directions.
+    for _ in range(3):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        projection = sum(d * g for d, g in zip(direction, grid))
+        r = r * (1 + 0.12 * np.sin(rng.uniform(4, 9) * projection + rng.uniform(0, 6)))
+    core_fraction = rng.uniform(0.55, 0.75)
+    edema_extent = rng.uniform(1.5, 2.1)
+    classes = np.zeros(np.broadcast_shapes(*(g.shape for g in grid)), dtype=np.uint8)
+    classes[r < edema_extent] = 2
+    classes[r < 1.0] = 3
+    classes[r < core_fraction] = 1
+    classes[brain == 0] = 0
+    return classes
+
+
+def _bias_field(grid, rng):
+    """Smooth multiplicative field, about +-15 %, (D, H, W) float32."""
+    x, y, z = grid
+    a = rng.uniform(-0.15, 0.15, size=4)
+    return np.exp(a[0] * x + a[1] * y + a[2] * z + a[3] * x * y).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False):
+    """Writes `cases` phantoms to `out_dir` in a release's on-disk layout.
+
+    Args:
+        out_dir: target folder; must be absent or empty unless `overwrite`.
+        cases: number of cases.
+        shape: (D, H, W) voxels per case.
+        layout: one of SYNTH_LAYOUTS (brats2017 also stands for 2018/2019).
+        seed: dataset seed; case i uses (seed, i).
+        overwrite: allow writing into a non-empty folder (same-named files are replaced).
+
+    Returns:
+        The list of written case folder paths (kaggle-h5: the slice folder).
+
+    Raises:
+        OutputExistsError: `out_dir` is not empty and `overwrite` is False.
+    """
+    if layout not in SYNTH_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}")
+    if cases < 1:
+        raise ValueError(f"cases must be >= 1, got {cases}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape must be three sizes >= 8, got {shape}")
+    out_dir = os.fspath(out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise OutputExistsError(f"{out_dir}: folder is not empty (pass overwrite to write into it)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputExistsError(f"{out_dir}: exists and is not a folder")
+    os.makedirs(out_dir, exist_ok=True)
+    writer = _WRITERS[layout]
+    return [writer(out_dir, index, *make_case(shape, (seed, index))) for index in range(cases)]
+
+
+def _save_nifti(array, path):
+    import nibabel as nib
+
+    image = nib.Nifti1Image(array, io.brats_affine(array.shape))
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, path)
+
+
+def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext):
+    os.makedirs(folder, exist_ok=True)
+    for modality, suffix in suffixes.items():
+        _save_nifti(images[modality], os.path.join(folder, f"{case_id}{separator}{suffix}{ext}"))
+    seg = labels.classes_to_labels(classes, scheme)
+    _save_nifti(seg, os.path.join(folder, f"{case_id}{separator}seg{ext}"))
+    return folder
+
+
+_OLD_SUFFIXES = {m: m for m in io.MODALITIES}
+_GLI_SUFFIXES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+
+
+def _write_brats2017(out_dir, index, images, classes):
+    grade = "HGG" if index % 2 == 0 else "LGG"
+    case_id = f"Brats17_SYN_{index + 1:03d}_1"
+    return _write_case_folder(os.path.join(out_dir, grade, case_id), case_id, images, classes,
+                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz")
+
+
+def _write_brats2020(out_dir, index, images, classes):
+    parent = os.path.join(out_dir, "BraTS2020_TrainingData", "MICCAI_BraTS2020_TrainingData")
+    case_id = f"BraTS20_Training_{index + 1:03d}"
+    folder = _write_case_folder(os.path.join(parent, case_id), case_id, images, classes,
+                                "brats2020", _OLD_SUFFIXES, "_", ".nii")
+    _append_csv_rows(parent, case_id, index)
+    return folder
+
+
+def _append_csv_rows(parent, case_id, index):
+    """The Kaggle copy keeps name_mapping.csv and survival_info.csv beside the cases."""
+    rows = {
+        "name_mapping.csv": (["Grade", "BraTS_2020_subject_ID"], ["HGG", case_id]),
+        "survival_info.csv": (["Brats20ID", "Age", "Survival_days", "Extent_of_Resection"],
+                              [case_id, 40 + index % 40, 100 + 10 * index, "GTR"]),
+    }
+    for name, (header, row) in rows.items():
+        path = os.path.join(parent, name)
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(header)
+            writer.writerow(row)
+
+
+def _write_brats2021(out_dir, index, images, classes):
+    case_id = f"BraTS2021_{index:05d}"
+    return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
+                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz")
+
+
+def _write_brats2023(out_dir, index, images, classes):
+    case_id = f"BraTS-GLI-{index:05d}-000"
+    return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
+                              "brats2023", _GLI_SUFFIXES, "-", ".nii.gz")
+
+
+def _write_kaggle_h5(out_dir, index, images, classes):
+    """Writes volume_<index+1>_slice_<s>.h5 along the last axis, channels in io.H5_CHANNEL_ORDER."""
+    import h5py
+
+    folder = os.path.join(out_dir, "BraTS2020_training_data", "content", "data")
+    os.makedirs(folder, exist_ok=True)
+    volume = np.stack([images[m] for m in io.H5_CHANNEL_ORDER], axis=-1).astype(np.float32)
+    mask = np.stack([classes == c for c in io.H5_MASK_CLASSES], axis=-1).astype(np.uint8)
+    for s in range(volume.shape[2]):
+        with h5py.File(os.path.join(folder, f"volume_{index + 1}_slice_{s}.h5"), "w") as handle:
+            handle.create_dataset("image", data=volume[:, :, s])
+            handle.create_dataset("mask", data=mask[:, :, s])
+    return folder
+
+
+_WRITERS = {
+    "brats2017": _write_brats2017,
+    "brats2020": _write_brats2020,
+    "brats2021": _write_brats2021,
+    "brats2023": _write_brats2023,
+    "kaggle-h5": _write_kaggle_h5,
+}

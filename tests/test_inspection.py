@@ -1,0 +1,136 @@
+import json
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bratskeras import io, synth
+from bratskeras.cli import cli
+from bratskeras.errors import DataError
+from bratskeras.inspection import inspect_dataset, require_clean
+
+SHAPE = (16, 16, 12)
+
+
+def _rewrite(path, transform):
+    image = nib.load(path)
+    data = transform(np.asarray(image.dataobj).astype(np.float32))
+    nib.save(nib.Nifti1Image(data, image.affine), path)  # float32 on disk so NaN survives
+
+
+def _case_file(root, case_id, suffix):
+    return os.path.join(root, case_id, f"{case_id}_{suffix}.nii.gz")
+
+
+@pytest.fixture()
+def bad_dataset(tmp_path):
+    """One brats2021 case per bad input (case 0 stays clean)."""
+    root = str(tmp_path / "bad")
+    synth.write_dataset(root, cases=9, shape=SHAPE, layout="brats2021")
+    ids = [f"BraTS2021_{i:05d}" for i in range(9)]
+    os.remove(_case_file(root, ids[1], "t1ce"))
+    os.remove(_case_file(root, ids[2], "seg"))
+    shutil.copy(_case_file(root, ids[3], "seg"), os.path.join(root, ids[3], f"{ids[3]}_seg_v2.nii.gz"))
+    with open(_case_file(root, ids[4], "flair"), "rb") as handle:
+        raw = handle.read()
+    with open(_case_file(root, ids[4], "flair"), "wb") as handle:
+        handle.write(raw[: len(raw) // 2])
+    t2 = nib.load(_case_file(root, ids[5], "t2"))
+    nib.save(nib.Nifti1Image(np.asarray(t2.dataobj)[:, :, :-1], t2.affine), _case_file(root, ids[5], "t2"))
+    t1 = nib.load(_case_file(root, ids[6], "t1"))
+    shifted = t1.affine.copy()
+    shifted[0, 3] += 5
+    nib.save(nib.Nifti1Image(np.asarray(t1.dataobj), shifted), _case_file(root, ids[6], "t1"))
+    _rewrite(_case_file(root, ids[7], "flair"), lambda a: np.where(a > 0, np.nan, a))
+    _rewrite(_case_file(root, ids[8], "seg"), lambda a: np.where(a == 4, 3, a))
+    zero = tmp_path / "zero"
+    synth.write_dataset(zero, cases=1, shape=SHAPE, layout="brats2021")
+    _rewrite(_case_file(zero, "BraTS2021_00000", "t2"), np.zeros_like)
+    return root, ids, str(zero)
+
+
+EXPECTED = {
+    1: "missing t1ce file",
+    2: "missing label file",
+    3: "extra label file",
+    4: "cannot read NIfTI",
+    5: "shape (16, 16, 11) differs",
+    6: "affine differs",
+    7: "NaN/Inf voxels",
+    8: "label values [3] are not in the brats2020 scheme",
+}
+
+
+def test_each_bad_input_is_named(bad_dataset):
+    root, ids, zero = bad_dataset
+    _, report = inspect_dataset(root)
+    by_id = {case.id: case.problems for case in report.cases}
+    assert by_id[ids[0]] == []
+    for index, fragment in EXPECTED.items():
+        problems = by_id[ids[index]]
+        assert len(problems) == 1 and fragment in problems[0], (index, problems)
+        assert ids[index] in problems[0]
+    _, zero_report = inspect_dataset(zero)
+    assert "all zeros" in zero_report.cases[0].problems[0]
+    assert "_t2.nii.gz" in zero_report.cases[0].problems[0]
+
+
+def test_read_case_raises_on_bad_input(bad_dataset):
+    root, ids, _ = bad_dataset
+    dataset = io.discover(root)
+    for index in (1, 4, 5, 6, 7, 8):
+        with pytest.raises(DataError, match=ids[index]):
+            io.read_case(dataset.case(ids[index]))
+
+
+def test_require_clean_stops_or_skips(bad_dataset):
+    root, ids, _ = bad_dataset
+    dataset, report = inspect_dataset(root)
+    with pytest.raises(DataError, match="problem"):
+        require_clean(dataset, report)
+    cases, skipped = require_clean(dataset, report, skip_bad=True)
+    assert [c.id for c in cases] == [ids[0]] and len(skipped) == 8
+
+
+def test_h5_missing_slice_is_reported(tmp_path):
+    folder = synth.write_dataset(tmp_path, cases=1, shape=SHAPE, layout="kaggle-h5")[0]
+    os.remove(os.path.join(folder, "volume_1_slice_4.h5"))
+    _, report = inspect_dataset(tmp_path)
+    assert report.cases[0].problems == ["case volume_1: missing slices [4]"]
+
+
+def test_cli_inspect_json_schema_and_exit_codes(tmp_path, bad_dataset):
+    runner = CliRunner()
+    good = tmp_path / "good"
+    assert runner.invoke(cli, ["synth", str(good), "--cases", "2", "--shape", "16,16,12",
+                               "--layout", "brats2023"]).exit_code == 0
+    result = runner.invoke(cli, ["inspect", str(good), "--json"])
+    assert result.exit_code == 0
+    payload = json.loads(result.output)
+    assert payload["layout"] == "brats2023"
+    case = payload["cases"][0]
+    assert set(case) == {"id", "modalities", "seg", "shape", "spacing", "labels", "problems"}
+    assert case["shape"] == [16, 16, 12] and case["spacing"] == [1.0, 1.0, 1.0]
+    assert case["labels"] == [0, 1, 2, 3] and set(case["modalities"]) == set(io.MODALITIES)
+
+    result = runner.invoke(cli, ["inspect", bad_dataset[0]])
+    assert result.exit_code == 1 and "missing t1ce file" in result.output
+    result = runner.invoke(cli, ["inspect", str(tmp_path / "empty_dir_absent")])
+    assert result.exit_code != 0
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(cli, ["inspect", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no BraTS cases" in result.output
+
+
+def test_cli_synth_refuses_non_empty_dir(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    assert runner.invoke(cli, ["synth", str(out), "--cases", "1", "--shape", "16,16,12"]).exit_code == 0
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*.nii"))
+    result = runner.invoke(cli, ["synth", str(out), "--cases", "1", "--shape", "16,16,12", "--seed", "3"])
+    assert result.exit_code == 1 and "not empty" in result.output
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*.nii")) == before
+    assert runner.invoke(cli, ["synth", str(out), "--shape", "16,16"]).exit_code == 1

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from bratskeras import io, synth
+from bratskeras.errors import OutputExistsError
+
+
+def test_make_case_is_deterministic_per_seed():
+    a_images, a_classes = synth.make_case((24, 24, 20), seed=(0, 1))
+    b_images, b_classes = synth.make_case((24, 24, 20), seed=(0, 1))
+    c_images, _ = synth.make_case((24, 24, 20), seed=(0, 2))
+    assert np.array_equal(a_classes, b_classes)
+    assert all(np.array_equal(a_images[m], b_images[m]) for m in io.MODALITIES)
+    assert not np.array_equal(a_images["flair"], c_images["flair"])
+
+
+def test_tumor_contrasts_follow_real_mri():
+    images, classes = synth.make_case((48, 48, 40), seed=3)
+    assert set(np.unique(classes)) == {0, 1, 2, 3}
+    brain = images["t1"] > 0
+    mean = {m: {k: images[m][(classes == k) & brain].mean() for k in range(4)} for m in io.MODALITIES}
+    assert mean["t1ce"][3] > 1.3 * mean["t1ce"][0]  # ET bright on T1ce
+    assert mean["t1ce"][1] < mean["t1ce"][0]  # necrosis dark on T1ce
+    assert mean["flair"][2] > 1.3 * mean["flair"][0]  # edema bright on FLAIR
+    assert mean["t2"][2] > mean["t2"][0] * 0.95  # edema bright on T2
+    assert images["t1"].dtype == np.int16 and images["t1"][~brain].max() == 0
+
+
+def test_write_refuses_non_empty_dir(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not empty"):
+        synth.write_dataset(tmp_path, cases=1, shape=(16, 16, 16))
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
