@@ -289,12 +289,19 @@ def augment_batch(images, labels_batch, seed, config=AugmentConfig()):
 # --------------------------------------------------------------------------- datasets
 
 
-def train_dataset(cached_cases, config=PipelineConfig()):
+def train_dataset(cached_cases, config=PipelineConfig(), first_index=0, pipeline=(0, 1),
+                  global_batch_size=None):
     """Infinite, seeded stream of training batches (x, y) from cached cases.
 
     Args:
         cached_cases: list of cache.CachedCase, all with labels.
-        config: PipelineConfig.
+        config: PipelineConfig; its batch_size is this pipeline's batch.
+        first_index: index of the first sample of the stream (a resumed run
+            starts at finished_steps * global batch).
+        pipeline: (id, count) when tf.distribute runs `count` input pipelines:
+            global step s takes samples [s*G, (s+1)*G) of the stream, pipeline
+            p the slice [s*G + p*b, s*G + (p+1)*b) with b = config.batch_size.
+        global_batch_size: G (default: batch_size * count).
 
     Returns:
         tf.data.Dataset of (x float32 (B, d, h, w, C), y per config.target),
@@ -324,8 +331,18 @@ def train_dataset(cached_cases, config=PipelineConfig()):
             image, seg = augment_patch(image, seg, seed, config.augmentation)
         return image, classes_to_target_tf(seg, config.target)
 
-    dataset = tf.data.Dataset.counter().map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    pipeline_id, pipelines = pipeline
+    local = config.batch_size
+    global_batch = global_batch_size or local * pipelines
+
+    def sample_index(k):
+        # k-th sample of this pipeline -> index in the global seeded stream.
+        step, slot = k // local, k % local
+        return first_index + step * global_batch + pipeline_id * local + slot
+
+    dataset = tf.data.Dataset.counter().map(sample_index).map(
+        element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def validation_patch_start(shape, patch_size, foreground):
