@@ -87,12 +87,16 @@ class RunFiles(keras.callbacks.Callback):
             return
         self._append_history(finished, logs)
         score = logs.get(self.monitor)
-        if score is not None and (self.best_score is None or score > self.best_score):
+        is_best = score is not None and (self.best_score is None or score > self.best_score)
+        is_checkpoint = finished % self.checkpoint_every == 0
+        if is_best or is_checkpoint:
+            clean = run_files.inference_copy(self.network)
+        if is_best:
             self.best_score = float(score)
-            run_files.atomic_save_model(self.network, os.path.join(self.run_dir, "best.keras"))
-        if finished % self.checkpoint_every == 0:
+            run_files.atomic_save_model(clean, os.path.join(self.run_dir, "best.keras"))
+        if is_checkpoint:
             path = os.path.join(self.run_dir, "checkpoints", f"epoch-{finished:04d}.keras")
-            run_files.atomic_save_model(self.network, path)
+            run_files.atomic_save_model(clean, path)
         run_files.save_state(self.run_dir, finished, self.network, self.model.optimizer, {
             "learning_rate": logs["learning_rate"],
             "best_score": self.best_score,

@@ -54,22 +54,41 @@ def split_cases(case_ids, config):
     return data.train_val_split(case_ids, config.val_fraction, config.split_seed)
 
 
+def labelled_cases(data_dir, skip_bad_cases=False):
+    """Inspects a dataset and returns (its clean labelled cases, skipped problem lines).
+
+    Raises:
+        DataError: a case has a problem (unless skip_bad_cases), or no case
+            has labels.
+    """
+    from bratskeras import inspection
+
+    dataset, report = inspection.inspect_dataset(data_dir)
+    cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
+    labelled = [case for case in cases if case.seg is not None]
+    if not labelled:
+        raise DataError(f"{data_dir}: no case has a label file, nothing to train or score on")
+    return labelled, skipped
+
+
+def cache_cases(cases, config, cache_dir):
+    """Preprocesses `cases` into the cache with the config's modalities and crop."""
+    from bratskeras import cache, preprocessing
+
+    settings = preprocessing.PreprocessSettings(crop=config.crop, crop_size=config.crop_size)
+    return cache.cache_dataset(cases, cache_dir, config.modalities, settings)
+
+
 def load_cases(data_dir, config, cache_dir, skip_bad_cases):
     """Inspects, splits and caches the dataset.
 
     Returns:
         (train CachedCases, validation CachedCases, skipped problem lines).
     """
-    from bratskeras import cache, inspection, preprocessing
-
-    dataset, report = inspection.inspect_dataset(data_dir)
-    cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
-    labelled = [case for case in cases if case.seg is not None]
+    labelled, skipped = labelled_cases(data_dir, skip_bad_cases)
     train_ids, val_ids = split_cases([case.id for case in labelled], config)
-    settings = preprocessing.PreprocessSettings(crop=config.crop, crop_size=config.crop_size)
     by_id = {case.id: case for case in labelled}
-    cached = cache.cache_dataset([by_id[i] for i in train_ids + val_ids], cache_dir,
-                                 config.modalities, settings)
+    cached = cache_cases([by_id[i] for i in train_ids + val_ids], config, cache_dir)
     return cached[:len(train_ids)], cached[len(train_ids):], skipped
 
 
@@ -116,6 +135,36 @@ def check_patch_size(config, cached_cases):
         raise ConfigError(
             f"--patch-size {','.join(map(str, config.patch_size))} is incompatible with "
             f"{config.model}: each size must be a multiple of {multiple} (2^poolings)"
+        )
+
+
+def training_memory_bytes(network, config):
+    """Rough bytes a training step needs: every layer's output for the batch,
+    kept for the backward pass and matched by its gradient (x2), at 4 bytes."""
+    import keras
+
+    probe = keras.models.clone_model(network, input_tensors=keras.Input(
+        shape=(*config.patch_size, len(config.modalities))))
+    elements = 0
+    for layer in probe.layers:
+        shape = layer.output.shape
+        elements += int(np.prod([s for s in shape[1:] if s is not None]))
+    return elements * config.batch_size * 4 * 2
+
+
+def available_memory_bytes():
+    """Physical memory of this host (the limit for CPU training)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(network, config, limit_bytes):
+    """Refuses a batch that cannot fit before any time is spent on it."""
+    needed = training_memory_bytes(network, config)
+    if needed > limit_bytes:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} with --patch-size "
+            f"{','.join(map(str, config.patch_size))} needs about {needed / 2**30:.1f} GiB for "
+            f"training, more than the {limit_bytes / 2**30:.1f} GiB available: lower either"
         )
 
 
@@ -221,6 +270,8 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     logits = outputs_logits(config)
     with strategy.scope():
         network = build_network(config)
+        if not runtime.gpus():
+            check_memory(network, config, available_memory_bytes())
         model = _device_augmented(network, config) if config.augment and config.augment_on == "device" else network
         loss_kwargs = dict(config.loss_kwargs)
         if config.loss != "flair_dice" or logits:
@@ -260,12 +311,19 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         run_dir, network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
         stateful_callbacks=stateful, best_score=saved.get("best_score"), chief=chief))
 
-    model.fit(
-        _train_input(config, train_cached, strategy, first_step=finished * steps),
-        validation_data=_validation_input(config, val_cached),
-        epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
-        callbacks=callbacks, verbose=verbose,
-    )
+    try:
+        model.fit(
+            _train_input(config, train_cached, strategy, first_step=finished * steps),
+            validation_data=_validation_input(config, val_cached),
+            epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=verbose, shuffle=False,
+        )
+    except tf.errors.ResourceExhaustedError:
+        raise ConfigError(
+            f"out of memory with --batch-size {config.batch_size} and --patch-size "
+            f"{','.join(map(str, config.patch_size))}: lower either; {run_dir} keeps the last "
+            "complete epoch for --resume"
+        ) from None
     state_folder = run_files.latest_state(run_dir)
     epochs_done = json.load(open(os.path.join(state_folder, "state.json")))["epoch"] if state_folder else finished
     return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped)
@@ -305,3 +363,11 @@ def prediction_to_classes(output, target, logits):
     if target == "whole_tumor":
         return (output[..., 0] > threshold).astype(np.uint8) * 2  # WT only: label it as edema
     return labels.regions_to_classes(output > threshold)
+
+
+def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
+    """Mean Dice per region of a run's best.keras on another labelled dataset."""
+    cases, _ = labelled_cases(data_dir)
+    cached = cache_cases(cases, config, cache_dir or os.path.join(data_dir, ".bratskeras_cache"))
+    return heldout_dice(run_dir, cached, config)
+

@@ -44,6 +44,19 @@ def atomic_write_text(path, text):
         raise
 
 
+def inference_copy(model):
+    """An uncompiled copy of a functional model with the same weights.
+
+    Saving the copy gives a clean inference `.keras` (no optimizer state, no
+    loss): resume state lives in state/, not in best.keras.
+    """
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def atomic_save_model(model, path):
     """`model.save(path)` (a .keras file) through a temporary file and a rename."""
     folder = os.path.dirname(os.path.abspath(path))

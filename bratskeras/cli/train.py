@@ -1,0 +1,107 @@
+"""`bratskeras fit`: train a model, or run the built-in demo without DATA_DIR."""
+
+import os
+import time
+
+import click
+
+from bratskeras.cli.models import parse_shape
+
+
+def _shape_option(text, what):
+    return parse_shape(text, 3, what) if text else None
+
+
+def _overrides(options):
+    """CLI options -> TrainConfig overrides (None means: keep the preset's value)."""
+    return {
+        "model": options["model"],
+        "epochs": options["epochs"],
+        "steps_per_epoch": options["steps_per_epoch"],
+        "batch_size": options["batch_size"],
+        "patch_size": _shape_option(options["patch_size"], "--patch-size"),
+        "precision": options["precision"],
+        "strategy": options["strategy"],
+        "seed": options["seed"],
+        "deterministic": True if options["deterministic"] else None,
+        "folds": options["folds"],
+        "fold": options["fold"],
+        "learning_rate": options["learning_rate"],
+        "augment_on": options["augment_on"],
+        "model_overrides": dict(_key_values(options["model_arg"])) or None,
+    }
+
+
+def _key_values(pairs):
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-arg")
+        key, value = pair.split("=", 1)
+        yield key, int(value) if value.lstrip("-").isdigit() else float(value)
+
+
+@click.command("fit")
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--preset", type=click.Choice(["lightweight2020", "flair2017"]), default="lightweight2020",
+              show_default=True, help="The paper whose training set-up to start from.")
+@click.option("--model", help="Registry model name (default: the preset's).")
+@click.option("--model-arg", multiple=True, help="Builder override KEY=VALUE, e.g. base_filters=8.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--epochs", type=int)
+@click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the cases).")
+@click.option("--batch-size", type=int, help="Global batch size.")
+@click.option("--patch-size", help="D,H,W of training patches.")
+@click.option("--learning-rate", type=float)
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]))
+@click.option("--augment-on", type=click.Choice(["cpu", "device"]), help="Where augmentation runs.")
+@click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
+              help="Continue a run: RUN_DIR, or the --out folder when given without a value.")
+@click.option("--seed", type=int)
+@click.option("--deterministic", is_flag=True, help="Deterministic TF ops (reproducible on CPU).")
+@click.option("--folds", type=int, help="k for k-fold cross-validation (default: 80/20 split).")
+@click.option("--fold", type=int, help="Which fold to train (0-based).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Preprocessing cache folder.")
+@click.option("--skip-bad-cases", is_flag=True, help="Leave out cases with problems (reported).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, quiet, **options):
+    """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
+    from bratskeras.training import config as train_config
+    from bratskeras.training import demo
+    from bratskeras.training.fit import evaluate_heldout, fit
+
+    overrides = _overrides(options)
+    heldout_dir = None
+    if resume is not None:
+        out_dir = resume or out_dir
+        if not out_dir:
+            raise click.UsageError("--resume needs a RUN_DIR or --out")
+    if data_dir is None:
+        overrides = {**demo.DEMO_OVERRIDES, **{k: v for k, v in overrides.items() if v is not None}}
+        out_dir = out_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+        data_root = os.path.join(out_dir, "demo_data")
+        if resume is None:
+            click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
+            data_dir, heldout_dir = demo.write_demo_data(data_root, seed=overrides.get("seed") or 0)
+        else:
+            data_dir, heldout_dir = (os.path.join(data_root, "train"), os.path.join(data_root, "heldout"))
+    elif not os.path.isdir(data_dir):
+        raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
+    out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
+    config = train_config.resolve_config(preset, overrides)
+    started = time.perf_counter()
+    result = fit(config, data_dir, out_dir, resume=resume is not None,
+                 skip_bad_cases=skip_bad_cases, cache_dir=cache_dir, verbose=0 if quiet else 2)
+    for line in result.skipped:
+        click.echo(f"skipped: {line}")
+    click.echo(f"run directory: {result.run_dir} ({result.epochs} epochs, "
+               f"{time.perf_counter() - started:.0f} s)")
+    dice = result.heldout_dice
+    label = "validation Dice"
+    if heldout_dir is not None:
+        dice = evaluate_heldout(result.run_dir, heldout_dir, config, cache_dir)
+        label = "held-out Dice"
+    click.echo(f"{label}: " + "  ".join(f"{region} {value:.2f}" for region, value in dice.items()))
+
+
+COMMANDS = [fit_command]

@@ -1,0 +1,306 @@
+"""Training: configuration, run directory, resume after SIGKILL, determinism,
+distribution strategies, precision policies and bad input."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bratskeras import synth
+from bratskeras.cli import cli
+from bratskeras.errors import ConfigError, DataError, OutputExistsError
+from bratskeras.training import run_dir as run_files
+from bratskeras.training.config import PRESETS, TrainConfig, resolve_config
+from bratskeras.training.fit import fit
+
+SHAPE = (24, 24, 16)
+TINY = {
+    "model_overrides": {"base_filters": 4},
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+    "patch_size": (16, 16, 16),
+    "crop": "none",
+    "precision": "float32",
+    "checkpoint_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "brats2021"
+    synth.write_dataset(root, cases=5, shape=SHAPE, layout="brats2021", seed=3)
+    return str(root)
+
+
+def tiny_config(**changes):
+    return resolve_config("lightweight2020", {**TINY, **changes})
+
+
+def history_rows(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def state_weights(run_dir):
+    folder = run_files.latest_state(run_dir)
+    model = keras.saving.load_model(os.path.join(run_dir, "best.keras"), safe_mode=True)
+    model.load_weights(os.path.join(folder, "model.weights.h5"))
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_presets_reproduce_the_papers():
+    light = resolve_config("lightweight2020")
+    assert (light.model, light.optimizer, light.learning_rate, light.weight_decay) == (
+        "lightweight-unet", "adamw", 5e-4, 5e-4)
+    assert (light.reduce_lr_factor, light.reduce_lr_patience, light.reduce_lr_min) == (0.5, 2, 1e-6)
+    assert light.loss == "dice_ce" and light.loss_kwargs == {"ce_weight": 0.3, "dice_weight": 0.7}
+    assert (light.batch_size, light.val_fraction, light.split_seed, light.checkpoint_every) == (2, 0.2, 42, 5)
+    assert light.clipnorm > 0 and light.early_stopping_patience > 0
+    flair = resolve_config("flair2017")
+    assert (flair.model, flair.modalities, flair.target) == ("flair-unet", ("flair",), "whole_tumor")
+    assert (flair.optimizer, flair.learning_rate, flair.batch_size) == ("adam", 1e-4, 1)
+    assert flair.crop == "center" and flair.crop_size == (192, 192, 154)
+    assert flair.loss == "flair_dice"
+
+
+def test_flags_override_presets_and_round_trip_through_json():
+    config = resolve_config("flair2017", {"epochs": 3, "batch_size": None})
+    assert config.epochs == 3 and config.batch_size == PRESETS["flair2017"]["batch_size"]
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+
+
+@pytest.mark.parametrize("preset,overrides,message", [
+    ("nope", {}, "unknown preset"),
+    ("lightweight2020", {"precision": "float8"}, "--precision"),
+    ("lightweight2020", {"folds": 5, "fold": 5}, "--fold"),
+    ("lightweight2020", {"patch_size": (64, 64)}, "--patch-size"),
+    ("lightweight2020", {"colour": "red"}, "unknown configuration keys"),
+])
+def test_bad_configuration_is_refused(preset, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(preset, overrides)
+
+
+# ---------------------------------------------------------------- a short run
+
+
+@pytest.fixture(scope="module")
+def finished_run(dataset, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("runs") / "run")
+    result = fit(tiny_config(), dataset, run_dir, verbose=0)
+    return run_dir, result
+
+
+def test_run_directory_holds_every_artefact(finished_run):
+    run_dir, result = finished_run
+    assert result.epochs == 2
+    for name in ("config.json", "runtime.json", "history.csv", "curves.png", "best.keras"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
+        "epoch-0001.keras", "epoch-0002.keras"]
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    assert open(os.path.join(run_dir, "state", "LATEST")).read() == "epoch-0002"
+    saved = TrainConfig.from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
+    assert saved == tiny_config()
+    assert json.load(open(os.path.join(run_dir, "runtime.json")))["precision"] == "float32"
+    leftovers = [n for _, _, files in os.walk(run_dir) for n in files if n.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_history_logs_loss_learning_rate_and_dice_per_region(finished_run):
+    rows = history_rows(finished_run[0])
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("loss", "val_loss", "learning_rate", "dice_wt", "dice_tc", "dice_et",
+                "val_dice_wt", "val_dice_tc", "val_dice_et"):
+        assert key in rows[0], key
+        assert all(np.isfinite(float(r[key])) for r in rows)
+    assert float(rows[0]["learning_rate"]) == pytest.approx(5e-4)
+
+
+def test_best_model_reloads_with_safe_mode_and_scores(finished_run):
+    run_dir, result = finished_run
+    model = keras.saving.load_model(os.path.join(run_dir, "best.keras"), safe_mode=True)
+    assert model.output_shape[-1] == 4 and model.optimizer is None
+    assert set(result.heldout_dice) == {"WT", "TC", "ET"}
+    assert all(0.0 <= v <= 1.0 for v in result.heldout_dice.values())
+
+
+def test_new_run_never_overwrites_an_existing_one(finished_run, dataset):
+    run_dir, _ = finished_run
+    before = open(os.path.join(run_dir, "history.csv")).read()
+    with pytest.raises(OutputExistsError, match="already holds a run"):
+        fit(tiny_config(), dataset, run_dir, verbose=0)
+    assert open(os.path.join(run_dir, "history.csv")).read() == before
+
+
+def test_resume_with_another_configuration_is_refused(finished_run, dataset):
+    run_dir, _ = finished_run
+    with pytest.raises(ConfigError, match="different configuration.*learning_rate"):
+        fit(tiny_config(learning_rate=1e-2, epochs=3), dataset, run_dir, resume=True, verbose=0)
+
+
+def test_resume_of_a_finished_run_trains_on_to_a_larger_budget(finished_run, dataset, tmp_path):
+    import shutil
+
+    run_dir = str(tmp_path / "copy")
+    shutil.copytree(finished_run[0], run_dir)
+    result = fit(tiny_config(epochs=3), dataset, run_dir, resume=True, verbose=0)
+    assert result.epochs == 3
+    assert [int(r["epoch"]) for r in history_rows(run_dir)] == [1, 2, 3]
+
+
+def test_flair2017_preset_trains_on_flair_alone(tmp_path):
+    data = tmp_path / "brats2020"
+    synth.write_dataset(data, cases=3, shape=SHAPE, layout="brats2020", seed=5)
+    config = resolve_config("flair2017", {
+        "epochs": 1, "steps_per_epoch": 1, "crop_size": (32, 32, 16), "patch_size": (32, 32, 16),
+        "precision": "float32"})
+    result = fit(config, str(data), str(tmp_path / "run"), verbose=0)
+    model = keras.saving.load_model(str(tmp_path / "run" / "best.keras"), safe_mode=True)
+    assert model.input_shape[-1] == 1 and model.output_shape[-1] == 1
+    assert set(result.heldout_dice) == {"WT"}
+
+
+def test_device_augmentation_trains(dataset, tmp_path):
+    result = fit(tiny_config(augment_on="device", epochs=1), dataset, str(tmp_path / "run"), verbose=0)
+    assert result.epochs == 1
+    model = keras.saving.load_model(str(tmp_path / "run" / "best.keras"), safe_mode=True)
+    assert model.name == "lightweight_unet"
+
+
+def test_mixed_bfloat16_training_keeps_losses_and_metrics_float32(dataset, tmp_path):
+    result = fit(tiny_config(precision="mixed_bfloat16", epochs=1), dataset, str(tmp_path / "run"), verbose=0)
+    rows = history_rows(result.run_dir)
+    assert np.isfinite(float(rows[0]["loss"])) and np.isfinite(float(rows[0]["val_dice_wt"]))
+    runtime = json.load(open(os.path.join(result.run_dir, "runtime.json")))
+    assert runtime["precision"] == "mixed_bfloat16"
+
+
+def test_mixed_float16_compiles_with_loss_scaling():
+    # float16 MaxPool3D has GPU kernels only, so here the set-up is checked, not run.
+    from bratskeras.losses import get_loss
+    from bratskeras.metrics import dice_metrics
+    from bratskeras.training.fit import build_network, make_optimizer
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    config = tiny_config(precision="mixed_float16")
+    network = build_network(config)
+    network.compile(optimizer=make_optimizer(config), loss=get_loss("dice_ce", from_logits=True),
+                    metrics=dice_metrics("classes"))
+    assert isinstance(network.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert network.output.dtype == "float32"
+
+
+def test_identical_weights_with_seed_and_deterministic_option(dataset, tmp_path):
+    config = tiny_config(deterministic=True, epochs=1, checkpoint_every=5)
+    fit(config, dataset, str(tmp_path / "a"), verbose=0)
+    fit(config, dataset, str(tmp_path / "b"), verbose=0)
+    for a, b in zip(state_weights(str(tmp_path / "a")), state_weights(str(tmp_path / "b"))):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_patch_size_incompatible_with_the_model_depth(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        fit(tiny_config(patch_size=(18, 16, 16)), dataset, str(tmp_path / "run"), verbose=0)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_batch_too_large_for_memory_is_refused_before_training(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="GiB"):
+        fit(tiny_config(batch_size=4096, patch_size=(128, 128, 128)), dataset,
+            str(tmp_path / "run"), verbose=0)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_dataset_with_problems_stops_unless_skipped(tmp_path):
+    data = tmp_path / "bad"
+    synth.write_dataset(data, cases=4, shape=SHAPE, layout="brats2021", seed=1)
+    victim = next(p for p in sorted(data.rglob("*_t1ce.nii.gz")))
+    victim.unlink()
+    with pytest.raises(DataError, match="t1ce"):
+        fit(tiny_config(epochs=1), str(data), str(tmp_path / "run"), verbose=0)
+    result = fit(tiny_config(epochs=1), str(data), str(tmp_path / "run2"), skip_bad_cases=True, verbose=0)
+    assert len(result.skipped) == 1 and "t1ce" in result.skipped[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "unet-9000"], "unknown model"),
+    (["--patch-size", "16,16"], "--patch-size"),
+])
+def test_cli_bad_flags_give_one_line_errors(dataset, tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["fit", dataset, "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_cli_unknown_preset_is_refused(dataset):
+    result = CliRunner().invoke(cli, ["fit", dataset, "--preset", "unet2099"])
+    assert result.exit_code == 2 and "unet2099" in result.output
+
+
+def test_cli_missing_data_dir(tmp_path):
+    result = CliRunner().invoke(cli, ["fit", str(tmp_path / "absent")])
+    assert result.exit_code != 0 and "absent" in result.output
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _fit_command(dataset, run_dir, *extra):
+    return [sys.executable, "-m", "bratskeras.cli", "fit", dataset, "--out", run_dir,
+            "--model-arg", "base_filters=4", "--steps-per-epoch", "3", "--batch-size", "2",
+            "--patch-size", "16,16,16", "--precision", "float32", "--seed", "7",
+            "--deterministic", "--quiet", *extra]
+
+
+def _env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tmp_path):
+    # The dataset's cache is shared, so both runs read identical preprocessed arrays.
+    epochs = ["--epochs", "4"]
+    reference = str(tmp_path / "reference")
+    subprocess.run(_fit_command(dataset, reference, *epochs), check=True, env=_env(),
+                   capture_output=True)
+
+    killed = str(tmp_path / "killed")
+    process = subprocess.Popen(_fit_command(dataset, killed, *epochs), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = os.path.join(killed, "state", "LATEST")
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(latest) and open(latest).read().strip() == "epoch-0002":
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.3)  # into epoch 3
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert int(open(latest).read().strip()[-4:]) < 4
+
+    resumed = subprocess.run(_fit_command(dataset, killed, *epochs[:0], "--epochs", "4", "--resume"),
+                             env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [int(r["epoch"]) for r in history_rows(killed)] == [1, 2, 3, 4]
+    for a, b in zip(state_weights(reference), state_weights(killed)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with open(os.path.join(killed, "best.keras"), "rb") as stream:
+        assert stream.read(2) == b"PK"  # a complete zip, never a torn write
