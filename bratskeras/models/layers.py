@@ -47,7 +47,9 @@ class PadToMultiple(keras.layers.Layer):
             total = (-size) % self.multiple
             pads.append([total // 2, total - total // 2])
         pads.append([0, 0])
-        return ops.pad(inputs, ops.convert_to_tensor(pads, dtype="int32"))
+        # A nested list, not a tensor: ops.pad takes len() of each row, which
+        # a symbolic tensor does not allow inside tf.function (SavedModel export).
+        return ops.pad(inputs, pads)
 
     def compute_output_shape(self, input_shape):
         spatial = [None if s is None else _padded_size(s, self.multiple) for s in input_shape[1:4]]
