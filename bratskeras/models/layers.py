@@ -40,16 +40,22 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
 
     def call(self, inputs):
-        shape = ops.shape(inputs)
-        pads = [[0, 0]]
+        # Zeros are concatenated rather than added with ops.pad: TensorFlow
+        # 2.21's oneDNN graph rewrite fuses Pad into the following Conv3D and
+        # then fails in graph mode ("could not create a primitive descriptor"
+        # in Conv3DTranspose), so fit, predict and exported SavedModels broke.
+        x = inputs
         for axis in (1, 2, 3):
-            size = shape[axis]
-            total = (-size) % self.multiple
-            pads.append([total // 2, total - total // 2])
-        pads.append([0, 0])
-        # A nested list, not a tensor: ops.pad takes len() of each row, which
-        # a symbolic tensor does not allow inside tf.function (SavedModel export).
-        return ops.pad(inputs, pads)
+            shape = list(ops.shape(x))
+            total = (-shape[axis]) % self.multiple
+            before = list(shape)
+            before[axis] = total // 2
+            after = list(shape)
+            after[axis] = total - total // 2
+            x = ops.concatenate(
+                [ops.zeros(before, x.dtype), x, ops.zeros(after, x.dtype)], axis=axis
+            )
+        return x
 
     def compute_output_shape(self, input_shape):
         spatial = [None if s is None else _padded_size(s, self.multiple) for s in input_shape[1:4]]
