@@ -47,7 +47,8 @@ class PadToMultiple(keras.layers.Layer):
         x = inputs
         for axis in (1, 2, 3):
             shape = list(ops.shape(x))
-            total = (-shape[axis]) % self.multiple
+            # Both operands non-negative: ONNX's Mod rounds a negative one differently.
+            total = (self.multiple - shape[axis] % self.multiple) % self.multiple
             before = list(shape)
             before[axis] = total // 2
             after = list(shape)
