@@ -33,6 +33,7 @@ def cli():
 # One module per group of verbs; each exposes COMMANDS, a list of click commands.
 _VERB_MODULES = (
     "models",
+    "export",
 )
 
 
