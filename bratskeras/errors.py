@@ -24,3 +24,7 @@ class ConfigError(BratsKerasError):
 
 class OutputExistsError(BratsKerasError):
     """An output path exists and overwriting it was not requested."""
+
+
+class ExportError(BratsKerasError):
+    """An exported artefact disagrees with its Keras model beyond tolerance."""

@@ -35,6 +35,7 @@ _VERB_MODULES = (
     "models",
     "data",
     "train",
+    "export",
 )
 
 

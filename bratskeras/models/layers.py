@@ -42,12 +42,14 @@ class PadToMultiple(keras.layers.Layer):
     def call(self, inputs):
         # Zeros are concatenated rather than added with tf.pad: TF 2.21's
         # oneDNN grappler pass fuses Pad -> Conv3D(padding="same") into one
-        # conv that drops the SAME padding (a 12^3 input came out 10^3), and
-        # concatenation is not matched by that fusion.
+        # conv that drops the SAME padding (a 12^3 input came out 10^3) or
+        # fails in Conv3DTranspose ("could not create a primitive descriptor"),
+        # and concatenation is not matched by that fusion.
         x = inputs
         for axis in (1, 2, 3):
             size = inputs.shape[axis] if inputs.shape[axis] is not None else tf.shape(x)[axis]
-            total = (-size) % self.multiple
+            # Both operands non-negative: ONNX's Mod rounds a negative one differently.
+            total = (self.multiple - size % self.multiple) % self.multiple
             before, after = total // 2, total - total // 2
             x = tf.concat([self._zeros_like_slab(x, axis, before), x,
                            self._zeros_like_slab(x, axis, after)], axis=axis)

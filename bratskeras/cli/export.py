@@ -1,0 +1,31 @@
+"""`bratskeras export`: a trained model as SavedModel, LiteRT, ONNX or .keras."""
+
+import click
+
+from bratskeras.cli.models import parse_shape
+
+
+@click.command("export")
+@click.argument("model")
+@click.option("--format", "format_", required=True,
+              help="saved_model, tflite, onnx or keras (checked by the library: exit 1 if unknown).")
+@click.option("--out", help="saved_model: model base dir (default saved_models/<model name>); "
+                            "else the file (default beside MODEL).")
+@click.option("--version", type=int, help="saved_model version (default: next free integer).")
+@click.option("--quantize", default="none", help="tflite weights: none, float16 or dynamic-int8.")
+@click.option("--input-shape", help="D,H,W,C to export (tflite default for dynamic models: 128,128,128,C).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing artefact.")
+def export_command(model, format_, out, version, quantize, input_shape, overwrite):
+    """Export MODEL (.keras file or run dir) and check it against Keras in its runtime."""
+    from bratskeras.export import export_model
+
+    shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
+    report = export_model(model, format_, out=out, version=version, quantize=quantize,
+                          input_shape=shape, overwrite=overwrite)
+    click.echo(f"path: {report.path}")
+    click.echo(f"size: {report.size_bytes:,d} bytes")
+    click.echo(f"max abs diff: {report.max_abs_diff:.3g} (tolerance {report.tolerance:g}, "
+               f"check volume {report.check_shape})")
+
+
+COMMANDS = [export_command]

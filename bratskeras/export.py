@@ -1,0 +1,470 @@
+"""Export a trained model for serving: SavedModel, LiteRT (TFLite), ONNX, .keras.
+
+Every deployment artefact (saved_model, tflite, onnx) has one input and one
+output with stable names:
+
+    image          float32 (batch, D, H, W, channels), channels last
+    probabilities  float32 (batch, D, H, W, classes)
+
+The models end in logits (multiclass) or a sigmoid (FLAIR); the export graph
+appends softmax (several classes) or sigmoid (one class) to logits so clients
+always receive probabilities. The `keras` format keeps the model exactly as
+trained (minus optimizer state). D, H, W are the NIfTI voxel axes i, j, k.
+
+Each export ends by loading the artefact in its own runtime, running it on a
+standard-normal volume (the scale of z-scored MRI) and comparing with Keras;
+an artefact above tolerance is deleted (TF Serving would pick a new version
+up at once) and `ExportError` is raised.
+
+    >>> report = export_model("runs/exp1", "tflite", input_shape=(128, 128, 128, 4))
+    >>> report.max_abs_diff <= report.tolerance
+    True
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from bratskeras.errors import ConfigError, ExportError, ModelError, OutputExistsError
+
+FORMATS = ("saved_model", "tflite", "onnx", "keras")
+QUANTIZE = ("none", "float16", "dynamic-int8")
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+SAVED_MODELS_DIR = Path("saved_models")
+RUN_DIR_MODEL = "best.keras"
+
+# Max abs difference of probabilities allowed against float32 Keras. float16
+# weights and dynamic-range int8 weights (with int8 activations inside some
+# kernels) are approximations by design; their bounds only catch broken graphs.
+TOLERANCES = {"none": 1e-4, "float16": 1e-2, "dynamic-int8": 0.25}
+
+# LiteRT needs static spatial sizes (the pad/crop layers and the reshapes that
+# express 3-D pooling are resolved at conversion); dynamic models get this
+# unless --input-shape says otherwise: the training patch size.
+DEFAULT_STATIC_SPATIAL = (128, 128, 128)
+# Spatial size of the random check volume where the artefact accepts any size;
+# 30 is not a multiple of 4 or 16, so the check also runs the pad/crop path.
+CHECK_SPATIAL = (32, 32, 30)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and how closely it matches Keras.
+
+    Attributes:
+        path: the artefact (a SavedModel version directory or a file).
+        format: one of FORMATS.
+        quantize: one of QUANTIZE ("none" except for tflite).
+        size_bytes: total size on disk.
+        max_abs_diff: max |artefact - Keras| on the check volume.
+        tolerance: the bound max_abs_diff was held to.
+        check_shape: (batch, D, H, W, C) of the check volume.
+        ops: operator names in the LiteRT model (tflite only, else empty).
+    """
+
+    path: Path
+    format: str
+    quantize: str
+    size_bytes: int
+    max_abs_diff: float
+    tolerance: float
+    check_shape: tuple
+    ops: tuple = ()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_model(source):
+    """Loads a bratskeras model from a `.keras` file or a run directory.
+
+    Args:
+        source: a `.keras` file, or a run directory holding `best.keras`.
+
+    Returns:
+        keras.Model mapping (batch, D, H, W, C) to (batch, D, H, W, classes).
+
+    Raises:
+        ModelError: missing file, not loadable with safe_mode=True, or not a
+            5-D segmentation model.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / RUN_DIR_MODEL
+    if not path.is_file():
+        raise ModelError(f"{source}: no such model file (expected a .keras file or a run "
+                         f"directory with {RUN_DIR_MODEL})")
+    # Importing the models package registers PadToMultiple and CropToReference.
+    import bratskeras.models  # noqa: F401
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for foreign or corrupt files.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path}: not a loadable bratskeras model ({first[:200]})") from None
+    _check_segmentation_model(model, path)
+    return model
+
+
+def _check_segmentation_model(model, where):
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"{where}: expected one input and one output, got "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    if len(model.inputs[0].shape) != 5 or len(model.outputs[0].shape) != 5:
+        raise ModelError(f"{where}: not a 3-D segmentation model: input {model.inputs[0].shape}, "
+                         f"output {model.outputs[0].shape}; expected (batch, D, H, W, C)")
+
+
+# ------------------------------------------------------------ export graph
+
+
+class BuiltinMaxPool3D(keras.layers.Layer):
+    """2x2x2 max pooling, stride 2, written with LiteRT builtin operators.
+
+    LiteRT has no 3-D max pooling builtin (the converter emits FlexMaxPool3D).
+    The max over a 2x2x2 window is the max over D pairs of 2-D 2x2 maxima, so:
+    MAX_POOL_2D on (batch * D, H, W, C), then REDUCE_MAX over D pairs. Exact,
+    parameter-free, export-only (never saved in a .keras file).
+
+    Shape:
+        (batch, D, H, W, C) -> (batch, D / 2, H / 2, W / 2, C); D, H, W static
+        and even (the models pad to multiples of 2**poolings).
+    """
+
+    def call(self, inputs):
+        _, depth, height, width, channels = inputs.shape
+        if None in (depth, height, width) or depth % 2 or height % 2 or width % 2:
+            raise ModelError(f"{self.name}: builtin 3-D pooling needs static even spatial "
+                             f"sizes, got {inputs.shape}")
+        half = (depth // 2, height // 2, width // 2)
+        x = ops.reshape(inputs, (-1, height, width, channels))
+        x = ops.max_pool(x, 2, strides=2, padding="valid")
+        x = ops.reshape(x, (-1, 2, half[1] * half[2], channels))
+        x = ops.max(x, axis=1)
+        return ops.reshape(x, (-1, *half, channels))
+
+
+def _replace_pooling(layer):
+    """clone_model hook: new BuiltinMaxPool3D for MaxPooling3D, else the same layer."""
+    if isinstance(layer, keras.layers.MaxPooling3D):
+        if tuple(layer.pool_size) != (2, 2, 2) or tuple(layer.strides) != (2, 2, 2):
+            raise ModelError(f"{layer.name}: only 2x2x2 pooling with stride 2 has a builtin form")
+        return BuiltinMaxPool3D(name=layer.name)
+    # Returning the layer itself shares its weights: the export graph is the
+    # trained model, not a copy that could drift.
+    return layer
+
+
+def _probabilities_activation(model):
+    """The activation that turns the model's output into probabilities."""
+    head = model.layers[-1]
+    activation = getattr(head, "activation", None)
+    if activation in (keras.activations.sigmoid, keras.activations.softmax):
+        return "linear"
+    return "sigmoid" if model.outputs[0].shape[-1] == 1 else "softmax"
+
+
+def serving_model(model, input_shape, builtin_pooling=False):
+    """The export graph: `image` -> model -> `probabilities`, same weights.
+
+    Args:
+        model: a bratskeras keras.Model.
+        input_shape: (D, H, W, C) of the exported input; sizes may be None
+            where the model allows it. The batch is always dynamic.
+        builtin_pooling: replace MaxPooling3D by BuiltinMaxPool3D (LiteRT).
+
+    Returns:
+        keras.Model (batch, D, H, W, C) -> (batch, D, H, W, classes)
+        probabilities, named layers "image" and "probabilities".
+    """
+    image = keras.Input(shape=input_shape, name=INPUT_NAME)
+    if builtin_pooling:
+        logits = keras.models.clone_model(model, input_tensors=image,
+                                          clone_function=_replace_pooling).outputs[0]
+    else:
+        logits = model(image)
+    probabilities = keras.layers.Activation(
+        _probabilities_activation(model), dtype="float32", name=OUTPUT_NAME
+    )(logits)
+    return keras.Model(image, probabilities, name=model.name)
+
+
+def resolve_input_shape(model, input_shape=None, static=False):
+    """The (D, H, W, C) to export: the model's own, --input-shape, or a default.
+
+    Raises:
+        ModelError: wrong length, a channel count or static size that differs
+            from the model's.
+    """
+    own = tuple(model.inputs[0].shape[1:])
+    if input_shape is None:
+        shape = own
+    else:
+        shape = tuple(None if s is None else int(s) for s in input_shape)
+        if len(shape) != 4:
+            raise ModelError(f"input shape must be (D, H, W, C), got {shape}")
+        for given, fixed in zip(shape, own):
+            if fixed is not None and given != fixed:
+                raise ModelError(f"{model.name} was built for input {own}; "
+                                 f"input shape {shape} does not fit it")
+    if static:
+        shape = tuple(d if s is None else s for s, d in zip(shape[:3], DEFAULT_STATIC_SPATIAL)) + shape[3:]
+    return shape
+
+
+def _check_shape(input_shape):
+    """(1, D, H, W, C) of the random check volume for an exported input shape."""
+    spatial = tuple(c if s is None else s for s, c in zip(input_shape[:3], CHECK_SPATIAL))
+    return (1, *spatial, input_shape[3])
+
+
+def _signature(input_shape):
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_NAME)]
+
+
+# ----------------------------------------------------------------- writers
+
+
+def write_saved_model(model, path, input_shape, builtin_pooling=False):
+    """Writes a TF SavedModel with signature `serving_default`: image -> probabilities.
+
+    Loads with `tf.saved_model.load` alone: no bratskeras, no custom objects.
+    """
+    graph = serving_model(model, input_shape, builtin_pooling)
+    archive = keras.export.ExportArchive()
+    archive.track(graph)
+    archive.add_endpoint(
+        name=SIGNATURE_KEY,
+        fn=lambda image: {OUTPUT_NAME: graph(image, training=False)},
+        input_signature=_signature(input_shape),
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def write_tflite(model, path, input_shape, quantize="none"):
+    """Writes a LiteRT flatbuffer with builtin operators only.
+
+    Converted from a SavedModel of the builtin-pooling export graph; the
+    converter is allowed TFLITE_BUILTINS only, so any op that would need Flex
+    fails the conversion instead of shipping a model devices cannot run.
+    """
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as workdir:
+        write_saved_model(model, workdir, input_shape, builtin_pooling=True)
+        converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=[SIGNATURE_KEY])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        Path(path).write_bytes(converter.convert())
+
+
+def write_onnx(model, path, input_shape):
+    """Writes an ONNX model (Keras' exporter, tf2onnx underneath)."""
+    graph = serving_model(model, input_shape)
+    graph.export(str(path), format="onnx", input_signature=_signature(input_shape), verbose=False)
+
+
+def write_keras(model, path):
+    """Writes an inference `.keras`: the same layers, uncompiled, no optimizer state."""
+    if Path(path).suffix != ".keras":
+        raise ConfigError(f"{path}: a keras export needs a .keras file name")
+    inference = keras.Model(model.inputs, model.outputs, name=model.name)
+    inference.save(path)
+
+
+# ---------------------------------------------------------------- runtimes
+
+
+def run_saved_model(path, image):
+    """Runs `serving_default` of a SavedModel: (1, D, H, W, C) -> probabilities."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    outputs = loaded.signatures[SIGNATURE_KEY](**{INPUT_NAME: tf.constant(image)})
+    return outputs[OUTPUT_NAME].numpy()
+
+
+def litert_interpreter(path):
+    """The standard LiteRT interpreter, builtin operators only.
+
+    ai-edge-litert (extra `litert`) is the standalone runtime and has no Flex
+    delegate; TensorFlow's bundled interpreter is the fallback.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=str(path))
+
+
+def tflite_ops(path):
+    """Sorted operator names in a LiteRT model (custom ops such as FlexMaxPool3D included)."""
+    interpreter = litert_interpreter(path)
+    return tuple(sorted({op["op_name"] for op in interpreter._get_ops_details()}))
+
+
+def run_tflite(path, image):
+    """Runs a LiteRT model's `serving_default` signature on `image`."""
+    runner = litert_interpreter(path).get_signature_runner(SIGNATURE_KEY)
+    return runner(**{INPUT_NAME: image})[OUTPUT_NAME]
+
+
+def run_onnx(path, image):
+    """Runs an ONNX model in onnxruntime (CPU)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("ONNX export needs the `onnx` extra: pip install bratskeras[onnx]") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: image})[0]
+
+
+def run_keras(path, image):
+    """Reloads a `.keras` with safe_mode=True and predicts `image`."""
+    reloaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return keras.ops.convert_to_numpy(reloaded(image, training=False))
+
+
+# ------------------------------------------------------------------ driver
+
+
+def default_output(source_path, model, format, quantize):
+    """Where an export goes when --out is not given.
+
+    saved_model: saved_models/<model name>/ (TF Serving's model base path);
+    other formats: beside the source, e.g. runs/x/best.float16.tflite.
+    """
+    if format == "saved_model":
+        return SAVED_MODELS_DIR / model.name.replace("_", "-")
+    if source_path is None:
+        raise ConfigError(f"--out is needed to export an in-memory model as {format}")
+    stem = source_path / "best" if source_path.is_dir() else source_path.with_suffix("")
+    suffix = {"tflite": ".tflite", "onnx": ".onnx", "keras": ".inference.keras"}[format]
+    tag = "" if quantize == "none" else f".{quantize}"
+    return stem.with_name(stem.name + tag + suffix)
+
+
+def next_version(base):
+    """1 + the largest integer version directory under `base` (1 when none)."""
+    versions = [int(p.name) for p in Path(base).glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _target_path(format, out, version):
+    if format != "saved_model":
+        if version is not None:
+            raise ConfigError("--version applies to --format saved_model only")
+        return Path(out)
+    version = next_version(out) if version is None else int(version)
+    if version < 1:
+        raise ConfigError(f"--version must be a positive integer, got {version}")
+    return Path(out) / str(version)
+
+
+def _size_bytes(path):
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _remove(path):
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        os.remove(path)
+
+
+def _check_arguments(format, quantize):
+    if format not in FORMATS:
+        raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"unknown quantization {quantize!r}; expected one of: {', '.join(QUANTIZE)}")
+    if quantize != "none" and format != "tflite":
+        raise ConfigError(f"--quantize {quantize} applies to --format tflite only")
+
+
+def export_model(source, format, out=None, version=None, quantize="none", input_shape=None,
+                 overwrite=False, seed=0):
+    """Exports `source` in `format`, reloads the artefact and checks it against Keras.
+
+    Args:
+        source: a `.keras` file, a run directory with `best.keras`, or a keras.Model.
+        format: "saved_model", "tflite", "onnx" or "keras".
+        out: output path; saved_model: the model base directory that holds
+            integer versions (default saved_models/<model name>); others: the
+            file (default beside the source).
+        version: saved_model version; default one above the highest present.
+        quantize: "none", "float16" or "dynamic-int8" (tflite only).
+        input_shape: (D, H, W, C) to export; default the model's own, with
+            tflite's dynamic sizes set to DEFAULT_STATIC_SPATIAL.
+        overwrite: replace an existing artefact (never done silently).
+        seed: seed of the standard-normal check volume.
+
+    Returns:
+        ExportReport.
+
+    Raises:
+        ConfigError: bad format, quantization or flag combination.
+        ModelError: source not a bratskeras model or shape not exportable.
+        OutputExistsError: the artefact exists and overwrite is False.
+        ExportError: the artefact differs from Keras above tolerance (it is removed).
+    """
+    _check_arguments(format, quantize)
+    source_path = None if isinstance(source, keras.Model) else Path(source)
+    model = load_model(source_path) if source_path is not None else source
+    _check_segmentation_model(model, model.name)
+    out = Path(out) if out is not None else default_output(source_path, model, format, quantize)
+    path = _target_path(format, out, version)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+    shape = resolve_input_shape(model, input_shape, static=format == "tflite")
+    if path.exists():
+        _remove(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writers = {
+        "saved_model": lambda: write_saved_model(model, path, shape),
+        "tflite": lambda: write_tflite(model, path, shape, quantize),
+        "onnx": lambda: write_onnx(model, path, shape),
+        "keras": lambda: write_keras(model, path),
+    }
+    writers[format]()
+    return _verify(model, path, format, quantize, shape, seed)
+
+
+def _verify(model, path, format, quantize, input_shape, seed):
+    """Runs the artefact and Keras on one random volume; removes the artefact on failure."""
+    check_shape = _check_shape(input_shape)
+    image = np.random.default_rng(seed).standard_normal(check_shape).astype("float32")
+    if format == "keras":
+        expected = keras.ops.convert_to_numpy(model(image, training=False))
+    else:
+        expected = keras.ops.convert_to_numpy(serving_model(model, input_shape)(image, training=False))
+    runners = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx,
+               "keras": run_keras}
+    found_ops = tflite_ops(path) if format == "tflite" else ()
+    flex = [op for op in found_ops if op.startswith("Flex")]
+    actual = runners[format](path, image) if not flex else None
+    diff = float(np.max(np.abs(actual - expected))) if actual is not None else float("inf")
+    tolerance = TOLERANCES[quantize]
+    if flex or not diff <= tolerance:
+        _remove(path)
+        reason = f"Flex ops {flex}" if flex else f"max abs diff {diff:.3g} > tolerance {tolerance:g}"
+        raise ExportError(f"{path}: {format} export failed its check ({reason}); removed")
+    return ExportReport(path=path, format=format, quantize=quantize, size_bytes=_size_bytes(path),
+                        max_abs_diff=diff, tolerance=tolerance, check_shape=check_shape, ops=found_ops)

@@ -1,0 +1,155 @@
+"""Export in every format, run each artefact in its own runtime, compare with Keras."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bratskeras.cli import cli
+from bratskeras.export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, export_model, tflite_ops
+from bratskeras.models import build_model
+
+LIGHT_SHAPE = (16, 16, 16, 4)
+FLAIR_SHAPE = (32, 32, 30, 1)  # 30 is not a multiple of 16: pad/crop layers included
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny lightweight (dynamic spatial) and FLAIR (static, padded) models saved as .keras."""
+    root = tmp_path_factory.mktemp("models")
+    light = build_model("lightweight-unet", base_filters=4)
+    flair = build_model("flair-unet", input_shape=FLAIR_SHAPE)
+    paths = {"light": root / "light.keras", "flair": root / "flair.keras"}
+    light.save(paths["light"])
+    flair.save(paths["flair"])
+    return paths
+
+
+@pytest.mark.parametrize("which,shape", [("light", LIGHT_SHAPE), ("flair", None)])
+def test_tflite_is_builtin_only_and_matches_keras(models, tmp_path, which, shape):
+    report = export_model(models[which], "tflite", out=tmp_path / "m.tflite", input_shape=shape)
+    assert report.max_abs_diff <= 1e-4
+    assert "CONV_3D" in report.ops and "MAX_POOL_2D" in report.ops
+    assert not [op for op in tflite_ops(report.path) if op.startswith("Flex")]
+    assert b"Flex" not in report.path.read_bytes()
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic-int8"])
+def test_tflite_quantized_reports_error_and_size(models, tmp_path, quantize):
+    full = export_model(models["light"], "tflite", out=tmp_path / "f32.tflite", input_shape=LIGHT_SHAPE)
+    small = export_model(models["light"], "tflite", out=tmp_path / "q.tflite",
+                         input_shape=LIGHT_SHAPE, quantize=quantize)
+    assert small.max_abs_diff <= small.tolerance
+    assert small.size_bytes <= full.size_bytes
+    if quantize == "float16":
+        assert small.size_bytes < full.size_bytes
+
+
+def test_saved_model_layout_and_auto_version(models, tmp_path):
+    base = tmp_path / "saved_models" / "lightweight-unet"
+    first = export_model(models["light"], "saved_model", out=base)
+    second = export_model(models["light"], "saved_model", out=base)
+    assert (first.path, second.path) == (base / "1", base / "2")
+    assert (base / "1" / "saved_model.pb").is_file() and (base / "1" / "variables").is_dir()
+    assert first.max_abs_diff <= 1e-4
+
+
+FRESH_PROCESS = """
+import json, sys
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+signature = loaded.signatures["serving_default"]
+spec = signature.structured_input_signature[1]["image"]
+image = np.random.default_rng(0).standard_normal([1, *map(int, sys.argv[2].split(","))]).astype("float32")
+out = signature(image=tf.constant(image))
+print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("bratskeras")),
+                  "input": [spec.dtype.name, spec.shape.as_list()],
+                  "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
+                  "sum": float(out["probabilities"].numpy().sum(axis=-1).mean())}))
+"""
+
+
+@pytest.mark.parametrize("which", ["light", "flair"])
+def test_saved_model_runs_in_fresh_tensorflow_only_process(models, tmp_path, which):
+    report = export_model(models[which], "saved_model", out=tmp_path / which)
+    size = "20,18,17,4" if which == "light" else "32,32,30,1"
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(report.path), size],
+                            capture_output=True, text=True, check=True, cwd=tmp_path)
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["modules"] == []
+    spatial = [None, None, None, None, 4] if which == "light" else [None, 32, 32, 30, 1]
+    assert info["input"] == ["float32", spatial]
+    channels = 4 if which == "light" else 1
+    assert info["outputs"] == {OUTPUT_NAME: ["float32", [1, *map(int, size.split(",")[:3]), channels]]}
+    if which == "light":  # softmax over 4 classes sums to one
+        assert abs(info["sum"] - 1.0) < 1e-5
+
+
+def test_saved_model_cli_lists_the_signature(models, tmp_path):
+    report = export_model(models["light"], "saved_model", out=tmp_path / "m")
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+                            "--dir", str(report.path), "--all"], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"signature_def['{SIGNATURE_KEY}']" in shown
+    assert f"inputs['{INPUT_NAME}']" in shown and f"outputs['{OUTPUT_NAME}']" in shown
+
+
+@pytest.mark.parametrize("which", ["light", "flair"])
+def test_onnx_matches_keras(models, tmp_path, which):
+    pytest.importorskip("onnxruntime", reason="ONNX runtime not installed (extra `onnx`)")
+    pytest.importorskip("tf2onnx", reason="tf2onnx not installed (extra `onnx`)")
+    report = export_model(models[which], "onnx", out=tmp_path / "m.onnx")
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_keras_inference_file_has_no_optimizer_and_matches(models, tmp_path):
+    import keras
+
+    trained = keras.saving.load_model(models["light"])
+    trained.compile(optimizer="adam", loss="mse")
+    report = export_model(trained, "keras", out=tmp_path / "inference.keras")
+    assert report.max_abs_diff == 0.0
+    reloaded = keras.saving.load_model(report.path, safe_mode=True)
+    assert getattr(reloaded, "optimizer", None) is None
+    x = np.zeros((1, 8, 8, 8, 4), "float32")
+    assert np.array_equal(keras.ops.convert_to_numpy(reloaded(x)), keras.ops.convert_to_numpy(trained(x)))
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, ["export", *map(str, args)])
+
+
+def test_cli_prints_path_size_and_diff(models, tmp_path):
+    result = _invoke(models["light"], "--format", "tflite", "--out", tmp_path / "m.tflite",
+                     "--input-shape", "16,16,16,4")
+    assert result.exit_code == 0, result.output
+    assert "path:" in result.output and "size:" in result.output and "max abs diff:" in result.output
+
+
+def test_cli_unknown_format_is_one_line_error(models):
+    result = _invoke(models["light"], "--format", "pt")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "unknown format 'pt'" in result.output
+
+
+def test_cli_foreign_file_is_one_line_error(tmp_path):
+    bogus = tmp_path / "notes.keras"
+    bogus.write_text("not a model")
+    result = _invoke(bogus, "--format", "keras", "--out", tmp_path / "x.keras")
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and "not a loadable bratskeras model" in result.output
+
+
+def test_cli_existing_output_needs_overwrite(models, tmp_path):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"keep me")
+    result = _invoke(models["light"], "--format", "tflite", "--out", target, "--input-shape", "16,16,16,4")
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert target.read_bytes() == b"keep me"
+    result = _invoke(models["light"], "--format", "saved_model", "--out", tmp_path / "sm", "--version", "3")
+    assert result.exit_code == 0, result.output
+    result = _invoke(models["light"], "--format", "saved_model", "--out", tmp_path / "sm", "--version", "3")
+    assert result.exit_code == 1 and "exists" in result.output
