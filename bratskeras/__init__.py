@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "bratskeras.models",
     "list_models": "bratskeras.models",
+    "load_model": "bratskeras.models",
 }
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from bratskeras.errors import ConfigError, ExportError, ModelError, OutputExistsError
+from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
 
 FORMATS = ("saved_model", "tflite", "onnx", "keras")
 QUANTIZE = ("none", "float16", "dynamic-int8")
@@ -39,7 +40,6 @@ SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 SAVED_MODELS_DIR = Path("saved_models")
-RUN_DIR_MODEL = "best.keras"
 
 # Max abs difference of probabilities allowed against float32 Keras. float16
 # weights and dynamic-range int8 weights (with int8 activations inside some
@@ -81,46 +81,6 @@ class ExportReport:
 
 
 # ---------------------------------------------------------------- loading
-
-
-def load_model(source):
-    """Loads a bratskeras model from a `.keras` file or a run directory.
-
-    Args:
-        source: a `.keras` file, or a run directory holding `best.keras`.
-
-    Returns:
-        keras.Model mapping (batch, D, H, W, C) to (batch, D, H, W, classes).
-
-    Raises:
-        ModelError: missing file, not loadable with safe_mode=True, or not a
-            5-D segmentation model.
-    """
-    path = Path(source)
-    if path.is_dir():
-        path = path / RUN_DIR_MODEL
-    if not path.is_file():
-        raise ModelError(f"{source}: no such model file (expected a .keras file or a run "
-                         f"directory with {RUN_DIR_MODEL})")
-    # Importing the models package registers PadToMultiple and CropToReference.
-    import bratskeras.models  # noqa: F401
-
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for foreign or corrupt files.
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{path}: not a loadable bratskeras model ({first[:200]})") from None
-    _check_segmentation_model(model, path)
-    return model
-
-
-def _check_segmentation_model(model, where):
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(f"{where}: expected one input and one output, got "
-                         f"{len(model.inputs)} and {len(model.outputs)}")
-    if len(model.inputs[0].shape) != 5 or len(model.outputs[0].shape) != 5:
-        raise ModelError(f"{where}: not a 3-D segmentation model: input {model.inputs[0].shape}, "
-                         f"output {model.outputs[0].shape}; expected (batch, D, H, W, C)")
 
 
 # ------------------------------------------------------------ export graph
@@ -281,8 +241,7 @@ def write_keras(model, path):
     """Writes an inference `.keras`: the same layers, uncompiled, no optimizer state."""
     if Path(path).suffix != ".keras":
         raise ConfigError(f"{path}: a keras export needs a .keras file name")
-    inference = keras.Model(model.inputs, model.outputs, name=model.name)
-    inference.save(path)
+    inference_model(model).save(path)
 
 
 # ---------------------------------------------------------------- runtimes
@@ -427,7 +386,7 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     _check_arguments(format, quantize)
     source_path = None if isinstance(source, keras.Model) else Path(source)
     model = load_model(source_path) if source_path is not None else source
-    _check_segmentation_model(model, model.name)
+    check_segmentation_model(model, model.name)
     out = Path(out) if out is not None else default_output(source_path, model, format, quantize)
     path = _target_path(format, out, version)
     if path.exists() and not overwrite:

@@ -51,10 +51,8 @@ def history_rows(run_dir):
 
 
 def state_weights(run_dir):
-    folder = run_files.latest_state(run_dir)
-    model = keras.saving.load_model(os.path.join(run_dir, "best.keras"), safe_mode=True)
-    model.load_weights(os.path.join(folder, "model.weights.h5"))
-    return [np.asarray(w) for w in model.get_weights()]
+    saved = np.load(os.path.join(run_files.latest_state(run_dir), "model.npz"))
+    return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 # ---------------------------------------------------------------- configuration

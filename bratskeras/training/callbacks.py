@@ -11,6 +11,7 @@ import os
 
 import keras
 
+from bratskeras.models.saving import inference_model
 from bratskeras.training import run_dir as run_files
 
 
@@ -90,7 +91,7 @@ class RunFiles(keras.callbacks.Callback):
         is_best = score is not None and (self.best_score is None or score > self.best_score)
         is_checkpoint = finished % self.checkpoint_every == 0
         if is_best or is_checkpoint:
-            clean = run_files.inference_copy(self.network)
+            clean = inference_model(self.network)
         if is_best:
             self.best_score = float(score)
             run_files.atomic_save_model(clean, os.path.join(self.run_dir, "best.keras"))

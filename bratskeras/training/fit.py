@@ -261,11 +261,6 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     strategy = runtime.make_strategy(config.strategy)
     xla = runtime.jit_compile(config.jit_compile)
     chief = runtime.is_chief(strategy)
-    if not resume and chief:
-        run_files.prepare_run_dir(run_dir, config, resume=False)
-    if chief:
-        run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
-            runtime.describe(policy, precision_details, strategy, xla), indent=2))
 
     logits = outputs_logits(config)
     with strategy.scope():
@@ -282,6 +277,11 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             metrics=dice_metrics(config.target, from_logits=logits),
             jit_compile=xla,
         )
+        if not resume and chief:
+            run_files.prepare_run_dir(run_dir, config, resume=False)
+        if chief:
+            run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
+                runtime.describe(policy, precision_details, strategy, xla), indent=2))
         saved = {}
         if state_folder is not None:
             model.optimizer.build(model.trainable_variables)
@@ -335,14 +335,13 @@ def heldout_dice(run_dir, cached_cases, config):
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
-    import keras
-
     from bratskeras import metrics
+    from bratskeras.models import load_model
 
     best = os.path.join(run_dir, "best.keras")
     if not os.path.exists(best) or not cached_cases:
         return {}
-    network = keras.saving.load_model(best, safe_mode=True)
+    network = load_model(best)
     regions = ("WT",) if config.target == "whole_tumor" else labels.REGIONS
     scores = {region: [] for region in regions}
     for case in cached_cases:

@@ -8,7 +8,7 @@
     RUN_DIR/best.keras           inference model at the best validation Dice
     RUN_DIR/checkpoints/epoch-NNNN.keras   every `checkpoint_every` epochs
     RUN_DIR/state/LATEST         name of the newest complete resume state
-    RUN_DIR/state/epoch-NNNN/    weights, optimizer variables, callback state
+    RUN_DIR/state/epoch-NNNN/    model and optimizer variables, callback state
 
 Every file is written next to its destination and renamed into place
 (`os.replace` is atomic on POSIX), and a resume state is a folder published by
@@ -42,19 +42,6 @@ def atomic_write_text(path, text):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-
-def inference_copy(model):
-    """An uncompiled copy of a functional model with the same weights.
-
-    Saving the copy gives a clean inference `.keras` (no optimizer state, no
-    loss): resume state lives in state/, not in best.keras.
-    """
-    import keras
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def atomic_save_model(model, path):
@@ -113,16 +100,17 @@ def save_state(run_dir, epoch, model, optimizer, extra):
 
     Args:
         epoch: number of finished epochs.
-        model: the network (its weights are saved).
+        model: the network (all its variables, seed states included, are saved).
         optimizer: the built optimizer (all its variables are saved in order).
         extra: JSON-able dict (callback states, learning rate, best score).
     """
     state_root = os.path.join(run_dir, STATE_DIR)
     name = f"epoch-{epoch:04d}"
     tmp = tempfile.mkdtemp(dir=state_root, prefix=f".tmp-{name}-")
-    model.save_weights(os.path.join(tmp, "model.weights.h5"))
-    np.savez(os.path.join(tmp, "optimizer.npz"),
-             *[np.asarray(v.numpy()) for v in optimizer.variables])
+    # model.variables, not weights: they include the dropout layers' random
+    # seed states, so a resumed run draws the same dropout masks.
+    _save_variables(os.path.join(tmp, "model.npz"), model.variables)
+    _save_variables(os.path.join(tmp, "optimizer.npz"), optimizer.variables)
     with open(os.path.join(tmp, "state.json"), "w") as stream:
         json.dump({"epoch": epoch, **extra}, stream, indent=2)
     final = os.path.join(state_root, name)
@@ -152,12 +140,22 @@ def load_state(folder, model, optimizer):
     Returns:
         the state.json dict.
     """
-    model.load_weights(os.path.join(folder, "model.weights.h5"))
-    saved = np.load(os.path.join(folder, "optimizer.npz"))
-    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(values) != len(optimizer.variables):
-        raise ConfigError(f"{folder}: optimizer state does not match this model and optimizer")
-    for variable, value in zip(optimizer.variables, values):
-        variable.assign(value)
+    _load_variables(os.path.join(folder, "model.npz"), model.variables, folder)
+    _load_variables(os.path.join(folder, "optimizer.npz"), optimizer.variables, folder)
     with open(os.path.join(folder, "state.json")) as stream:
         return json.load(stream)
+
+
+def _save_variables(path, variables):
+    np.savez(path, *[np.asarray(v.numpy()) for v in variables])
+
+
+def _load_variables(path, variables, folder):
+    saved = np.load(path)
+    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(variables) or any(
+            tuple(v.shape) != value.shape for v, value in zip(variables, values)):
+        raise ConfigError(f"{folder}: saved state does not match this model and optimizer")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+

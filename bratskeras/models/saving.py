@@ -1,0 +1,66 @@
+"""Loading saved bratskeras models, and clean inference copies for saving.
+
+`.keras` files of bratskeras models use registered layers (PadToMultiple,
+CropToReference); importing this package registers them, so
+`bratskeras.load_model(path)` works in a fresh process with `safe_mode=True`.
+"""
+
+from pathlib import Path
+
+import keras
+
+from bratskeras.errors import ModelError
+
+RUN_DIR_MODEL = "best.keras"
+
+
+def load_model(source):
+    """Loads a bratskeras model from a `.keras` file or a run directory.
+
+    Args:
+        source: a `.keras` file, or a run directory holding `best.keras`.
+
+    Returns:
+        keras.Model mapping (batch, D, H, W, C) to (batch, D, H, W, classes),
+        uncompiled.
+
+    Raises:
+        ModelError: missing file, not loadable with safe_mode=True, or not a
+            5-D segmentation model.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / RUN_DIR_MODEL
+    if not path.is_file():
+        raise ModelError(f"{source}: no such model file (expected a .keras file or a run "
+                         f"directory with {RUN_DIR_MODEL})")
+    # Losses and metrics are registered too, for files saved from compiled models.
+    import bratskeras.losses  # noqa: F401
+    import bratskeras.metrics  # noqa: F401
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for foreign or corrupt files.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path}: not a loadable bratskeras model ({first[:200]})") from None
+    check_segmentation_model(model, path)
+    return model
+
+
+def check_segmentation_model(model, where):
+    """Raises ModelError unless `model` maps one 5-D tensor to one 5-D tensor."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"{where}: expected one input and one output, got "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    if len(model.inputs[0].shape) != 5 or len(model.outputs[0].shape) != 5:
+        raise ModelError(f"{where}: not a 3-D segmentation model: input {model.inputs[0].shape}, "
+                         f"output {model.outputs[0].shape}; expected (batch, D, H, W, C)")
+
+
+def inference_model(model):
+    """The same layers and weights as a new, uncompiled functional model.
+
+    Saving it gives a clean inference `.keras`: no optimizer state, no loss.
+    (`keras.models.clone_model` would carry the compile configuration along.)
+    """
+    return keras.Model(model.inputs, model.outputs, name=model.name)
