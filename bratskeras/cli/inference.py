@@ -62,7 +62,7 @@ def _window_progress(case):
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of a window shared with its neighbour.")
-@click.option("--window", help="D,H,W window for size-free models (default 128,128,128, clipped to the volume).")
+@click.option("--window", help="D,H,W window for size-free models (default 160,160,160, clipped to the volume).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
 @click.option("--label-scheme", type=click.Choice(["brats2020", "brats2023"]),
