@@ -36,6 +36,7 @@ _VERB_MODULES = (
     "data",
     "train",
     "export",
+    "inference",
 )
 
 

@@ -1,0 +1,173 @@
+"""`bratskeras predict`, `bratskeras evaluate`, `bratskeras show`.
+
+--postprocess syntax (repeatable, applied in the order given):
+
+    NAME[:KEY=VALUE[,KEY=VALUE...]]
+
+    min_component:voxels=50             drop 26-connected components < 50 voxels per region
+    min_component:voxels=50,per=class   ... per class
+    et_to_ncr:voxels=500                fewer than 500 ET voxels -> NCR
+    average_pool:size=16                FLAIR paper smoothing (size=16x16x1 for per slice)
+
+Values are integers, AxBxC integer triples, or words.
+"""
+
+import json
+import os
+import sys
+
+import click
+
+from bratskeras.errors import ConfigError, OutputExistsError
+
+
+def parse_postprocess(text):
+    """"min_component:voxels=50,per=class" -> {"name": "min_component", "voxels": 50, "per": "class"}."""
+    name, _, options = text.partition(":")
+    step = {"name": name.strip()}
+    for item in filter(None, (o.strip() for o in options.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key or not value:
+            raise ConfigError(f"--postprocess {text!r}: options are KEY=VALUE, got {item!r}")
+        step[key.strip()] = _parse_value(value.strip())
+    # Validate now so a typo fails before any case is predicted.
+    from bratskeras.postprocessing import _check_step
+
+    try:
+        _check_step(step)
+    except ValueError as error:
+        raise ConfigError(f"--postprocess {text!r}: {error}") from None
+    return step
+
+
+def _parse_value(value):
+    if value.isdigit():
+        return int(value)
+    parts = value.lower().split("x")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    return value
+
+
+def _window_progress(case):
+    """Prints "case id: windows done/total" on one stderr line, rewritten in place."""
+    def report(done, total):
+        click.echo(f"\r  {case.id}: window {done}/{total}", nl=done == total, err=True)
+    return report
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of a window shared with its neighbour.")
+@click.option("--window", help="D,H,W window for size-free models (default 160,160,160, clipped to the volume).")
+@click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
+@click.option("--label-scheme", type=click.Choice(["brats2020", "brats2023"]),
+              help="Labels to write (default: the input release's).")
+@click.option("--postprocess", "steps", multiple=True, metavar="STEP",
+              help="NAME[:KEY=VALUE,...], e.g. min_component:voxels=50; repeatable.")
+@click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, steps,
+                    save_probabilities, overwrite):
+    """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""
+    from bratskeras import inference, io
+    from bratskeras.cli.models import parse_shape
+
+    postprocess = tuple(parse_postprocess(s) for s in steps)
+    windows = inference.WindowSettings(window=parse_shape(window, 3, "--window") if window else inference.DEFAULT_WINDOW,
+                                       overlap=overlap, batch_size=batch_size, mirror=tta)
+    settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
+                                         save_probabilities=save_probabilities)
+    network, setup = inference.load_model(model)
+    cases = io.discover(input_dir).cases
+    click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
+               f"crop {setup.preprocess.crop}", err=True)
+
+    def on_case(result):
+        if result.error:
+            click.echo(f"error: {result.error}", err=True)
+        else:
+            click.echo(f"{result.case_id}: {result.path} ({result.seconds:.1f} s)")
+
+    results = inference.predict_dataset(network, setup, cases, output_dir, settings, overwrite=overwrite,
+                                        on_case=on_case, progress_for=_window_progress)
+    failed = [r.case_id for r in results if r.error]
+    click.echo(f"{len(results) - len(failed)}/{len(results)} case(s) written to {output_dir}", err=True)
+    if failed:
+        click.echo(f"error: {len(failed)} case(s) failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+def _refuse_existing(path, overwrite):
+    if path and os.path.exists(path) and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
+
+
+@click.command("evaluate")
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="Write per-case metrics to this CSV file.")
+@click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed} as JSON.")
+@click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite):
+    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity)."""
+    from bratskeras import evaluation
+
+    _refuse_existing(out, overwrite)
+    result = evaluation.evaluate(pred_dir, ref_dir)
+    if out:
+        with open(out, "w") as stream:
+            stream.write(evaluation.rows_to_csv(result.rows))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        click.echo(f"{len(result.rows)} case(s) scored ({len(result.missing)} missing, scored as empty)")
+        click.echo(evaluation.summary_table(result.summary))
+    if compare_papers:
+        click.echo(evaluation.comparison_table(result.summary))
+    for path in result.extra:
+        click.echo(f"warning: {path}: no reference case, not scored", err=True)
+    for case_id in result.missing:
+        click.echo(f"error: case {case_id}: no prediction in {pred_dir} (scored as an empty prediction)", err=True)
+    for message in result.failed:
+        click.echo(f"error: {message}", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+@click.command("show")
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--case", "case_ids", multiple=True, help="Only this case id (repeatable; default all).")
+@click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")
+def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
+    """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes."""
+    from bratskeras import io, visualize
+    from bratskeras.errors import BratsKerasError
+    from bratskeras.evaluation import find_predictions
+
+    dataset = io.discover(data_dir)
+    cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
+    predictions = find_predictions(pred_dir)
+    for case in cases:
+        _refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite)
+    failed = []
+    for case in cases:
+        try:
+            if case.id not in predictions:
+                raise BratsKerasError(f"case {case.id}: no prediction in {pred_dir}")
+            click.echo(visualize.show_case(case, predictions[case.id], out_dir))
+        except (BratsKerasError, ValueError) as error:
+            failed.append(case.id)
+            click.echo(f"error: {str(error).strip().splitlines()[0]}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+COMMANDS = [predict_command, evaluate_command, show_command]

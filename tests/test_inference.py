@@ -1,0 +1,220 @@
+"""Sliding windows, Gaussian weights, TTA, model setup, predict on every layout, CLI."""
+
+import os
+
+import keras
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bratskeras import inference, io, synth
+from bratskeras.cli import cli
+from bratskeras.errors import ModelError, OutputExistsError
+from bratskeras.models import build_model
+from bratskeras.preprocessing import brain_bbox
+
+SHAPE = (32, 32, 24)
+
+
+def identity_model(channels):
+    inputs = keras.Input((None, None, None, channels))
+    return keras.Model(inputs, keras.layers.Identity()(inputs))
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    keras.utils.set_random_seed(0)
+    build_model("lightweight-unet", base_filters=4).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("shape, window, overlap", [
+    ((37, 29, 23), (16, 16, 16), 0.5),   # odd sizes, uneven last window
+    ((20, 17, 9), (10, 7, 5), 0.3),      # several windows per axis
+    ((12, 9, 7), (16, 16, 16), 0.5),     # volume smaller than the window: padded
+    ((16, 16, 16), (16, 16, 16), 0.0),   # exactly one window
+])
+def test_identity_model_is_reproduced_including_borders(shape, window, overlap):
+    image = np.random.default_rng(0).normal(size=shape + (3,)).astype(np.float32)
+    settings = inference.WindowSettings(window=window, overlap=overlap, batch_size=3)
+    out = inference.sliding_window_predict(identity_model(3), image, settings)
+    assert out.shape == image.shape
+    # A weighted mean of equal values: equal up to float32 rounding.
+    np.testing.assert_allclose(out, image, rtol=0, atol=1e-5)
+
+
+def test_window_starts_cover_the_axis_with_requested_overlap():
+    starts = inference.window_starts(240, 128, 0.5)
+    assert starts == [0, 56, 112]
+    assert inference.window_starts(155, 128, 0.5) == [0, 27]
+    assert inference.window_starts(100, 128, 0.5) == [0]
+    assert inference.window_starts(256, 128, 0.0) == [0, 128]
+
+
+def test_gaussian_importance_properties():
+    weights = inference.gaussian_importance((9, 8, 7))
+    assert weights.max() == pytest.approx(1.0)
+    assert weights.min() > 0
+    assert weights[4, 3, 3] == weights.max()  # odd axis: peak in the middle
+    for axis in range(3):
+        np.testing.assert_allclose(weights, np.flip(weights, axis=axis), rtol=1e-6)
+    assert weights[0, 0, 0] < weights[4, 0, 0] < weights[4, 3, 3]
+    np.testing.assert_array_equal(inference.gaussian_importance((4, 4, 4), 0), np.ones((4, 4, 4)))
+
+
+def test_gaussian_weighting_favours_window_centres():
+    # A model that outputs 1 at its window's centre region and 0 elsewhere
+    # shows which window wins where windows overlap.
+    class Marker:
+        def __call__(self, batch):
+            return np.ones(batch.shape[:4] + (1,), np.float32) * batch[..., :1].mean(axis=(1, 2, 3), keepdims=True)
+
+    image = np.zeros((24, 8, 8, 1), np.float32)
+    image[12:] = 1.0  # the second window (start 8) sees mostly ones
+    settings = inference.WindowSettings(window=(16, 8, 8), overlap=0.5)
+    out = inference.sliding_window_predict(Marker(), image, settings)[..., 0]
+    first, second = image[0:16].mean(), image[8:24].mean()
+    assert out[0, 0, 0] == pytest.approx(first)   # only the first window covers it
+    assert out[-1, 0, 0] == pytest.approx(second)
+    # Voxel 9 is near the first window's centre: its output is closer to `first`.
+    assert abs(out[9, 0, 0] - first) < abs(out[9, 0, 0] - second)
+
+
+def test_mirroring_tta_averages_flips():
+    # An x-ramp model is not flip-equivariant: TTA of d(ramp) cancels the ramp.
+    class Ramp:
+        def __call__(self, batch):
+            ramp = np.arange(batch.shape[1], dtype=np.float32)[None, :, None, None, None]
+            return batch[..., :1] + ramp
+
+    image = np.random.default_rng(1).normal(size=(8, 6, 4, 1)).astype(np.float32)
+    settings = inference.WindowSettings(window=(8, 6, 4), mirror=True)
+    out = inference.sliding_window_predict(Ramp(), image, settings)
+    np.testing.assert_allclose(out, image + 3.5, atol=1e-5)  # mean ramp (0 + 7) / 2
+
+
+def test_tta_of_a_real_model_is_flip_equivariant(tiny_model_path):
+    network, _ = inference.load_model(tiny_model_path)
+    image = np.random.default_rng(2).normal(size=(16, 16, 16, 4)).astype(np.float32)
+    settings = inference.WindowSettings(window=(16, 16, 16), mirror=True)
+    out = inference.sliding_window_predict(network, image, settings)
+    flipped = inference.sliding_window_predict(network, np.flip(image, axis=(0, 2)).copy(), settings)
+    np.testing.assert_allclose(np.flip(flipped, axis=(0, 2)), out, atol=1e-4)
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)  # softmax probabilities
+
+
+def test_bare_keras_defaults_from_channels():
+    setup = inference.setup_from_model(build_model("lightweight-unet", base_filters=4))
+    assert setup.modalities == ("flair", "t1", "t1ce", "t2") and setup.target == "classes"
+    assert setup.preprocess.crop == "bbox" and not setup.fixed_input
+    regions = inference.setup_from_model(build_model("lightweight-unet", base_filters=4, num_classes=3))
+    assert regions.target == "regions"
+    flair = inference.setup_from_model(build_model("flair-unet", input_shape=(16, 16, 16, 1)))
+    assert flair.modalities == ("flair",) and flair.target == "whole_tumor"
+    assert flair.preprocess.crop == "center" and flair.window == (16, 16, 16) and flair.fixed_input
+    with pytest.raises(ModelError, match="no default"):
+        inference.setup_from_model(build_model("lightweight-unet", base_filters=4, num_classes=2))
+
+
+def test_run_dir_config_is_used_and_checked(tmp_path):
+    build_model("lightweight-unet", base_filters=4, num_classes=3).save(tmp_path / "best.keras")
+    (tmp_path / "config.json").write_text('{"modalities": ["flair", "t1", "t1ce", "t2"], "target": "regions", '
+                                          '"crop": "none", "crop_size": [8, 8, 8]}')
+    _, setup = inference.load_model(tmp_path)
+    assert setup.target == "regions" and setup.preprocess.crop == "none"
+    (tmp_path / "config.json").write_text('{"modalities": ["flair"], "target": "regions"}')
+    with pytest.raises(ModelError, match="1 modalities"):
+        inference.load_model(tmp_path)
+
+
+def test_missing_model_is_a_one_line_error(tmp_path):
+    with pytest.raises(ModelError, match="no such model file"):
+        inference.load_model(tmp_path / "absent.keras")
+
+
+def test_uncrop_puts_prediction_and_probabilities_on_the_source_grid(tmp_path, tiny_model_path):
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2021", seed=3)
+    case = io.discover(tmp_path / "d").cases[0]
+    network, setup = inference.load_model(tiny_model_path)
+    image, _, _ = io.read_case(case)
+    label_map, probabilities, _ = inference.predict_case(
+        network, setup, case, inference.PredictSettings(save_probabilities=True))
+    assert label_map.shape == SHAPE == probabilities.shape[:3]
+    (d0, h0, w0), (d1, h1, w1) = brain_bbox(image)
+    box = np.zeros(SHAPE, bool)
+    box[d0:d1, h0:h1, w0:w1] = True
+    assert not box.all()  # the phantom has background around the brain
+    # Outside the brain box nothing is predicted and background is certain.
+    assert np.all(label_map[~box] == 0)
+    assert np.all(probabilities[~box, 0] == 1.0)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", synth.SYNTH_LAYOUTS)
+def test_predict_writes_source_grid_nifti_in_the_release_scheme(tmp_path, tiny_model_path, layout):
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout=layout, seed=1)
+    dataset = io.discover(tmp_path / "d")
+    network, setup = inference.load_model(tiny_model_path)
+    results = inference.predict_dataset(network, setup, dataset.cases, tmp_path / "out")
+    assert [r.error for r in results] == [None]
+    _, _, properties = io.read_case(dataset.cases[0])
+    written = nib.load(results[0].path)
+    assert written.shape == properties["shape"]
+    np.testing.assert_allclose(written.affine, properties["affine"])
+    assert written.get_data_dtype() == np.uint8
+    allowed = {0, 1, 2, 3} if dataset.label_scheme == "brats2023" else {0, 1, 2, 4}
+    assert set(np.unique(np.asarray(written.dataobj))) <= allowed
+
+
+def test_label_scheme_override(tmp_path, tiny_model_path):
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2020")
+    network, setup = inference.load_model(tiny_model_path)
+    case = io.discover(tmp_path / "d").cases[0]
+    # A model that always says ET makes the scheme visible.
+    always_et = lambda batch: np.tile(np.eye(4, dtype=np.float32)[3], batch.shape[:4] + (1,))  # noqa: E731
+    for scheme, et in (("brats2023", 3), ("brats2020", 4)):
+        settings = inference.PredictSettings(label_scheme=scheme)
+        label_map, _, _ = inference.predict_case(always_et, setup, case, settings)
+        assert et in np.unique(label_map) and set(np.unique(label_map)) <= {0, et}
+
+
+def test_refuses_to_overwrite_and_reports_failing_cases(tmp_path, tiny_model_path):
+    synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2021")
+    cases = io.discover(tmp_path / "d").cases
+    network, setup = inference.load_model(tiny_model_path)
+    out = tmp_path / "out"
+    inference.predict_dataset(network, setup, cases[:1], out)
+    before = os.path.getmtime(out / f"{cases[0].id}.nii.gz")
+    with pytest.raises(OutputExistsError, match=cases[0].id):
+        inference.predict_dataset(network, setup, cases, out)
+    assert os.path.getmtime(out / f"{cases[0].id}.nii.gz") == before
+    # Break the second case: the first still completes and the failure names the case.
+    os.remove(cases[1].modalities["t1"])
+    results = inference.predict_dataset(network, setup, cases, out, overwrite=True)
+    assert results[0].error is None
+    assert cases[1].id in results[1].error
+
+
+def test_cli_predict_exit_status_and_postprocess_syntax(tmp_path, tiny_model_path):
+    synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2023")
+    cases = io.discover(tmp_path / "d").cases
+    os.remove(cases[1].modalities["flair"])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["predict", tiny_model_path, str(tmp_path / "d"), str(tmp_path / "out"),
+                                 "--postprocess", "min_component:voxels=5,per=class", "--overlap", "0.25"])
+    assert result.exit_code == 1
+    assert cases[1].id in result.output and "missing modality flair" in result.output
+    assert (tmp_path / "out" / f"{cases[0].id}.nii.gz").exists()
+    bad = runner.invoke(cli, ["predict", tiny_model_path, str(tmp_path / "d"), str(tmp_path / "o2"),
+                              "--postprocess", "min_component:size=5"])
+    assert bad.exit_code == 1 and "min_component" in bad.output and not (tmp_path / "o2").exists()
+
+
+def test_parse_postprocess():
+    from bratskeras.cli.inference import parse_postprocess
+
+    assert parse_postprocess("et_to_ncr:voxels=500") == {"name": "et_to_ncr", "voxels": 500}
+    assert parse_postprocess("average_pool:size=16x16x1") == {"name": "average_pool", "size": (16, 16, 1)}
+    assert parse_postprocess("average_pool") == {"name": "average_pool"}

@@ -1,0 +1,156 @@
+"""Seconds per case and peak memory of full-case `lightweight-unet` inference, Keras vs PyTorch.
+
+One 240 x 240 x 155 x 4 random volume (no crop: the worst case), no TTA,
+random weights (speed does not depend on them). Each configuration runs in
+its own subprocess so `ru_maxrss` is that configuration's peak RSS. The
+PyTorch model is the same architecture written here (channels first,
+InstanceNorm3d without affine, LeakyReLU 0.01, the volume padded to a
+multiple of 4 like the Keras model does internally); it is skipped when torch
+is not installed. torch is not a bratskeras dependency.
+
+    PYTHONPATH=. python tools/bench_inference.py [--repeats 2] [--threads 2]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SHAPE = (240, 240, 155, 4)
+CONFIGS = {
+    "keras-whole": {"window": None, "overlap": 0.0},
+    "keras-128-overlap0.5": {"window": (128, 128, 128), "overlap": 0.5},
+    "keras-128-overlap0.25": {"window": (128, 128, 128), "overlap": 0.25},
+    "keras-160-overlap0.5": {"window": (160, 160, 160), "overlap": 0.5},
+    "torch-whole": {},
+}
+
+
+def _volume():
+    return np.random.default_rng(0).normal(size=SHAPE).astype(np.float32)
+
+
+def run_keras(config, repeats):
+    """Seconds per case of bratskeras.inference.sliding_window_predict (first call excluded)."""
+    from bratskeras import inference
+    from bratskeras.models import build_model
+
+    network = inference.probability_model(build_model("lightweight-unet"), "classes")
+    image = _volume()
+    window = config["window"] or SHAPE[:3]
+    settings = inference.WindowSettings(window=window, overlap=config["overlap"])
+    windows = len(inference.window_grid(SHAPE[:3], window, config["overlap"]))
+    inference.sliding_window_predict(network, image, settings)  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        inference.sliding_window_predict(network, image, settings)
+        times.append(time.perf_counter() - start)
+    return {"seconds": min(times), "windows": windows}
+
+
+def torch_unet(torch, levels=3, base=16, convs=2, in_channels=4, classes=4):
+    """The lightweight U-Net in PyTorch, as in the paper (REFERENCE.md section 2)."""
+    nn = torch.nn
+
+    def block(c_in, c_out):
+        layers = []
+        for index in range(convs):
+            layers += [nn.Conv3d(c_in if index == 0 else c_out, c_out, 3, padding=1),
+                       nn.InstanceNorm3d(c_out, eps=1e-5, affine=False), nn.LeakyReLU(0.01)]
+        return nn.Sequential(*layers)
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [base * 2**level for level in range(levels)]
+            self.encoders = nn.ModuleList(block(c_in, c) for c_in, c in zip([in_channels] + widths, widths))
+            self.pool = nn.MaxPool3d(2)
+            self.ups = nn.ModuleList(nn.ConvTranspose3d(widths[l + 1], widths[l], 2, stride=2)
+                                     for l in range(levels - 1))
+            self.decoders = nn.ModuleList(block(2 * widths[l], widths[l]) for l in range(levels - 1))
+            self.head = nn.Sequential(nn.Dropout3d(0.3), nn.Conv3d(base, classes, 1))
+
+        def forward(self, x):
+            skips = []
+            for level, encoder in enumerate(self.encoders):
+                x = encoder(x)
+                if level < levels - 1:
+                    skips.append(x)
+                    x = self.pool(x)
+            for level in reversed(range(levels - 1)):
+                x = self.decoders[level](torch.cat([self.ups[level](x), skips[level]], dim=1))
+            return torch.softmax(self.head(x), dim=1)
+
+    return UNet().eval()
+
+
+def run_torch(repeats, threads):
+    """Seconds per case of the PyTorch model on the whole padded volume."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model = torch_unet(torch)
+    # (D, H, W, C) -> (1, C, D, H, W), padded 155 -> 156 (2 poolings need multiples of 4).
+    image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(_volume(), -1, 0)))[None]
+    image = torch.nn.functional.pad(image, (0, 1))
+    times = []
+    with torch.inference_mode():
+        model(image)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            output = model(image)[..., :155].numpy()
+            times.append(time.perf_counter() - start)
+    assert output.shape == (1, 4, 240, 240, 155)
+    return {"seconds": min(times), "windows": 1}
+
+
+def child(name, repeats, threads):
+    result = run_torch(repeats, threads) if name.startswith("torch") else run_keras(CONFIGS[name], repeats)
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (TensorFlow uses every core).")
+    parser.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.repeats, args.threads)
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        torch = None
+    print(f"lightweight-unet, one {'x'.join(map(str, SHAPE))} case, no TTA, {args.threads} thread(s)")
+    print(f"{'configuration':<24}{'windows':>8}{'s/case':>10}{'peak RSS GB':>13}")
+    results = {}
+    for name in args.only:
+        if name.startswith("torch") and torch is None:
+            print(f"{name:<24}  skipped: torch is not installed")
+            continue
+        command = [sys.executable, __file__, "--child", name, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{name:<24}  failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+            continue
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = results[name]
+        print(f"{name:<24}{r['windows']:>8}{r['seconds']:>10.2f}{r['peak_rss_gb']:>13.2f}")
+    if "torch-whole" in results:
+        for name, r in results.items():
+            if name != "torch-whole":
+                print(f"{name}: {results['torch-whole']['seconds'] / r['seconds']:.2f}x the speed of PyTorch whole-volume")
+
+
+if __name__ == "__main__":
+    main()
