@@ -31,6 +31,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bratskeras import labels
 from bratskeras.errors import ConfigError, ExportError, ModelError, OutputExistsError
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
 
@@ -129,7 +130,9 @@ def _probabilities_activation(model):
     activation = getattr(head, "activation", None)
     if activation in (keras.activations.sigmoid, keras.activations.softmax):
         return "linear"
-    return "sigmoid" if model.outputs[0].shape[-1] == 1 else "softmax"
+    # Same reading of output channels as `bratskeras predict`: class logits
+    # get a softmax, region (WT/TC/ET) and whole-tumor logits a sigmoid.
+    return "softmax" if labels.target_for_channels(model.outputs[0].shape[-1]) == "classes" else "sigmoid"
 
 
 def serving_model(model, input_shape, builtin_pooling=False):

@@ -38,7 +38,6 @@ from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, prepr
 DEFAULT_WINDOW = (160, 160, 160)
 # Bare .keras files carry no config: inputs and outputs decide (module `load_model`).
 _MODALITIES_BY_CHANNELS = {4: ("flair", "t1", "t1ce", "t2"), 1: ("flair",)}
-_TARGET_BY_CHANNELS = {4: "classes", 3: "regions", 1: "whole_tumor"}
 PROBABILITIES_DIR = "probabilities"
 
 
@@ -242,11 +241,11 @@ def setup_from_model(network, config=None):
     spatial = in_shape[1:4]
     fixed = all(s is not None for s in spatial)
     if config is None:
-        if in_shape[-1] not in _MODALITIES_BY_CHANNELS or out_channels not in _TARGET_BY_CHANNELS:
+        if in_shape[-1] not in _MODALITIES_BY_CHANNELS or labels.target_for_channels(out_channels) is None:
             raise ModelError(f"{network.name}: no default for {in_shape[-1]} input / {out_channels} output "
                              "channels; use a run directory with config.json")
         modalities = _MODALITIES_BY_CHANNELS[in_shape[-1]]
-        target = _TARGET_BY_CHANNELS[out_channels]
+        target = labels.target_for_channels(out_channels)
         settings = PreprocessSettings(crop="center", crop_size=spatial) if fixed else PreprocessSettings()
     else:
         modalities = tuple(config.get("modalities", _MODALITIES_BY_CHANNELS.get(in_shape[-1], ())))
@@ -260,7 +259,7 @@ def setup_from_model(network, config=None):
                       window=tuple(spatial) if fixed else DEFAULT_WINDOW, fixed_input=fixed)
 
 
-def load_model(path):
+def load_predictor(path):
     """Loads a `.keras` file or a run directory (its best.keras and config.json).
 
     Returns:
@@ -270,26 +269,15 @@ def load_model(path):
     Raises:
         ModelError: missing or unreadable model file, or setup errors.
     """
-    import keras
-
-    import bratskeras.models  # noqa: F401  registers the custom layers for safe loading
+    from bratskeras.models import load_model
 
     path = os.fspath(path)
     config = None
-    if os.path.isdir(path):
-        config_path, model_path = os.path.join(path, "config.json"), os.path.join(path, "best.keras")
-        if os.path.exists(config_path):
-            with open(config_path) as stream:
-                config = json.load(stream)
-    else:
-        model_path = path
-    if not os.path.isfile(model_path):
-        raise ModelError(f"{model_path}: no such model file (expected a .keras file or a run directory)")
-    try:
-        network = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for foreign or corrupt files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{model_path}: cannot load model ({reason})") from None
+    config_path = os.path.join(path, "config.json")
+    if os.path.isdir(path) and os.path.exists(config_path):
+        with open(config_path) as stream:
+            config = json.load(stream)
+    network = load_model(path)
     setup = setup_from_model(network, config)
     return probability_model(network, setup.target), setup
 

@@ -122,9 +122,17 @@ def classes_to_target(classes, target):
     raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
 
 
+TARGET_CHANNELS = {"classes": 4, "regions": 3, "whole_tumor": 1}
+
+
 def target_channels(target):
     """Number of model output channels for a training target."""
-    return {"classes": 4, "regions": 3, "whole_tumor": 1}[target]
+    return TARGET_CHANNELS[target]
+
+
+def target_for_channels(channels):
+    """The training target a model with `channels` outputs was trained on, or None."""
+    return {n: target for target, n in TARGET_CHANNELS.items()}.get(int(channels))
 
 
 def regions_to_classes(regions):

@@ -96,7 +96,7 @@ def test_mirroring_tta_averages_flips():
 
 
 def test_tta_of_a_real_model_is_flip_equivariant(tiny_model_path):
-    network, _ = inference.load_model(tiny_model_path)
+    network, _ = inference.load_predictor(tiny_model_path)
     image = np.random.default_rng(2).normal(size=(16, 16, 16, 4)).astype(np.float32)
     settings = inference.WindowSettings(window=(16, 16, 16), mirror=True)
     out = inference.sliding_window_predict(network, image, settings)
@@ -122,22 +122,22 @@ def test_run_dir_config_is_used_and_checked(tmp_path):
     build_model("lightweight-unet", base_filters=4, num_classes=3).save(tmp_path / "best.keras")
     (tmp_path / "config.json").write_text('{"modalities": ["flair", "t1", "t1ce", "t2"], "target": "regions", '
                                           '"crop": "none", "crop_size": [8, 8, 8]}')
-    _, setup = inference.load_model(tmp_path)
+    _, setup = inference.load_predictor(tmp_path)
     assert setup.target == "regions" and setup.preprocess.crop == "none"
     (tmp_path / "config.json").write_text('{"modalities": ["flair"], "target": "regions"}')
     with pytest.raises(ModelError, match="1 modalities"):
-        inference.load_model(tmp_path)
+        inference.load_predictor(tmp_path)
 
 
 def test_missing_model_is_a_one_line_error(tmp_path):
     with pytest.raises(ModelError, match="no such model file"):
-        inference.load_model(tmp_path / "absent.keras")
+        inference.load_predictor(tmp_path / "absent.keras")
 
 
 def test_uncrop_puts_prediction_and_probabilities_on_the_source_grid(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2021", seed=3)
     case = io.discover(tmp_path / "d").cases[0]
-    network, setup = inference.load_model(tiny_model_path)
+    network, setup = inference.load_predictor(tiny_model_path)
     image, _, _ = io.read_case(case)
     label_map, probabilities, _ = inference.predict_case(
         network, setup, case, inference.PredictSettings(save_probabilities=True))
@@ -156,7 +156,7 @@ def test_uncrop_puts_prediction_and_probabilities_on_the_source_grid(tmp_path, t
 def test_predict_writes_source_grid_nifti_in_the_release_scheme(tmp_path, tiny_model_path, layout):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout=layout, seed=1)
     dataset = io.discover(tmp_path / "d")
-    network, setup = inference.load_model(tiny_model_path)
+    network, setup = inference.load_predictor(tiny_model_path)
     results = inference.predict_dataset(network, setup, dataset.cases, tmp_path / "out")
     assert [r.error for r in results] == [None]
     _, _, properties = io.read_case(dataset.cases[0])
@@ -170,7 +170,7 @@ def test_predict_writes_source_grid_nifti_in_the_release_scheme(tmp_path, tiny_m
 
 def test_label_scheme_override(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2020")
-    network, setup = inference.load_model(tiny_model_path)
+    network, setup = inference.load_predictor(tiny_model_path)
     case = io.discover(tmp_path / "d").cases[0]
     # A model that always says ET makes the scheme visible.
     always_et = lambda batch: np.tile(np.eye(4, dtype=np.float32)[3], batch.shape[:4] + (1,))  # noqa: E731
@@ -183,7 +183,7 @@ def test_label_scheme_override(tmp_path, tiny_model_path):
 def test_refuses_to_overwrite_and_reports_failing_cases(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2021")
     cases = io.discover(tmp_path / "d").cases
-    network, setup = inference.load_model(tiny_model_path)
+    network, setup = inference.load_predictor(tiny_model_path)
     out = tmp_path / "out"
     inference.predict_dataset(network, setup, cases[:1], out)
     before = os.path.getmtime(out / f"{cases[0].id}.nii.gz")

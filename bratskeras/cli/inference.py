@@ -82,7 +82,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                                        overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
-    network, setup = inference.load_model(model)
+    network, setup = inference.load_predictor(model)
     cases = io.discover(input_dir).cases
     click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
                f"crop {setup.preprocess.crop}", err=True)

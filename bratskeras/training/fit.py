@@ -330,38 +330,30 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
 
 
 def heldout_dice(run_dir, cached_cases, config):
-    """Mean per-case Dice per region of best.keras on whole cached volumes.
+    """Mean per-case Dice per region of best.keras on cached (preprocessed) volumes.
+
+    Uses the same sliding-window inference as `bratskeras predict`.
 
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
-    from bratskeras import metrics
-    from bratskeras.models import load_model
+    from bratskeras import inference, metrics
 
-    best = os.path.join(run_dir, "best.keras")
-    if not os.path.exists(best) or not cached_cases:
+    if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
         return {}
-    network = load_model(best)
+    network, setup = inference.load_predictor(run_dir)
+    windows = inference.WindowSettings(window=setup.window)
     regions = ("WT",) if config.target == "whole_tumor" else labels.REGIONS
     scores = {region: [] for region in regions}
     for case in cached_cases:
         image, seg, _ = case.load()
-        output = network.predict(np.asarray(image, np.float32)[None], verbose=0)[0]
-        predicted = prediction_to_classes(output, config.target, outputs_logits(config))
+        probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
+        # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
+        predicted = inference.probabilities_to_classes(probabilities, config.target)
         for region in regions:
             scores[region].append(metrics.dice(metrics.structure_mask(predicted, region.lower()),
                                                metrics.structure_mask(seg, region.lower())))
     return {region: float(np.mean(values)) for region, values in scores.items()}
-
-
-def prediction_to_classes(output, target, logits):
-    """Network output (D, H, W, K) -> class map (D, H, W) uint8 0..3."""
-    threshold = 0.0 if logits else 0.5
-    if target == "classes":
-        return np.argmax(output, axis=-1).astype(np.uint8)
-    if target == "whole_tumor":
-        return (output[..., 0] > threshold).astype(np.uint8) * 2  # WT only: label it as edema
-    return labels.regions_to_classes(output > threshold)
 
 
 def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
