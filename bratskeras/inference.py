@@ -36,7 +36,7 @@ from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, prepr
 # 18), measured 2.9x faster than 128^3 at 2.6 GB peak RSS instead of a
 # whole-volume pass's ~5 GB (tools/bench_inference.py, README).
 DEFAULT_WINDOW = (160, 160, 160)
-# Bare .keras files carry no config: inputs and outputs decide (module `load_model`).
+# Bare .keras files carry no config: inputs and outputs decide (module `load_predictor`).
 _MODALITIES_BY_CHANNELS = {4: ("flair", "t1", "t1ce", "t2"), 1: ("flair",)}
 PROBABILITIES_DIR = "probabilities"
 
@@ -338,7 +338,7 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     """Predicts one case on its source grid.
 
     Args:
-        network: probability model from `load_model`.
+        network: probability model from `load_predictor`.
         setup: its ModelSetup.
         case: io.Case.
         settings: PredictSettings.
@@ -424,7 +424,7 @@ def predict_dataset(network, setup, cases, output_dir, settings=PredictSettings(
     """Predicts every case into `output_dir`; a failing case does not stop the others.
 
     Args:
-        network, setup: from `load_model`.
+        network, setup: from `load_predictor`.
         cases: io.Case list (e.g. io.discover(root).cases).
         output_dir: created if absent; gets <id>.nii.gz per case.
         settings: PredictSettings.

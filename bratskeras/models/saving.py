@@ -63,4 +63,6 @@ def inference_model(model):
     Saving it gives a clean inference `.keras`: no optimizer state, no loss.
     (`keras.models.clone_model` would carry the compile configuration along.)
     """
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    # .input/.output, not the lists: a model saved with list outputs would
+    # reload with a list-valued `output`.
+    return keras.Model(model.input, model.output, name=model.name)

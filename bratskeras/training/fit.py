@@ -342,12 +342,13 @@ def heldout_dice(run_dir, cached_cases, config):
     if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
         return {}
     network, setup = inference.load_predictor(run_dir)
-    windows = inference.WindowSettings(window=setup.window)
     regions = ("WT",) if config.target == "whole_tumor" else labels.REGIONS
     scores = {region: [] for region in regions}
     for case in cached_cases:
         image, seg, _ = case.load()
-        probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
+        window = inference.effective_window(setup, inference.WindowSettings(window=setup.window), image.shape[:3])
+        probabilities = inference.sliding_window_predict(
+            network, np.asarray(image, np.float32), inference.WindowSettings(window=window))
         # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
         predicted = inference.probabilities_to_classes(probabilities, config.target)
         for region in regions:
