@@ -300,7 +300,8 @@ def train_dataset(cached_cases, config=PipelineConfig(), first_index=0, pipeline
             starts at finished_steps * global batch).
         pipeline: (id, count) when tf.distribute runs `count` input pipelines:
             global step s takes samples [s*G, (s+1)*G) of the stream, pipeline
-            p the slice [s*G + p*b, s*G + (p+1)*b) with b = config.batch_size.
+            p the slice [s*G + p*G/count, s*G + (p+1)*G/count), batched by
+            config.batch_size (the per-replica batch).
         global_batch_size: G (default: batch_size * count).
 
     Returns:
@@ -332,17 +333,19 @@ def train_dataset(cached_cases, config=PipelineConfig(), first_index=0, pipeline
         return image, classes_to_target_tf(seg, config.target)
 
     pipeline_id, pipelines = pipeline
-    local = config.batch_size
-    global_batch = global_batch_size or local * pipelines
+    global_batch = global_batch_size or config.batch_size * pipelines
+    # One pipeline may feed several local replicas (MirroredStrategy), each
+    # taking consecutive batches of config.batch_size from it.
+    per_step = global_batch // pipelines
 
     def sample_index(k):
         # k-th sample of this pipeline -> index in the global seeded stream.
-        step, slot = k // local, k % local
-        return first_index + step * global_batch + pipeline_id * local + slot
+        step, slot = k // per_step, k % per_step
+        return first_index + step * global_batch + pipeline_id * per_step + slot
 
     dataset = tf.data.Dataset.counter().map(sample_index).map(
         element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def validation_patch_start(shape, patch_size, foreground):

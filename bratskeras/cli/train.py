@@ -28,6 +28,8 @@ def _overrides(options):
         "fold": options["fold"],
         "learning_rate": options["learning_rate"],
         "augment_on": options["augment_on"],
+        "loss": options["loss"],
+        "target": options["target"],
         "model_overrides": dict(_key_values(options["model_arg"])) or None,
     }
 
@@ -55,6 +57,11 @@ def _key_values(pairs):
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]))
 @click.option("--augment-on", type=click.Choice(["cpu", "device"]), help="Where augmentation runs.")
+@click.option("--target", type=click.Choice(["classes", "regions", "whole_tumor"]),
+              help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
+@click.option("--loss", type=click.Choice(["dice_ce", "soft_dice", "cross_entropy", "region_dice_bce",
+                                           "flair_dice", "sensitivity_specificity"]),
+              help="Loss (default: the preset's).")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue a run: RUN_DIR, or the --out folder when given without a value.")
 @click.option("--seed", type=int)

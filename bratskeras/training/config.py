@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 from bratskeras.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# Which training target each loss is written for (bratskeras.losses).
+LOSS_TARGETS = {
+    "dice_ce": ("classes",),
+    "soft_dice": ("classes",),
+    "cross_entropy": ("classes",),
+    "region_dice_bce": ("regions",),
+    "flair_dice": ("whole_tumor",),
+    "sensitivity_specificity": ("whole_tumor", "regions"),
+}
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 AUGMENT_ON = ("cpu", "device")
 
@@ -92,6 +101,9 @@ class TrainConfig:
                f"--fold must be in 0..{self.folds - 1} for --folds {self.folds}, got {self.fold}")
         _check(self.folds != 1, "--folds must be 0 (80/20 split) or >= 2")
         _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _check(self.loss in LOSS_TARGETS, f"--loss must be one of {sorted(LOSS_TARGETS)}, got {self.loss!r}")
+        _check(self.target in LOSS_TARGETS[self.loss],
+               f"--loss {self.loss} trains target {' or '.join(LOSS_TARGETS[self.loss])}, not {self.target}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
     def to_json(self):
@@ -175,5 +187,8 @@ def resolve_config(preset="lightweight2020", overrides=None):
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
     values = {"preset": preset, **PRESETS[preset]}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "loss" in overrides and "loss_kwargs" not in overrides and overrides["loss"] != values["loss"]:
+        values["loss_kwargs"] = {}  # the preset's options belong to the preset's loss
+    values.update(overrides)
     return TrainConfig.from_dict(values)

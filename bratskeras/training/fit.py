@@ -19,6 +19,8 @@ from bratskeras.training.callbacks import (
     ResumableReduceLROnPlateau,
     RunFiles,
 )
+from bratskeras.training.training_model import TrainingModel
+from bratskeras.training.validation import ReplicaLossReport, WholeVolumeValidation
 
 
 @dataclass
@@ -213,13 +215,6 @@ def _validation_input(config, cached):
     return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1)
 
 
-def _device_augmented(network, config):
-    """Wraps the network so augmentation runs on the accelerator in each train step."""
-    from bratskeras.training.device_augment import DeviceAugmentedModel
-
-    return DeviceAugmentedModel(network, seed=config.seed)
-
-
 def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1):
     """Trains a model as `config` says and writes the run directory.
 
@@ -241,6 +236,7 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     import keras
     import tensorflow as tf
 
+    from bratskeras import data
     from bratskeras.losses import get_loss
     from bratskeras.metrics import dice_metrics
     from bratskeras.training import runtime
@@ -267,10 +263,12 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         network = build_network(config)
         if not runtime.gpus():
             check_memory(network, config, available_memory_bytes())
-        model = _device_augmented(network, config) if config.augment and config.augment_on == "device" else network
-        loss_kwargs = dict(config.loss_kwargs)
-        if config.loss != "flair_dice" or logits:
-            loss_kwargs.setdefault("from_logits", logits)
+        device_augmentation = config.augment and config.augment_on == "device"
+        model = TrainingModel(
+            network, seed=config.seed,
+            augmentation=data.AugmentConfig() if device_augmentation else None,
+            multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+        loss_kwargs = {"from_logits": logits, **config.loss_kwargs}
         model.compile(
             optimizer=make_optimizer(config),
             loss=get_loss(config.loss, **loss_kwargs),
@@ -303,7 +301,10 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         stateful["early_stopping"] = ResumableEarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience,
             initial_state=callbacks_state.get("early_stopping"))
-    callbacks = list(stateful.values())
+    validation = WholeVolumeValidation(
+        network, _validation_input(config, val_cached),
+        get_loss(config.loss, **loss_kwargs), dice_metrics(config.target, from_logits=logits))
+    callbacks = [ReplicaLossReport(strategy.num_replicas_in_sync), validation, *stateful.values()]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
@@ -311,10 +312,11 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         run_dir, network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
         stateful_callbacks=stateful, best_score=saved.get("best_score"), chief=chief))
 
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _build_before_fit(model, config)
     try:
         model.fit(
             _train_input(config, train_cached, strategy, first_step=finished * steps),
-            validation_data=_validation_input(config, val_cached),
             epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
             callbacks=callbacks, verbose=verbose, shuffle=False,
         )
@@ -327,6 +329,27 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     state_folder = run_files.latest_state(run_dir)
     epochs_done = json.load(open(os.path.join(state_folder, "state.json")))["epoch"] if state_folder else finished
     return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped)
+
+
+def _build_before_fit(model, config):
+    """Builds loss, metrics and optimizer from a batch spec instead of a batch.
+
+    Keras 3.15's fit builds them from the first input batch, which it first
+    all-reduces with strategy.reduce("MEAN", ...); under
+    MultiWorkerMirroredStrategy that reduce fails on the per-replica batch
+    ("Attempt to convert a value (PerReplica...) to a Tensor"). Building from
+    zeros of the right shapes first and skipping that step avoids the reduce;
+    the model itself is already built.
+    """
+    from bratskeras.labels import target_channels
+
+    patch = (1, *config.patch_size)
+    x = np.zeros((*patch, len(config.modalities)), np.float32)
+    y_channels = 1 if config.target == "classes" else target_channels(config.target)
+    y = np.zeros((*patch, y_channels), np.uint8 if config.target == "classes" else np.float32)
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=(x, y))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def heldout_dice(run_dir, cached_cases, config):
