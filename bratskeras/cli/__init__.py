@@ -34,6 +34,7 @@ def cli():
 _VERB_MODULES = (
     "models",
     "data",
+    "bench",
 )
 
 
