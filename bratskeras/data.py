@@ -244,7 +244,10 @@ def _rotate_axial(volume, angle, interpolation):
 
 
 def _intensity(image, seed_affine, seed_gamma, config):
-    """Per-channel gamma (with probability) then scale and shift; image (D, H, W, C) float32."""
+    """Per-channel gamma (with probability) then scale and shift; image (D, H, W, C) float32.
+
+    y = ((x - low) / span) ** gamma * span + low, then y * scale + shift.
+    """
     import tensorflow as tf
 
     channels = tf.shape(image)[-1:]
@@ -256,13 +259,18 @@ def _intensity(image, seed_affine, seed_gamma, config):
     gamma = tf.random.stateless_uniform(channels, gamma_seeds[1], *config.gamma_range)
 
     def with_gamma():
-        # Gamma needs non-negative input: map each channel's range to [0, 1] and back.
+        # Gamma needs non-negative input: map each channel's range to [0, 1] and
+        # back, folding the way back and the scale/shift into one multiply-add.
+        # exp(g * log(u)) rather than pow(u, g): TF's float pow is scalar code,
+        # ~10x slower on CPU than the vectorised exp and log (pow costed 0.3 s
+        # per 128^3 x 4 patch, most of the augmentation time); log(0) = -inf
+        # gives exp(-inf) = 0 = 0**g as pow does.
         low = tf.reduce_min(image, axis=[0, 1, 2])
         span = tf.reduce_max(image, axis=[0, 1, 2]) - low + 1e-7
-        return tf.pow((image - low) / span, gamma) * span + low
+        unit = (image - low) * (1.0 / span)
+        return tf.exp(gamma * tf.math.log(unit)) * (span * scale) + (low * scale + shift)
 
-    image = tf.cond(apply_gamma, with_gamma, lambda: image)
-    return image * scale + shift
+    return tf.cond(apply_gamma, with_gamma, lambda: image * scale + shift)
 
 
 def augment_batch(images, labels_batch, seed, config=AugmentConfig()):
