@@ -236,6 +236,7 @@ def test_instance_normalization_equals_group_normalization_forward_and_backward(
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
     np.testing.assert_allclose(grads[1], grads[0], atol=1e-4)
     assert abs(outputs[1][0, ..., 0].mean()) < 1e-5 and abs(outputs[1][1, ..., 2].std() - 1) < 1e-3
-    # Dynamic batch size takes the map_fn path.
+    # Dynamic batch size: map_fn for 2 samples, a reshape for 1.
     dynamic = tf.function(fused.call, input_signature=[tf.TensorSpec([None, 6, 5, 4, 3])])
     np.testing.assert_allclose(dynamic(x).numpy(), outputs[0], atol=1e-5)
+    np.testing.assert_allclose(dynamic(x[1:]).numpy(), outputs[0][1:], atol=1e-5)

@@ -134,7 +134,12 @@ class InstanceNormalization(keras.layers.GroupNormalization):
             samples = tf.unstack(inputs, axis=0)
             outputs = [normalize(s) for s in samples]
             return outputs[0][None] if len(outputs) == 1 else tf.stack(outputs, axis=0)
-        return tf.map_fn(normalize, inputs)
+        # Dynamic batch (e.g. model.predict): a batch of one is a free reshape;
+        # larger batches pay map_fn's copies in and out.
+        shape = tf.shape(inputs)
+        return tf.cond(shape[0] == 1,
+                       lambda: tf.reshape(normalize(tf.reshape(inputs, shape[1:])), shape),
+                       lambda: tf.map_fn(normalize, inputs))
 
     def get_config(self):
         config = super().get_config()
