@@ -210,20 +210,64 @@ def augment_patch(image, label, seed, config=AugmentConfig()):
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
     # Flips and 90-degree axial rotations compose into one optional D/H transpose
     # followed by one reverse: each output voxel is copied once, not once per transform.
+    transpose = tf.constant(False)
     if config.rot90 and image.shape[0] is not None and image.shape[0] == image.shape[1]:
         transpose = tf.random.stateless_uniform([], seeds[3]) < 0.5
-        image, label = tf.cond(transpose, lambda: (tf.transpose(image, [1, 0, 2, 3]),
-                                                   tf.transpose(label, [1, 0, 2, 3])),
-                               lambda: (image, label))
     flips = tf.random.stateless_uniform([3], seeds[0]) < config.flip_probability
-    axes = tf.boolean_mask(tf.range(3), flips)
-    image, label = tf.reverse(image, axes), tf.reverse(label, axes)
+    code = tf.cast(transpose, tf.int32) + tf.reduce_sum(tf.cast(flips, tf.int32) * [2, 4, 8])
+    label = _flip(label, code)
+    scale, shift, apply_gamma, gamma = _intensity_parameters(image, seeds[5], seeds[6], config)
     if config.rotation_degrees > 0:
         angle = tf.random.stateless_uniform([], seeds[4], -1.0, 1.0) * (config.rotation_degrees * math.pi / 180)
-        image = _rotate_axial(image, angle, "BILINEAR")
+        image = _rotate_axial(_flip(image, code), angle, "BILINEAR")
         label = _rotate_axial(label, angle, "NEAREST")
-    image = _intensity(image, seeds[5], seeds[6], config)
+        return _intensity(image, scale, shift, apply_gamma, gamma), label
+    # Intensity transforms are per voxel, so they commute with flips: without
+    # gamma the flip and the multiply-add are one pass.
+    image = tf.cond(apply_gamma,
+                    lambda: _intensity(_flip(image, code), scale, shift, True, gamma),
+                    lambda: _flip_scale_shift(image, code, scale, shift))
     return image, label
+
+
+def _flip_variants(volume, code, scale=None, shift=None):
+    """Branch `code` (bit 0: D/H transpose, bits 1-3: reverse D, H, W) of 16, then x * scale + shift."""
+    import tensorflow as tf
+
+    def variant(k):
+        def branch():
+            out = tf.transpose(volume, [1, 0, 2, 3]) if k & 1 else volume
+            axes = [axis for axis in range(3) if k >> (axis + 1) & 1]
+            out = tf.reverse(out, axes) if axes else out
+            return out if scale is None else out * scale + shift
+        return branch
+
+    return tf.switch_case(code, [variant(k) for k in range(16)])
+
+
+def _jit(fn):
+    import tensorflow as tf
+
+    # XLA fuses the transpose, reverse and multiply-add of a branch into one
+    # pass over the patch (3x faster than TF's separate kernels on CPU). Only
+    # these element-wise kernels are compiled; XLA is not used for convolutions.
+    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+
+_compiled = {}
+
+
+def _flip(volume, code):
+    """`volume` (D, H, W, C) flipped/transposed as `code` says (see `_flip_variants`)."""
+    if "flip" not in _compiled:
+        _compiled["flip"] = _jit(lambda volume, code: _flip_variants(volume, code))
+    return _compiled["flip"](volume, code)
+
+
+def _flip_scale_shift(volume, code, scale, shift):
+    if "flip_scale_shift" not in _compiled:
+        _compiled["flip_scale_shift"] = _jit(_flip_variants)
+    return _compiled["flip_scale_shift"](volume, code, scale, shift)
 
 
 def _rotate_axial(volume, angle, interpolation):
@@ -243,8 +287,8 @@ def _rotate_axial(volume, angle, interpolation):
     return tf.reshape(rotated, shape)
 
 
-def _intensity(image, seed_affine, seed_gamma, config):
-    """Per-channel gamma (with probability) then scale and shift; image (D, H, W, C) float32."""
+def _intensity_parameters(image, seed_affine, seed_gamma, config):
+    """Per-channel scale, shift, whether to apply gamma, and gamma; image (D, H, W, C)."""
     import tensorflow as tf
 
     channels = tf.shape(image)[-1:]
@@ -254,15 +298,31 @@ def _intensity(image, seed_affine, seed_gamma, config):
     gamma_seeds = tf.random.experimental.stateless_split(seed_gamma, 2)
     apply_gamma = tf.random.stateless_uniform([], gamma_seeds[0]) < config.gamma_probability
     gamma = tf.random.stateless_uniform(channels, gamma_seeds[1], *config.gamma_range)
+    return scale, shift, apply_gamma, gamma
+
+
+def _intensity(image, scale, shift, apply_gamma, gamma):
+    """Per-channel gamma (if apply_gamma) then scale and shift; image (D, H, W, C) float32.
+
+    y = ((x - low) / span) ** gamma * span + low, then y * scale + shift.
+    """
+    import tensorflow as tf
 
     def with_gamma():
-        # Gamma needs non-negative input: map each channel's range to [0, 1] and back.
+        # Gamma needs non-negative input: map each channel's range to [0, 1] and
+        # back, folding the way back and the scale/shift into one multiply-add.
+        # exp(g * log(u)) rather than pow(u, g): TF's float pow is scalar code,
+        # ~10x slower on CPU than the vectorised exp and log (pow costed 0.3 s
+        # per 128^3 x 4 patch, most of the augmentation time); log(0) = -inf
+        # gives exp(-inf) = 0 = 0**g as pow does.
         low = tf.reduce_min(image, axis=[0, 1, 2])
         span = tf.reduce_max(image, axis=[0, 1, 2]) - low + 1e-7
-        return tf.pow((image - low) / span, gamma) * span + low
+        unit = (image - low) * (1.0 / span)
+        return tf.exp(gamma * tf.math.log(unit)) * (span * scale) + (low * scale + shift)
 
-    image = tf.cond(apply_gamma, with_gamma, lambda: image)
-    return image * scale + shift
+    if isinstance(apply_gamma, bool):
+        return with_gamma() if apply_gamma else image * scale + shift
+    return tf.cond(apply_gamma, with_gamma, lambda: image * scale + shift)
 
 
 def augment_batch(images, labels_batch, seed, config=AugmentConfig()):

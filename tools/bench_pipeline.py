@@ -12,7 +12,7 @@ import argparse
 import tempfile
 import time
 
-from bratskeras import cache, data, io, synth
+from bratskeras import benchmark, cache, io, synth
 
 FULL_SHAPE = (240, 240, 155)
 
@@ -26,15 +26,7 @@ def time_preprocessing(root, layout, cases, cache_dir):
 
 
 def time_patches(cached, augment_on, patches, batch_size=2):
-    config = data.PipelineConfig(patch_size=(128, 128, 128), batch_size=batch_size, augment_on=augment_on)
-    iterator = iter(data.train_dataset(cached, config))
-    for _ in range(3):  # warm-up: graph tracing, first page faults
-        next(iterator)
-    start = time.perf_counter()
-    batches = patches // batch_size
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+    return benchmark.pipeline_patches_per_second(cached, (128, 128, 128), augment_on, patches, batch_size)
 
 
 def main():

@@ -37,6 +37,7 @@ _VERB_MODULES = (
     "train",
     "export",
     "inference",
+    "bench",
 )
 
 

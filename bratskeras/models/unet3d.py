@@ -13,7 +13,7 @@ encoder levels; decoder Conv3DTranspose(k2, s2) to the skip's width, concat
 import keras
 
 from bratskeras.models.flair_unet import needs_padding
-from bratskeras.models.layers import CropToReference, PadToMultiple
+from bratskeras.models.layers import CropToReference, InstanceNormalization, PadToMultiple
 
 LEAKY_SLOPE = 0.01
 
@@ -38,9 +38,10 @@ def conv_block(x, filters, convs, name):
             filters, 3, padding="same", kernel_initializer=kaiming_normal(),
             bias_initializer="zeros", name=f"{name}_conv{index}",
         )(x)
-        # Instance norm = one group per channel, statistics over D, H, W.
-        x = keras.layers.GroupNormalization(
-            groups=-1, center=False, scale=False, epsilon=1e-5, name=f"{name}_norm{index}"
+        # Instance norm = GroupNormalization(groups=-1): one group per channel,
+        # statistics over D, H, W; the subclass computes it with a fused kernel.
+        x = InstanceNormalization(
+            center=False, scale=False, epsilon=1e-5, name=f"{name}_norm{index}"
         )(x)
         x = keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act{index}")(x)
     return x

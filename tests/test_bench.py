@@ -1,0 +1,47 @@
+"""`bratskeras bench --quick` runs and prints well-formed figures (no timings asserted)."""
+
+import json
+import re
+
+from click.testing import CliRunner
+
+from bratskeras.cli import cli
+from bratskeras.models.registry import build_model
+
+
+def test_conv_flops_counts_each_conv_from_its_shapes():
+    from bratskeras.benchmark import conv_flops
+
+    model = build_model("lightweight-unet", input_shape=(8, 8, 8, 4), base_filters=2)
+    # enc0: 4->2, 2->2 at 8^3; enc1: 2->4, 4->4 at 4^3; enc2: 4->8, 8->8 at 2^3;
+    # up1: 8->4 from 2^3; dec1: 8->4, 4->4 at 4^3; up0: 4->2 from 4^3;
+    # dec0: 4->2, 2->2 at 8^3; head 2->4 at 8^3 (k=1).
+    k3 = 27
+    macs = (512 * k3 * (4 * 2 + 2 * 2) + 64 * k3 * (2 * 4 + 4 * 4) + 8 * k3 * (4 * 8 + 8 * 8)
+            + 8 * 8 * 8 * 4 + 64 * k3 * (8 * 4 + 4 * 4) + 64 * 8 * 4 * 2
+            + 512 * k3 * (4 * 2 + 2 * 2) + 512 * 2 * 4)
+    assert conv_flops(model) == 2 * macs
+
+
+def test_bench_quick_runs_and_prints_well_formed_figures():
+    from bratskeras.benchmark import Report, format_report
+
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["quick"] and report["machine"]["cores"] >= 1
+    assert report["matmul_gflops"]["float32"] > 0
+    kinds = {(r["model"], r["kind"]) for r in report["models"]}
+    assert kinds == {(m, k) for m in ("lightweight-unet", "flair-unet") for k in ("full_case", "window", "train")}
+    for row in report["models"]:
+        assert row["seconds"] > 0 and row["flops"] > 0 and row["gflops"] > 0 and row["peak_rss_mb"] > 0
+    assert report["pipeline"]["cpu_augmentation_patches_per_s"] > 0
+    assert report["pipeline"]["device_augmentation_patches_per_s"] > 0
+
+    table = format_report(Report(**report))
+    assert re.search(r"limit: float32 matmul \d+\.\d GFLOP/s", table)
+    rows = [line for line in table.splitlines() if line.startswith(("lightweight-unet", "flair-unet"))]
+    assert len(rows) == 6
+    for row in rows:
+        assert re.fullmatch(r"\S+ +\S+ +\S+ +[\dx]+( +\d+\.\d+){4} +\d+", row), row
+    assert re.search(r"CPU augmentation \d+\.\d patches/s", table)
