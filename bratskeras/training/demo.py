@@ -11,7 +11,7 @@ DEMO_SHAPE = (48, 48, 40)
 DEMO_CASES = 16
 DEMO_HELDOUT_CASES = 4
 DEMO_OVERRIDES = {
-    "epochs": 14,
+    "epochs": 30,
     "steps_per_epoch": 24,
     "batch_size": 2,
     "patch_size": (48, 48, 40),
