@@ -15,8 +15,8 @@ from bratskeras.models.saving import inference_model
 from bratskeras.training import run_dir as run_files
 
 
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose wait/best/cooldown survive a resume."""
+class _RestoresState:
+    """Puts saved counters back after Keras' own on_train_begin reset them."""
 
     def __init__(self, initial_state=None, **kwargs):
         super().__init__(**kwargs)
@@ -26,23 +26,18 @@ class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         super().on_train_begin(logs)
         for key, value in self.initial_state.items():
             setattr(self, key, value)
+
+
+class ResumableReduceLROnPlateau(_RestoresState, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose wait/best/cooldown survive a resume."""
 
     def get_state(self):
         return {"wait": int(self.wait), "best": float(self.best),
                 "cooldown_counter": int(self.cooldown_counter)}
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+class ResumableEarlyStopping(_RestoresState, keras.callbacks.EarlyStopping):
     """EarlyStopping whose wait/best survive a resume."""
-
-    def __init__(self, initial_state=None, **kwargs):
-        super().__init__(**kwargs)
-        self.initial_state = initial_state or {}
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for key, value in self.initial_state.items():
-            setattr(self, key, value)
 
     def get_state(self):
         best = self.best if self.best is not None else float("inf")
