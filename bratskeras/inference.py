@@ -32,10 +32,14 @@ from bratskeras import io, labels, postprocessing
 from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError
 from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, preprocess, uncrop
 
-# 160^3: a full 240 x 240 x 155 case is 4 windows at overlap 0.5 (128^3 needs
-# 18), measured 2.9x faster than 128^3 at 2.6 GB peak RSS instead of a
-# whole-volume pass's ~5 GB (tools/bench_inference.py, README).
-DEFAULT_WINDOW = (160, 160, 160)
+# Axial slabs: the whole (clipped) in-plane extent, 56 voxels along k, 10%
+# overlap. A full 240 x 240 x 155 case is 3 slabs: measured 3.5 s and 2.2 GB
+# peak RSS, against 3.2 s and 4.4 GB for one whole-volume pass and 6.5 s and
+# 2.6 GB for nnU-Net-style 160^3 windows at overlap 0.5 (2-core CPU,
+# tools/bench_inference.py, README). `--window 160,160,160 --overlap 0.5`
+# gives the nnU-Net tiling.
+DEFAULT_WINDOW = (240, 240, 56)
+DEFAULT_OVERLAP = 0.1
 # Bare .keras files carry no config: inputs and outputs decide (module `load_predictor`).
 _MODALITIES_BY_CHANNELS = {4: ("flair", "t1", "t1ce", "t2"), 1: ("flair",)}
 PROBABILITIES_DIR = "probabilities"
@@ -58,7 +62,7 @@ class WindowSettings:
     """
 
     window: tuple = DEFAULT_WINDOW
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     batch_size: int = 1
     sigma_scale: float = 0.125
     mirror: bool = False

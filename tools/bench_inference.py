@@ -27,6 +27,9 @@ CONFIGS = {
     "keras-128-overlap0.5": {"window": (128, 128, 128), "overlap": 0.5},
     "keras-128-overlap0.25": {"window": (128, 128, 128), "overlap": 0.25},
     "keras-160-overlap0.5": {"window": (160, 160, 160), "overlap": 0.5},
+    # Axial slabs: whole in-plane extent, 3 slabs of 56 along k, ~8% recomputed.
+    "keras-slab56-overlap0.1": {"window": (240, 240, 56), "overlap": 0.1},
+    "keras-slab80-overlap0.5": {"window": (240, 240, 80), "overlap": 0.5},
     "torch-whole": {},
 }
 
