@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -153,3 +154,38 @@ def test_cli_existing_output_needs_overwrite(models, tmp_path):
     assert result.exit_code == 0, result.output
     result = _invoke(models["light"], "--format", "saved_model", "--out", tmp_path / "sm", "--version", "3")
     assert result.exit_code == 1 and "exists" in result.output
+
+
+def test_builtin_instance_norm_matches_the_models_instance_norm():
+    from bratskeras.export import BuiltinInstanceNormalization
+    from bratskeras.models.layers import InstanceNormalization
+
+    x = np.random.default_rng(4).normal(3.0, 2.0, size=(2, 12, 10, 8, 5)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(InstanceNormalization(epsilon=1e-5)(x))
+    actual = keras.ops.convert_to_numpy(BuiltinInstanceNormalization(epsilon=1e-5)(x))
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    np.testing.assert_allclose(actual.mean(axis=(1, 2, 3)), 0.0, atol=1e-5)
+
+
+def test_cli_tolerance_flag_fails_and_removes_the_artefact(models, tmp_path):
+    target = tmp_path / "q.tflite"
+    result = _invoke(models["light"], "--format", "tflite", "--quantize", "float16", "--out", target,
+                     "--input-shape", "16,16,16,4", "--tolerance", "1e-12")
+    assert result.exit_code == 1
+    assert "failed its check" in result.output and "tolerance 1e-12" in result.output
+    assert not target.exists()
+
+
+def test_model_trained_in_mixed_precision_exports_as_float32(tmp_path):
+    from bratskeras.models import inference_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    trained = build_model("lightweight-unet", base_filters=4)
+    keras.mixed_precision.set_global_policy("float32")
+    path = tmp_path / "best.keras"
+    inference_model(trained).save(path)
+    for fmt, out in (("onnx", tmp_path / "m.onnx"), ("tflite", tmp_path / "m.tflite")):
+        if fmt == "onnx":
+            pytest.importorskip("onnxruntime")
+        report = export_model(path, fmt, out=out, input_shape=LIGHT_SHAPE)
+        assert report.max_abs_diff <= 1e-4

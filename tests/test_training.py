@@ -184,6 +184,9 @@ def test_mixed_bfloat16_training_keeps_losses_and_metrics_float32(dataset, tmp_p
     assert np.isfinite(float(rows[0]["loss"])) and np.isfinite(float(rows[0]["val_dice_wt"]))
     runtime = json.load(open(os.path.join(result.run_dir, "runtime.json")))
     assert runtime["precision"] == "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy("float32")
+    best = keras.saving.load_model(os.path.join(result.run_dir, "best.keras"), safe_mode=True)
+    assert {layer.dtype_policy.name for layer in best.layers} == {"float32"}
 
 
 def test_mixed_float16_compiles_with_loss_scaling():

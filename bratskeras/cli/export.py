@@ -15,12 +15,15 @@ from bratskeras.cli.models import parse_shape
 @click.option("--quantize", default="none", help="tflite weights: none, float16 or dynamic-int8.")
 @click.option("--input-shape", help="D,H,W,C to export (tflite default for dynamic models: 128,128,128,C).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artefact.")
-def export_command(model, format_, out, version, quantize, input_shape, overwrite):
+@click.option("--tolerance", type=click.FloatRange(min=0),
+              help="Max abs difference allowed against Keras (default 1e-4 float32, 1e-2 float16, "
+                   "0.25 dynamic-int8).")
+def export_command(model, format_, out, version, quantize, input_shape, overwrite, tolerance):
     """Export MODEL (.keras file or run dir) and check it against Keras in its runtime."""
     from bratskeras.export import export_model
 
     shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
-    report = export_model(model, format_, out=out, version=version, quantize=quantize,
+    report = export_model(model, format_, out=out, version=version, quantize=quantize, tolerance=tolerance,
                           input_shape=shape, overwrite=overwrite)
     click.echo(f"path: {report.path}")
     click.echo(f"size: {report.size_bytes:,d} bytes")

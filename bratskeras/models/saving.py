@@ -58,11 +58,26 @@ def check_segmentation_model(model, where):
 
 
 def inference_model(model):
-    """The same layers and weights as a new, uncompiled functional model.
+    """The same architecture and weights as a new, uncompiled float32 model.
 
-    Saving it gives a clean inference `.keras`: no optimizer state, no loss.
-    (`keras.models.clone_model` would carry the compile configuration along.)
+    Saving it gives a clean inference `.keras`: no optimizer state, no loss,
+    and float32 layers even when training ran under a mixed precision policy
+    (the policy is a training choice; exporters and predict start from
+    float32 and may choose their own). `keras.models.clone_model` would carry
+    the compile configuration and the layers' policies along.
     """
-    # .input/.output, not the lists: a model saved with list outputs would
-    # reload with a list-valued `output`.
-    return keras.Model(model.input, model.output, name=model.name)
+    config = _float32_policies(model.get_config())
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(config):
+    """A model config with every layer dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and "config" in config:
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
