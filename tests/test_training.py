@@ -305,3 +305,17 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tm
         np.testing.assert_allclose(a, b, atol=1e-6)
     with open(os.path.join(killed, "best.keras"), "rb") as stream:
         assert stream.read(2) == b"PK"  # a complete zip, never a torn write
+
+
+def test_cli_resume_starts_from_the_saved_configuration(finished_run, dataset, tmp_path):
+    import shutil
+
+    run_dir = str(tmp_path / "copy")
+    shutil.copytree(finished_run[0], run_dir)
+    result = CliRunner().invoke(cli, ["fit", dataset, "--resume", run_dir, "--epochs", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [int(r["epoch"]) for r in history_rows(run_dir)] == [1, 2, 3]
+    refused = CliRunner().invoke(cli, ["fit", dataset, "--resume", run_dir, "--learning-rate", "0.1"])
+    assert refused.exit_code == 1 and "learning_rate: saved 0.0005, asked 0.1" in refused.output
+    no_data = CliRunner().invoke(cli, ["fit", "--resume", run_dir])
+    assert no_data.exit_code != 0 and "DATA_DIR" in no_data.output

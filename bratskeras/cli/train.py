@@ -44,8 +44,8 @@ def _key_values(pairs):
 
 @click.command("fit")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["lightweight2020", "flair2017"]), default="lightweight2020",
-              show_default=True, help="The paper whose training set-up to start from.")
+@click.option("--preset", type=click.Choice(["lightweight2020", "flair2017"]),
+              help="The paper whose training set-up to start from (default lightweight2020).")
 @click.option("--model", help="Registry model name (default: the preset's).")
 @click.option("--model-arg", multiple=True, help="Builder override KEY=VALUE, e.g. base_filters=8.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory.")
@@ -77,25 +77,31 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, qu
     from bratskeras.training import demo
     from bratskeras.training.fit import evaluate_heldout, fit
 
-    overrides = _overrides(options)
+    overrides = {k: v for k, v in _overrides(options).items() if v is not None}
     heldout_dir = None
     if resume is not None:
         out_dir = resume or out_dir
         if not out_dir:
             raise click.UsageError("--resume needs a RUN_DIR or --out")
-    if data_dir is None:
-        overrides = {**demo.DEMO_OVERRIDES, **{k: v for k, v in overrides.items() if v is not None}}
+        # The saved configuration is the base: only flags given now are compared with it.
+        config = train_config.resume_config(out_dir, {**overrides, "preset": preset})
+        demo_root = os.path.join(out_dir, "demo_data")
+        if data_dir is None:
+            if not os.path.isdir(demo_root):
+                raise click.UsageError(f"resuming {out_dir} needs the DATA_DIR it was trained on")
+            data_dir, heldout_dir = os.path.join(demo_root, "train"), os.path.join(demo_root, "heldout")
+    elif data_dir is None:
         out_dir = out_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
+        config = train_config.resolve_config(preset or "lightweight2020", {**demo.DEMO_OVERRIDES, **overrides})
         data_root = os.path.join(out_dir, "demo_data")
-        if resume is None:
-            click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
-            data_dir, heldout_dir = demo.write_demo_data(data_root, seed=overrides.get("seed") or 0)
-        else:
-            data_dir, heldout_dir = (os.path.join(data_root, "train"), os.path.join(data_root, "heldout"))
-    elif not os.path.isdir(data_dir):
-        raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
-    out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
-    config = train_config.resolve_config(preset, overrides)
+        click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
+        data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
+    else:
+        if not os.path.isdir(data_dir):
+            raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
+        preset = preset or "lightweight2020"
+        out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
+        config = train_config.resolve_config(preset, overrides)
     started = time.perf_counter()
     result = fit(config, data_dir, out_dir, resume=resume is not None,
                  skip_bad_cases=skip_bad_cases, cache_dir=cache_dir, verbose=0 if quiet else 2)

@@ -192,3 +192,24 @@ def resolve_config(preset="lightweight2020", overrides=None):
         values["loss_kwargs"] = {}  # the preset's options belong to the preset's loss
     values.update(overrides)
     return TrainConfig.from_dict(values)
+
+
+def resume_config(run_dir, overrides=None):
+    """The saved configuration of `run_dir` with `overrides` (None values ignored).
+
+    `fit(..., resume=True)` then refuses any override that changes the run
+    (anything but a larger epoch budget).
+
+    Raises:
+        ConfigError: no config.json in run_dir, or an invalid value.
+    """
+    import os
+
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
+    with open(path) as stream:
+        values = json.load(stream)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainConfig.from_dict(values)
+
