@@ -245,12 +245,17 @@ def run_jobs(jobs, isolate=True):
 # --------------------------------------------------------------------------- pipeline
 
 
-def pipeline_patches_per_second(cached, patch_size, augment_on, patches, batch_size=2):
-    """Training batches drawn from the cache, in patches/s (after 3 warm-up batches)."""
+def pipeline_patches_per_second(cached, patch_size, augment_on, patches, batch_size=2,
+                                rotation_degrees=0.0):
+    """Training batches drawn from the cache, in patches/s (after 3 warm-up batches).
+
+    rotation_degrees > 0 adds the optional small-angle axial rotation (CPU path).
+    """
     from bratskeras import data
 
     config = data.PipelineConfig(patch_size=tuple(patch_size), batch_size=batch_size,
-                                 augment_on=augment_on)
+                                 augment_on=augment_on,
+                                 augmentation=data.AugmentConfig(rotation_degrees=rotation_degrees))
     iterator = iter(data.train_dataset(cached, config))
     for _ in range(3):
         next(iterator)

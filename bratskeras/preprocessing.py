@@ -64,16 +64,25 @@ def zscore(image):
         treated as 1 so it stays finite.
     """
     image = np.asarray(image, dtype=np.float32)
-    out = np.zeros_like(image)
+    # Channel-planar work: a channel of a (D, H, W, C) array is a strided view,
+    # and numpy on strided data ran 3-5x slower than on contiguous planes.
+    planes = np.empty(image.shape[-1:] + image.shape[:-1], np.float32)
     for c in range(image.shape[-1]):
-        channel = image[..., c]
+        channel = np.ascontiguousarray(image[..., c])
         mask = channel != 0
-        if not mask.any():
+        count = np.count_nonzero(mask)
+        out = planes[c]
+        if not count:
+            out[...] = 0
             continue
-        values = channel[mask]
-        mean, std = float(values.mean()), float(values.std())
-        out[..., c][mask] = (values - mean) / (std if std > 0 else 1.0)
-    return out
+        # Background voxels are 0, so the sum over the channel is the brain's sum.
+        mean = np.sum(channel, dtype=np.float64) / count
+        np.subtract(channel, np.float32(mean), out=out)
+        out[~mask] = 0
+        # Two-pass variance over the centred brain voxels (BLAS dot).
+        std = float(np.sqrt(np.dot(out.ravel(), out.ravel()) / count))
+        out *= np.float32(1.0 / std) if std > 0 else np.float32(1.0)
+    return np.ascontiguousarray(np.moveaxis(planes, 0, -1))
 
 
 def brain_bbox(image):

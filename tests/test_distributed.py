@@ -81,7 +81,12 @@ def _fit(data, run_dir, cache, *extra, script=None, env=None):
 
 
 def _finish(process):
-    out, err = process.communicate(timeout=400)
+    try:
+        out, err = process.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        # A worker waiting on a collective that never comes would outlive the test.
+        process.kill()
+        out, err = process.communicate()
     assert process.returncode == 0, err[-3000:]
     return out
 
