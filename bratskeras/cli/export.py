@@ -3,6 +3,7 @@
 import click
 
 from bratskeras.cli.models import parse_shape
+from bratskeras.cli.quiet import needs_tensorflow
 
 
 @click.command("export")
@@ -18,6 +19,7 @@ from bratskeras.cli.models import parse_shape
 @click.option("--tolerance", type=click.FloatRange(min=0),
               help="Max abs difference allowed against Keras (default 1e-4 float32, 1e-2 float16, "
                    "0.25 dynamic-int8).")
+@needs_tensorflow
 def export_command(model, format_, out, version, quantize, input_shape, overwrite, tolerance):
     """Export MODEL (.keras file or run dir) and check it against Keras in its runtime."""
     from bratskeras.export import export_model

@@ -18,6 +18,7 @@ import sys
 
 import click
 
+from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, OutputExistsError
 
 
@@ -72,6 +73,7 @@ def _window_progress(case):
               help="NAME[:KEY=VALUE,...], e.g. min_component:voxels=50; repeatable.")
 @click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@needs_tensorflow
 def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, steps,
                     save_probabilities, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""

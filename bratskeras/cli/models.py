@@ -4,6 +4,7 @@ import json
 
 import click
 
+from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError
 
 
@@ -19,6 +20,7 @@ def parse_shape(text, length, what):
 
 
 @click.command("models")
+@needs_tensorflow
 def models_command():
     """List the registered models with their parameter counts."""
     from bratskeras.models import build_model, list_models
@@ -38,6 +40,7 @@ def _format_row(row):
 @click.option("--input-shape", help="D,H,W,C (use None for a dynamic size).")
 @click.option("--compare", is_flag=True, help="Compare with the paper's table; exit 1 on mismatch.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@needs_tensorflow
 def summary_command(name, input_shape, compare, as_json):
     """Print a model's layer table, optionally side by side with its paper's."""
     from bratskeras.models import build_model

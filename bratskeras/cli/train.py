@@ -6,6 +6,7 @@ import time
 import click
 
 from bratskeras.cli.models import parse_shape
+from bratskeras.cli.quiet import needs_tensorflow
 
 
 def _shape_option(text, what):
@@ -71,6 +72,7 @@ def _key_values(pairs):
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Preprocessing cache folder.")
 @click.option("--skip-bad-cases", is_flag=True, help="Leave out cases with problems (reported).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@needs_tensorflow
 def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, quiet, **options):
     """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
     from bratskeras.training import config as train_config

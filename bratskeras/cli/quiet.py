@@ -1,0 +1,36 @@
+"""Importing TensorFlow without its start-up noise on the terminal.
+
+TensorFlow 2.21 prints absl/oneDNN/CUDA-stub lines to stderr while it is
+imported, before any logging setting applies (TF_CPP_MIN_LOG_LEVEL does not
+silence them). Commands that use TensorFlow import it here first with the
+process's stderr pointed at /dev/null; an import that fails still raises,
+and everything after the import is shown as usual.
+"""
+
+import functools
+import os
+
+
+def import_tensorflow_quietly():
+    """Imports tensorflow and keras with file descriptor 2 muted."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def needs_tensorflow(command):
+    """Decorator for a click callback that uses TensorFlow."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        import_tensorflow_quietly()
+        return command(*args, **kwargs)
+
+    return wrapper
