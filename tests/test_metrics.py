@@ -8,7 +8,6 @@ from bratskeras import losses as L
 from bratskeras import metrics as M
 from bratskeras.labels import classes_to_target, labels_to_classes
 
-
 # ---------------------------------------------------------------- per-case numpy
 
 

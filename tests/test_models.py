@@ -65,10 +65,10 @@ def test_compare_detects_a_wrong_row():
 
 def test_lightweight_internals_follow_the_paper():
     model = build_model("lightweight-unet")
-    norms = [l for l in model.layers if isinstance(l, keras.layers.GroupNormalization)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.GroupNormalization)]
     # groups=-1 becomes one group per channel once built: instance norm.
     assert norms and all(n.groups == n.input.shape[-1] and not n.center and not n.scale and n.epsilon == 1e-5 for n in norms)
-    acts = [l for l in model.layers if isinstance(l, keras.layers.LeakyReLU)]
+    acts = [layer for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)]
     assert acts and all(abs(a.negative_slope - 0.01) < 1e-9 for a in acts)
     assert model.get_layer("head_dropout").rate == 0.3
     assert isinstance(model.get_layer("head_dropout"), keras.layers.SpatialDropout3D)

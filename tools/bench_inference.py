@@ -74,9 +74,9 @@ def torch_unet(torch, levels=3, base=16, convs=2, in_channels=4, classes=4):
             widths = [base * 2**level for level in range(levels)]
             self.encoders = nn.ModuleList(block(c_in, c) for c_in, c in zip([in_channels] + widths, widths))
             self.pool = nn.MaxPool3d(2)
-            self.ups = nn.ModuleList(nn.ConvTranspose3d(widths[l + 1], widths[l], 2, stride=2)
-                                     for l in range(levels - 1))
-            self.decoders = nn.ModuleList(block(2 * widths[l], widths[l]) for l in range(levels - 1))
+            self.ups = nn.ModuleList(nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2)
+                                     for level in range(levels - 1))
+            self.decoders = nn.ModuleList(block(2 * widths[level], widths[level]) for level in range(levels - 1))
             self.head = nn.Sequential(nn.Dropout3d(0.3), nn.Conv3d(base, classes, 1))
 
         def forward(self, x):

@@ -1,6 +1,7 @@
 """`bratskeras bench`: speed of the models and the input pipeline on this machine."""
 
 import click
+
 from bratskeras.cli.quiet import needs_tensorflow
 
 
