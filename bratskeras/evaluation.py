@@ -52,7 +52,11 @@ class Reference:
             _, seg, properties = io.read_case(self.case)
             return seg, None, properties["spacing"]
         array, image = io.load_nifti(self.path)
-        classes = labels.labels_to_classes(array, self.scheme, source=self.path)
+        if self.scheme:
+            classes = labels.labels_to_classes(array, self.scheme, source=self.path)
+        else:
+            # A flat folder names no release: its values say which (read once, here).
+            classes, self.scheme = labels.label_map_to_classes(array, "brats2020", self.path)
         return classes, image, tuple(float(z) for z in image.header.get_zooms()[:3])
 
 
@@ -85,7 +89,7 @@ def find_references(ref_dir):
     for name in sorted(os.listdir(ref_dir)) if os.path.isdir(ref_dir) else []:
         match = _LABEL_FILE_RE.match(name)
         if match and os.path.isfile(os.path.join(ref_dir, name)):
-            # The scheme of a flat folder is read from its values (`detect_scheme`).
+            # The scheme of a flat folder is read from its values when it is loaded.
             refs.setdefault(match.group("id"), Reference(match.group("id"), "", path=os.path.join(ref_dir, name)))
     if not refs:
         raise DataError(f"{ref_dir}: no reference label files (a BraTS layout, or <id>.nii.gz / <id>_seg.nii.gz)")
@@ -122,36 +126,14 @@ def pair(pred_dir, ref_dir):
     return result
 
 
-def detect_scheme(values, fallback, source):
-    """Label scheme of a label map from its values: 4 -> brats2020, 3 -> brats2023.
-
-    Raises:
-        DataError: values outside {0, 1, 2, 3, 4}, both 3 and 4, or no scheme
-            decidable from the values and no fallback.
-    """
-    present = {int(v) for v in np.unique(values)}
-    unknown = sorted(present - {0, 1, 2, 3, 4})
-    if unknown:
-        raise DataError(f"{source}: label values {unknown} are not BraTS labels (0, 1, 2 and 4 or 3)")
-    if {3, 4} <= present:
-        raise DataError(f"{source}: has both 3 and 4; BraTS uses 4 (2017-2021) or 3 (2023+) for ET")
-    if 4 in present:
-        return "brats2020"
-    if 3 in present:
-        return "brats2023"
-    return fallback or "brats2020"
-
-
 def _load_prediction(path, reference_image, scheme):
     array, image = io.load_nifti(path)
     if reference_image is not None:
         problem = io.geometry_problem(path, image, "reference", reference_image)
         if problem:
             raise DataError(problem)
-    if array.dtype.kind == "f" and np.any(array != np.round(array)):
-        raise DataError(f"{path}: label map has non-integer values")
-    values = array.astype(np.int64)
-    return labels.labels_to_classes(values, detect_scheme(values, scheme, path), source=path)
+    classes, _ = labels.label_map_to_classes(array, scheme, path)
+    return classes
 
 
 def score_case(reference, prediction_path):
@@ -165,15 +147,6 @@ def score_case(reference, prediction_path):
             raise DataError(f"{prediction_path}: shape {pred_classes.shape} differs from the reference "
                             f"{ref_classes.shape}")
     return metrics.case_metrics(pred_classes, ref_classes, spacing)
-
-
-def _detect_reference_scheme(reference):
-    """Flat-folder references carry no release name: read it from the values."""
-    if reference.scheme:
-        return reference
-    array, _ = io.load_nifti(reference.path)
-    reference.scheme = detect_scheme(array.astype(np.int64), "brats2020", reference.path)
-    return reference
 
 
 @dataclass
@@ -213,7 +186,7 @@ def evaluate(pred_dir, ref_dir, on_case=None):
     todo = [(ref, path) for ref, path in pairing.pairs] + [(ref, None) for ref in pairing.missing]
     for ref, path in sorted(todo, key=lambda item: item[0].case_id):
         try:
-            scores = score_case(_detect_reference_scheme(ref), path)
+            scores = score_case(ref, path)
         except (BratsKerasError, ValueError) as error:
             failed.append(str(error).strip().splitlines()[0])
             continue

@@ -78,8 +78,8 @@ def labels_to_classes(seg, scheme, source="segmentation"):
     scheme = get_scheme(scheme)
     values = np.asarray(seg)
     if values.dtype.kind == "f":
-        values = _integral(values, source)
-    bad = [int(v) for v in _distinct_values(values) if v not in scheme.labels]
+        values = integral_labels(values, source)
+    bad = [int(v) for v in distinct_values(values) if v not in scheme.labels]
     if bad:
         raise DataError(
             f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}"
@@ -87,13 +87,16 @@ def labels_to_classes(seg, scheme, source="segmentation"):
     return scheme.lookup_table()[values]
 
 
-def _integral(values, source):
-    """A float label map as integers; DataError if any value is not an integer.
+def integral_labels(values, source):
+    """A label map as integers (integer input returned as is); DataError if a value is not an integer.
 
     min/max propagate NaN and show Inf, so two reductions replace an
     elementwise isfinite pass; int16 holds every BraTS label and halves the
     memory traffic of int64.
     """
+    values = np.asarray(values)
+    if values.dtype.kind in "iub":
+        return values
     low, high = float(values.min()), float(values.max())
     if not (np.isfinite(low) and np.isfinite(high)):
         raise DataError(f"{source}: label map has non-integer values (NaN or Inf)")
@@ -103,7 +106,7 @@ def _integral(values, source):
     return ints
 
 
-def _distinct_values(values):
+def distinct_values(values):
     """Sorted distinct values of an integer array.
 
     Label maps hold a handful of small values: counting them (bincount) is
@@ -115,6 +118,39 @@ def _distinct_values(values):
     if low >= 0 and high < 1024:
         return np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
     return np.unique(values)
+
+
+def detect_scheme(values, fallback, source):
+    """Label scheme of a label map from its values: 4 -> brats2020, 3 -> brats2023.
+
+    For files that carry no release name (predictions, flat label folders).
+
+    Args:
+        values: label map of any shape (integral values).
+        fallback: scheme when neither 3 nor 4 is present (None: brats2020).
+        source: file named in the error message.
+
+    Raises:
+        DataError: non-integer values, values outside {0, 1, 2, 3, 4}, or both 3 and 4.
+    """
+    present = {int(v) for v in distinct_values(integral_labels(values, source))}
+    unknown = sorted(present - {0, 1, 2, 3, 4})
+    if unknown:
+        raise DataError(f"{source}: label values {unknown} are not BraTS labels (0, 1, 2 and 4 or 3)")
+    if {3, 4} <= present:
+        raise DataError(f"{source}: has both 3 and 4; BraTS uses 4 (2017-2021) or 3 (2023+) for ET")
+    if 4 in present:
+        return "brats2020"
+    if 3 in present:
+        return "brats2023"
+    return fallback or "brats2020"
+
+
+def label_map_to_classes(values, fallback, source):
+    """A label map of unknown release -> (uint8 classes, the scheme detected from its values)."""
+    values = integral_labels(values, source)
+    scheme = detect_scheme(values, fallback, source)
+    return labels_to_classes(values, scheme, source=source), scheme
 
 
 def classes_to_labels(classes, scheme):

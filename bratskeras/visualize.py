@@ -99,14 +99,10 @@ def show_case(case, prediction_path, out_dir):
     Raises:
         DataError: unreadable files, grid mismatch or label values of no scheme.
     """
-    # Lazy: evaluation pulls in metrics and with it Keras.
-    from bratskeras.evaluation import detect_scheme
-
     image, reference, properties = io.read_case(case, ("flair",))
     values, _ = io.load_nifti(prediction_path)
     if tuple(values.shape) != tuple(properties["shape"]):
         raise DataError(f"{prediction_path}: shape {values.shape} differs from case {case.id} {properties['shape']}")
-    scheme = detect_scheme(values.astype(np.int64), case.label_scheme, prediction_path)
-    prediction = labels.labels_to_classes(values, scheme, source=prediction_path)
+    prediction, _ = labels.label_map_to_classes(values, case.label_scheme, prediction_path)
     return write_overlay(image[..., 0], prediction, os.path.join(out_dir, f"{case.id}.png"),
                          reference=reference, title=case.id)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import evaluation, io, metrics, synth
+from bratskeras import evaluation, io, labels, metrics, synth
 from bratskeras.cli import cli
 from bratskeras.errors import DataError
 
@@ -88,11 +88,11 @@ def test_bad_prediction_values_and_grid_fail_by_file(tmp_path):
 
 
 def test_detect_scheme():
-    assert evaluation.detect_scheme(np.array([0, 1, 4]), None, "f") == "brats2020"
-    assert evaluation.detect_scheme(np.array([0, 2, 3]), "brats2020", "f") == "brats2023"
-    assert evaluation.detect_scheme(np.array([0, 2]), "brats2023", "f") == "brats2023"
+    assert labels.detect_scheme(np.array([0, 1, 4]), None, "f") == "brats2020"
+    assert labels.detect_scheme(np.array([0, 2, 3]), "brats2020", "f") == "brats2023"
+    assert labels.detect_scheme(np.array([0, 2]), "brats2023", "f") == "brats2023"
     with pytest.raises(DataError, match="both 3 and 4"):
-        evaluation.detect_scheme(np.array([3, 4]), None, "f")
+        labels.detect_scheme(np.array([3, 4]), None, "f")
 
 
 def test_no_references_is_an_error(tmp_path):
