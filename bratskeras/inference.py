@@ -377,40 +377,14 @@ def output_paths(output_dir, case_id):
             os.path.join(output_dir, PROBABILITIES_DIR, f"{case_id}.nii.gz"))
 
 
-def _atomic_save(image, path):
-    """nibabel-saves through a temporary name in the same folder, then renames."""
-    import nibabel as nib
-
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_probabilities(probabilities, properties, path):
     """Writes float32 (D, H, W, K) probabilities as a 4-D NIfTI with the source affine."""
     import nibabel as nib
 
     image = nib.Nifti1Image(probabilities.astype(np.float32), np.asarray(properties["affine"]))
     image.header.set_zooms(tuple(properties["spacing"]) + (1.0,))
-    _atomic_save(image, path)
-
-
-def _write_label_map(label_map, properties, path):
-    """io.write_label_map through a temporary file so a crash leaves no partial output."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        io.write_label_map(label_map, properties, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with io.atomic_path(path) as tmp:
+        nib.save(image, tmp)
 
 
 @dataclass
@@ -467,7 +441,8 @@ def _predict_one(network, setup, case, output_dir, settings, progress):
     label_path, probability_path = output_paths(output_dir, case.id)
     try:
         label_map, probabilities, properties = predict_case(network, setup, case, settings, progress)
-        _write_label_map(label_map, properties, label_path)
+        with io.atomic_path(label_path) as tmp:
+            io.write_label_map(label_map, properties, tmp)
         if probabilities is not None:
             write_probabilities(probabilities, properties, probability_path)
     except (BratsKerasError, ValueError, OSError) as error:

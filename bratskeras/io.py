@@ -19,8 +19,10 @@ Arrays are (D, H, W) = NIfTI voxel axes (i, j, k) exactly as nibabel returns
 them (240 x 240 x 155 for BraTS); images gain a trailing channel axis.
 """
 
+import contextlib
 import os
 import re
+import uuid
 import zlib
 from dataclasses import dataclass, field
 
@@ -393,6 +395,31 @@ def brats_affine(shape):
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
     affine[1, 3] = shape[1] - 1
     return affine
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path`, renamed onto it when the block succeeds.
+
+    Writers that take a path (nibabel, Keras, matplotlib, open) write through
+    it, so a crash never leaves a partial file at `path` (`os.replace` is
+    atomic on POSIX). The temporary name ends with `path`'s own name, so
+    writers that pick the format from the suffix (.nii.gz, .keras, .png)
+    still do, and it is created by the writer, so the file gets the usual
+    permissions (mkstemp's would be owner-only). The folder is created.
+
+        >>> with atomic_path("run/config.json") as tmp:
+        ...     open(tmp, "w").write("{}")
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{os.path.basename(path)}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_label_map(label_map, properties, path):

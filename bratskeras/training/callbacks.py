@@ -11,6 +11,7 @@ import os
 
 import keras
 
+from bratskeras.io import atomic_path
 from bratskeras.models.saving import inference_model
 from bratskeras.training import run_dir as run_files
 
@@ -158,7 +159,6 @@ def plot_curves(history_csv, png_path):
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
     figure.tight_layout()
-    tmp = png_path + ".tmp.png"
-    figure.savefig(tmp, dpi=80)
+    with atomic_path(png_path) as tmp:
+        figure.savefig(tmp, dpi=80)
     plt.close(figure)
-    os.replace(tmp, png_path)

@@ -24,38 +24,23 @@ import tempfile
 import numpy as np
 
 from bratskeras.errors import ConfigError, OutputExistsError
+from bratskeras.io import atomic_path
 
 STATE_DIR = "state"
 
 
 def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes `text` to `path` through a temporary file and a rename (synced to disk)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def atomic_save_model(model, path):
     """`model.save(path)` (a .keras file) through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
-    os.close(handle)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def prepare_run_dir(run_dir, config, resume):
