@@ -51,15 +51,25 @@ class CachedCase:
         return image, seg, fg
 
 
+def source_stats(paths):
+    """[absolute path, size, mtime in ns] per file: what a cache key trusts instead of reading."""
+    stats = []
+    for path in paths:
+        stat = os.stat(path)
+        stats.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
+    return stats
+
+
+def digest(payload):
+    """Short hex digest of a JSON-able payload."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def cache_key(case, modalities, settings):
     """Hex digest over source paths+sizes+mtimes, modalities, settings and CACHE_VERSION."""
-    sources = []
-    for path in case.source_files():
-        stat = os.stat(path)
-        sources.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
-    payload = {"version": CACHE_VERSION, "sources": sources, "modalities": list(modalities),
+    payload = {"version": CACHE_VERSION, "sources": source_stats(case.source_files()), "modalities": list(modalities),
                "settings": settings.to_dict(), "channel_order": list(case.channel_order)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    return digest(payload)
 
 
 def cache_case(case, cache_dir, modalities=io.MODALITIES, settings=preprocessing.PreprocessSettings()):

@@ -8,6 +8,7 @@ all-zero modality, label values outside the release's scheme, missing H5
 slices. An empty or wrong folder makes `io.discover` raise DataError.
 """
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -15,6 +16,9 @@ import numpy as np
 
 from bratskeras import io, labels
 from bratskeras.errors import DataError
+
+# Part of remembered reports' keys: bump when the checks change.
+REPORT_VERSION = 1
 
 
 @dataclass
@@ -49,8 +53,15 @@ class DatasetReport:
         return {"layout": self.layout, "cases": [c.to_dict() for c in self.cases]}
 
 
-def inspect_dataset(root, layout=None):
+def inspect_dataset(root, layout=None, cache_dir=None):
     """Discovers and checks every case under `root`.
+
+    Args:
+        root, layout: as io.discover.
+        cache_dir: optional folder remembering each case's report under a
+            key of its files' paths, sizes and mtimes (and its extra files),
+            so `fit` does not decompress a whole dataset again at every start;
+            any changed, added or removed file gives a new key and a fresh check.
 
     Returns:
         (Dataset, DatasetReport).
@@ -59,7 +70,25 @@ def inspect_dataset(root, layout=None):
         DataError: empty or wrong folder (from io.discover).
     """
     dataset = io.discover(root, layout)
-    return dataset, DatasetReport(layout=dataset.layout, cases=[inspect_case(c) for c in dataset.cases])
+    check = inspect_case if cache_dir is None else (lambda case: _remembered_report(case, cache_dir))
+    return dataset, DatasetReport(layout=dataset.layout, cases=[check(c) for c in dataset.cases])
+
+
+def _remembered_report(case, cache_dir):
+    """inspect_case(case), read from `cache_dir` when the case's files are unchanged."""
+    from bratskeras import cache
+
+    key = cache.digest({"version": REPORT_VERSION, "sources": cache.source_stats(case.source_files()),
+                        "extra": sorted(case.extra_files), "modalities": sorted(case.modalities),
+                        "seg": case.seg, "expects_seg": case.expects_seg})
+    path = os.path.join(os.fspath(cache_dir), "inspection", f"{case.id}-{key}.json")
+    if os.path.exists(path):
+        with open(path) as stream:
+            return CaseReport(**json.load(stream))
+    report = inspect_case(case)
+    with io.atomic_path(path) as tmp, open(tmp, "w") as stream:
+        json.dump(report.to_dict(), stream)
+    return report
 
 
 def inspect_case(case):

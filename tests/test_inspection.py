@@ -134,3 +134,24 @@ def test_cli_synth_refuses_non_empty_dir(tmp_path):
     assert result.exit_code == 1 and "not empty" in result.output
     assert sorted(p.stat().st_mtime_ns for p in out.rglob("*.nii")) == before
     assert runner.invoke(cli, ["synth", str(out), "--shape", "16,16"]).exit_code == 1
+
+
+def test_remembered_reports_skip_reading_until_a_file_changes(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    synth.write_dataset(root, cases=2, shape=(16, 16, 12), layout="brats2021", seed=4)
+    cache_dir = tmp_path / "cache"
+    _, first = inspect_dataset(root, cache_dir=cache_dir)
+    assert first.problems == []
+
+    real_load = io.load_nifti
+    reads = []
+    monkeypatch.setattr(io, "load_nifti", lambda path: reads.append(path) or real_load(path))
+    _, again = inspect_dataset(root, cache_dir=cache_dir)
+    assert reads == []
+    assert again.to_dict() == first.to_dict()
+
+    victim = sorted(root.rglob("*_flair.nii.gz"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated: a new size, a new key
+    _, changed = inspect_dataset(root, cache_dir=cache_dir)
+    assert len(reads) == 5  # only the changed case was read again
+    assert any("flair" in p and "cannot read NIfTI" in p for p in changed.problems)

@@ -56,8 +56,10 @@ def split_cases(case_ids, config):
     return data.train_val_split(case_ids, config.val_fraction, config.split_seed)
 
 
-def labelled_cases(data_dir, skip_bad_cases=False):
+def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None):
     """Inspects a dataset and returns (its clean labelled cases, skipped problem lines).
+
+    With `cache_dir`, unchanged cases reuse their remembered inspection report.
 
     Raises:
         DataError: a case has a problem (unless skip_bad_cases), or no case
@@ -65,7 +67,7 @@ def labelled_cases(data_dir, skip_bad_cases=False):
     """
     from bratskeras import inspection
 
-    dataset, report = inspection.inspect_dataset(data_dir)
+    dataset, report = inspection.inspect_dataset(data_dir, cache_dir=cache_dir)
     cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
     labelled = [case for case in cases if case.seg is not None]
     if not labelled:
@@ -87,7 +89,7 @@ def load_cases(data_dir, config, cache_dir, skip_bad_cases):
     Returns:
         (train CachedCases, validation CachedCases, skipped problem lines).
     """
-    labelled, skipped = labelled_cases(data_dir, skip_bad_cases)
+    labelled, skipped = labelled_cases(data_dir, skip_bad_cases, cache_dir)
     train_ids, val_ids = split_cases([case.id for case in labelled], config)
     by_id = {case.id: case for case in labelled}
     cached = cache_cases([by_id[i] for i in train_ids + val_ids], config, cache_dir)
@@ -382,7 +384,8 @@ def heldout_dice(run_dir, cached_cases, config):
 
 def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
     """Mean Dice per region of a run's best.keras on another labelled dataset."""
-    cases, _ = labelled_cases(data_dir)
-    cached = cache_cases(cases, config, cache_dir or os.path.join(data_dir, ".bratskeras_cache"))
+    cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
+    cases, _ = labelled_cases(data_dir, cache_dir=cache_dir)
+    cached = cache_cases(cases, config, cache_dir)
     return heldout_dice(run_dir, cached, config)
 
