@@ -21,9 +21,12 @@ TTA means the mean of probabilities (nnU-Net averages logits; for softmax
 outputs the argmax rarely differs).
 """
 
+import collections
+import functools
 import json
 import os
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -32,14 +35,18 @@ from bratskeras import io, labels, postprocessing
 from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError
 from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, preprocess, uncrop
 
-# Axial slabs: the whole (clipped) in-plane extent, 56 voxels along k, 10%
-# overlap. A full 240 x 240 x 155 case is 3 slabs: measured 3.5 s and 2.2 GB
-# peak RSS, against 3.2 s and 4.4 GB for one whole-volume pass and 6.5 s and
-# 2.6 GB for nnU-Net-style 160^3 windows at overlap 0.5 (2-core CPU,
-# tools/bench_inference.py, README). `--window 160,160,160 --overlap 0.5`
-# gives the nnU-Net tiling.
-DEFAULT_WINDOW = (240, 240, 56)
-DEFAULT_OVERLAP = 0.1
+# Slabs along j: the whole (clipped) extent of i and k, at most 80 voxels of j,
+# each slab as thin as covers the axis (`balanced_window`). A 240 x 240 x 155
+# case is 3 slabs of 240 x 80 x 155: the same voxels as one whole-volume pass
+# at half its peak memory (2.1 GB vs 4.0 GB), and as fast: cutting along j
+# keeps k, the innermost axis that oneDNN's convolution kernels block along,
+# whole (slabs of 240 x 240 x 52 along k run ~10% slower, 80 x 240 x 155
+# along i ~6%). Measured on a 2-core CPU: tools/bench_inference.py,
+# docs/benchmarks.md. `--window 160,160,160 --overlap 0.5` gives nnU-Net's tiling.
+DEFAULT_WINDOW = (240, 80, 240)
+DEFAULT_OVERLAP = 0.0
+# Compiled forward passes kept per network, one per window shape (LRU).
+MAX_TRACED_SHAPES = 8
 # Bare .keras files carry no config: inputs and outputs decide (module `load_predictor`).
 _MODALITIES_BY_CHANNELS = {4: ("flair", "t1", "t1ce", "t2"), 1: ("flair",)}
 PROBABILITIES_DIR = "probabilities"
@@ -52,8 +59,9 @@ class WindowSettings:
     Attributes:
         window: (d, h, w) window size. Axes of the volume smaller than the
             window are zero-padded (z-scored background is 0) and cropped back.
-        overlap: fraction of the window shared by neighbouring windows, in
-            [0, 1). nnU-Net uses 0.5; 0 tiles with the fewest windows.
+        overlap: the least fraction of the window shared by neighbouring
+            windows, in [0, 1). nnU-Net uses 0.5; 0 tiles with the fewest
+            windows, which then overlap only as far as covering the volume needs.
         batch_size: windows per network call.
         sigma_scale: Gaussian sigma as a fraction of the window (nnU-Net,
             MONAI: 1/8); 0 weights every voxel of a window equally.
@@ -83,6 +91,7 @@ class WindowSettings:
 # --------------------------------------------------------------------------- windows
 
 
+@functools.lru_cache(maxsize=8)
 def gaussian_importance(window, sigma_scale=0.125):
     """Importance map of one window: a Gaussian centred on it, maximum 1.
 
@@ -95,10 +104,14 @@ def gaussian_importance(window, sigma_scale=0.125):
         sigma_scale: fraction of the window; 0 gives all ones.
 
     Returns:
-        float32 (d, h, w), max 1, min > 0, symmetric under each axis flip.
+        float32 (d, h, w), max 1, min > 0, symmetric under each axis flip;
+        read-only, as it is cached per (window, sigma_scale).
     """
+    window = tuple(int(w) for w in window)
     if sigma_scale == 0:
-        return np.ones(window, dtype=np.float32)
+        weights = np.ones(window, dtype=np.float32)
+        weights.flags.writeable = False
+        return weights
     weights = np.ones(window, dtype=np.float64)
     for axis, size in enumerate(window):
         coords = np.arange(size, dtype=np.float64) - (size - 1) / 2
@@ -108,7 +121,9 @@ def gaussian_importance(window, sigma_scale=0.125):
         weights = weights * profile.reshape(shape)
     weights /= weights.max()
     positive = weights[weights > 0]
-    return np.maximum(weights, positive.min()).astype(np.float32)
+    weights = np.maximum(weights, positive.min()).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 def window_starts(size, window, overlap):
@@ -131,11 +146,84 @@ def window_grid(shape, window, overlap):
     return [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]]
 
 
+def balanced_window(shape, window, overlap, multiple=1):
+    """The smallest window that tiles `shape` with as few windows as `window` does.
+
+    Per axis, nnU-Net's rule (`window_starts`) fixes the number of windows n
+    for the requested size; then the window shrinks to the least size, a
+    multiple of `multiple` (the model's 2**poolings, so it pads nothing),
+    whose n windows still cover the axis with at least `overlap`. A
+    155-voxel axis with a 56-voxel window and overlap 0 becomes 3 windows of
+    52 (156 voxels computed, as a whole-volume pass pads to) instead of
+    3 x 56 = 168.
+
+    Args:
+        shape: (D, H, W) of the volume.
+        window: requested (d, h, w), each <= the volume's size on its axis.
+        overlap: as in WindowSettings.
+        multiple: int, window sizes are rounded up to it where that stays
+            within the requested size.
+
+    Returns:
+        tuple (d, h, w), each <= the requested size.
+    """
+    balanced = []
+    for size, requested in zip(shape, window):
+        size, requested = int(size), int(requested)
+        if requested >= size:
+            balanced.append(size)
+            continue
+        count = len(window_starts(size, requested, overlap))
+        least = int(np.ceil(size / (count - (count - 1) * overlap)))
+        rounded = -(-least // multiple) * multiple
+        balanced.append(min(requested, rounded if rounded <= requested else least))
+    return tuple(balanced)
+
+
+# Network -> {window batch shape: compiled forward}; weak, so a dropped model frees its graphs.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def compiled_forward(network, shape, keep=MAX_TRACED_SHAPES):
+    """`network(x, training=False)` as a tf.function traced for exactly `shape`.
+
+    Keras' predict_on_batch relaxes its trace to unknown spatial sizes once it
+    has seen two shapes (as every case's crop differs, from the second case
+    on), and TensorFlow runs that dynamic-shape graph 20-40% slower on CPU
+    (lightweight-unet, 140 x 172 x 52 slab: 0.65 s vs 0.47 s). A trace
+    costs ~0.2 s, so every distinct window shape gets its own static graph.
+
+    Args:
+        network: keras.Model.
+        shape: the input batch shape (B, d, h, w, C).
+        keep: how many shapes' graphs to keep per network (least recently
+            used dropped first); None keeps all (a fixed validation set).
+
+    Returns:
+        a tf.function, tensor or array (B, d, h, w, C) -> tensor (B, d, h, w, K).
+    """
+    import tensorflow as tf
+
+    shape = tuple(int(n) for n in shape)
+    cache = _COMPILED.setdefault(network, collections.OrderedDict())
+    if shape in cache:
+        cache.move_to_end(shape)
+        return cache[shape]
+    # A weak reference: the graph must not keep its own cache key alive.
+    model = weakref.ref(network)
+    function = tf.function(lambda x: model()(x, training=False), reduce_retracing=False)
+    cache[shape] = function
+    while keep is not None and len(cache) > keep:
+        cache.popitem(last=False)
+    return function
+
+
 def _network_function(network):
     """A function numpy (B, d, h, w, C) -> numpy (B, d, h, w, K) float32."""
-    if hasattr(network, "predict_on_batch"):
-        # Keras' compiled predict function: one graph trace per window shape.
-        return lambda batch: np.asarray(network.predict_on_batch(batch), dtype=np.float32)
+    import keras
+
+    if isinstance(network, keras.Model):
+        return lambda batch: np.asarray(compiled_forward(network, batch.shape)(batch), dtype=np.float32)
     return lambda batch: np.asarray(network(batch), dtype=np.float32)
 
 
@@ -159,10 +247,11 @@ def sliding_window_predict(network, image, settings=WindowSettings(), progress=N
     """Runs `network` over a whole volume in Gaussian-weighted windows.
 
     Windows are cut on the host, run `settings.batch_size` at a time, and
-    their outputs accumulated into float32 sums on the host, so device memory
-    is that of one batch of windows and host memory two volume-sized float32
-    arrays (240 x 240 x 155 x 4: 143 MB + 36 MB). A volume no larger than the
-    window on every axis is one pass.
+    their outputs, each scaled by its share of every voxel's weighted mean,
+    summed into one volume-sized float32 array on the host (240 x 240 x 155
+    x 4: 143 MB), so device memory is that of one batch of windows. Voxels
+    that only one window reaches are copied, not weighted. A volume no larger
+    than the window on every axis is one pass.
 
     Args:
         network: a keras.Model or a callable, (B, d, h, w, C) -> (B, d, h, w, K),
@@ -185,22 +274,42 @@ def sliding_window_predict(network, image, settings=WindowSettings(), progress=N
         padded[: shape[0], : shape[1], : shape[2]] = image
         image = padded
     function = _network_function(network)
-    weights = gaussian_importance(window, settings.sigma_scale)
     starts = window_grid(padded_shape, window, settings.overlap)
-    total = weight_sum = None
-    for first in range(0, len(starts), settings.batch_size):
-        chunk = starts[first: first + settings.batch_size]
-        slices = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in chunk]
-        output = _predict_batch(function, np.stack([image[s] for s in slices]), settings.mirror)
+    if len(starts) == 1:
+        # One window: the weighted mean is the output itself; skip two volume-sized passes.
+        output = _predict_batch(function, image[None, : window[0], : window[1], : window[2]], settings.mirror)[0]
+        if progress is not None:
+            progress(1, 1)
+        return output[: shape[0], : shape[1], : shape[2]]
+    # A window spanning a whole axis gives every voxel on it the same Gaussian
+    # factor from every window, which cancels in the weighted mean: weights
+    # (and their sum) vary only along the axes that are tiled.
+    tiled = [len(window_starts(n, w, settings.overlap)) > 1 for n, w in zip(padded_shape, window)]
+    weights = gaussian_importance(tuple(w if t else 1 for w, t in zip(window, tiled)), settings.sigma_scale)
+    weight_sum = np.zeros(tuple(n if t else 1 for n, t in zip(padded_shape, tiled)), dtype=np.float32)
+
+    def reduced(region):  # the region on weight_sum's grid
+        return tuple(r if t else slice(0, 1) for r, t in zip(region, tiled))
+
+    regions = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in starts]
+    for region in regions:
+        weight_sum[reduced(region)] += weights
+    total = None
+    for first in range(0, len(regions), settings.batch_size):
+        chunk = regions[first: first + settings.batch_size]
+        # One copy per window: TensorFlow makes the strided view contiguous itself.
+        batch = image[chunk[0]][None] if len(chunk) == 1 else np.stack([image[r] for r in chunk])
+        output = _predict_batch(function, batch, settings.mirror)
         if total is None:
             total = np.zeros(padded_shape + output.shape[-1:], dtype=np.float32)
-            weight_sum = np.zeros(padded_shape, dtype=np.float32)
-        for region, window_output in zip(slices, output):
-            total[region] += window_output * weights[..., None]
-            weight_sum[region] += weights
+        for region, window_output in zip(chunk, output):
+            share = weights / weight_sum[reduced(region)]  # this window's part of each voxel's mean
+            if np.all(share == 1):
+                total[region] = window_output  # no other window reaches into it
+            else:
+                total[region] += window_output * share[..., None]
         if progress is not None:
-            progress(min(first + settings.batch_size, len(starts)), len(starts))
-    total /= weight_sum[..., None]
+            progress(min(first + settings.batch_size, len(regions)), len(regions))
     return total[: shape[0], : shape[1], : shape[2]]
 
 
@@ -218,6 +327,7 @@ class ModelSetup:
         window: default window (d, h, w): the model's fixed input size, or
             DEFAULT_WINDOW for models accepting any size.
         fixed_input: True when the model only takes `window`-sized inputs.
+        multiple: the model's spatial size divisor (`input_multiple`).
     """
 
     modalities: tuple
@@ -225,6 +335,14 @@ class ModelSetup:
     preprocess: PreprocessSettings
     window: tuple = DEFAULT_WINDOW
     fixed_input: bool = False
+    multiple: int = 1
+
+
+def input_multiple(network):
+    """The divisor the network pads its spatial sizes to (2**poolings), 1 if it pads nothing."""
+    from bratskeras.models.layers import PadToMultiple
+
+    return max([layer.multiple for layer in network.layers if isinstance(layer, PadToMultiple)] or [1])
 
 
 def setup_from_model(network, config=None):
@@ -260,7 +378,8 @@ def setup_from_model(network, config=None):
             raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "
                              f"the network has {in_shape[-1]} input and {out_channels} output channels")
     return ModelSetup(modalities=modalities, target=target, preprocess=settings,
-                      window=tuple(spatial) if fixed else DEFAULT_WINDOW, fixed_input=fixed)
+                      window=tuple(spatial) if fixed else DEFAULT_WINDOW, fixed_input=fixed,
+                      multiple=input_multiple(network))
 
 
 def load_predictor(path):
@@ -331,11 +450,14 @@ def effective_window(setup, settings, shape):
     """The window used on a preprocessed volume of `shape`.
 
     Fixed-input models always get their input size. Others get the requested
-    window clipped per axis to the volume: padding would only add compute.
+    window clipped per axis to the volume (padding would only add compute),
+    then shrunk to the least size that needs no more windows
+    (`balanced_window`).
     """
     if setup.fixed_input:
         return setup.window
-    return tuple(min(w, n) for w, n in zip(settings.window, shape))
+    clipped = tuple(min(w, n) for w, n in zip(settings.window, shape))
+    return balanced_window(shape, clipped, settings.overlap, setup.multiple)
 
 
 def predict_case(network, setup, case, settings=PredictSettings(), progress=None):

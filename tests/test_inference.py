@@ -53,6 +53,74 @@ def test_window_starts_cover_the_axis_with_requested_overlap():
     assert inference.window_starts(256, 128, 0.0) == [0, 128]
 
 
+def test_balanced_window_keeps_the_window_count_and_drops_the_slack():
+    # 155 voxels in 56-voxel slabs: 3 slabs either way, but 3 x 52 = 156 is
+    # what a whole-volume pass pads to, against 3 x 56 = 168.
+    assert inference.balanced_window((240, 240, 155), (240, 240, 56), 0.0, multiple=4) == (240, 240, 52)
+    # A requested overlap is kept: 3 windows of 56 are needed for 10%.
+    assert inference.balanced_window((240, 240, 155), (240, 240, 56), 0.1, multiple=4) == (240, 240, 56)
+    # A crop: 130 voxels, 3 windows of 44 (132) instead of 3 x 56 (168).
+    assert inference.balanced_window((140, 172, 130), (140, 172, 56), 0.0, multiple=4) == (140, 172, 44)
+    # nnU-Net's tiling of a 240 axis with 160 windows at 0.5 needs no change.
+    assert inference.balanced_window((240, 240, 155), (160, 160, 155), 0.5, multiple=4) == (160, 160, 155)
+    # Rounding to the multiple never exceeds the requested window.
+    assert inference.balanced_window((103,), (53,), 0.0, multiple=8) == (52,)
+    for size, window, overlap in [(155, 56, 0.0), (97, 30, 0.25), (240, 128, 0.5), (61, 16, 0.0)]:
+        (balanced,) = inference.balanced_window((size,), (window,), overlap, multiple=4)
+        starts = inference.window_starts(size, balanced, overlap)
+        assert balanced <= window
+        assert len(starts) == len(inference.window_starts(size, window, overlap))
+        assert starts[-1] + balanced == size  # covered to the end
+
+
+def test_predict_case_uses_balanced_slabs(tmp_path, tiny_model_path):
+    network, setup = inference.load_predictor(tiny_model_path)
+    assert setup.multiple == 4  # lightweight-unet: 2 poolings
+    settings = inference.WindowSettings()
+    # Default: slabs along j, i and k whole (k is what oneDNN's kernels block along).
+    assert inference.effective_window(setup, settings, (240, 240, 155)) == (240, 80, 155)
+    assert inference.effective_window(setup, settings, (140, 172, 136)) == (140, 60, 136)  # 3 x 60
+    assert inference.effective_window(setup, settings, (40, 30, 20)) == (40, 30, 20)
+
+
+def test_weights_cancel_on_axes_a_window_spans():
+    # Gaussian weights only along the tiled axis must give what full 3-D
+    # weights give: the factors of the spanned axes are common to all windows.
+    image = np.random.default_rng(1).normal(size=(12, 30, 10, 2)).astype(np.float32)
+
+    def network(batch):  # position-dependent output, so weighting matters
+        ramp = np.linspace(0.5, 1.5, batch.shape[2], dtype=np.float32)[None, None, :, None, None]
+        return batch * ramp * np.linspace(1, 2, batch.shape[1], dtype=np.float32)[None, :, None, None, None]
+
+    settings = inference.WindowSettings(window=(12, 12, 10), overlap=0.5)
+    out = inference.sliding_window_predict(network, image, settings)
+    weights = inference.gaussian_importance((12, 12, 10))
+    total = np.zeros(image.shape, np.float32)
+    weight_sum = np.zeros(image.shape[:3], np.float32)
+    for start in inference.window_starts(30, 12, 0.5):
+        region = (slice(None), slice(start, start + 12), slice(None))
+        total[region] += network(image[region][None])[0] * weights[..., None]
+        weight_sum[region] += weights
+    np.testing.assert_allclose(out, total / weight_sum[..., None], rtol=1e-5, atol=1e-6)
+
+
+def test_keras_models_run_one_static_graph_per_window_shape(tiny_model_path):
+    network = keras.models.load_model(tiny_model_path)
+    first = inference.compiled_forward(network, (1, 8, 8, 8, 4))
+    assert inference.compiled_forward(network, (1, 8, 8, 8, 4)) is first
+    out = first(np.zeros((1, 8, 8, 8, 4), np.float32))
+    # Static: every size of the traced graph's output is known (Keras'
+    # predict_on_batch relaxes to None after two shapes, which runs slower).
+    assert first.get_concrete_function(np.zeros((1, 8, 8, 8, 4), np.float32)).output_shapes == out.shape
+    for size in range(9, 9 + inference.MAX_TRACED_SHAPES):
+        inference.compiled_forward(network, (1, size, 8, 8, 4))
+    assert inference.compiled_forward(network, (1, 8, 8, 8, 4)) is not first  # evicted, least recently used
+    kept = inference.compiled_forward(network, (1, 4, 4, 4, 4), keep=None)
+    for size in range(20, 30):
+        inference.compiled_forward(network, (1, size, 4, 4, 4), keep=None)
+    assert inference.compiled_forward(network, (1, 4, 4, 4, 4), keep=None) is kept
+
+
 def test_gaussian_importance_properties():
     weights = inference.gaussian_importance((9, 8, 7))
     assert weights.max() == pytest.approx(1.0)

@@ -8,7 +8,7 @@ InstanceNorm3d without affine, LeakyReLU 0.01, the volume padded to a
 multiple of 4 like the Keras model does internally); it is skipped when torch
 is not installed. torch is not a bratskeras dependency.
 
-    PYTHONPATH=. python tools/bench_inference.py [--repeats 2] [--threads 2]
+    PYTHONPATH=. python tools/bench_inference.py [--repeats 3] [--threads 2]
 """
 
 import argparse
@@ -24,12 +24,17 @@ import numpy as np
 SHAPE = (240, 240, 155, 4)
 CONFIGS = {
     "keras-whole": {"window": None, "overlap": 0.0},
-    "keras-128-overlap0.5": {"window": (128, 128, 128), "overlap": 0.5},
-    "keras-128-overlap0.25": {"window": (128, 128, 128), "overlap": 0.25},
-    "keras-160-overlap0.5": {"window": (160, 160, 160), "overlap": 0.5},
-    # Axial slabs: whole in-plane extent, 3 slabs of 56 along k, ~8% recomputed.
-    "keras-slab56-overlap0.1": {"window": (240, 240, 56), "overlap": 0.1},
+    # `bratskeras predict`'s default: slabs of at most 80 along j, thinned to
+    # cover the axis evenly (inference.balanced_window): 3 slabs of 240 x 80 x 155.
+    "keras-default": {"window": "default", "overlap": "default"},
+    # The same voxels cut along k (3 x 52) or i (3 x 80): k is oneDNN's blocked axis.
+    "keras-kslab52": {"window": (240, 240, 52), "overlap": 0.0},
+    "keras-islab80": {"window": (80, 240, 240), "overlap": 0.0},
+    # The default before balanced slabs: 3 x 56 along k, 10% overlap (168 of 155 voxels).
+    "keras-kslab56-overlap0.1": {"window": (240, 240, 56), "overlap": 0.1},
     "keras-slab80-overlap0.5": {"window": (240, 240, 80), "overlap": 0.5},
+    "keras-128-overlap0.5": {"window": (128, 128, 128), "overlap": 0.5},
+    "keras-160-overlap0.5": {"window": (160, 160, 160), "overlap": 0.5},
     "torch-whole": {},
 }
 
@@ -45,16 +50,20 @@ def run_keras(config, repeats):
 
     network = inference.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()
-    window = config["window"] or SHAPE[:3]
-    settings = inference.WindowSettings(window=window, overlap=config["overlap"])
-    windows = len(inference.window_grid(SHAPE[:3], window, config["overlap"]))
+    requested = inference.DEFAULT_WINDOW if config["window"] == "default" else config["window"] or SHAPE[:3]
+    overlap = inference.DEFAULT_OVERLAP if config["overlap"] == "default" else config["overlap"]
+    setup = inference.setup_from_model(network)
+    # As `bratskeras predict` does: clipped to the volume, then balanced.
+    window = inference.effective_window(setup, inference.WindowSettings(window=requested, overlap=overlap), SHAPE[:3])
+    settings = inference.WindowSettings(window=window, overlap=overlap)
+    windows = len(inference.window_grid(SHAPE[:3], window, overlap))
     inference.sliding_window_predict(network, image, settings)  # trace and warm up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         inference.sliding_window_predict(network, image, settings)
         times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "windows": windows}
+    return {"seconds": float(np.median(times)), "windows": windows, "window": "x".join(map(str, window))}
 
 
 def torch_unet(torch, levels=3, base=16, convs=2, in_channels=4, classes=4):
@@ -110,7 +119,7 @@ def run_torch(repeats, threads):
             output = model(image)[..., :155].numpy()
             times.append(time.perf_counter() - start)
     assert output.shape == (1, 4, 240, 240, 155)
-    return {"seconds": min(times), "windows": 1}
+    return {"seconds": float(np.median(times)), "windows": 1}
 
 
 def child(name, repeats, threads):
@@ -121,7 +130,7 @@ def child(name, repeats, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs after a warm-up; the median is reported.")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (TensorFlow uses every core).")
     parser.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -134,7 +143,7 @@ def main():
     except ImportError:
         torch = None
     print(f"lightweight-unet, one {'x'.join(map(str, SHAPE))} case, no TTA, {args.threads} thread(s)")
-    print(f"{'configuration':<24}{'windows':>8}{'s/case':>10}{'peak RSS GB':>13}")
+    print(f"{'configuration':<24}{'windows':>8}  {'window':<12}{'s/case':>8}{'peak RSS GB':>13}")
     results = {}
     for name in args.only:
         if name.startswith("torch") and torch is None:
@@ -148,7 +157,7 @@ def main():
             continue
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         r = results[name]
-        print(f"{name:<24}{r['windows']:>8}{r['seconds']:>10.2f}{r['peak_rss_gb']:>13.2f}")
+        print(f"{name:<24}{r['windows']:>8}  {r.get('window', 'whole'):<12}{r['seconds']:>8.2f}{r['peak_rss_gb']:>13.2f}")
     if "torch-whole" in results:
         for name, r in results.items():
             if name != "torch-whole":

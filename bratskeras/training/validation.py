@@ -32,16 +32,13 @@ class WholeVolumeValidation(keras.callbacks.Callback):
         self.dataset = dataset
         self.loss = loss
         self.metrics = metrics
-        self._forward = None
 
     def _predict(self, x):
-        import tensorflow as tf
+        from bratskeras.inference import compiled_forward
 
-        if self._forward is None:
-            # One trace for all volume shapes.
-            self._forward = tf.function(lambda v: self.network(v, training=False),
-                                        reduce_retracing=True)
-        return self._forward(x)
+        # One static graph per volume shape, all kept: a graph traced for
+        # unknown sizes runs 20-40% slower on CPU, and the set is fixed.
+        return compiled_forward(self.network, x.shape, keep=None)(x)
 
     def evaluate(self):
         """{"val_loss": mean loss over cases, "val_<metric>": epoch-pooled value}."""
