@@ -63,9 +63,9 @@ def _window_progress(case):
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Least fraction of a window shared with its neighbour (0: only as much as covering needs).")
-@click.option("--window", help="Largest D,H,W window for size-free models (default 240,240,56: axial slabs, "
+@click.option("--window", help="Largest D,H,W window for size-free models (default 240,80,240: slabs along j, "
                                     "clipped to the volume and thinned to cover it evenly; 160,160,160 with "
-                                    "--overlap 0.5 is nnU-Net's tiling).")
+                                    "--overlap 0.5 is nnU-Net's tiling, slower and more accurate).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
 @click.option("--label-scheme", type=click.Choice(["brats2020", "brats2023"]),
