@@ -9,6 +9,7 @@ multiple of 4 like the Keras model does internally); it is skipped when torch
 is not installed. torch is not a bratskeras dependency.
 
     PYTHONPATH=. python tools/bench_inference.py [--repeats 3] [--threads 2]
+    PYTHONPATH=. python tools/bench_inference.py --pairs 12   # default tiling vs whole, one process
 """
 
 import argparse
@@ -122,6 +123,32 @@ def run_torch(repeats, threads):
     return {"seconds": float(np.median(times)), "windows": 1}
 
 
+def run_pairs(pairs):
+    """Whole volume and the default tiling run alternately in one process: a ratio robust to machine drift."""
+    from bratskeras import inference
+    from bratskeras.models import build_model
+
+    network = inference.probability_model(build_model("lightweight-unet"), "classes")
+    image = _volume()
+    setup = inference.setup_from_model(network)
+    default = inference.WindowSettings(
+        window=inference.effective_window(setup, inference.WindowSettings(), SHAPE[:3]))
+    settings = {"whole": inference.WindowSettings(window=SHAPE[:3]), "default": default}
+    times = {name: [] for name in settings}
+    for _ in range(2):  # trace and warm up both
+        for config in settings.values():
+            inference.sliding_window_predict(network, image, config)
+    for _ in range(pairs):
+        for name, config in settings.items():
+            start = time.perf_counter()
+            inference.sliding_window_predict(network, image, config)
+            times[name].append(time.perf_counter() - start)
+    ratio = np.median(np.array(times["default"]) / np.array(times["whole"]))
+    print(f"{pairs} alternating pairs, one process: whole {np.median(times['whole']):.2f} s, default "
+          f"{'x'.join(map(str, default.window))} {np.median(times['default']):.2f} s (medians); "
+          f"default / whole {ratio:.3f} (median of pairs)")
+
+
 def child(name, repeats, threads):
     result = run_torch(repeats, threads) if name.startswith("torch") else run_keras(CONFIGS[name], repeats)
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -133,8 +160,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs after a warm-up; the median is reported.")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (TensorFlow uses every core).")
     parser.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--pairs", type=int, help="Instead: whole volume vs the default tiling, N alternating pairs "
+                                                  "in one process.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pairs:
+        run_pairs(args.pairs)
+        return
     if args.child:
         child(args.child, args.repeats, args.threads)
         return
