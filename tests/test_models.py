@@ -240,3 +240,32 @@ def test_instance_normalization_equals_group_normalization_forward_and_backward(
     dynamic = tf.function(fused.call, input_signature=[tf.TensorSpec([None, 6, 5, 4, 3])])
     np.testing.assert_allclose(dynamic(x).numpy(), outputs[0], atol=1e-5)
     np.testing.assert_allclose(dynamic(x[1:]).numpy(), outputs[0][1:], atol=1e-5)
+
+
+def test_normalized_conv3d_matches_conv3d_and_only_drops_a_zero_bias_gradient():
+    import tensorflow as tf
+
+    from bratskeras.models.layers import InstanceNormalization, NormalizedConv3D
+
+    x = tf.random.stateless_normal((2, 6, 5, 4, 3), seed=(1, 2))
+    target = tf.random.stateless_normal((2, 6, 5, 4, 8), seed=(3, 4))
+    plain, normalized = keras.layers.Conv3D(8, 3, padding="same"), NormalizedConv3D(8, 3, padding="same")
+    plain.build(x.shape)
+    normalized.build(x.shape)
+    normalized.set_weights(plain.get_weights())
+    normalized.bias.assign(tf.random.stateless_normal((8,), seed=(5, 6)))
+    plain.bias.assign(normalized.bias)
+    norm = InstanceNormalization()
+    for training in (False, True):
+        np.testing.assert_allclose(normalized(x, training=training), plain(x), rtol=1e-6, atol=1e-6)
+
+    def gradients(layer):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum((norm(layer(x, training=True)) - target) ** 2)
+        return tape.gradient(loss, [layer.kernel, layer.bias])
+
+    (kernel_plain, bias_plain), (kernel_normalized, bias_normalized) = gradients(plain), gradients(normalized)
+    np.testing.assert_allclose(kernel_normalized, kernel_plain, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(bias_normalized, np.zeros(8))
+    # Under the norm the true bias gradient is zero up to rounding, while the kernel's is not.
+    assert np.abs(bias_plain).max() < 1e-4 * np.abs(kernel_plain).max()

@@ -8,7 +8,9 @@ Both layers work with static and dynamic (None) spatial sizes, so a model
 built with `input_shape=(None, None, None, C)` accepts any volume.
 
 `InstanceNormalization` is `GroupNormalization(groups=-1)` computed with one
-fused kernel per sample (see its docstring).
+fused kernel per sample (see its docstring). `NormalizedConv3D` is a Conv3D
+for layers an instance norm follows: same weights and outputs, but its bias
+gradient, identically zero there, is not computed in training.
 
 Layout everywhere: (batch, D, H, W, channels); D, H, W are the NIfTI voxel
 axes i, j, k in that order.
@@ -148,3 +150,38 @@ class InstanceNormalization(keras.layers.GroupNormalization):
         for key in ("groups", "axis"):
             config.pop(key, None)
         return config
+
+
+@tf.custom_gradient
+def _bias_add_without_bias_gradient(x, bias):
+    """x + bias per channel; the gradient passes to x and is zero for bias."""
+
+    def gradient(dy):
+        return dy, tf.zeros_like(bias)
+
+    return tf.nn.bias_add(x, bias), gradient
+
+
+@keras.saving.register_keras_serializable(package="bratskeras")
+class NormalizedConv3D(keras.layers.Conv3D):
+    """`Conv3D` whose output goes straight into an instance norm.
+
+    A per-channel bias is removed by the norm's mean subtraction, so the loss
+    does not depend on it and its gradient is identically zero: in training
+    this layer returns zeros for it instead of reducing the output gradient
+    over every voxel (`BiasAddGrad`, which TensorFlow runs as slow scalar
+    code in bfloat16: 0.41 s of a 3.2 s lightweight-unet step on 2 x 128^3).
+    The bias stays a weight (the paper's parameter count includes it) and the
+    forward pass is Conv3D's. Without this, Adam turns the bias' rounding-
+    noise gradient into full-size steps, a random walk with no effect on the
+    output.
+
+    Shape: (batch, D, H, W, C) -> (batch, D, H, W, filters).
+    """
+
+    def call(self, inputs, training=None):
+        if not (self.use_bias and training and self.data_format == "channels_last"):
+            return super().call(inputs)
+        outputs = self.convolution_op(inputs, self.kernel)
+        outputs = _bias_add_without_bias_gradient(outputs, tf.cast(self.bias, outputs.dtype))
+        return outputs if self.activation is None else self.activation(outputs)

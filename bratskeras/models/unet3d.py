@@ -13,7 +13,7 @@ encoder levels; decoder Conv3DTranspose(k2, s2) to the skip's width, concat
 import keras
 
 from bratskeras.models.flair_unet import needs_padding
-from bratskeras.models.layers import CropToReference, InstanceNormalization, PadToMultiple
+from bratskeras.models.layers import CropToReference, InstanceNormalization, NormalizedConv3D, PadToMultiple
 
 LEAKY_SLOPE = 0.01
 
@@ -34,7 +34,8 @@ def conv_block(x, filters, convs, name):
     Shape: (batch, D, H, W, c_in) -> (batch, D, H, W, filters).
     """
     for index in range(convs):
-        x = keras.layers.Conv3D(
+        # NormalizedConv3D: a Conv3D that skips its bias gradient, zero under the norm.
+        x = NormalizedConv3D(
             filters, 3, padding="same", kernel_initializer=kaiming_normal(),
             bias_initializer="zeros", name=f"{name}_conv{index}",
         )(x)
