@@ -277,14 +277,14 @@ def sliding_window_predict(network, image, settings=WindowSettings(), progress=N
     starts = window_grid(padded_shape, window, settings.overlap)
     if len(starts) == 1:
         # One window: the weighted mean is the output itself; skip two volume-sized passes.
-        output = _predict_batch(function, image[None, : window[0], : window[1], : window[2]], settings.mirror)[0]
+        output = _predict_batch(function, image[None], settings.mirror)[0]  # padded_shape == window
         if progress is not None:
             progress(1, 1)
         return output[: shape[0], : shape[1], : shape[2]]
     # A window spanning a whole axis gives every voxel on it the same Gaussian
     # factor from every window, which cancels in the weighted mean: weights
     # (and their sum) vary only along the axes that are tiled.
-    tiled = [len(window_starts(n, w, settings.overlap)) > 1 for n, w in zip(padded_shape, window)]
+    tiled = [len({start[axis] for start in starts}) > 1 for axis in range(3)]
     weights = gaussian_importance(tuple(w if t else 1 for w, t in zip(window, tiled)), settings.sigma_scale)
     weight_sum = np.zeros(tuple(n if t else 1 for n, t in zip(padded_shape, tiled)), dtype=np.float32)
 
@@ -460,6 +460,11 @@ def effective_window(setup, settings, shape):
     return balanced_window(shape, clipped, settings.overlap, setup.multiple)
 
 
+def effective_settings(setup, settings, shape):
+    """`settings` (WindowSettings) with the window `effective_window` picks for a volume of `shape`."""
+    return replace(settings, window=effective_window(setup, settings, shape))
+
+
 def predict_case(network, setup, case, settings=PredictSettings(), progress=None):
     """Predicts one case on its source grid.
 
@@ -476,7 +481,7 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     """
     image, _, properties = io.read_case(case, setup.modalities)
     cropped, _, geometry = preprocess(image, None, setup.preprocess)
-    windows = replace(settings.windows, window=effective_window(setup, settings.windows, cropped.shape[:3]))
+    windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
     classes = probabilities_to_classes(probabilities, setup.target)
     classes = postprocessing.postprocess(classes, list(settings.postprocess))

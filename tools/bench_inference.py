@@ -55,8 +55,9 @@ def run_keras(config, repeats):
     overlap = inference.DEFAULT_OVERLAP if config["overlap"] == "default" else config["overlap"]
     setup = inference.setup_from_model(network)
     # As `bratskeras predict` does: clipped to the volume, then balanced.
-    window = inference.effective_window(setup, inference.WindowSettings(window=requested, overlap=overlap), SHAPE[:3])
-    settings = inference.WindowSettings(window=window, overlap=overlap)
+    settings = inference.effective_settings(setup, inference.WindowSettings(window=requested, overlap=overlap),
+                                            SHAPE[:3])
+    window = settings.window
     windows = len(inference.window_grid(SHAPE[:3], window, overlap))
     inference.sliding_window_predict(network, image, settings)  # trace and warm up
     times = []
@@ -131,8 +132,7 @@ def run_pairs(pairs):
     network = inference.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()
     setup = inference.setup_from_model(network)
-    default = inference.WindowSettings(
-        window=inference.effective_window(setup, inference.WindowSettings(), SHAPE[:3]))
+    default = inference.effective_settings(setup, inference.WindowSettings(), SHAPE[:3])
     settings = {"whole": inference.WindowSettings(window=SHAPE[:3]), "default": default}
     times = {name: [] for name in settings}
     for _ in range(2):  # trace and warm up both

@@ -7,7 +7,7 @@ keras fit with the run's callbacks -> held-out Dice of best.keras.
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -371,8 +371,7 @@ def heldout_dice(run_dir, cached_cases, config):
     scores = {region: [] for region in regions}
     for case in cached_cases:
         image, seg, _ = case.load()
-        windows = inference.WindowSettings(window=setup.window)
-        windows = replace(windows, window=inference.effective_window(setup, windows, image.shape[:3]))
+        windows = inference.effective_settings(setup, inference.WindowSettings(window=setup.window), image.shape[:3])
         probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
         # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
         predicted = inference.probabilities_to_classes(probabilities, config.target)
