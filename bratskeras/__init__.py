@@ -4,7 +4,13 @@ Tensor layout everywhere: (batch, D, H, W, channels), channels last, with
 D, H, W the NIfTI voxel axes i, j, k (240 x 240 x 155 for BraTS).
 """
 
+from bratskeras import cpu as _cpu
+
 __version__ = "0.1.0"
+
+# Before anything imports TensorFlow: its oneDNN kernels on for every x86 CPU
+# (TensorFlow's own default leaves them off below AVX-512 VNNI/BF16; see bratskeras/cpu.py).
+_cpu.prepare_tensorflow()
 
 _LAZY = {
     "build_model": "bratskeras.models",

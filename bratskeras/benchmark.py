@@ -24,7 +24,6 @@ say nothing about speed.
 
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -78,42 +77,24 @@ class Report:
 # --------------------------------------------------------------------------- machine
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return "", set()
-    model, flags = platform.processor(), set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model in ("", platform.machine()):
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
 def describe_machine():
-    """CPU model, cores, TensorFlow version, oneDNN, bfloat16 support, GPUs."""
+    """CPU model and ISA class, cores, TensorFlow version, oneDNN state, bfloat16 support, GPUs."""
     import tensorflow as tf
 
-    model, flags = _cpu_flags()
-    try:
-        from tensorflow.python.util import _pywrap_util_port
+    from bratskeras import cpu
 
-        onednn = bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
     gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
             for g in tf.config.list_physical_devices("GPU")]
+    described = cpu.describe()
     return {
-        "cpu": model or platform.machine(),
+        "cpu": described["cpu"],
+        "isa_class": described["isa_class"],
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "tensorflow": tf.__version__,
         "keras": __import__("keras").__version__,
-        "onednn": onednn,
-        "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
+        "onednn": described["onednn"],
+        "onednn_setting": described["onednn_setting"],
+        "cpu_bf16": described["native_bfloat16"],
         "gpus": gpus,
     }
 
@@ -327,7 +308,7 @@ def format_report(report):
     """The report as a plain-text table."""
     m = report.machine
     lines = [
-        f"machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
+        f"machine: {m['cpu']} (CPU class {m['isa_class']}), {m['cores']} cores, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
         f"oneDNN {'on' if m['onednn'] else 'off'}, CPU bfloat16 {'yes' if m['cpu_bf16'] else 'no'}, "
         f"GPUs: {', '.join(m['gpus']) or 'none'}" + ("  [--quick: tiny shapes, not a speed figure]" if report.quick else ""),
         "limit: " + ", ".join(f"{d} matmul {g:.1f} GFLOP/s" for d, g in report.matmul_gflops.items()),

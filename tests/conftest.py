@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import bratskeras  # noqa: E402,F401  (first: it turns oneDNN on before keras imports TensorFlow)
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

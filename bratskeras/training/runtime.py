@@ -46,16 +46,23 @@ def choose_precision(requested):
     """Resolves --precision.
 
     "auto": mixed_float16 on NVIDIA GPUs (Keras wraps the optimizer in a
-    LossScaleOptimizer for it); on CPUs, mixed_bfloat16 if a measured Conv3D
-    step is at least 1.2x faster in bfloat16, else float32.
+    LossScaleOptimizer for it); on CPUs that compute bfloat16 natively
+    (AVX512_BF16, AMX), mixed_bfloat16 if a measured Conv3D step is at least
+    1.2x faster in bfloat16, else float32. Other CPUs get float32 without a
+    probe: there bfloat16 is emulated (18x slower on an AVX2 CPU) and the
+    probe itself took 1.5 s.
 
     Returns:
         (policy name, details dict for runtime.json).
     """
     if requested != "auto":
         return requested, {"requested": requested}
+    from bratskeras import cpu
+
     if gpus():
         return "mixed_float16", {"requested": "auto", "reason": "NVIDIA GPU present"}
+    if not cpu.native_bfloat16():
+        return "float32", {"requested": "auto", "reason": f"CPU class {cpu.isa_class()}: no native bfloat16"}
     float32 = _conv3d_seconds("float32")
     bfloat16 = _conv3d_seconds("mixed_bfloat16")
     chosen = "mixed_bfloat16" if float32 / bfloat16 >= 1.2 else "float32"
@@ -116,10 +123,19 @@ def jit_compile(requested):
 
 
 def describe(policy, precision_details, strategy, xla):
-    """A JSON-able record of the run's hardware decisions."""
+    """A JSON-able record of the run's hardware decisions.
+
+    Includes the CPU class, the oneDNN state and the float32 matmul limit
+    (2048^3, best of 3, ~0.1 s), so a run's speed can be read against the
+    machine it ran on.
+    """
     import tensorflow as tf
 
+    from bratskeras import benchmark, cpu
+
     return json.loads(json.dumps({
+        **cpu.describe(),
+        "float32_matmul_gflops": round(benchmark.matmul_gflops(2048, "float32", repeats=3), 1),
         "precision": policy,
         "precision_details": precision_details,
         "strategy": type(strategy).__name__,

@@ -1,0 +1,147 @@
+"""This CPU's instruction-set class, and oneDNN turned on for every x86 CPU.
+
+TensorFlow 2.21 enables its oneDNN kernels by default only on CPUs with
+AVX-512 VNNI, AVX512_BF16 or AMX. Everywhere else (AVX2-only CPUs: AMD Zen 2/3,
+most laptops and many cloud VMs) Conv3D, the bulk of every model here, runs on
+Eigen, 3-5x slower (docs/benchmarks.md, "CPU classes"). TensorFlow reads
+`TF_ENABLE_ONEDNN_OPTS` once, while it is imported, so `import bratskeras`
+sets it (only on x86, only if the user has not set it) before TensorFlow is
+first imported. That is the one process-wide setting bratskeras makes on
+import; a value the user set, 0 included, is always left as it is.
+
+This module imports only the standard library, so importing it is free.
+"""
+
+import os
+import platform
+import sys
+import warnings
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+_X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
+# What `prepare_tensorflow` did when bratskeras was imported (see `enable_onednn`).
+onednn_decision = None
+
+# ISA classes, most capable first: (name, flags that must all be present).
+# They decide which oneDNN kernels run and whether bfloat16 is computed natively.
+ISA_CLASSES = (
+    ("AMX", {"amx_tile", "amx_bf16"}),
+    ("AVX-512 with BF16", {"avx512f", "avx512_bf16"}),
+    ("AVX-512", {"avx512f"}),
+    ("AVX2", {"avx2", "fma"}),
+)
+
+
+def is_x86(machine=None):
+    """True on x86 CPUs (where TensorFlow's pip wheels include oneDNN)."""
+    return (machine or platform.machine()).lower() in _X86
+
+
+def cpu_model_and_flags(cpuinfo_path="/proc/cpuinfo"):
+    """(CPU model name, set of ISA flags) from /proc/cpuinfo; flags are empty off Linux."""
+    model, flags = platform.processor(), set()
+    try:
+        with open(cpuinfo_path) as stream:
+            text = stream.read()
+    except OSError:
+        return model or platform.machine(), flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model in ("", platform.machine()):
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model or platform.machine(), flags
+
+
+def isa_class(flags=None, machine=None):
+    """The CPU's class: "AMX", "AVX-512 with BF16", "AVX-512", "AVX2", "x86 before AVX2",
+    "not x86" or "unknown" (an x86 CPU whose flags could not be read)."""
+    if not is_x86(machine):
+        return "not x86"
+    flags = cpu_model_and_flags()[1] if flags is None else set(flags)
+    if not flags:
+        return "unknown"
+    for name, required in ISA_CLASSES:
+        if required <= flags:
+            return name
+    return "x86 before AVX2"
+
+
+def native_bfloat16(flags=None):
+    """True when the CPU computes bfloat16 natively (AVX512_BF16 or AMX).
+
+    Without it oneDNN refuses bfloat16 and TensorFlow falls back to Eigen's
+    emulation: a Conv3D step ran 18x slower than float32 on an AVX2 CPU.
+    """
+    flags = cpu_model_and_flags()[1] if flags is None else set(flags)
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def enable_onednn(environ=None, modules=None, machine=None):
+    """Turns TensorFlow's oneDNN kernels on for this process where that is still possible.
+
+    Args:
+        environ: the environment to update (default os.environ).
+        modules: the loaded modules (default sys.modules), to see whether
+            TensorFlow is already imported.
+        machine: platform.machine() override (tests).
+
+    Returns:
+        what was done: "set" (TF_ENABLE_ONEDNN_OPTS=1 set before TensorFlow's
+        import), "user" (the user's own value was kept), "not x86", or
+        "too late" (TensorFlow was imported first; the caller may warn).
+    """
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    if ONEDNN_VARIABLE in environ:
+        return "user"
+    if not is_x86(machine):
+        return "not x86"
+    if "tensorflow" in modules:
+        return "too late"
+    environ[ONEDNN_VARIABLE] = "1"
+    return "set"
+
+
+def prepare_tensorflow():
+    """Called once by `import bratskeras`: oneDNN on if still possible, else one warning line."""
+    global onednn_decision
+    onednn_decision = enable_onednn()
+    if onednn_decision == "too late":
+        warn_if_onednn_off()
+
+
+def onednn_enabled():
+    """Whether the TensorFlow in this process runs its oneDNN kernels (imports TensorFlow)."""
+    import tensorflow  # noqa: F401  (the flag below is read while TensorFlow loads)
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def warn_if_onednn_off():
+    """One warning line when TensorFlow was imported with oneDNN off on an x86 CPU.
+
+    Silent when the user set TF_ENABLE_ONEDNN_OPTS themselves (their choice)
+    or oneDNN is on.
+    """
+    if ONEDNN_VARIABLE in os.environ or not is_x86() or onednn_enabled():
+        return
+    warnings.warn(
+        "TensorFlow was imported before bratskeras with oneDNN off: Conv3D runs 3-5x slower on this CPU; "
+        f"set {ONEDNN_VARIABLE}=1 before importing TensorFlow (or import bratskeras first)",
+        RuntimeWarning, stacklevel=4)
+
+
+def describe():
+    """A JSON-able record of the CPU class and the oneDNN state (imports TensorFlow)."""
+    model, flags = cpu_model_and_flags()
+    return {
+        "cpu": model,
+        "isa_class": isa_class(flags),
+        "onednn": onednn_enabled(),
+        "onednn_setting": os.environ.get(ONEDNN_VARIABLE),
+        "onednn_decision": onednn_decision,
+        "native_bfloat16": native_bfloat16(flags),
+    }
