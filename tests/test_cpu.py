@@ -1,0 +1,102 @@
+"""CPU class detection and oneDNN turned on before TensorFlow loads."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bratskeras import cpu
+
+AVX2 = {"sse4_2", "avx", "avx2", "fma"}
+AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (AVX2, "AVX2"),
+    (AVX512, "AVX-512"),
+    (AVX512 | {"avx512_bf16"}, "AVX-512 with BF16"),
+    (AVX512 | {"avx512_bf16", "amx_tile", "amx_bf16"}, "AMX"),
+    ({"sse4_2", "avx"}, "x86 before AVX2"),
+    (set(), "unknown"),
+])
+def test_isa_class_from_flags(flags, expected):
+    assert cpu.isa_class(flags, machine="x86_64") == expected
+
+
+def test_isa_class_off_x86():
+    assert cpu.isa_class(AVX512, machine="aarch64") == "not x86"
+
+
+def test_native_bfloat16_needs_avx512_bf16_or_amx():
+    assert not cpu.native_bfloat16(AVX512)
+    assert cpu.native_bfloat16(AVX512 | {"avx512_bf16"})
+    assert cpu.native_bfloat16({"amx_bf16"})
+
+
+def test_cpuinfo_parsing(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu avx2 fma sse4_2\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu\n")
+    model, flags = cpu.cpu_model_and_flags(str(path))
+    assert "EPYC 7B12" in model and flags == {"fpu", "avx2", "fma", "sse4_2"}
+
+
+@pytest.mark.parametrize("environ, modules, machine, decision, value", [
+    ({}, {}, "x86_64", "set", "1"),
+    ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {}, "x86_64", "user", "0"),
+    ({}, {"tensorflow": object()}, "x86_64", "too late", None),
+    ({}, {}, "arm64", "not x86", None),
+])
+def test_enable_onednn_respects_the_user_and_import_order(environ, modules, machine, decision, value):
+    assert cpu.enable_onednn(environ, modules, machine) == decision
+    assert environ.get("TF_ENABLE_ONEDNN_OPTS") == value
+
+
+def _python(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(env_changes)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+needs_x86 = pytest.mark.skipif(not cpu.is_x86(), reason="oneDNN is turned on only on x86 CPUs")
+
+
+@needs_x86
+def test_import_bratskeras_turns_onednn_on_in_tensorflow():
+    result = _python("import bratskeras, tensorflow\n"
+                     "from tensorflow.python.util import _pywrap_util_port as p\n"
+                     "print('onednn', p.IsMklEnabled())")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "onednn True" in result.stdout
+    assert "RuntimeWarning" not in result.stderr
+
+
+@needs_x86
+def test_a_user_setting_wins():
+    result = _python("import bratskeras, tensorflow\n"
+                     "from tensorflow.python.util import _pywrap_util_port as p\n"
+                     "print('onednn', p.IsMklEnabled())", TF_ENABLE_ONEDNN_OPTS="0")
+    assert "onednn False" in result.stdout and "RuntimeWarning" not in result.stderr
+
+
+@needs_x86
+def test_tensorflow_imported_first_gets_one_warning_when_onednn_is_off():
+    code = ("import tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port as p\n"
+            "import bratskeras\n"
+            "print('onednn', p.IsMklEnabled())")
+    result = _python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if "onednn True" in result.stdout:
+        pytest.skip("TensorFlow turns oneDNN on by itself on this CPU (AVX-512 VNNI/BF16 or AMX)")
+    warnings = [line for line in result.stderr.splitlines() if "RuntimeWarning" in line]
+    assert len(warnings) == 1 and "TF_ENABLE_ONEDNN_OPTS=1" in warnings[0], result.stderr[-2000:]
+
+
+@needs_x86
+def test_the_cli_runs_with_onednn_on():
+    result = _python("import sys\nfrom bratskeras.cli.quiet import import_tensorflow_quietly\n"
+                     "import_tensorflow_quietly()\nfrom bratskeras import cpu\nprint('onednn', cpu.onednn_enabled())")
+    assert "onednn True" in result.stdout, result.stderr[-2000:]
