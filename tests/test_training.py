@@ -330,3 +330,90 @@ def test_cli_resume_starts_from_the_saved_configuration(finished_run, dataset, t
     assert refused.exit_code == 1 and "learning_rate: saved 0.0005, asked 0.1" in refused.output
     no_data = CliRunner().invoke(cli, ["fit", "--resume", run_dir])
     assert no_data.exit_code != 0 and "DATA_DIR" in no_data.output
+
+
+# ---------------------------------------------------------------- time limit
+
+
+class FakeClock:
+    """A clock that advances one second each time it is read."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_time_limit_stops_when_the_next_epoch_would_not_fit():
+    from bratskeras.training.callbacks import TimeLimit, TimeLimitReached
+
+    timer = TimeLimit(10, clock=FakeClock())  # deadline 11
+    model = keras.Sequential()
+    model.stop_training = False  # as Keras' fit sets it
+    timer.set_model(model)
+    stopped_after = None
+    for epoch in range(5):
+        timer.on_epoch_begin(epoch)
+        timer.on_train_batch_end(0)
+        timer.on_epoch_end(epoch)  # each epoch reads 3 clock ticks: begin, batch, end
+        if timer.model.stop_training:
+            stopped_after = epoch + 1
+            break
+    # epoch 1 ends at 4 (next would end at 6), epoch 2 at 7 (10 <= 11), epoch 3 at 10 (12 > 11).
+    assert stopped_after == 3 and timer.reached
+    late = TimeLimit(1, clock=FakeClock())
+    late.on_epoch_begin(0)
+    with pytest.raises(TimeLimitReached):
+        late.on_train_batch_end(0)
+
+
+def test_fit_with_a_time_limit_stops_resumably(dataset, tmp_path, monkeypatch):
+    from bratskeras.training import fit as fit_module
+    from bratskeras.training.callbacks import TimeLimit
+
+    # 2 steps per epoch: an epoch reads the clock 4 times, so a limit of 10 ticks allows 2 epochs.
+    monkeypatch.setattr(fit_module, "TimeLimit", lambda seconds: TimeLimit(seconds, clock=FakeClock()))
+    run_dir = str(tmp_path / "run")
+    result = fit(tiny_config(epochs=4), dataset, run_dir, verbose=0, time_limit=10)
+    assert result.time_limit_reached and result.epochs == 2
+    assert [int(r["epoch"]) for r in history_rows(run_dir)] == [1, 2]
+    assert result.heldout_dice and os.path.exists(os.path.join(run_dir, "best.keras"))
+    resumed = fit(tiny_config(epochs=4), dataset, run_dir, resume=True, verbose=0)
+    assert not resumed.time_limit_reached and resumed.epochs == 4
+    assert [int(r["epoch"]) for r in history_rows(run_dir)] == [1, 2, 3, 4]
+
+
+def test_time_limit_before_the_first_epoch_is_a_one_line_error(dataset, tmp_path, monkeypatch):
+    from bratskeras.training import fit as fit_module
+    from bratskeras.training.callbacks import TimeLimit
+
+    monkeypatch.setattr(fit_module, "TimeLimit", lambda seconds: TimeLimit(seconds, clock=FakeClock()))
+    with pytest.raises(ConfigError, match="ended before the first epoch finished"):
+        fit(tiny_config(), dataset, str(tmp_path / "run"), verbose=0, time_limit=2)
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400),
+                                           ("4m30s", 270), ("0.5m", 30)])
+def test_parse_duration(text, seconds):
+    from bratskeras.cli.train import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "5 minutes", "-3", "0"])
+def test_bad_time_limit_is_refused(dataset, tmp_path, text):
+    # Tiny settings, so that a limit wrongly accepted costs seconds, not a full training run.
+    result = CliRunner().invoke(cli, ["fit", dataset, "--out", str(tmp_path / "r"), "--time-limit", text,
+                                      "--epochs", "1", "--steps-per-epoch", "1", "--patch-size", "16,16,16",
+                                      "--model-arg", "base_filters=4"])
+    assert result.exit_code == 2 and "--time-limit" in result.output
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_runtime_json_records_the_cpu_class_and_onednn(finished_run):
+    runtime = json.load(open(os.path.join(finished_run[0], "runtime.json")))
+    assert runtime["isa_class"] in ("AMX", "AVX-512 with BF16", "AVX-512", "AVX2", "x86 before AVX2",
+                                    "not x86", "unknown")
+    assert isinstance(runtime["onednn"], bool) and runtime["float32_matmul_gflops"] > 0

@@ -1,6 +1,7 @@
 """`bratskeras fit`: train a model, or run the built-in demo without DATA_DIR."""
 
 import os
+import re
 import time
 
 import click
@@ -33,6 +34,19 @@ def _overrides(options):
         "target": options["target"],
         "model_overrides": dict(_key_values(options["model_arg"])) or None,
     }
+
+
+def parse_duration(text):
+    """"90", "90s", "5m", "1h30m", "4m30s" -> seconds (float)."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise click.BadParameter(f"expected a duration like 300, 300s, 5m or 1h30m, got {text!r}",
+                                 param_hint="--time-limit")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise click.BadParameter(f"must be positive, got {text!r}", param_hint="--time-limit")
+    return total
 
 
 def _key_values(pairs):
@@ -71,14 +85,19 @@ def _key_values(pairs):
 @click.option("--fold", type=int, help="Which fold to train (0-based).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Preprocessing cache folder.")
 @click.option("--skip-bad-cases", is_flag=True, help="Leave out cases with problems (reported).")
+@click.option("--time-limit", metavar="DURATION",
+              help="Wall-clock budget for this command, e.g. 20m or 2h: training stops after the last epoch "
+                   "that fits, and --resume continues it (demo default: 4m15s).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @needs_tensorflow
-def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, quiet, **options):
+def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, time_limit, quiet, **options):
     """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
     from bratskeras.training import config as train_config
     from bratskeras.training import demo
     from bratskeras.training.fit import evaluate_heldout, fit
 
+    command_start = time.monotonic()
+    time_limit = parse_duration(time_limit) if time_limit is not None else None
     overrides = {k: v for k, v in _overrides(options).items() if v is not None}
     heldout_dir = None
     if resume is not None:
@@ -98,6 +117,7 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, qu
         data_root = os.path.join(out_dir, "demo_data")
         click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
         data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
+        time_limit = time_limit or demo.DEMO_TIME_LIMIT
     else:
         if not os.path.isdir(data_dir):
             raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
@@ -105,12 +125,16 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, qu
         out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
         config = train_config.resolve_config(preset, overrides)
     started = time.perf_counter()
-    result = fit(config, data_dir, out_dir, resume=resume is not None,
-                 skip_bad_cases=skip_bad_cases, cache_dir=cache_dir, verbose=0 if quiet else 2)
+    remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - command_start))
+    result = fit(config, data_dir, out_dir, resume=resume is not None, skip_bad_cases=skip_bad_cases,
+                 cache_dir=cache_dir, verbose=0 if quiet else 2, time_limit=remaining)
     for line in result.skipped:
         click.echo(f"skipped: {line}")
     click.echo(f"run directory: {result.run_dir} ({result.epochs} epochs, "
                f"{time.perf_counter() - started:.0f} s)")
+    if result.time_limit_reached:
+        click.echo(f"time limit reached after {result.epochs} of {config.epochs} epochs; "
+                   f"continue with: bratskeras fit --resume {result.run_dir}")
     dice = result.heldout_dice
     label = "validation Dice"
     if heldout_dir is not None:

@@ -8,6 +8,7 @@ right after, so a resumed run takes the same decisions as an uninterrupted one.
 import csv
 import io
 import os
+import time
 
 import keras
 
@@ -43,6 +44,49 @@ class ResumableEarlyStopping(_RestoresState, keras.callbacks.EarlyStopping):
     def get_state(self):
         best = self.best if self.best is not None else float("inf")
         return {"wait": int(self.wait), "best": float(best)}
+
+
+class TimeLimitReached(Exception):
+    """Raised inside `fit` when the wall-clock budget ends in the middle of an epoch."""
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at a wall-clock deadline without losing a finished epoch.
+
+    After each epoch (placed after RunFiles, so that epoch is saved and the
+    run stays resumable) it stops if the next epoch, expected to take as long
+    as the slowest one so far, would end past the deadline. If the deadline
+    passes in the middle of an epoch anyway (a first epoch longer than the
+    whole budget), it raises TimeLimitReached: that epoch is abandoned, as a
+    kill would, and the run resumes from the last saved one.
+
+    Args:
+        seconds: the budget, counted from this object's creation.
+        clock: a monotonic clock in seconds (default time.monotonic).
+    """
+
+    def __init__(self, seconds, clock=None):
+        super().__init__()
+        self.clock = clock or time.monotonic
+        self.deadline = self.clock() + seconds
+        self.slowest_epoch = 0.0
+        self.reached = False
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock() > self.deadline:
+            self.reached = True
+            raise TimeLimitReached()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self.slowest_epoch = max(self.slowest_epoch, now - self._epoch_start)
+        if now + self.slowest_epoch > self.deadline:
+            self.reached = True
+            self.model.stop_training = True
 
 
 def _learning_rate(model):

@@ -18,6 +18,8 @@ from bratskeras.training.callbacks import (
     ResumableEarlyStopping,
     ResumableReduceLROnPlateau,
     RunFiles,
+    TimeLimit,
+    TimeLimitReached,
 )
 from bratskeras.training.training_model import TrainingModel
 from bratskeras.training.validation import ReplicaLossReport, WholeVolumeValidation
@@ -34,12 +36,15 @@ class FitResult:
             the validation cases (whole volumes), or {"WT": ...} for the
             whole-tumor target.
         skipped: problems of cases left out with `skip_bad_cases`.
+        time_limit_reached: training stopped at the time limit before
+            `config.epochs`; `--resume` continues it.
     """
 
     run_dir: str
     epochs: int
     heldout_dice: dict
     skipped: list
+    time_limit_reached: bool = False
 
 
 def split_cases(case_ids, config):
@@ -217,7 +222,8 @@ def _validation_input(config, cached):
     return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1)
 
 
-def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1):
+def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1,
+        time_limit=None):
     """Trains a model as `config` says and writes the run directory.
 
     Args:
@@ -228,13 +234,20 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         skip_bad_cases: leave out cases with problems instead of stopping.
         cache_dir: preprocessing cache (default: <data_dir>/.bratskeras_cache).
         verbose: Keras progress bar setting.
+        time_limit: wall-clock seconds for this call, data preparation
+            included, or None. Training stops after the last epoch that is
+            expected to end within it (`callbacks.TimeLimit`); the run stays
+            resumable. A time limit is not part of the configuration: a
+            resumed run gets a new one.
 
     Returns:
         FitResult.
 
     Raises:
-        DataError, ConfigError, OutputExistsError: bad data, flags or run dir.
+        DataError, ConfigError, OutputExistsError: bad data, flags or run dir;
+        ConfigError also when the limit ends before the first epoch does.
     """
+    timer = TimeLimit(time_limit) if time_limit is not None else None  # counts data preparation too
     import keras
     import tensorflow as tf
 
@@ -257,6 +270,9 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     policy, precision_details = runtime.choose_precision(config.precision)
     keras.mixed_precision.set_global_policy(policy)
     strategy = runtime.make_strategy(config.strategy)
+    if timer is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Each worker's clock would stop it at a different step, and the others would wait forever.
+        raise ConfigError("--time-limit cannot be used with --strategy multi-worker")
     xla = runtime.jit_compile(config.jit_compile)
     chief = runtime.is_chief(strategy)
 
@@ -313,6 +329,9 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     callbacks.append(RunFiles(
         run_dir, network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
         stateful_callbacks=stateful, best_score=saved.get("best_score"), chief=chief))
+    # After RunFiles: an epoch is saved before the time limit may stop training.
+    if timer is not None:
+        callbacks.append(timer)
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _build_before_fit(model, config)
@@ -322,6 +341,8 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
             callbacks=callbacks, verbose=verbose, shuffle=False,
         )
+    except TimeLimitReached:
+        pass  # the epoch in progress is abandoned; the last saved one stands
     except tf.errors.ResourceExhaustedError:
         raise ConfigError(
             f"out of memory with --batch-size {config.batch_size} and --patch-size "
@@ -330,7 +351,12 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         ) from None
     state_folder = run_files.latest_state(run_dir)
     epochs_done = json.load(open(os.path.join(state_folder, "state.json")))["epoch"] if state_folder else finished
-    return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped)
+    if epochs_done == 0 and timer is not None and timer.reached:
+        raise ConfigError(f"--time-limit {time_limit:g}s ended before the first epoch finished; {run_dir} "
+                          "holds no trained model: give more time or fewer --steps-per-epoch")
+    stopped_early = timer is not None and timer.reached and epochs_done < config.epochs
+    return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped,
+                     time_limit_reached=stopped_early)
 
 
 def _build_before_fit(model, config):
@@ -371,7 +397,7 @@ def heldout_dice(run_dir, cached_cases, config):
     scores = {region: [] for region in regions}
     for case in cached_cases:
         image, seg, _ = case.load()
-        windows = inference.effective_settings(setup, inference.WindowSettings(window=setup.window), image.shape[:3])
+        windows = inference.effective_settings(setup, inference.WindowSettings(), image.shape[:3])
         probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
         # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
         predicted = inference.probabilities_to_classes(probabilities, config.target)
