@@ -35,16 +35,18 @@ from bratskeras import io, labels, postprocessing
 from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError
 from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, preprocess, uncrop
 
-# Slabs along j: the whole (clipped) extent of i and k, at most 80 voxels of j,
-# each slab as thin as covers the axis (`balanced_window`). A 240 x 240 x 155
-# case is 3 slabs of 240 x 80 x 155: the same voxels as one whole-volume pass
-# at half its peak memory (2.1 GB vs 4.0 GB), and as fast: cutting along j
-# keeps k, the innermost axis that oneDNN's convolution kernels block along,
-# whole (slabs of 240 x 240 x 52 along k run ~10% slower, 80 x 240 x 155
-# along i ~6%). Measured on a 2-core CPU: tools/bench_inference.py,
-# docs/benchmarks.md. `--window 160,160,160 --overlap 0.5` gives nnU-Net's tiling.
-DEFAULT_WINDOW = (240, 80, 240)
-DEFAULT_OVERLAP = 0.0
+# predict's default tiling is chosen for accuracy, then made fast. Instance
+# norm takes its statistics over each window, so the tiling changes the
+# result: on held-out phantoms, windows of at least 160 voxels per axis with
+# overlap 0.5 and Gaussian weighting (nnU-Net's tiling) scored best for models
+# trained on 48^3, 64^3 and 128^3 patches (docs/benchmarks.md, "Tiling"), so
+# the default window is the training patch size, raised to 160 per axis,
+# with overlap 0.5. Faster tilings are explicit flags (e.g. --window
+# 240,80,240 --overlap 0 for 3 slabs, ~1.8x faster and less accurate).
+MIN_DEFAULT_WINDOW = 160
+DEFAULT_OVERLAP = 0.5
+# The lightweight2020 preset's patch: the default for a bare .keras without its run's config.
+DEFAULT_PATCH_SIZE = (128, 128, 128)
 # Compiled forward passes kept per network, one per window shape (LRU).
 MAX_TRACED_SHAPES = 8
 # Bare .keras files carry no config: inputs and outputs decide (module `load_predictor`).
@@ -57,8 +59,10 @@ class WindowSettings:
     """How a volume is tiled and averaged.
 
     Attributes:
-        window: (d, h, w) window size. Axes of the volume smaller than the
-            window are zero-padded (z-scored background is 0) and cropped back.
+        window: (d, h, w) window size, or None for the model's default
+            (`ModelSetup.window`; `effective_settings` resolves it). Axes of
+            the volume smaller than the window are zero-padded (z-scored
+            background is 0) and cropped back.
         overlap: the least fraction of the window shared by neighbouring
             windows, in [0, 1). nnU-Net uses 0.5; 0 tiles with the fewest
             windows, which then overlap only as far as covering the volume needs.
@@ -69,15 +73,15 @@ class WindowSettings:
             spatial axes (each flipped back before averaging).
     """
 
-    window: tuple = DEFAULT_WINDOW
+    window: tuple | None = None
     overlap: float = DEFAULT_OVERLAP
     batch_size: int = 1
     sigma_scale: float = 0.125
     mirror: bool = False
 
     def __post_init__(self):
-        window = tuple(int(s) for s in self.window)
-        if len(window) != 3 or min(window) < 1:
+        window = None if self.window is None else tuple(int(s) for s in self.window)
+        if window is not None and (len(window) != 3 or min(window) < 1):
             raise ValueError(f"window must be three positive sizes, got {self.window}")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
@@ -267,7 +271,7 @@ def sliding_window_predict(network, image, settings=WindowSettings(), progress=N
     if image.ndim != 4:
         raise ValueError(f"image must be (D, H, W, C), got shape {image.shape}")
     shape = image.shape[:3]
-    window = settings.window
+    window = settings.window if settings.window is not None else shape
     padded_shape = tuple(max(n, w) for n, w in zip(shape, window))
     if padded_shape != shape:
         padded = np.zeros(padded_shape + image.shape[3:], dtype=np.float32)
@@ -325,7 +329,8 @@ class ModelSetup:
         target: "classes", "regions" or "whole_tumor" (module docstring).
         preprocess: PreprocessSettings used in training (crop, crop size).
         window: default window (d, h, w): the model's fixed input size, or
-            DEFAULT_WINDOW for models accepting any size.
+            for models accepting any size `default_window` of the training
+            patch size.
         fixed_input: True when the model only takes `window`-sized inputs.
         multiple: the model's spatial size divisor (`input_multiple`).
     """
@@ -333,9 +338,25 @@ class ModelSetup:
     modalities: tuple
     target: str
     preprocess: PreprocessSettings
-    window: tuple = DEFAULT_WINDOW
+    window: tuple = field(default_factory=lambda: default_window())
     fixed_input: bool = False
     multiple: int = 1
+
+
+def default_window(patch_size=None):
+    """predict's default window for a size-free model trained on `patch_size` patches.
+
+    The patch size (nnU-Net's rule), raised to MIN_DEFAULT_WINDOW per axis
+    (the most accurate tiling measured; see the constants above).
+
+    Args:
+        patch_size: (d, h, w) training patches, or None (DEFAULT_PATCH_SIZE).
+
+    Returns:
+        tuple (d, h, w).
+    """
+    patch_size = DEFAULT_PATCH_SIZE if patch_size is None else patch_size
+    return tuple(max(int(p), MIN_DEFAULT_WINDOW) for p in patch_size)
 
 
 def input_multiple(network):
@@ -377,8 +398,9 @@ def setup_from_model(network, config=None):
         if len(modalities) != in_shape[-1] or labels.target_channels(target) != out_channels:
             raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "
                              f"the network has {in_shape[-1]} input and {out_channels} output channels")
+    patch_size = None if config is None else config.get("patch_size")
     return ModelSetup(modalities=modalities, target=target, preprocess=settings,
-                      window=tuple(spatial) if fixed else DEFAULT_WINDOW, fixed_input=fixed,
+                      window=tuple(spatial) if fixed else default_window(patch_size), fixed_input=fixed,
                       multiple=input_multiple(network))
 
 
@@ -450,13 +472,14 @@ def effective_window(setup, settings, shape):
     """The window used on a preprocessed volume of `shape`.
 
     Fixed-input models always get their input size. Others get the requested
-    window clipped per axis to the volume (padding would only add compute),
-    then shrunk to the least size that needs no more windows
-    (`balanced_window`).
+    window (the model's default `setup.window` if none was requested) clipped
+    per axis to the volume (padding would only add compute), then shrunk to
+    the least size that needs no more windows (`balanced_window`).
     """
     if setup.fixed_input:
         return setup.window
-    clipped = tuple(min(w, n) for w, n in zip(settings.window, shape))
+    requested = settings.window if settings.window is not None else setup.window
+    clipped = tuple(min(w, n) for w, n in zip(requested, shape))
     return balanced_window(shape, clipped, settings.overlap, setup.multiple)
 
 

@@ -4,7 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import bratskeras  # noqa: E402,F401  (first: it turns oneDNN on before keras imports TensorFlow)
+# First: importing bratskeras turns oneDNN on before keras imports TensorFlow.
+import bratskeras  # noqa: E402,F401
+
+# isort: split
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

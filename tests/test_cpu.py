@@ -100,3 +100,11 @@ def test_the_cli_runs_with_onednn_on():
     result = _python("import sys\nfrom bratskeras.cli.quiet import import_tensorflow_quietly\n"
                      "import_tensorflow_quietly()\nfrom bratskeras import cpu\nprint('onednn', cpu.onednn_enabled())")
     assert "onednn True" in result.stdout, result.stderr[-2000:]
+
+
+@needs_x86
+def test_the_test_suite_itself_runs_with_onednn_on():
+    """conftest imports bratskeras before keras, so every test measures what users run."""
+    if cpu.onednn_decision == "user":
+        pytest.skip("TF_ENABLE_ONEDNN_OPTS was set by the user")
+    assert cpu.onednn_decision == "set" and cpu.onednn_enabled()

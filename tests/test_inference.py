@@ -73,14 +73,54 @@ def test_balanced_window_keeps_the_window_count_and_drops_the_slack():
         assert starts[-1] + balanced == size  # covered to the end
 
 
-def test_predict_case_uses_balanced_slabs(tmp_path, tiny_model_path):
+def test_default_window_follows_the_training_patch_size():
+    assert inference.default_window((48, 48, 40)) == (160, 160, 160)
+    assert inference.default_window((192, 128, 160)) == (192, 160, 160)
+    assert inference.default_window(None) == inference.default_window(inference.DEFAULT_PATCH_SIZE)
+    assert inference.WindowSettings().window is None and inference.WindowSettings().overlap == 0.5
+
+
+def test_default_tiling_for_a_run_and_a_bare_model(tmp_path, tiny_model_path):
     network, setup = inference.load_predictor(tiny_model_path)
     assert setup.multiple == 4  # lightweight-unet: 2 poolings
     settings = inference.WindowSettings()
-    # Default: slabs along j, i and k whole (k is what oneDNN's kernels block along).
-    assert inference.effective_window(setup, settings, (240, 240, 155)) == (240, 80, 155)
-    assert inference.effective_window(setup, settings, (140, 172, 136)) == (140, 60, 136)  # 3 x 60
+    # nnU-Net's tiling at overlap 0.5: 2 x 2 windows of 160 over 240, k whole.
+    assert inference.effective_window(setup, settings, (240, 240, 155)) == (160, 160, 155)
+    # A typical brain crop: 1 window along i, 2 of 116 (a multiple of 4) along j.
+    assert inference.effective_window(setup, settings, (140, 172, 136)) == (140, 116, 136)
     assert inference.effective_window(setup, settings, (40, 30, 20)) == (40, 30, 20)
+    # A run trained on larger patches gets windows of its patch size.
+    os.makedirs(tmp_path / "run")
+    keras.models.load_model(tiny_model_path).save(tmp_path / "run" / "best.keras")
+    (tmp_path / "run" / "config.json").write_text('{"patch_size": [192, 192, 192], "target": "classes", '
+                                                  '"modalities": ["flair", "t1", "t1ce", "t2"]}')
+    _, run_setup = inference.load_predictor(str(tmp_path / "run"))
+    assert run_setup.window == (192, 192, 192)
+    assert inference.effective_window(run_setup, settings, (240, 240, 155)) == (160, 160, 155)
+    assert inference.effective_window(run_setup, settings, (190, 240, 155)) == (190, 160, 155)
+
+
+def test_predict_case_runs_the_default_tiling(tmp_path, tiny_model_path, monkeypatch):
+    """predict_case itself tiles with the model's default windows (seen by the network)."""
+    synth.write_dataset(tmp_path / "data", cases=1, shape=(40, 36, 24), layout="brats2021", seed=2)
+    (case,) = io.discover(tmp_path / "data").cases
+    network, setup = inference.load_predictor(tiny_model_path)
+    setup = inference.replace(setup, window=(16, 16, 16))
+    seen = []
+    forward = inference._network_function
+
+    def recording(model):
+        function = forward(model)
+        return lambda batch: (seen.append(batch.shape), function(batch))[1]
+
+    monkeypatch.setattr(inference, "_network_function", recording)
+    label_map, _, _ = inference.predict_case(network, setup, case)
+    assert label_map.shape == (40, 36, 24)
+    cropped = inference.preprocess(io.read_case(case, setup.modalities)[0], None, setup.preprocess)[0].shape[:3]
+    window = inference.effective_window(setup, inference.WindowSettings(), cropped)
+    expected = [len(inference.window_starts(n, w, 0.5)) for n, w in zip(cropped, window)]
+    assert len(seen) == int(np.prod(expected)) > 1
+    assert {shape[1:4] for shape in seen} == {window}
 
 
 def test_weights_cancel_on_axes_a_window_spans():

@@ -25,9 +25,11 @@ import numpy as np
 SHAPE = (240, 240, 155, 4)
 CONFIGS = {
     "keras-whole": {"window": None, "overlap": 0.0},
-    # `bratskeras predict`'s default: slabs of at most 80 along j, thinned to
-    # cover the axis evenly (inference.balanced_window): 3 slabs of 240 x 80 x 155.
+    # `bratskeras predict`'s default for a bare model (128^3 training patches):
+    # windows of 160, overlap 0.5, balanced (inference.default_window): 4 x 160 x 160 x 155.
     "keras-default": {"window": "default", "overlap": "default"},
+    # The previous default: slabs of at most 80 along j, no overlap: 3 x 240 x 80 x 155.
+    "keras-slab80": {"window": (240, 80, 240), "overlap": 0.0},
     # The same voxels cut along k (3 x 52) or i (3 x 80): k is oneDNN's blocked axis.
     "keras-kslab52": {"window": (240, 240, 52), "overlap": 0.0},
     "keras-islab80": {"window": (80, 240, 240), "overlap": 0.0},
@@ -35,7 +37,6 @@ CONFIGS = {
     "keras-kslab56-overlap0.1": {"window": (240, 240, 56), "overlap": 0.1},
     "keras-slab80-overlap0.5": {"window": (240, 240, 80), "overlap": 0.5},
     "keras-128-overlap0.5": {"window": (128, 128, 128), "overlap": 0.5},
-    "keras-160-overlap0.5": {"window": (160, 160, 160), "overlap": 0.5},
     "torch-whole": {},
 }
 
@@ -51,7 +52,7 @@ def run_keras(config, repeats):
 
     network = inference.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()
-    requested = inference.DEFAULT_WINDOW if config["window"] == "default" else config["window"] or SHAPE[:3]
+    requested = None if config["window"] == "default" else config["window"] or SHAPE[:3]
     overlap = inference.DEFAULT_OVERLAP if config["overlap"] == "default" else config["overlap"]
     setup = inference.setup_from_model(network)
     # As `bratskeras predict` does: clipped to the volume, then balanced.

@@ -61,11 +61,12 @@ def _window_progress(case):
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
-@click.option("--overlap", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Least fraction of a window shared with its neighbour (0: only as much as covering needs).")
-@click.option("--window", help="Largest D,H,W window for size-free models (default 240,80,240: slabs along j, "
-                                    "clipped to the volume and thinned to cover it evenly; 160,160,160 with "
-                                    "--overlap 0.5 is nnU-Net's tiling, slower and more accurate).")
+@click.option("--window", help="Largest D,H,W window for size-free models (default: the run's training patch "
+                                "size, at least 160 per axis, the most accurate tiling measured; clipped to the "
+                                "volume and thinned to cover it evenly). Faster, less accurate: "
+                                "--window 240,80,240 --overlap 0 (3 slabs).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
 @click.option("--label-scheme", type=click.Choice(["brats2020", "brats2023"]),
@@ -82,7 +83,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     from bratskeras.cli.models import parse_shape
 
     postprocess = tuple(parse_postprocess(s) for s in steps)
-    windows = inference.WindowSettings(window=parse_shape(window, 3, "--window") if window else inference.DEFAULT_WINDOW,
+    windows = inference.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
                                        overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
