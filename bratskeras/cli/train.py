@@ -8,6 +8,7 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
+from bratskeras.training.demo import DEMO_TIME_LIMIT
 
 
 def _shape_option(text, what):
@@ -87,7 +88,7 @@ def _key_values(pairs):
 @click.option("--skip-bad-cases", is_flag=True, help="Leave out cases with problems (reported).")
 @click.option("--time-limit", metavar="DURATION",
               help="Wall-clock budget for this command, e.g. 20m or 2h: training stops after the last epoch "
-                   "that fits, and --resume continues it (demo default: 4m15s).")
+                   f"that fits, and --resume continues it (demo default: {DEMO_TIME_LIMIT:g}s).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @needs_tensorflow
 def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, time_limit, quiet, **options):
@@ -117,7 +118,7 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, ti
         data_root = os.path.join(out_dir, "demo_data")
         click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
         data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
-        time_limit = time_limit or demo.DEMO_TIME_LIMIT
+        time_limit = time_limit or DEMO_TIME_LIMIT
     else:
         if not os.path.isdir(data_dir):
             raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
