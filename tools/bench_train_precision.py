@@ -15,6 +15,9 @@ import time
 
 import numpy as np
 
+# Before keras imports TensorFlow: bratskeras decides oneDNN as it does for users.
+import bratskeras  # noqa: F401
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -41,6 +41,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+# Before anything imports TensorFlow: bratskeras decides oneDNN as it does for users.
+import bratskeras  # noqa: E402,F401
 CASE_SHAPE = (240, 240, 155)
 TRAIN_SHAPES = {"train_paper": (2, (128, 128, 128)), "train_demo": (2, (48, 48, 40))}
 QUICK = {"case": (40, 40, 31), "train_paper": (1, (16, 16, 16)), "train_demo": (1, (16, 16, 8)),
@@ -77,7 +80,6 @@ class KerasSide:
     def __init__(self, quick):
         import keras
 
-        import bratskeras  # noqa: F401  (first: it decides oneDNN before TensorFlow loads)
         from bratskeras import cpu, inference
         from bratskeras.losses import get_loss
         from bratskeras.models import build_model
@@ -167,7 +169,6 @@ def worker(side, quick):
     """Serves measurements over stdin/stdout, one JSON line each way."""
     import numpy as np
 
-    sys.path.insert(0, ROOT)
     runner = KerasSide(quick) if side == "keras" else TorchSide(quick)
     case = QUICK["case"] if quick else CASE_SHAPE
     patch = QUICK["patch"] if quick else PRESET_PATCH
