@@ -44,6 +44,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 # Before anything imports TensorFlow: bratskeras decides oneDNN as it does for users.
 import bratskeras  # noqa: E402,F401
+
 CASE_SHAPE = (240, 240, 155)
 TRAIN_SHAPES = {"train_paper": (2, (128, 128, 128)), "train_demo": (2, (48, 48, 40))}
 QUICK = {"case": (40, 40, 31), "train_paper": (1, (16, 16, 16)), "train_demo": (1, (16, 16, 8)),
