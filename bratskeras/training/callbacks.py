@@ -11,7 +11,7 @@ import os
 
 import keras
 
-from bratskeras.io import atomic_path
+from bratskeras.outputs import atomic_path
 from bratskeras.models.saving import inference_model
 from bratskeras.training import run_dir as run_files
 
