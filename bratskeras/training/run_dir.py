@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 from bratskeras.errors import ConfigError, OutputExistsError
-from bratskeras.io import atomic_path
+from bratskeras.outputs import atomic_path
 
 STATE_DIR = "state"
 
