@@ -11,8 +11,8 @@ import os
 
 import keras
 
-from bratskeras.outputs import atomic_path
 from bratskeras.models.saving import inference_model
+from bratskeras.outputs import atomic_path
 from bratskeras.training import run_dir as run_files
 
 
