@@ -218,6 +218,7 @@ def ensure_writable_folder(folder):
     if not os.path.isdir(existing):
         raise OutputError(f"{folder}: cannot create the output folder ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
-        where = "" if existing == folder else f" (in {existing})"
-        raise OutputError(f"{folder}: output folder is not writable{where}: "
-                          f"{os.strerror(errno.EACCES)}")
+        if existing == folder:
+            raise OutputError(f"{folder}: output folder is not writable ({os.strerror(errno.EACCES)})")
+        raise OutputError(f"{folder}: cannot create the output folder ({existing} is not writable: "
+                          f"{os.strerror(errno.EACCES)})")
