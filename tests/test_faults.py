@@ -343,18 +343,20 @@ def test_kill_during_checkpoint_write_leaves_complete_files_and_resumes(dataset,
     flag = tmp_path / "saving"
     process = _spawn("""
         import sys, time
-        from bratskeras.training import run_dir
+        import keras
         from bratskeras.cli import main
-        def save_then_hang(model, path):
-            model.save(path + ".tmp.keras")  # a half-done write beside the target
+        save = keras.Model.save
+        def save_then_hang(self, path, *args, **kwargs):  # killed after writing, before the rename
+            save(self, path, *args, **kwargs)
             open(sys.argv[1], "w").close()
             time.sleep(300)
-        run_dir.atomic_save_model = save_then_hang
+        keras.Model.save = save_then_hang
         main(sys.argv[2:])
     """, flag, "fit", dataset, "--out", run, *TINY_FIT)
     _kill_when(process, flag)
-    assert not (run / "best.keras").exists()
     assert (run / "config.json").exists()
+    assert [p.name for p in run.rglob("*.keras") if not p.name.startswith(".")] == []
+    assert [p.name for p in run.rglob(".tmp-*.keras")], "the write was not under a temporary name"
     resumed = _invoke("fit", dataset, "--resume", run, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     with open(run / "best.keras", "rb") as stream:

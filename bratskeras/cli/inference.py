@@ -132,7 +132,12 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite)
     result = evaluation.evaluate(pred_dir, ref_dir)
     if out:
         csv_text = evaluation.rows_to_csv(result.rows)
-        outputs.write_artefact(out, lambda tmp: open(tmp, "w").write(csv_text), overwrite=overwrite)
+
+        def write_csv(tmp):
+            with open(tmp, "w") as stream:
+                stream.write(csv_text)
+
+        outputs.write_artefact(out, write_csv, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
