@@ -557,3 +557,9 @@ def test_synth_overwrite_writes_only_into_its_own_folder(tmp_path):
     for seed in ("0", "1"):
         assert _invoke("synth", mine, "--cases", "1", "--shape", "16,16,16", "--seed", seed,
                        "--overwrite").exit_code == 0
+
+
+def test_fit_out_that_cannot_be_created_is_refused_before_any_work(dataset, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    _one_line_error(_invoke("fit", dataset, "--out", blocker / "run", *TINY_FIT), blocker / "run", "cannot create")
