@@ -9,8 +9,9 @@ Pairing is by case id. A reference without a prediction is an error listed by
 name and is scored as an empty prediction (all background), which under the
 BraTS empty-mask rule gives Dice 0 and HD95 373.13 mm for every structure the
 reference has: the challenge's treatment of a missing case, so the summary
-cannot look better by dropping cases. A prediction without a reference is
-listed and not scored.
+cannot look better by dropping cases; a prediction that cannot be read (or
+sits on another grid) is listed by name and scored the same way. A
+prediction without a reference is listed and not scored.
 
 Prediction label scheme: 4 present -> brats2020, 3 present -> brats2023,
 neither -> the reference's scheme (0, 1, 2 mean the same in both).
@@ -30,7 +31,7 @@ from importlib import resources
 import numpy as np
 
 from bratskeras import io, labels, metrics
-from bratskeras.errors import BratsKerasError, DataError
+from bratskeras.errors import BratsKerasError, DataError, user_message
 
 METRIC_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in metrics.STRUCTURES)
 SUMMARY_STATS = ("mean", "std", "median", "p25", "p75")
@@ -67,10 +68,14 @@ class Pairing:
     pairs: list = field(default_factory=list)  # (Reference, prediction path)
     missing: list = field(default_factory=list)  # References without a prediction
     extra: list = field(default_factory=list)  # prediction paths without a reference
+    skipped: list = field(default_factory=list)  # reference folders that could not be read
 
 
 def find_references(ref_dir):
     """Reference label maps under `ref_dir`: a dataset layout, else a flat folder of label files.
+
+    Returns:
+        (list of Reference, one line per folder discovery could not read).
 
     Raises:
         DataError: no labelled case found.
@@ -84,7 +89,7 @@ def find_references(ref_dir):
         refs = [Reference(c.id, c.label_scheme, path=c.seg, case=c) for c in dataset.cases if c.seg]
         if not refs:
             raise DataError(f"{ref_dir}: no labelled cases ({len(dataset.cases)} case(s) without label files)")
-        return refs
+        return refs, list(dataset.skipped)
     refs = {}
     for name in sorted(os.listdir(ref_dir)) if os.path.isdir(ref_dir) else []:
         match = _LABEL_FILE_RE.match(name)
@@ -93,7 +98,7 @@ def find_references(ref_dir):
             refs.setdefault(match.group("id"), Reference(match.group("id"), "", path=os.path.join(ref_dir, name)))
     if not refs:
         raise DataError(f"{ref_dir}: no reference label files (a BraTS layout, or <id>.nii.gz / <id>_seg.nii.gz)")
-    return list(refs.values())
+    return list(refs.values()), []
 
 
 def find_predictions(pred_dir):
@@ -114,8 +119,8 @@ def find_predictions(pred_dir):
 def pair(pred_dir, ref_dir):
     """Pairs predictions with references by case id (see Pairing)."""
     predictions = find_predictions(pred_dir)
-    references = find_references(ref_dir)
-    result = Pairing()
+    references, skipped = find_references(ref_dir)
+    result = Pairing(skipped=skipped)
     for ref in sorted(references, key=lambda r: r.case_id):
         if ref.case_id in predictions:
             result.pairs.append((ref, predictions[ref.case_id]))
@@ -178,24 +183,45 @@ def evaluate(pred_dir, ref_dir, on_case=None):
         on_case: optional callable(row) after each scored case.
 
     Returns:
-        Evaluation. Rows have "id", "status" ("ok" or "missing") and METRIC_KEYS.
-        Cases whose files cannot be read are in `failed`, not in rows.
+        Evaluation. Rows have "id", "status" ("ok", "missing" or "unreadable")
+        and METRIC_KEYS. A prediction that cannot be read (corrupt, another
+        grid, foreign labels) is in `failed` and, like a missing one, scored
+        as empty, so dropping it cannot make the summary look better. A case
+        whose reference cannot be read is in `failed` only, as is every
+        reference folder discovery could not read.
     """
     pairing = pair(pred_dir, ref_dir)
-    rows, failed = [], []
+    rows, failed = [], list(pairing.skipped)
     todo = [(ref, path) for ref, path in pairing.pairs] + [(ref, None) for ref in pairing.missing]
     for ref, path in sorted(todo, key=lambda item: item[0].case_id):
-        try:
-            scores = score_case(ref, path)
-        except (BratsKerasError, ValueError) as error:
-            failed.append(str(error).strip().splitlines()[0])
+        scored = _score_or_empty(ref, path, failed)
+        if scored is None:
             continue
-        row = {"id": ref.case_id, "status": "ok" if path else "missing", **scores}
+        scores, status = scored
+        row = {"id": ref.case_id, "status": status, **scores}
         rows.append(row)
         if on_case is not None:
             on_case(row)
     return Evaluation(rows=rows, summary=summarize(rows), missing=[r.case_id for r in pairing.missing],
                       extra=pairing.extra, failed=failed)
+
+
+def _score_or_empty(reference, prediction_path, failed):
+    """(metrics, status) of one case, or None when its reference cannot be read.
+
+    Every failure is appended to `failed`; an unreadable prediction is then
+    scored as an empty one (status "unreadable").
+    """
+    try:
+        return score_case(reference, prediction_path), "ok" if prediction_path else "missing"
+    except (BratsKerasError, ValueError) as error:
+        failed.append(user_message(error))
+    if prediction_path is None:
+        return None
+    try:
+        return score_case(reference, None), "unreadable"
+    except (BratsKerasError, ValueError):
+        return None  # the reference itself is unreadable: its message is already in `failed`
 
 
 def summarize(rows):

@@ -13,8 +13,9 @@ trained (minus optimizer state). D, H, W are the NIfTI voxel axes i, j, k.
 
 Each export ends by loading the artefact in its own runtime, running it on a
 standard-normal volume (the scale of z-scored MRI) and comparing with Keras;
-an artefact above tolerance is deleted (TF Serving would pick a new version
-up at once) and `ExportError` is raised.
+the artefact is written under a temporary name and renamed into place only
+once it passes (TF Serving would pick a new version up at once), else
+`ExportError` is raised and an existing artefact is left as it was.
 
     >>> report = export_model("runs/exp1", "tflite", input_shape=(128, 128, 128, 4))
     >>> report.max_abs_diff <= report.tolerance
@@ -22,8 +23,6 @@ up at once) and `ExportError` is raised.
 """
 
 import dataclasses
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,8 +30,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from bratskeras import labels
-from bratskeras.errors import ConfigError, ExportError, ModelError, OutputExistsError
+from bratskeras import labels, outputs
+from bratskeras.errors import ConfigError, ExportError, ModelError
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
 
 FORMATS = ("saved_model", "tflite", "onnx", "keras")
@@ -377,13 +376,6 @@ def _size_bytes(path):
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _remove(path):
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        os.remove(path)
-
-
 def _check_arguments(format, quantize):
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
@@ -407,7 +399,9 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
         quantize: "none", "float16" or "dynamic-int8" (tflite only).
         input_shape: (D, H, W, C) to export; default the model's own, with
             tflite's dynamic sizes set to DEFAULT_STATIC_SPATIAL.
-        overwrite: replace an existing artefact (never done silently).
+        overwrite: replace an existing artefact of the same format, once the
+            new one has passed its check (never a folder or file of another
+            kind; bratskeras.outputs).
         seed: seed of the standard-normal check volume.
         tolerance: max abs difference allowed (default TOLERANCES[quantize]).
 
@@ -417,8 +411,10 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     Raises:
         ConfigError: bad format, quantization or flag combination.
         ModelError: source not a bratskeras model or shape not exportable.
-        OutputExistsError: the artefact exists and overwrite is False.
-        ExportError: the artefact differs from Keras above tolerance (it is removed).
+        OutputExistsError: the artefact exists and overwrite is False, or the
+            path holds something that is not this format's artefact.
+        ExportError: the artefact differs from Keras above tolerance (it is
+            not written; an existing one is kept).
     """
     _check_arguments(format, quantize)
     source_path = None if isinstance(source, keras.Model) else Path(source)
@@ -426,26 +422,35 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     check_segmentation_model(model, model.name)
     out = Path(out) if out is not None else default_output(source_path, model, format, quantize)
     path = _target_path(format, out, version)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-
+    kind = outputs.KINDS[format]
+    # Refused before the minutes a conversion can take; checked again before the rename.
+    outputs.refuse_existing(path, overwrite, kind)
     shape = resolve_input_shape(model, input_shape, static=format == "tflite")
-    if path.exists():
-        _remove(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     writers = {
-        "saved_model": lambda: write_saved_model(model, path, shape),
-        "tflite": lambda: write_tflite(model, path, shape, quantize),
-        "onnx": lambda: write_onnx(model, path, shape),
-        "keras": lambda: write_keras(model, path),
+        "saved_model": lambda tmp: write_saved_model(model, tmp, shape),
+        "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize),
+        "onnx": lambda tmp: write_onnx(model, tmp, shape),
+        "keras": lambda tmp: write_keras(model, tmp),
     }
-    writers[format]()
-    return _verify(model, path, format, shape, seed,
-                   TOLERANCES[quantize] if tolerance is None else float(tolerance), quantize)
+    tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
+
+    def check(tmp):
+        return _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize)
+
+    report = outputs.write_artefact(path, writers[format], check, kind, overwrite)
+    return dataclasses.replace(report, path=path)
 
 
-def _verify(model, path, format, input_shape, seed, tolerance, quantize):
-    """Runs the artefact and Keras on one random volume; removes the artefact on failure."""
+def _verify(model, written, path, format, input_shape, seed, tolerance, quantize):
+    """Runs the artefact at `written` and Keras on one random volume.
+
+    Returns:
+        ExportReport (its path is `written`; the caller names the target).
+
+    Raises:
+        ExportError: naming the target `path`, when the artefact is off by more
+            than `tolerance` or needs Flex operators.
+    """
     check_shape = _check_shape(input_shape)
     image = np.random.default_rng(seed).standard_normal(check_shape).astype("float32")
     if format == "keras":
@@ -461,13 +466,13 @@ def _verify(model, path, format, input_shape, seed, tolerance, quantize):
         expected = keras.ops.convert_to_numpy(graph(image, training=False))
     runners = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx,
                "keras": run_keras}
-    found_ops = tflite_ops(path) if format == "tflite" else ()
+    found_ops = tflite_ops(written) if format == "tflite" else ()
     flex = [op for op in found_ops if op.startswith("Flex")]
-    actual = runners[format](path, image) if not flex else None
+    actual = runners[format](written, image) if not flex else None
     diff = float(np.max(np.abs(actual - expected))) if actual is not None else float("inf")
     if flex or not diff <= tolerance:
-        _remove(path)
         reason = f"Flex ops {flex}" if flex else f"max abs diff {diff:.3g} > tolerance {tolerance:g}"
-        raise ExportError(f"{path}: {format} export failed its check ({reason}); removed")
-    return ExportReport(path=path, format=format, quantize=quantize, size_bytes=_size_bytes(path),
+        kept = "; the existing one is kept" if path.exists() else ""
+        raise ExportError(f"{path}: {format} export failed its check ({reason}); not written{kept}")
+    return ExportReport(path=written, format=format, quantize=quantize, size_bytes=_size_bytes(written),
                         max_abs_diff=diff, tolerance=tolerance, check_shape=check_shape, ops=found_ops)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bratskeras import io, labels, postprocessing
-from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError
+from bratskeras import io, labels, outputs, postprocessing
+from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError, user_message
 from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, preprocess, uncrop
 
 # predict's default tiling is chosen for accuracy, then made fast. Instance
@@ -502,7 +502,7 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
         (label_map uint8 (D, H, W) in the chosen scheme, probabilities float32
         (D, H, W, K) on the source grid or None, properties from io.read_case).
     """
-    image, _, properties = io.read_case(case, setup.modalities)
+    image, _, properties = io.read_case(case, setup.modalities, with_labels=False)
     cropped, _, geometry = preprocess(image, None, setup.preprocess)
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
@@ -533,7 +533,7 @@ def write_probabilities(probabilities, properties, path):
 
     image = nib.Nifti1Image(probabilities.astype(np.float32), np.asarray(properties["affine"]))
     image.header.set_zooms(tuple(properties["spacing"]) + (1.0,))
-    with io.atomic_path(path) as tmp:
+    with outputs.atomic_path(path) as tmp:
         nib.save(image, tmp)
 
 
@@ -566,15 +566,11 @@ def predict_dataset(network, setup, cases, output_dir, settings=PredictSettings(
         list of CaseResult in `cases` order.
 
     Raises:
-        OutputExistsError: an output exists and `overwrite` is False.
+        OutputExistsError, OutputError: see `check_output_folder`; raised
+            before any case is predicted.
     """
     output_dir = os.fspath(output_dir)
-    if not overwrite:
-        existing = [p for case in cases for p in output_paths(output_dir, case.id)[: 1 + settings.save_probabilities]
-                    if os.path.exists(p)]
-        if existing:
-            raise OutputExistsError(f"{existing[0]}: exists ({len(existing)} output(s) in total); "
-                                    "pass overwrite to replace")
+    check_output_folder(output_dir, [c.id for c in cases], settings.save_probabilities, overwrite)
     os.makedirs(output_dir, exist_ok=True)
     results = []
     for case in cases:
@@ -586,17 +582,37 @@ def predict_dataset(network, setup, cases, output_dir, settings=PredictSettings(
     return results
 
 
+def check_output_folder(output_dir, case_ids, save_probabilities=False, overwrite=False):
+    """Refuses outputs that exist (unless `overwrite`) or cannot be written, before any case is predicted.
+
+    Raises:
+        OutputExistsError: an output exists and `overwrite` is False, or one
+            is a folder (never replaced).
+        OutputError: the folder cannot be created or written.
+    """
+    planned = [p for case_id in case_ids for p in output_paths(output_dir, case_id)[: 1 + save_probabilities]]
+    existing = [p for p in planned if os.path.lexists(p)]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{existing[0]}: exists ({len(existing)} output(s) in total); "
+                                "pass --overwrite to replace")
+    for path in existing:
+        outputs.refuse_existing(path, overwrite)
+    outputs.ensure_writable_folder(output_dir)
+    if save_probabilities:
+        outputs.ensure_writable_folder(os.path.join(output_dir, PROBABILITIES_DIR))
+
+
 def _predict_one(network, setup, case, output_dir, settings, progress):
     start = time.perf_counter()
     label_path, probability_path = output_paths(output_dir, case.id)
     try:
         label_map, probabilities, properties = predict_case(network, setup, case, settings, progress)
-        with io.atomic_path(label_path) as tmp:
+        with outputs.atomic_path(label_path) as tmp:
             io.write_label_map(label_map, properties, tmp)
         if probabilities is not None:
             write_probabilities(probabilities, properties, probability_path)
     except (BratsKerasError, ValueError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = user_message(error)
         if case.id not in message:
             message = f"case {case.id}: {message}"
         return CaseResult(case.id, error=message, seconds=time.perf_counter() - start)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bratskeras import io, labels
+from bratskeras import io, labels, outputs
 from bratskeras.errors import DataError
 
 # Part of remembered reports' keys: bump when the checks change.
@@ -40,17 +40,19 @@ class CaseReport:
 
 @dataclass
 class DatasetReport:
-    """The layout and one CaseReport per case."""
+    """The layout, one CaseReport per case, and the folders discovery left out."""
 
     layout: str
     cases: list
+    skipped_folders: list = field(default_factory=list)
 
     @property
     def problems(self):
-        return [p for case in self.cases for p in case.problems]
+        return self.skipped_folders + [p for case in self.cases for p in case.problems]
 
     def to_dict(self):
-        return {"layout": self.layout, "cases": [c.to_dict() for c in self.cases]}
+        return {"layout": self.layout, "cases": [c.to_dict() for c in self.cases],
+                "skipped_folders": self.skipped_folders}
 
 
 def inspect_dataset(root, layout=None, cache_dir=None):
@@ -71,7 +73,8 @@ def inspect_dataset(root, layout=None, cache_dir=None):
     """
     dataset = io.discover(root, layout)
     check = inspect_case if cache_dir is None else (lambda case: _remembered_report(case, cache_dir))
-    return dataset, DatasetReport(layout=dataset.layout, cases=[check(c) for c in dataset.cases])
+    return dataset, DatasetReport(layout=dataset.layout, cases=[check(c) for c in dataset.cases],
+                                  skipped_folders=list(dataset.skipped))
 
 
 def _remembered_report(case, cache_dir):
@@ -86,7 +89,7 @@ def _remembered_report(case, cache_dir):
         with open(path) as stream:
             return CaseReport(**json.load(stream))
     report = inspect_case(case)
-    with io.atomic_path(path) as tmp, open(tmp, "w") as stream:
+    with outputs.atomic_path(path) as tmp, open(tmp, "w") as stream:
         json.dump(report.to_dict(), stream)
     return report
 
@@ -176,12 +179,12 @@ def require_clean(dataset, report, skip_bad=False):
         (cases without problems, list of "<case id>: <problem>" lines skipped).
 
     Raises:
-        DataError: some case has a problem and `skip_bad` is False; the message
-            counts them and quotes the first.
+        DataError: some case has a problem, or a folder could not be read, and
+            `skip_bad` is False; the message counts them and quotes the first.
     """
     bad = {case.id for case in report.cases if case.problems}
-    if bad and not skip_bad:
-        problems = report.problems
-        raise DataError(f"{len(problems)} problem(s) in {len(bad)} case(s), first: {problems[0]}")
-    skipped = [p for case in report.cases for p in case.problems]
-    return [case for case in dataset.cases if case.id not in bad], skipped
+    problems = report.problems
+    if problems and not skip_bad:
+        where = f"{len(bad)} case(s)" + (f" and {len(report.skipped_folders)} folder(s)" if report.skipped_folders else "")
+        raise DataError(f"{len(problems)} problem(s) in {where}, first: {problems[0]}")
+    return [case for case in dataset.cases if case.id not in bad], problems

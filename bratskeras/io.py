@@ -19,10 +19,8 @@ Arrays are (D, H, W) = NIfTI voxel axes (i, j, k) exactly as nibabel returns
 them (240 x 240 x 155 for BraTS); images gain a trailing channel axis.
 """
 
-import contextlib
 import os
 import re
-import uuid
 import zlib
 from dataclasses import dataclass, field
 
@@ -96,12 +94,18 @@ class Case:
 
 @dataclass
 class Dataset:
-    """A discovered dataset: its root, layout, label scheme and cases (sorted by id)."""
+    """A discovered dataset: its root, layout, label scheme and cases (sorted by id).
+
+    `skipped` has one line per folder that discovery had to leave out (it
+    could not be read, or it was a second symlink to a folder already read):
+    every command reports them, none drops a case in silence.
+    """
 
     root: str
     layout: str
     label_scheme: str
     cases: list
+    skipped: list = field(default_factory=list)
 
     def case(self, case_id):
         """The case called `case_id` (DataError if absent)."""
@@ -127,6 +131,9 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
     Returns:
         Dataset with cases sorted by id.
 
+    Symlinked folders are followed (each real folder once); folders that
+    cannot be read are listed in `Dataset.skipped`.
+
     Raises:
         DataError: root missing or not a folder, no BraTS case found, or several
             layouts found while `layout` is None.
@@ -136,11 +143,13 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
         raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if not os.path.isdir(root):
         raise DataError(f"{root}: not a folder")
-    nifti_dirs, h5_files = _scan(root)
+    nifti_dirs, h5_files, skipped = _scan(root)
     found = _nifti_cases(nifti_dirs)
     if h5_files:
         found["kaggle-h5"] = _h5_cases(h5_files, tuple(channel_order))
     found = {name: cases for name, cases in found.items() if cases}
+    if not found and skipped:
+        raise DataError(f"{root}: no BraTS cases found; {len(skipped)} folder(s) left out, first: {skipped[0]}")
     if not found:
         raise DataError(f"{root}: no BraTS cases found (empty or wrong folder; layouts: {', '.join(LAYOUTS)})")
     if layout is None:
@@ -151,19 +160,39 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
         raise DataError(f"{root}: no {layout} cases found (found: {', '.join(sorted(found))})")
     cases = sorted(found[layout], key=lambda c: c.id)
     _mark_expected_labels(cases)
-    return Dataset(root=root, layout=layout, label_scheme=label_scheme_for(layout), cases=cases)
+    return Dataset(root=root, layout=layout, label_scheme=label_scheme_for(layout), cases=cases, skipped=skipped)
 
 
 def _scan(root):
-    """Walks `root`: {folder: [NIfTI file names]} and [H5 slice paths]."""
-    nifti_dirs, h5_files = {}, []
-    for folder, _, files in os.walk(root):
+    """Walks `root`, symlinked folders included: what it finds, and what it had to leave out.
+
+    os.walk does not follow folder symlinks by default, which dropped
+    symlinked case folders without a word; here they are followed, each real
+    folder read once (a link back to an ancestor would loop forever).
+
+    Returns:
+        ({folder: [NIfTI file names]}, [H5 slice paths], [one line per
+        folder left out: unreadable, or a second link to a folder already read]).
+    """
+    nifti_dirs, h5_files, skipped, seen = {}, [], [], {}
+
+    def unreadable(error):
+        skipped.append(f"{error.filename}: folder cannot be read ({error.strerror}); cases in it are left out")
+
+    for folder, subfolders, files in os.walk(root, onerror=unreadable, followlinks=True):
+        subfolders.sort()
+        real = os.path.realpath(folder)
+        if real in seen:
+            skipped.append(f"{folder}: same folder as {seen[real]} (symlink), read once")
+            subfolders[:] = []
+            continue
+        seen[real] = folder
         for name in files:
             if _NIFTI_RE.match(name):
                 nifti_dirs.setdefault(folder, []).append(name)
             elif _H5_RE.match(name):
                 h5_files.append(os.path.join(folder, name))
-    return nifti_dirs, h5_files
+    return nifti_dirs, h5_files, skipped
 
 
 def _layout_of(case_id):
@@ -287,12 +316,14 @@ def geometry_problem(path, image, reference_path, reference_image):
     return None
 
 
-def read_case(case, modalities=MODALITIES):
+def read_case(case, modalities=MODALITIES, with_labels=True):
     """Reads a case's images and labels.
 
     Args:
         case: a Case from `discover`.
         modalities: canonical names, in the channel order wanted.
+        with_labels: False never opens the label file (prediction needs none,
+            so a bad label file cannot stop it); seg is then None.
 
     Returns:
         image: float32 (D, H, W, C), C = len(modalities), in that order.
@@ -311,7 +342,7 @@ def read_case(case, modalities=MODALITIES):
     if missing:
         raise DataError(f"case {case.id}: missing modality {', '.join(missing)}")
     if case.layout == "kaggle-h5":
-        return _read_h5_case(case, modalities)
+        return _read_h5_case(case, modalities, with_labels)
     channels, reference = [], None
     for modality in modalities:
         path = case.modalities[modality]
@@ -322,7 +353,7 @@ def read_case(case, modalities=MODALITIES):
         _raise_first([geometry_problem(path, image, *reference)])
         channels.append(array)
     seg = None
-    if case.seg:
+    if case.seg and with_labels:
         seg_array, seg_image = load_nifti(case.seg)
         _raise_first(volume_problems(case.seg, seg_array, is_label=True))
         _raise_first([geometry_problem(case.seg, seg_image, *reference)])
@@ -377,13 +408,13 @@ def h5_mask_to_classes(mask, source):
     return classes
 
 
-def _read_h5_case(case, modalities):
+def _read_h5_case(case, modalities, with_labels=True):
     _raise_first(h5_slice_problems(case))
     images, masks = zip(*(load_h5_slice(p) for p in case.slices))
     volume = np.stack(images, axis=2)  # (H, W, S, 4): slices become the last spatial axis
     _raise_first(volume_problems(f"case {case.id}", volume))
     order = [case.channel_order.index(m) for m in modalities]
-    seg = h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}")
+    seg = h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}") if with_labels else None
     shape = volume.shape[:3]
     properties = {"affine": brats_affine(shape), "header": None, "shape": tuple(shape),
                   "spacing": (1.0, 1.0, 1.0), "files": list(case.slices)}
@@ -395,31 +426,6 @@ def brats_affine(shape):
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
     affine[1, 3] = shape[1] - 1
     return affine
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path beside `path`, renamed onto it when the block succeeds.
-
-    Writers that take a path (nibabel, Keras, matplotlib, open) write through
-    it, so a crash never leaves a partial file at `path` (`os.replace` is
-    atomic on POSIX). The temporary name ends with `path`'s own name, so
-    writers that pick the format from the suffix (.nii.gz, .keras, .png)
-    still do, and it is created by the writer, so the file gets the usual
-    permissions (mkstemp's would be owner-only). The folder is created.
-
-        >>> with atomic_path("run/config.json") as tmp:
-        ...     open(tmp, "w").write("{}")
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{os.path.basename(path)}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_label_map(label_map, properties, path):

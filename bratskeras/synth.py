@@ -24,6 +24,8 @@ from bratskeras.errors import OutputExistsError
 
 SYNTH_LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
 DEFAULT_SHAPE = (64, 64, 48)
+# Left in every folder synth writes: --overwrite writes only into such a folder.
+SYNTH_MARKER = ".bratskeras-synth"
 
 # Mean intensity of each tissue per modality, on a 0..1 scale.
 # Tissue order: CSF, GM, WM, NCR, ED, ET.
@@ -129,7 +131,8 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         shape: (D, H, W) voxels per case.
         layout: one of SYNTH_LAYOUTS (brats2017 also stands for 2018/2019).
         seed: dataset seed; case i uses (seed, i).
-        overwrite: allow writing into a non-empty folder (same-named files are replaced).
+        overwrite: allow writing into a non-empty folder that synth wrote
+            before (SYNTH_MARKER; same-named files are replaced).
 
     Returns:
         The list of written case folder paths (kaggle-h5: the slice folder).
@@ -145,13 +148,30 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
     out_dir = os.fspath(out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise OutputExistsError(f"{out_dir}: folder is not empty (pass overwrite to write into it)")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputExistsError(f"{out_dir}: exists and is not a folder")
+    _check_out_dir(out_dir, overwrite)
     os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, SYNTH_MARKER), "w") as stream:
+        stream.write("written by bratskeras synth\n")
     writer = _WRITERS[layout]
     return [writer(out_dir, index, *make_case(shape, (seed, index))) for index in range(cases)]
+
+
+def _check_out_dir(out_dir, overwrite):
+    """Writing into a non-empty folder needs `overwrite`, and only one synth wrote before.
+
+    Raises:
+        OutputExistsError: not a folder; not empty without `overwrite`; or
+            not empty and not written by synth (a real dataset with the
+            same case names would otherwise be replaced by phantoms).
+    """
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputExistsError(f"{out_dir}: exists and is not a folder")
+    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    if entries and not overwrite:
+        raise OutputExistsError(f"{out_dir}: folder is not empty (pass --overwrite to write into it)")
+    if entries and SYNTH_MARKER not in entries:
+        raise OutputExistsError(f"{out_dir}: folder is not empty and was not written by bratskeras synth; "
+                                "--overwrite replaces only synth's own phantoms")
 
 
 def _save_nifti(array, path):

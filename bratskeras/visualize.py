@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from bratskeras import io, labels
+from bratskeras import io, labels, outputs
 from bratskeras.errors import DataError
 
 # Class index (bratskeras.labels) -> RGB, the papers' colours.
@@ -82,9 +82,11 @@ def write_overlay(image, prediction, path, reference=None, title=None):
                   loc="lower center", ncol=3, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    try:
+        with outputs.atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=DPI, format="png")
+    finally:
+        plt.close(figure)
     return path
 
 

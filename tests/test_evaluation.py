@@ -82,7 +82,9 @@ def test_bad_prediction_values_and_grid_fail_by_file(tmp_path):
     second = tmp_path / "pred" / f"{dataset.cases[1].id}.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), image.affine), second)
     result = evaluation.evaluate(tmp_path / "pred", tmp_path / "ref")
-    assert len(result.failed) == 2 and not result.rows
+    assert len(result.failed) == 2
+    # Unreadable predictions are scored as empty ones, never left out of the summary.
+    assert [row["status"] for row in result.rows] == ["unreadable", "unreadable"]
     assert str(first) in result.failed[0] and "[7]" in result.failed[0]
     assert str(second) in result.failed[1] and "shape" in result.failed[1]
 

@@ -141,7 +141,7 @@ def test_cli_foreign_file_is_one_line_error(tmp_path):
     bogus.write_text("not a model")
     result = _invoke(bogus, "--format", "keras", "--out", tmp_path / "x.keras")
     assert result.exit_code == 1
-    assert result.output.strip().count("\n") == 0 and "not a loadable bratskeras model" in result.output
+    assert result.output.strip().count("\n") == 0 and "not a .keras model file" in result.output
 
 
 def test_cli_existing_output_needs_overwrite(models, tmp_path):

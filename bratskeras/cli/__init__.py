@@ -2,15 +2,21 @@
 
 Each verb lives in its own module under `bratskeras/cli/` and is registered
 here. Commands import TensorFlow lazily inside their body so `bratskeras
---help` stays instant. Errors a user can fix (`BratsKerasError`, `ValueError`
-raised for bad arguments) become one line on stderr and exit status 1.
+--help` stays instant. Errors a user can cause (`BratsKerasError`, `ValueError`
+raised for bad arguments, `OSError` such as a full disk or a folder without
+permission) become one line on stderr naming the file, with exit status 1;
+`bratskeras --debug VERB ...` shows their traceback instead. Any other
+exception is a bug and keeps its traceback.
 """
 
 import sys
 
 import click
 
-from bratskeras.errors import BratsKerasError
+from bratskeras.errors import BratsKerasError, user_message
+
+# What a user can cause; everything else is a bug and shows its traceback.
+USER_ERRORS = (BratsKerasError, ValueError, OSError)
 
 
 class _Group(click.Group):
@@ -19,14 +25,16 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (BratsKerasError, ValueError, FileNotFoundError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise click.ClickException(message) from None
+        except USER_ERRORS as error:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(user_message(error)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bratskeras")
-def cli():
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of its one line.")
+def cli(debug):
     """bratskeras: 3-D brain tumor segmentation on BraTS MRI with Keras 3."""
 
 

@@ -19,7 +19,7 @@ import sys
 import click
 
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.errors import ConfigError, OutputExistsError
+from bratskeras.errors import ConfigError, user_message
 
 
 def parse_postprocess(text):
@@ -87,8 +87,13 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                                        overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
+    dataset = io.discover(input_dir)
+    cases = dataset.cases
+    # Before the model is loaded or any case predicted: a refusal costs nothing.
+    inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
     network, setup = inference.load_predictor(model)
-    cases = io.discover(input_dir).cases
+    for line in dataset.skipped:
+        click.echo(f"error: {line}", err=True)
     click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
                f"crop {setup.preprocess.crop}", err=True)
 
@@ -104,12 +109,10 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     click.echo(f"{len(results) - len(failed)}/{len(results)} case(s) written to {output_dir}", err=True)
     if failed:
         click.echo(f"error: {len(failed)} case(s) failed: {', '.join(failed)}", err=True)
+    if dataset.skipped:
+        click.echo(f"error: {len(dataset.skipped)} input folder(s) could not be read (listed above)", err=True)
+    if failed or dataset.skipped:
         sys.exit(1)
-
-
-def _refuse_existing(path, overwrite):
-    if path and os.path.exists(path) and not overwrite:
-        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
 
 
 @click.command("evaluate")
@@ -119,19 +122,29 @@ def _refuse_existing(path, overwrite):
 @click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed} as JSON.")
 @click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@needs_tensorflow
 def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite):
     """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity)."""
-    from bratskeras import evaluation
+    from bratskeras import evaluation, outputs
 
-    _refuse_existing(out, overwrite)
+    if out:
+        outputs.refuse_existing(out, overwrite)
+        outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
     result = evaluation.evaluate(pred_dir, ref_dir)
     if out:
-        with open(out, "w") as stream:
-            stream.write(evaluation.rows_to_csv(result.rows))
+        csv_text = evaluation.rows_to_csv(result.rows)
+
+        def write_csv(tmp):
+            with open(tmp, "w") as stream:
+                stream.write(csv_text)
+
+        outputs.write_artefact(out, write_csv, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
-        click.echo(f"{len(result.rows)} case(s) scored ({len(result.missing)} missing, scored as empty)")
+        unreadable = sum(row["status"] == "unreadable" for row in result.rows)
+        click.echo(f"{len(result.rows)} case(s) scored ({len(result.missing)} missing, {unreadable} unreadable, "
+                   "scored as empty)")
         click.echo(evaluation.summary_table(result.summary))
     if compare_papers:
         click.echo(evaluation.comparison_table(result.summary))
@@ -151,9 +164,10 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite)
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--case", "case_ids", multiple=True, help="Only this case id (repeatable; default all).")
 @click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")
+@needs_tensorflow
 def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes."""
-    from bratskeras import io, visualize
+    from bratskeras import io, outputs, visualize
     from bratskeras.errors import BratsKerasError
     from bratskeras.evaluation import find_predictions
 
@@ -161,16 +175,19 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:
-        _refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite)
-    failed = []
+        outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite)
+    outputs.ensure_writable_folder(out_dir)
+    failed = list(dataset.skipped)
+    for line in dataset.skipped:
+        click.echo(f"error: {line}", err=True)
     for case in cases:
         try:
             if case.id not in predictions:
                 raise BratsKerasError(f"case {case.id}: no prediction in {pred_dir}")
             click.echo(visualize.show_case(case, predictions[case.id], out_dir))
-        except (BratsKerasError, ValueError) as error:
+        except (BratsKerasError, ValueError, OSError) as error:
             failed.append(case.id)
-            click.echo(f"error: {str(error).strip().splitlines()[0]}", err=True)
+            click.echo(f"error: {user_message(error)}", err=True)
     if failed:
         sys.exit(1)
 

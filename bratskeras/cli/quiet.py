@@ -2,9 +2,12 @@
 
 TensorFlow 2.21 prints absl/oneDNN/CUDA-stub lines to stderr while it is
 imported, before any logging setting applies (TF_CPP_MIN_LOG_LEVEL does not
-silence them). Commands that use TensorFlow import it here first with the
-process's stderr pointed at /dev/null; an import that fails still raises,
-and everything after the import is shown as usual.
+silence them), and its first device listing prints a "failed call to
+cuInit" error line on machines without a GPU. Commands that use TensorFlow
+import it here first, and list the devices once, with the process's stderr
+pointed at /dev/null (TensorFlow remembers the listing, so later calls print
+nothing); an import that fails still raises, and everything after it is
+shown as usual.
 """
 
 import functools
@@ -12,13 +15,17 @@ import os
 
 
 def import_tensorflow_quietly():
-    """Imports tensorflow and keras with file descriptor 2 muted."""
+    """Imports tensorflow and keras, and lists the GPUs once, with file descriptor 2 muted."""
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
         import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # Listing physical devices does not start the runtime, so logical
+        # devices (tests, tf.distribute) can still be configured afterwards.
+        tensorflow.config.list_physical_devices("GPU")
     finally:
         os.dup2(saved, 2)
         os.close(saved)

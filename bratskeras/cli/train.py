@@ -58,6 +58,15 @@ def _key_values(pairs):
         yield key, int(value) if value.lstrip("-").isdigit() else float(value)
 
 
+def _refuse_before_writing(config, out_dir):
+    """The checks a new run can fail at no cost: precision on this machine, and --out."""
+    from bratskeras.training import run_dir as run_files
+    from bratskeras.training import runtime
+
+    runtime.check_precision(config.precision)
+    run_files.check_new_run_dir(out_dir)
+
+
 @click.command("fit")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--preset", type=click.Choice(["lightweight2020", "flair2017"]),
@@ -95,6 +104,7 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, ti
     """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
     from bratskeras.training import config as train_config
     from bratskeras.training import demo
+    from bratskeras.training import run_dir as run_files
     from bratskeras.training.fit import evaluate_heldout, fit
 
     command_start = time.monotonic()
@@ -115,6 +125,9 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, ti
     elif data_dir is None:
         out_dir = out_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
         config = train_config.resolve_config(preset or "lightweight2020", {**demo.DEMO_OVERRIDES, **overrides})
+        _refuse_before_writing(config, out_dir)
+        # Claimed before the phantoms go into it, so they never land in someone else's folder.
+        run_files.claim_run_dir(out_dir)
         data_root = os.path.join(out_dir, "demo_data")
         click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
         data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
@@ -125,6 +138,7 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, ti
         preset = preset or "lightweight2020"
         out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
         config = train_config.resolve_config(preset, overrides)
+        _refuse_before_writing(config, out_dir)
     started = time.perf_counter()
     remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - command_start))
     result = fit(config, data_dir, out_dir, resume=resume is not None, skip_bad_cases=skip_bad_cases,

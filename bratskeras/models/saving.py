@@ -38,13 +38,30 @@ def load_model(source):
     import bratskeras.losses  # noqa: F401
     import bratskeras.metrics  # noqa: F401
 
+    _check_keras_archive(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for foreign or corrupt files.
+        # The whole first line: Keras' safe_mode refusals explain themselves in one long sentence.
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{path}: not a loadable bratskeras model ({first[:200]})") from None
+        raise ModelError(f"{path}: not a loadable bratskeras model ({first})") from None
     check_segmentation_model(model, path)
     return model
+
+
+def _check_keras_archive(path):
+    """A `.keras` file is a zip with config.json; Keras calls anything else "File not found"."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        reason = "not a zip archive" if isinstance(error, zipfile.BadZipFile) else error.strerror
+        raise ModelError(f"{path}: not a .keras model file ({reason}; corrupt, truncated or another "
+                         "format)") from None
+    if "config.json" not in names:
+        raise ModelError(f"{path}: not a .keras model file (a zip archive without config.json)")
 
 
 def check_segmentation_model(model, where):

@@ -12,8 +12,8 @@ import time
 
 import keras
 
-from bratskeras.io import atomic_path
 from bratskeras.models.saving import inference_model
+from bratskeras.outputs import atomic_path
 from bratskeras.training import run_dir as run_files
 
 

@@ -256,6 +256,7 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     from bratskeras.metrics import dice_metrics
     from bratskeras.training import runtime
 
+    runtime.check_precision(config.precision)
     cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
     train_cached, val_cached, skipped = load_cases(data_dir, config, cache_dir, skip_bad_cases)
     check_patch_size(config, train_cached)

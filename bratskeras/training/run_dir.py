@@ -1,5 +1,6 @@
 """The run directory and its crash-safe files.
 
+    RUN_DIR/.bratskeras-run      marker: the process that created the run (O_EXCL)
     RUN_DIR/config.json          resolved TrainConfig
     RUN_DIR/runtime.json         precision, strategy, devices chosen
     RUN_DIR/history.csv          one row per finished epoch
@@ -20,13 +21,19 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 
 import numpy as np
 
+from bratskeras import outputs
 from bratskeras.errors import ConfigError, OutputExistsError
-from bratskeras.io import atomic_path
+from bratskeras.outputs import atomic_path
 
 STATE_DIR = "state"
+# Created first, with O_EXCL, by the one process that makes a folder a run.
+RUN_MARKER = ".bratskeras-run"
+# Tells this process's claim from another's (pids repeat across containers).
+_PROCESS_TOKEN = uuid.uuid4().hex
 
 
 def atomic_write_text(path, text):
@@ -43,11 +50,93 @@ def atomic_save_model(model, path):
         model.save(tmp)
 
 
-def prepare_run_dir(run_dir, config, resume):
-    """Creates RUN_DIR for a new run, or checks it for `--resume`.
+def _read_marker(run_dir):
+    try:
+        with open(os.path.join(run_dir, RUN_MARKER)) as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return {}
+
+
+def check_new_run_dir(run_dir):
+    """Refuses, before any work, a --out that cannot become a new run folder.
+
+    Accepted: an absent folder (its parent must be writable), an empty one,
+    or one this process has claimed (`claim_run_dir`) without a run in it yet.
 
     Raises:
-        OutputExistsError: a new run into a folder that already holds a run.
+        OutputExistsError: the folder holds a run, is being claimed by another
+            process, or holds anything else (never merged into).
+        OutputError: it cannot be created or written.
+    """
+    run_dir = os.fspath(run_dir)
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        raise OutputExistsError(f"{run_dir}: exists and is not a folder; choose another --out")
+    if not os.path.isdir(run_dir):
+        outputs.ensure_writable_folder(run_dir)
+        return
+    entries = sorted(os.listdir(run_dir))
+    if "config.json" in entries:
+        raise OutputExistsError(
+            f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+    if RUN_MARKER in entries:
+        if _read_marker(run_dir).get("token") == _PROCESS_TOKEN:
+            return
+        raise OutputExistsError(
+            f"{run_dir}: another bratskeras fit is creating a run here (or one stopped before writing "
+            "config.json: remove the folder if no fit is running)")
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputExistsError(f"{run_dir}: exists and is not a bratskeras run ({len(entries)} entries: "
+                                f"{shown}); a new run needs an absent or empty --out")
+    outputs.ensure_writable_folder(run_dir)
+
+
+def claim_run_dir(run_dir):
+    """Makes `run_dir` this process's new run folder, atomically.
+
+    The folder is created (or found empty) and the marker file RUN_MARKER is
+    created with O_CREAT | O_EXCL: of two processes started with the same
+    --out, exactly one gets it, the other is refused. Claiming a folder this
+    process already claimed does nothing.
+
+    Raises:
+        OutputExistsError, OutputError: as `check_new_run_dir`.
+    """
+    run_dir = os.fspath(run_dir)
+    check_new_run_dir(run_dir)
+    if _read_marker(run_dir).get("token") == _PROCESS_TOKEN:
+        return
+    with outputs.names_target(run_dir):
+        os.makedirs(run_dir, exist_ok=True)
+    try:
+        descriptor = os.open(os.path.join(run_dir, RUN_MARKER), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise OutputExistsError(f"{run_dir}: another bratskeras fit is creating a run here") from None
+    with os.fdopen(descriptor, "w") as stream:
+        json.dump({"token": _PROCESS_TOKEN, "pid": os.getpid()}, stream)
+    # Someone else's files may have arrived between the check and the marker.
+    others = sorted(set(os.listdir(run_dir)) - {RUN_MARKER})
+    if others:
+        os.remove(os.path.join(run_dir, RUN_MARKER))
+        raise OutputExistsError(f"{run_dir}: files appeared while it was being claimed ({others[0]}); "
+                                "choose another --out")
+
+
+def is_run_dir(folder):
+    """True when `folder` holds a bratskeras run (its config.json)."""
+    return os.path.isfile(os.path.join(folder, "config.json"))
+
+
+def prepare_run_dir(run_dir, config, resume):
+    """Claims RUN_DIR for a new run, or checks it for `--resume`, and writes config.json.
+
+    A run folder is created fresh (`claim_run_dir`) or resumed, never merged
+    into a folder that is not a run.
+
+    Raises:
+        OutputExistsError: a new run into a folder that already holds a run,
+            or that holds anything else.
         ConfigError: resuming with a configuration other than the saved one,
             or resuming a folder that holds no run.
     """
@@ -64,11 +153,7 @@ def prepare_run_dir(run_dir, config, resume):
                 f"{run_dir}: cannot resume with a different configuration ({'; '.join(differences)})"
             )
     else:
-        if os.path.exists(config_path):
-            raise OutputExistsError(
-                f"{run_dir} already holds a run; use --resume to continue it or choose another --out"
-            )
-        os.makedirs(run_dir, exist_ok=True)
+        claim_run_dir(run_dir)
     for sub in ("checkpoints", STATE_DIR):
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
     atomic_write_text(config_path, config.to_json())
@@ -91,17 +176,21 @@ def save_state(run_dir, epoch, model, optimizer, extra):
     """
     state_root = os.path.join(run_dir, STATE_DIR)
     name = f"epoch-{epoch:04d}"
-    tmp = tempfile.mkdtemp(dir=state_root, prefix=f".tmp-{name}-")
-    # model.variables, not weights: they include the dropout layers' random
-    # seed states, so a resumed run draws the same dropout masks.
-    _save_variables(os.path.join(tmp, "model.npz"), model.variables)
-    _save_variables(os.path.join(tmp, "optimizer.npz"), optimizer.variables)
-    with open(os.path.join(tmp, "state.json"), "w") as stream:
-        json.dump({"epoch": epoch, **extra}, stream, indent=2)
     final = os.path.join(state_root, name)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with outputs.names_target(final):
+        tmp = tempfile.mkdtemp(dir=state_root, prefix=f".tmp-{name}-")
+        try:
+            # model.variables, not weights: they include the dropout layers' random
+            # seed states, so a resumed run draws the same dropout masks.
+            _save_variables(os.path.join(tmp, "model.npz"), model.variables)
+            _save_variables(os.path.join(tmp, "optimizer.npz"), optimizer.variables)
+            with open(os.path.join(tmp, "state.json"), "w") as stream:
+                json.dump({"epoch": epoch, **extra}, stream, indent=2)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_text(os.path.join(state_root, "LATEST"), name)
     for entry in os.listdir(state_root):
         if entry not in (name, "LATEST"):

@@ -144,3 +144,18 @@ def describe(policy, precision_details, strategy, xla):
         "gpus": [d.name for d in gpus()],
         "tensorflow": tf.__version__,
     }))
+
+
+def check_precision(requested):
+    """Refuses, before anything is written, a precision this machine cannot train in.
+
+    float16 MaxPool3D has GPU kernels only: on a machine without a GPU,
+    mixed_float16 would fail at the first training step with a long
+    InvalidArgumentError, after the run folder was made.
+
+    Raises:
+        ConfigError: mixed_float16 requested without a GPU.
+    """
+    if requested == "mixed_float16" and not gpus():
+        raise ConfigError("--precision mixed_float16 needs a GPU (TensorFlow has float16 MaxPool3D "
+                          "kernels for GPUs only); use float32, mixed_bfloat16 or auto on this machine")
