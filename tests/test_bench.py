@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
@@ -45,3 +46,28 @@ def test_bench_quick_runs_and_prints_well_formed_figures():
     for row in rows:
         assert re.fullmatch(r"\S+ +\S+ +\S+ +[\dx]+( +\d+\.\d+){4} +\d+", row), row
     assert re.search(r"CPU augmentation \d+\.\d patches/s", table)
+
+
+def test_bench_states_the_cpu_class_and_onednn():
+    result = CliRunner().invoke(cli, ["bench", "--quick"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\(CPU class (AMX|AVX-512 with BF16|AVX-512|AVX2|x86 before AVX2|not x86|unknown)\)",
+                     result.stdout)
+    assert re.search(r"oneDNN (on|off)", result.stdout)
+
+
+def test_side_by_side_pytorch_benchmark_runs(tmp_path):
+    """tools/bench_vs_pytorch.py --quick (PyTorch is not a dependency: skipped without it)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench_vs_pytorch.py")
+    result = subprocess.run([sys.executable, tool, "--quick", "--repeats", "1", "--json"], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["machine"]["isa_class"] and [r["task"] for r in report["rows"]] == [
+        "predict", "train_paper", "train_demo"]
+    assert all(r["bratskeras"] > 0 and r["pytorch"] > 0 and r["pytorch_over_bratskeras"] > 0 for r in report["rows"])
