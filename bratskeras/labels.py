@@ -1,16 +1,36 @@
-"""The one place that maps BraTS labels <-> classes <-> regions.
+"""The one place that maps BraTS labels <-> classes <-> regions, per label scheme.
 
-Label schemes on disk:
-    brats2020 (2017-2021 releases): 0 background, 1 NCR/NET, 2 ED, 4 ET
-    brats2023 (2023+ glioma):       0 background, 1 NCR,     2 ED, 3 ET
+Every scheme is a row of one table, `SCHEMES` (values, names, regions, the
+official lesion-wise groups, the modalities, the case-folder prefixes); io,
+inspection, synth, evaluation and inference read it, none of them branches on
+a scheme's name.
 
-Classes inside bratskeras (model outputs, cached labels), the same for every
-scheme:
-    0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (edema),
-    3 ET (enhancing tumor)
+Label schemes on disk (value: structure):
+    brats2020 (2017-2021 releases): 1 NCR/NET, 2 ED, 4 ET
+    brats2023 (2023 glioma GLI, SSA): 1 NCR (NETC), 2 ED (SNFH), 3 ET
+    gli   (post-treatment glioma 2024+): 1 NETC, 2 SNFH, 3 ET, 4 RC (resection cavity)
+    mets  (metastases 2023+):            1 NETC, 2 SNFH, 3 ET, 4 RC
+    ped   (paediatric 2024+):            1 ET, 2 NETC, 3 CC (cyst), 4 ED
+    men   (meningioma pre-operative):    1 NETC, 2 SNFH, 3 ET
+    goat  (generalizability, GoAT):      1 NETC, 2 SNFH, 3 ET
+    menrt (meningioma radiotherapy):     1 GTV; T1c is the only image
+0 is background everywhere.
 
-Evaluation regions, as channels in this order:
+Classes (model outputs, cached labels) are the position of a value in the
+scheme's `labels`. For brats2020 and brats2023 they are the classic four:
+    0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (edema), 3 ET
+which the other 3-label schemes (men, goat) share; gli and mets add class 4
+RC, ped's classes are its own values (1 ET, 2 NETC, 3 CC, 4 ED), menrt's are
+0 background, 1 GTV.
+
+Evaluation regions of the classic schemes, as channels in this order:
     WT whole tumor = {NCR, ED, ET}; TC tumor core = {NCR, ET}; ET = {ET}
+Each scheme's `regions` lists its own (class indices); `lesion_groups` are
+the groups of the official lesion-wise evaluation (the `brats-evaluation`
+package's config_<task>.yaml, on-disk values): gli netc, snfh, et, rc,
+tc = 1+3, wt = 1+2+3; mets et, rc, tc, wt; ped et = 1, netc = 2, cc = 3,
+ed = 4, tc = 1+2+3, wt = 1+2+3+4; men (MenPre), goat (GoAT) and the 2023
+glioma et, tc, wt; menrt gtv.
 
 Training targets (what the tf.data pipeline yields as y):
     "classes":      uint8 class indices, (..., 1), values 0..3
@@ -29,14 +49,34 @@ REGIONS = ("WT", "TC", "ET")
 # Which classes make up each region, in REGIONS order.
 REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 TARGETS = ("classes", "regions", "whole_tumor")
+ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass(frozen=True)
 class LabelScheme:
-    """A release's on-disk label values, indexed by class (0..3)."""
+    """One task's labels: a row of the SCHEMES table.
+
+    Attributes:
+        name: the scheme's (task's) name, e.g. "gli".
+        labels: labels[class_index] = value on disk (labels[0] = 0, background).
+        names: names[class_index], e.g. ("background", "NETC", "SNFH", "ET", "RC").
+        regions: ((region, class indices), ...) evaluated and trained as regions.
+        lesion_groups: ((group, on-disk values), ...) of the official lesion-wise
+            evaluation, in the official config's terms.
+        official_config: the brats-evaluation config with these groups, or None.
+        modalities: the images every case has (canonical names).
+        prefixes: BraTS-<prefix>-... case folders that use this scheme unless a
+            task is named (2023+ layout only).
+    """
 
     name: str
-    labels: tuple  # labels[class_index] = value on disk
+    labels: tuple
+    names: tuple = CLASS_NAMES
+    regions: tuple = tuple((r, REGION_CLASSES[r]) for r in REGIONS)
+    lesion_groups: tuple = (("et", (3,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))
+    official_config: str | None = None
+    modalities: tuple = ALL_MODALITIES
+    prefixes: tuple = ()
 
     def lookup_table(self):
         """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
@@ -45,15 +85,49 @@ class LabelScheme:
             table[value] = class_index
         return table
 
+    @property
+    def is_classic(self):
+        """True when the classes are the classic four (0 bg, 1 NCR, 2 ED, 3 ET) that models train on."""
+        return len(self.labels) == 4 and dict(self.regions) == REGION_CLASSES
 
-SCHEMES = {
-    "brats2020": LabelScheme("brats2020", (0, 1, 2, 4)),
-    "brats2023": LabelScheme("brats2023", (0, 1, 2, 3)),
-}
+
+_GLIOMA_NAMES = ("background", "NETC", "SNFH", "ET")
+_POST_TREATMENT = dict(
+    labels=(0, 1, 2, 3, 4), names=_GLIOMA_NAMES + ("RC",),
+    regions=(("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)), ("RC", (4,))))
+
+SCHEMES = {scheme.name: scheme for scheme in (
+    LabelScheme("brats2020", (0, 1, 2, 4), lesion_groups=(("et", (4,)), ("tc", (1, 4)), ("wt", (1, 2, 4)))),
+    LabelScheme("brats2023", (0, 1, 2, 3), official_config="MenPre", prefixes=("GLI", "SSA")),
+    LabelScheme("gli", **_POST_TREATMENT, official_config="gli", lesion_groups=(
+        ("netc", (1,)), ("snfh", (2,)), ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
+    LabelScheme("mets", **_POST_TREATMENT, official_config="mets", prefixes=("MET",), lesion_groups=(
+        ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
+    LabelScheme("ped", (0, 1, 2, 3, 4), names=("background", "ET", "NETC", "CC", "ED"),
+                regions=(("WT", (1, 2, 3, 4)), ("TC", (1, 2, 3)), ("ET", (1,)), ("CC", (3,))),
+                official_config="ped", prefixes=("PED",), lesion_groups=(
+                    ("et", (1,)), ("netc", (2,)), ("cc", (3,)), ("ed", (4,)), ("tc", (1, 2, 3)),
+                    ("wt", (1, 2, 3, 4)))),
+    LabelScheme("men", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="MenPre", prefixes=("MEN",)),
+    LabelScheme("goat", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="GoAT", prefixes=("GoAT",)),
+    LabelScheme("menrt", (0, 1), names=("background", "GTV"), regions=(("GTV", (1,)),),
+                lesion_groups=(("gtv", (1,)),), official_config="MenRT", modalities=("t1ce",),
+                prefixes=("MEN-RT",)),
+)}
+# The 2023+ tasks, for --task (the 2017-2021 releases name themselves).
+TASKS = tuple(name for name in SCHEMES if name != "brats2020")
+
+
+def scheme_for_prefix(prefix):
+    """The scheme of BraTS-<prefix>-... case folders, or None for an unknown prefix."""
+    for scheme in SCHEMES.values():
+        if prefix in scheme.prefixes:
+            return scheme.name
+    return None
 
 
 def get_scheme(name):
-    """Returns the LabelScheme called `name` ("brats2020" or "brats2023")."""
+    """Returns the LabelScheme called `name` (a key of SCHEMES), or `name` itself if it is one."""
     if isinstance(name, LabelScheme):
         return name
     if name not in SCHEMES:
@@ -81,10 +155,16 @@ def labels_to_classes(seg, scheme, source="segmentation"):
         values = integral_labels(values, source)
     bad = [int(v) for v in distinct_values(values) if v not in scheme.labels]
     if bad:
-        raise DataError(
-            f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}"
-        )
+        raise DataError(out_of_scheme_message(source, bad, scheme))
     return scheme.lookup_table()[values]
+
+
+def out_of_scheme_message(source, bad, scheme):
+    """The one-line problem for label values `bad` outside `scheme`, naming the tasks that have them."""
+    scheme = get_scheme(scheme)
+    others = [t for t in TASKS if t != scheme.name and set(bad) <= set(SCHEMES[t].labels)]
+    hint = f" (a task whose scheme has them: {', '.join(others)})" if others else ""
+    return f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}{hint}"
 
 
 def integral_labels(values, source):
