@@ -67,6 +67,9 @@ class LabelScheme:
         modalities: the images every case has (canonical names).
         prefixes: BraTS-<prefix>-... case folders that use this scheme unless a
             task is named (2023+ layout only).
+        classic: classic[class_index] = the classic class (0 bg, 1 NCR, 2 ED,
+            3 ET) it counts as in the voxel-wise WT/TC/ET metrics: RC is not
+            tumor, a paediatric cyst is core (NCR), MEN-RT's GTV is core.
     """
 
     name: str
@@ -77,6 +80,7 @@ class LabelScheme:
     official_config: str | None = None
     modalities: tuple = ALL_MODALITIES
     prefixes: tuple = ()
+    classic: tuple = (0, 1, 2, 3)
 
     def lookup_table(self):
         """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
@@ -94,7 +98,7 @@ class LabelScheme:
 _GLIOMA_NAMES = ("background", "NETC", "SNFH", "ET")
 _POST_TREATMENT = dict(
     labels=(0, 1, 2, 3, 4), names=_GLIOMA_NAMES + ("RC",),
-    regions=(("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)), ("RC", (4,))))
+    regions=(("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)), ("RC", (4,))), classic=(0, 1, 2, 3, 0))
 
 SCHEMES = {scheme.name: scheme for scheme in (
     LabelScheme("brats2020", (0, 1, 2, 4), lesion_groups=(("et", (4,)), ("tc", (1, 4)), ("wt", (1, 2, 4)))),
@@ -105,14 +109,14 @@ SCHEMES = {scheme.name: scheme for scheme in (
         ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
     LabelScheme("ped", (0, 1, 2, 3, 4), names=("background", "ET", "NETC", "CC", "ED"),
                 regions=(("WT", (1, 2, 3, 4)), ("TC", (1, 2, 3)), ("ET", (1,)), ("CC", (3,))),
-                official_config="ped", prefixes=("PED",), lesion_groups=(
+                official_config="ped", prefixes=("PED",), classic=(0, 3, 1, 1, 2), lesion_groups=(
                     ("et", (1,)), ("netc", (2,)), ("cc", (3,)), ("ed", (4,)), ("tc", (1, 2, 3)),
                     ("wt", (1, 2, 3, 4)))),
     LabelScheme("men", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="MenPre", prefixes=("MEN",)),
     LabelScheme("goat", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="GoAT", prefixes=("GoAT",)),
     LabelScheme("menrt", (0, 1), names=("background", "GTV"), regions=(("GTV", (1,)),),
                 lesion_groups=(("gtv", (1,)),), official_config="MenRT", modalities=("t1ce",),
-                prefixes=("MEN-RT",)),
+                prefixes=("MEN-RT",), classic=(0, 1)),
 )}
 # The 2023+ tasks, for --task (the 2017-2021 releases name themselves).
 TASKS = tuple(name for name in SCHEMES if name != "brats2020")
@@ -240,6 +244,11 @@ def classes_to_labels(classes, scheme):
     if classes.size and (classes.min() < 0 or classes.max() >= len(scheme.labels)):
         raise ValueError(f"class indices must be in 0..{len(scheme.labels) - 1}")
     return np.asarray(scheme.labels, dtype=np.uint8)[classes.astype(np.int64)]
+
+
+def to_classic(classes, scheme):
+    """A scheme's class indices -> the classic classes (LabelScheme.classic), uint8."""
+    return np.asarray(get_scheme(scheme).classic, dtype=np.uint8)[np.asarray(classes)]
 
 
 def classes_to_regions(classes):

@@ -20,6 +20,7 @@ import click
 
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, OutputExistsError
+from bratskeras.labels import TASKS
 
 
 def parse_postprocess(text):
@@ -118,12 +119,17 @@ def _refuse_existing(path, overwrite):
 @click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed} as JSON.")
 @click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite):
-    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity)."""
+@click.option("--lesion-wise", is_flag=True,
+              help="Add the official BraTS 2023-2025 lesion-wise metrics of the task's groups.")
+@click.option("--task", type=click.Choice(TASKS), help="Label scheme of REF_DIR when its folders do not say.")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="all cores",
+              help="Processes scoring cases side by side.")
+def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite, lesion_wise, task, workers):
+    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise)."""
     from bratskeras import evaluation
 
     _refuse_existing(out, overwrite)
-    result = evaluation.evaluate(pred_dir, ref_dir)
+    result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
     if out:
         with open(out, "w") as stream:
             stream.write(evaluation.rows_to_csv(result.rows))
@@ -132,6 +138,9 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite)
     else:
         click.echo(f"{len(result.rows)} case(s) scored ({len(result.missing)} missing, scored as empty)")
         click.echo(evaluation.summary_table(result.summary))
+        if lesion_wise:
+            click.echo("lesion-wise (means over cases, as the challenge aggregates):")
+            click.echo(evaluation.lesionwise_table(result.summary["lesion_wise"]))
     if compare_papers:
         click.echo(evaluation.comparison_table(result.summary))
     for path in result.extra:
