@@ -61,7 +61,7 @@ class Reference:
         if self.case is not None and self.case.layout == "kaggle-h5":
             _, seg, properties = io.read_case(self.case)
             return seg, None, properties["spacing"]
-        array, image = io.load_nifti(self.path)
+        array, image = io.load_label_map(self.path)
         if self.scheme:
             classes = labels.labels_to_classes(array, self.scheme, source=self.path)
         else:
@@ -143,7 +143,7 @@ def pair(pred_dir, ref_dir, task=None):
 
 
 def _load_prediction(path, reference_image, scheme):
-    array, image = io.load_nifti(path)
+    array, image = io.load_label_map(path)
     if reference_image is not None:
         problem = io.geometry_problem(path, image, "reference", reference_image)
         if problem:
@@ -303,11 +303,12 @@ def lesionwise_summary(rows):
         for name in names:
             values = np.asarray([_challenge_value(row, group, name) for row in rows], dtype=np.float64)
             values = values[~np.isnan(values)]
-            summary[group][name] = {
-                "mean": float(values.mean()) if values.size else math.nan,
-                "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
-                "median": float(np.median(values)) if values.size else math.nan,
-                "n": int(values.size)}
+            with np.errstate(invalid="ignore"):  # inf - inf in the std of an inf HD95: NaN, as pandas gives
+                summary[group][name] = {
+                    "mean": float(values.mean()) if values.size else math.nan,
+                    "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                    "median": float(np.median(values)) if values.size else math.nan,
+                    "n": int(values.size)}
     return summary
 
 

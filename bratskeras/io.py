@@ -294,6 +294,28 @@ def load_nifti(path):
     return array, image
 
 
+def load_label_map(path):
+    """Loads a label map: (array, image) like load_nifti, but integers as stored.
+
+    A label file of unscaled integers (uint8 on every BraTS release) comes
+    back in its own dtype: 4x less memory than float32 and no float checks,
+    which on a 240 x 240 x 155 map cost more than reading it. Anything else
+    (scaled, float, unreadable) goes through load_nifti and its errors.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        slope, inter = image.header.get_slope_inter()
+        if image.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
+            array = np.asarray(image.dataobj)
+            if array.ndim == 3 and array.dtype.kind in "iu":
+                return array, image
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError):
+        pass
+    return load_nifti(path)
+
+
 def volume_problems(path, array, is_label=False):
     """One-line problems of a loaded volume: non-finite voxels, all-zero image."""
     problems = []

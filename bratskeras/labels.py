@@ -248,7 +248,10 @@ def classes_to_labels(classes, scheme):
 
 def to_classic(classes, scheme):
     """A scheme's class indices -> the classic classes (LabelScheme.classic), uint8."""
-    return np.asarray(get_scheme(scheme).classic, dtype=np.uint8)[np.asarray(classes)]
+    classic = get_scheme(scheme).classic
+    if classic == tuple(range(len(classic))):
+        return np.asarray(classes, dtype=np.uint8)
+    return np.asarray(classic, dtype=np.uint8)[np.asarray(classes)]
 
 
 def classes_to_regions(classes):

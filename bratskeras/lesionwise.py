@@ -14,9 +14,9 @@ tc = 1+3, wt = 1+2+3):
    bipartite matching on Dice (scipy's linear_sum_assignment on 1 - Dice,
    pairs with Dice >= 1e-6 only): tp matched pairs, fp unmatched
    prediction lesions, fn unmatched reference lesions.
-4. Per matched pair: Dice and HD95 (95th percentile of the pooled
-   surface-to-surface distances, surfaces = mask minus its 6-connected
-   erosion, Euclidean distance transforms at the voxel spacing).
+4. Per matched pair: Dice and HD95 (surface.hd95: 95th percentile of the
+   pooled surface-to-surface distances, surfaces = mask minus its
+   6-connected erosion, at the voxel spacing).
    sq_dsc and sq_hd95 are their means, sq_*_std their standard deviations
    (population); rq = tp / (tp + fp/2 + fn/2); pq_dsc = sq_dsc * rq.
 5. global_bin_dsc and global_bin_hd95 compare the whole group masks;
@@ -43,9 +43,8 @@ Arrays: label maps (D, H, W) = NIfTI (i, j, k) of on-disk label values.
 import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 
-from bratskeras import labels
+from bratskeras import labels, surface
 
 # The official names, in the order the text summary shows them.
 METRICS = ("tp", "fp", "fn", "rq", "pq_dsc", "sq_dsc", "sq_dsc_std", "sq_hd95", "sq_hd95_std",
@@ -54,7 +53,6 @@ MATCHING_THRESHOLD = 1e-6
 # A pair is matched when 1 - Dice beats this default cost of an unmatched one.
 _UNMATCHED_COST = 1.0 + 1e-6
 _LESION_STRUCTURE = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
-_SURFACE_STRUCTURE = ndimage.generate_binary_structure(3, 1)  # surface = mask minus its 6-connected erosion
 
 
 def case_metrics(prediction, reference, scheme, spacing=(1.0, 1.0, 1.0)):
@@ -75,7 +73,7 @@ def case_metrics(prediction, reference, scheme, spacing=(1.0, 1.0, 1.0)):
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape[::-1]} != reference shape {reference.shape[::-1]}")
     # One bounding box of everything any group holds: later crops are cheap.
-    crop = _bounding_box((prediction > 0) | (reference > 0), pad=0)
+    crop = surface.bounding_box((prediction > 0) | (reference > 0), pad=0)
     if crop is not None:
         prediction, reference = prediction[crop], reference[crop]
     return {group: group_metrics(_group_mask(prediction, values), _group_mask(reference, values), spacing)
@@ -107,7 +105,7 @@ def group_metrics(prediction, reference, spacing=(1.0, 1.0, 1.0)):
     """
     spacing = tuple(float(s) for s in spacing)
     # Everything below happens inside the group's bounding box: small groups cost little.
-    box = _bounding_box(prediction | reference, pad=0)
+    box = surface.bounding_box(prediction | reference, pad=0)
     if box is not None:
         prediction, reference = prediction[box], reference[box]
     ref_lesions, n_ref = ndimage.label(reference, structure=_LESION_STRUCTURE)
@@ -133,7 +131,7 @@ def group_metrics(prediction, reference, spacing=(1.0, 1.0, 1.0)):
     else:
         result["global_bin_dsc"] = 2.0 * overlap / (np.count_nonzero(prediction) + np.count_nonzero(reference))
         # The official global metrics ignore the voxel spacing (panoptica passes none): voxel units.
-        result["global_bin_hd95"] = hd95_of_masks(prediction, reference, (1.0, 1.0, 1.0))
+        result["global_bin_hd95"] = surface.hd95(prediction, reference, (1.0, 1.0, 1.0))
     return {key: result[key] for key in METRICS}
 
 
@@ -176,49 +174,8 @@ def _pair_hd95(ref_lesions, pred_lesions, pairs, spacing):
     values = []
     for ref_label, pred_label, _ in pairs:
         box = _union_box(ref_boxes[ref_label - 1], pred_boxes[pred_label - 1])
-        values.append(hd95_of_masks(pred_lesions[box] == pred_label, ref_lesions[box] == ref_label, spacing))
+        values.append(surface.hd95(pred_lesions[box] == pred_label, ref_lesions[box] == ref_label, spacing))
     return values
-
-
-def hd95_of_masks(prediction, reference, spacing):
-    """95th percentile of the pooled surface distances of two non-empty bool masks (mm).
-
-    Surfaces are each mask minus its 6-connected erosion (the array's border
-    counts as outside); the distances of each surface's voxels to the nearest
-    voxel of the other surface are pooled and np.percentile's linear
-    interpolation gives the 95th. The official package takes those distances
-    from Euclidean distance transforms of the whole box; nearest-neighbour
-    queries between the two surfaces' voxel centres give the same numbers
-    (to rounding) and touch only the surfaces, several times faster on
-    large lesions.
-    """
-    box = _bounding_box(prediction | reference, pad=1)
-    pred_points = _surface_points(prediction[box], spacing)
-    ref_points = _surface_points(reference[box], spacing)
-    to_pred = cKDTree(pred_points).query(ref_points)[0]
-    to_ref = cKDTree(ref_points).query(pred_points)[0]
-    return float(np.percentile(np.hstack((to_pred, to_ref)), 95))
-
-
-def _surface_points(mask, spacing):
-    """(N, 3) float64 positions in mm of the voxels of `mask` that its 6-connected erosion removes."""
-    surface = mask & ~ndimage.binary_erosion(mask, structure=_SURFACE_STRUCTURE)
-    return np.argwhere(surface) * np.asarray(spacing, dtype=np.float64)
-
-
-def _bounding_box(mask, pad):
-    """Slices of `mask`'s non-zero bounding box grown by `pad` voxels (clipped), or None if empty.
-
-    Three axis projections: far cheaper than find_objects on a whole volume.
-    """
-    box = []
-    for axis, size in enumerate(mask.shape):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - pad, 0), min(int(hits[-1]) + 1 + pad, size)))
-    return tuple(box)
 
 
 def _as_uint8(label_map):

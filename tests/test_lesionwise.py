@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import ndimage
 
-from bratskeras import evaluation, labels, lesionwise, synth
+from bratskeras import evaluation, labels, lesionwise, surface, synth
 from bratskeras.cli import cli
 
 NAN, INF = math.nan, math.inf
@@ -47,8 +47,8 @@ def test_hd95_of_two_shifted_cubes_by_hand():
     shape = (16, 16, 16)
     ref, pred = cube(shape, (4, 4, 4), 4) > 0, cube(shape, (4, 4, 5), 4) > 0
     # Surface voxels: 56 per cube; pooled distances are 0 or 1 (the shifted faces), 32 of 112 are 1.
-    assert lesionwise.hd95_of_masks(pred, ref, (1.0, 1.0, 1.0)) == 1.0
-    assert lesionwise.hd95_of_masks(pred, ref, (1.0, 1.0, 2.5)) == 2.5
+    assert surface.hd95(pred, ref, (1.0, 1.0, 1.0)) == 1.0
+    assert surface.hd95(pred, ref, (1.0, 1.0, 2.5)) == 2.5
 
 
 @pytest.mark.parametrize("pred_lesion, ref_lesion, expected", [
