@@ -435,7 +435,8 @@ class PredictSettings:
     Attributes:
         windows: WindowSettings; its window is clipped to the volume on axes
             where the model accepts any size (so small volumes are one pass).
-        label_scheme: "brats2020", "brats2023" or None (the input's release).
+        label_scheme: a labels.SCHEMES name or None (the input's release or task);
+            the model's classic classes are written through LabelScheme.from_classic.
         postprocess: steps for postprocessing.postprocess, applied on the crop.
         save_probabilities: also write OUTPUT_DIR/probabilities/<id>.nii.gz.
     """
@@ -487,7 +488,7 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     classes = postprocessing.postprocess(classes, list(settings.postprocess))
     if setup.target == "whole_tumor":
         classes = classes.astype(np.uint8) * 2  # WT only: written as edema, as in training
-    label_map = labels.classes_to_labels(uncrop(classes, geometry), settings.label_scheme or case.label_scheme)
+    label_map = labels.classic_to_labels(uncrop(classes, geometry), settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
         source_probabilities = uncrop(probabilities, geometry)

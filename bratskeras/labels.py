@@ -70,6 +70,9 @@ class LabelScheme:
         classic: classic[class_index] = the classic class (0 bg, 1 NCR, 2 ED,
             3 ET) it counts as in the voxel-wise WT/TC/ET metrics: RC is not
             tumor, a paediatric cyst is core (NCR), MEN-RT's GTV is core.
+        from_classic: from_classic[classic class] = the class a classic
+            4-class model's output is written as in this scheme (ped: NCR ->
+            NETC, ED -> ED, ET -> ET; MEN-RT: NCR and ET -> GTV, ED -> 0).
     """
 
     name: str
@@ -81,6 +84,7 @@ class LabelScheme:
     modalities: tuple = ALL_MODALITIES
     prefixes: tuple = ()
     classic: tuple = (0, 1, 2, 3)
+    from_classic: tuple = (0, 1, 2, 3)
 
     def lookup_table(self):
         """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
@@ -109,14 +113,15 @@ SCHEMES = {scheme.name: scheme for scheme in (
         ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
     LabelScheme("ped", (0, 1, 2, 3, 4), names=("background", "ET", "NETC", "CC", "ED"),
                 regions=(("WT", (1, 2, 3, 4)), ("TC", (1, 2, 3)), ("ET", (1,)), ("CC", (3,))),
-                official_config="ped", prefixes=("PED",), classic=(0, 3, 1, 1, 2), lesion_groups=(
+                official_config="ped", prefixes=("PED",), classic=(0, 3, 1, 1, 2),
+                from_classic=(0, 2, 4, 1), lesion_groups=(
                     ("et", (1,)), ("netc", (2,)), ("cc", (3,)), ("ed", (4,)), ("tc", (1, 2, 3)),
                     ("wt", (1, 2, 3, 4)))),
     LabelScheme("men", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="MenPre", prefixes=("MEN",)),
     LabelScheme("goat", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="GoAT", prefixes=("GoAT",)),
     LabelScheme("menrt", (0, 1), names=("background", "GTV"), regions=(("GTV", (1,)),),
                 lesion_groups=(("gtv", (1,)),), official_config="MenRT", modalities=("t1ce",),
-                prefixes=("MEN-RT",), classic=(0, 1)),
+                prefixes=("MEN-RT",), classic=(0, 1), from_classic=(0, 1, 0, 1)),
 )}
 # The 2023+ tasks, for --task (the 2017-2021 releases name themselves).
 TASKS = tuple(name for name in SCHEMES if name != "brats2020")
@@ -252,6 +257,29 @@ def to_classic(classes, scheme):
     if classic == tuple(range(len(classic))):
         return np.asarray(classes, dtype=np.uint8)
     return np.asarray(classic, dtype=np.uint8)[np.asarray(classes)]
+
+
+def require_trainable(scheme, source):
+    """DataError unless models can train on `scheme`: the classic four classes, for now.
+
+    The RC, CC and GTV classes of gli, mets, ped and menrt need task-sized
+    targets, losses and metrics that training does not have yet.
+    """
+    scheme = get_scheme(scheme)
+    if not scheme.is_classic:
+        trainable = ", ".join(name for name, s in SCHEMES.items() if s.is_classic)
+        raise DataError(f"{source}: training on the {scheme.name} scheme ({', '.join(scheme.names[1:])}) is not "
+                        f"supported yet; fit trains the classic NCR/ED/ET classes ({trainable})")
+
+
+def classic_to_labels(classes, scheme):
+    """A classic 4-class model's classes (0 bg, 1 NCR, 2 ED, 3 ET) -> `scheme`'s on-disk values, uint8.
+
+    How `predict` writes any task's labels with a model trained on the classic
+    classes (LabelScheme.from_classic); the identity for 2017-2023 glioma.
+    """
+    scheme = get_scheme(scheme)
+    return classes_to_labels(np.asarray(scheme.from_classic, dtype=np.uint8)[np.asarray(classes)], scheme)
 
 
 def classes_to_regions(classes):

@@ -100,3 +100,42 @@ def test_cli_synth_and_inspect_with_task(tmp_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["label_scheme"] == "gli" and payload["cases"][0]["labels"] == [0, 1, 2, 3, 4]
+
+
+def test_classic_classes_are_written_in_each_task_labels():
+    classic = np.array([0, 1, 2, 3])
+    assert labels.classic_to_labels(classic, "ped").tolist() == [0, 2, 4, 1]  # NCR->NETC, ED->ED, ET->ET
+    assert labels.classic_to_labels(classic, "menrt").tolist() == [0, 1, 0, 1]  # core is GTV
+    assert labels.classic_to_labels(classic, "brats2020").tolist() == [0, 1, 2, 4]
+    assert labels.classic_to_labels(classic, "gli").tolist() == [0, 1, 2, 3]
+
+
+def test_fit_refuses_schemes_it_cannot_train_yet(tmp_path):
+    labels.require_trainable("men", "d")
+    with pytest.raises(DataError, match="training on the gli scheme .*RC.* is not supported yet"):
+        labels.require_trainable("gli", "d")
+    from bratskeras.training.fit import labelled_cases
+
+    synth.write_dataset(tmp_path, cases=1, shape=SHAPE, task="ped")
+    with pytest.raises(DataError, match="ped scheme"):
+        labelled_cases(tmp_path)
+
+
+@pytest.mark.parametrize("task, classic_class, value", [("ped", 3, 1), ("ped", 1, 2), ("men", 3, 3)])
+def test_predict_writes_the_task_values(tmp_path, task, classic_class, value):
+    import keras
+
+    from bratskeras import inference
+    from bratskeras.models import build_model
+
+    keras.utils.set_random_seed(0)
+    build_model("lightweight-unet", base_filters=4).save(tmp_path / "tiny.keras")
+    _, setup = inference.load_predictor(str(tmp_path / "tiny.keras"))
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, task=task)
+    case = io.discover(tmp_path / "d").cases[0]
+
+    def always(batch):  # a model that always says `classic_class` makes the written value visible
+        return np.tile(np.eye(4, dtype=np.float32)[classic_class], batch.shape[:4] + (1,))
+
+    label_map, _, _ = inference.predict_case(always, setup, case, inference.PredictSettings())
+    assert set(np.unique(label_map)) == {0, value}

@@ -69,14 +69,15 @@ def _window_progress(case):
                                     "--overlap 0.5 is nnU-Net's tiling, slower and more accurate).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
-@click.option("--label-scheme", type=click.Choice(["brats2020", "brats2023"]),
-              help="Labels to write (default: the input release's).")
+@click.option("--label-scheme", type=click.Choice(("brats2020",) + TASKS),
+              help="Labels to write (default: the input's release or task).")
+@click.option("--task", type=click.Choice(TASKS), help="Label scheme of INPUT_DIR when its folders do not say.")
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",
               help="NAME[:KEY=VALUE,...], e.g. min_component:voxels=50; repeatable.")
 @click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @needs_tensorflow
-def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, steps,
+def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
                     save_probabilities, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""
     from bratskeras import inference, io
@@ -88,7 +89,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
     network, setup = inference.load_predictor(model)
-    cases = io.discover(input_dir).cases
+    cases = io.discover(input_dir, task=task).cases
     click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
                f"crop {setup.preprocess.crop}", err=True)
 

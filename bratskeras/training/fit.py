@@ -68,6 +68,7 @@ def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None):
     from bratskeras import inspection
 
     dataset, report = inspection.inspect_dataset(data_dir, cache_dir=cache_dir)
+    labels.require_trainable(dataset.label_scheme, data_dir)
     cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
     labelled = [case for case in cases if case.seg is not None]
     if not labelled:
