@@ -13,15 +13,18 @@ this one process and on the same files:
   bratskeras evaluation.evaluate(..., lesion_wise=True, workers=N): reading,
              the voxel-wise metrics and the lesion-wise ones, a pool of N processes
 
-alternately `--repeats` times each (the machine may be shared: the best
-run of each is compared), and checks that both give the same lesion-wise
-values (1e-6). Needs the test extra (`pip install -e ".[test]"`) for the
+alternately `--repeats` times each, and checks that both give the same
+lesion-wise values (1e-6). It prints wall-clock seconds (the best run of
+each, and the ratio of each pair of runs) and CPU seconds (user + system,
+this process and its finished workers): on a machine shared with other work
+the wall clock moves with their load, the CPU seconds much less. Needs the test extra (`pip install -e ".[test]"`) for the
 official package.
 """
 
 import argparse
 import math
 import os
+import resource
 import tempfile
 import time
 
@@ -102,16 +105,20 @@ def main():
         start = time.perf_counter()
         write_cases(folder, args.task, args.cases)
         print(f"wrote {args.cases} {args.task} cases {SHAPE} in {time.perf_counter() - start:.1f} s")
-        official_times, our_times = [], []
+        official_times, our_times, official_cpu, our_cpu = [], [], [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             official = official_run(folder, args.task)
             official_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
+            official_cpu.append(_cpu_seconds() - cpu)
+            start, cpu = time.perf_counter(), _cpu_seconds()
             ours = evaluation.evaluate(os.path.join(folder, "pred"), os.path.join(folder, "ref"), lesion_wise=True,
                                        task=args.task, workers=args.workers)
             our_times.append(time.perf_counter() - start)
-            print(f"run: official {official_times[-1]:.2f} s, bratskeras {our_times[-1]:.2f} s")
+            our_cpu.append(_cpu_seconds() - cpu)
+            print(f"run: official {official_times[-1]:.2f} s ({official_cpu[-1]:.2f} CPU-s), "
+                  f"bratskeras {our_times[-1]:.2f} s ({our_cpu[-1]:.2f} CPU-s), "
+                  f"ratio {official_times[-1] / our_times[-1]:.1f}x; load average {os.getloadavg()[0]:.1f}")
         official_s, ours_s = min(official_times), min(our_times)
     differences = sum(not _same(float(value), float(official[row["id"]][group][name]))
                       for row in ours.rows for group, values in row["lesion_wise"].items()
@@ -120,8 +127,15 @@ def main():
           f"({official_s / args.cases:.2f} s per case)")
     print(f"bratskeras evaluate --lesion-wise ({args.workers} proc.): {ours_s:7.2f} s  "
           f"({ours_s / args.cases:.2f} s per case)")
-    print(f"speed-up: {official_s / ours_s:.1f}x; values differing by more than 1e-6: {differences} "
+    print(f"speed-up: {official_s / ours_s:.1f}x (best runs), {min(official_cpu) / min(our_cpu):.1f}x in CPU "
+          f"seconds; values differing by more than 1e-6: {differences} "
           f"of {sum(len(v) for row in ours.rows for v in row['lesion_wise'].values())}")
+
+
+def _cpu_seconds():
+    """User + system seconds of this process and of its children that have finished."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":
