@@ -132,7 +132,8 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
         layout: one of LAYOUTS, or None to detect it from the folder names.
         channel_order: kaggle-h5 only: modality of each `image` channel.
         task: 2023+ layout only: the label scheme of every case (a name in
-            labels.TASKS), for folders whose names do not tell (2024 GLI).
+            labels.TASKS), for folders whose names do not tell (2024 GLI);
+            a case whose folder names another task is an error.
 
     Returns:
         Dataset with cases sorted by id.
@@ -173,6 +174,8 @@ def _dataset_scheme(root, layout, cases, task):
         if layout != "brats2023":
             raise DataError(f"{root}: a task applies to 2023+ case folders (BraTS-<TASK>-...), not {layout}")
         for case in cases:
+            if case.label_scheme != task and not labels.get_scheme(case.label_scheme).ambiguous:
+                raise DataError(f"case {case.id}: its folder name says task {case.label_scheme}, not {task}")
             case.label_scheme = task
         return task
     schemes = sorted({case.label_scheme for case in cases})

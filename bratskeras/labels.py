@@ -70,6 +70,8 @@ class LabelScheme:
         classic: classic[class_index] = the classic class (0 bg, 1 NCR, 2 ED,
             3 ET) it counts as in the voxel-wise WT/TC/ET metrics: RC is not
             tumor, a paediatric cyst is core (NCR), MEN-RT's GTV is core.
+        ambiguous: its folders may hold another task's labels, which `task`
+            then names (2024 post-treatment glioma in BraTS-GLI folders).
         from_classic: from_classic[classic class] = the class a classic
             4-class model's output is written as in this scheme (ped: NCR ->
             NETC, ED -> ED, ET -> ET; MEN-RT: NCR and ET -> GTV, ED -> 0).
@@ -85,6 +87,7 @@ class LabelScheme:
     prefixes: tuple = ()
     classic: tuple = (0, 1, 2, 3)
     from_classic: tuple = (0, 1, 2, 3)
+    ambiguous: bool = False
 
     def lookup_table(self):
         """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
@@ -106,7 +109,7 @@ _POST_TREATMENT = dict(
 
 SCHEMES = {scheme.name: scheme for scheme in (
     LabelScheme("brats2020", (0, 1, 2, 4), lesion_groups=(("et", (4,)), ("tc", (1, 4)), ("wt", (1, 2, 4)))),
-    LabelScheme("brats2023", (0, 1, 2, 3), official_config="MenPre", prefixes=("GLI", "SSA")),
+    LabelScheme("brats2023", (0, 1, 2, 3), official_config="MenPre", prefixes=("GLI", "SSA"), ambiguous=True),
     LabelScheme("gli", **_POST_TREATMENT, official_config="gli", lesion_groups=(
         ("netc", (1,)), ("snfh", (2,)), ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
     LabelScheme("mets", **_POST_TREATMENT, official_config="mets", prefixes=("MET",), lesion_groups=(
@@ -259,17 +262,19 @@ def to_classic(classes, scheme):
     return np.asarray(classic, dtype=np.uint8)[np.asarray(classes)]
 
 
-def require_trainable(scheme, source):
-    """DataError unless models can train on `scheme`: the classic four classes, for now.
+def require_trainable(scheme, source, task=None):
+    """DataError unless a run can train on a dataset of `scheme`.
 
-    The RC, CC and GTV classes of gli, mets, ped and menrt need task-sized
-    targets, losses and metrics that training does not have yet.
+    The classic four classes train as they are. The other schemes (the RC,
+    CC and GTV classes of gli, mets, ped and menrt) train their own classes
+    when the run names their task (TrainConfig.task, `fit --task`).
     """
     scheme = get_scheme(scheme)
-    if not scheme.is_classic:
-        trainable = ", ".join(name for name, s in SCHEMES.items() if s.is_classic)
-        raise DataError(f"{source}: training on the {scheme.name} scheme ({', '.join(scheme.names[1:])}) is not "
-                        f"supported yet; fit trains the classic NCR/ED/ET classes ({trainable})")
+    if task is not None and task != scheme.name:
+        raise DataError(f"{source}: the cases use the {scheme.name} scheme, the run trains task {task}")
+    if task is None and not scheme.is_classic:
+        raise DataError(f"{source}: the {scheme.name} scheme ({', '.join(scheme.names[1:])}) has its own classes; "
+                        f"pass --task {scheme.name} to train them")
 
 
 def classic_to_labels(classes, scheme):
@@ -308,8 +313,10 @@ def classes_to_target(classes, target):
 TARGET_CHANNELS = {"classes": 4, "regions": 3, "whole_tumor": 1}
 
 
-def target_channels(target):
-    """Number of model output channels for a training target."""
+def target_channels(target, scheme=None):
+    """Number of model output channels for a training target (and the task's scheme: its classes)."""
+    if scheme is not None and target == "classes":
+        return len(get_scheme(scheme).labels)
     return TARGET_CHANNELS[target]
 
 

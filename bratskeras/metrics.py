@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from bratskeras import surface
-from bratskeras.labels import REGION_CLASSES, TARGETS
+from bratskeras.labels import REGION_CLASSES, TARGETS, get_scheme
 
 EMPTY_HD95 = 373.13
 REGION_KEYS = ("wt", "tc", "et")
@@ -99,13 +99,16 @@ class DiceScore(keras.metrics.Metric):
         from_logits: sigmoid outputs are logits (threshold 0) rather than
             probabilities (threshold 0.5); irrelevant for the argmax of "classes".
         name: defaults to "dice_<structure>".
+        classic: "classes" of a task scheme only: its LabelScheme.classic, so
+            that its K classes (y_pred (batch, D, H, W, K)) are scored as the
+            classic structures they make up.
 
     Result: 2*I / V with I, V summed over every batch since the last reset;
     1.0 while V = 0. Two batches with (I, V) = (1, 2) and (0, 4) give 2/6 = 0.333,
     not the mean of batch ratios (1 + 0)/2.
     """
 
-    def __init__(self, structure, target="classes", from_logits=True, name=None, **kwargs):
+    def __init__(self, structure, target="classes", from_logits=True, name=None, classic=None, **kwargs):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, received {target!r}")
         if structure not in TARGET_STRUCTURES[target]:
@@ -119,6 +122,7 @@ class DiceScore(keras.metrics.Metric):
         self.structure = structure
         self.target = target
         self.from_logits = from_logits
+        self.classic = tuple(classic) if classic is not None else None
         # aggregation="sum" adds the replicas' partial sums under tf.distribute.
         self.intersection = self.add_variable(
             shape=(), initializer="zeros", dtype="float32", aggregation="sum", name="intersection"
@@ -135,8 +139,12 @@ class DiceScore(keras.metrics.Metric):
             true = _region_channel(y_true, self.structure, 0.5)
         else:
             pred_classes = _predicted_classes(y_pred, self.target, self.from_logits)
+            true_classes = _true_classes(y_true, self.target)
+            if self.classic is not None:
+                table = ops.convert_to_tensor(self.classic, dtype="int32")
+                pred_classes, true_classes = ops.take(table, pred_classes), ops.take(table, true_classes)
             pred = _structure_mask_tf(pred_classes, self.structure)
-            true = _structure_mask_tf(_true_classes(y_true, self.target), self.structure)
+            true = _structure_mask_tf(true_classes, self.structure)
         pred = ops.cast(pred, "float32")
         true = ops.cast(true, "float32")
         if sample_weight is not None:
@@ -161,18 +169,22 @@ class DiceScore(keras.metrics.Metric):
             "structure": self.structure,
             "target": self.target,
             "from_logits": self.from_logits,
+            "classic": list(self.classic) if self.classic is not None else None,
         }
 
 
-def dice_metrics(target, from_logits=True):
+def dice_metrics(target, from_logits=True, scheme=None):
     """The epoch Dice metrics for a model trained on `target`.
 
     "classes" and "regions": dice_wt, dice_tc, dice_et, dice_ncr, dice_ed;
-    "whole_tumor": dice_wt. Pass them to `model.compile(metrics=...)`.
+    "whole_tumor": dice_wt. Pass them to `model.compile(metrics=...)`. With a
+    task `scheme` (TrainConfig.task), its classes count as the classic ones
+    (labels.LabelScheme.classic: gli's RC is not tumor, MEN-RT's GTV is core).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, received {target!r}")
-    return [DiceScore(s, target=target, from_logits=from_logits) for s in TARGET_STRUCTURES[target]]
+    classic = get_scheme(scheme).classic if scheme is not None else None
+    return [DiceScore(s, target=target, from_logits=from_logits, classic=classic) for s in TARGET_STRUCTURES[target]]
 
 
 # ---------------------------------------------------------------- per case (numpy)

@@ -84,7 +84,9 @@ def test_mixed_tasks_and_old_layouts_are_refused(tmp_path):
     synth.write_dataset(tmp_path / "b", cases=1, shape=SHAPE, task="ped")
     with pytest.raises(DataError, match="several tasks found .*mets, ped"):
         io.discover(tmp_path)
-    assert io.discover(tmp_path, task="ped").label_scheme == "ped"
+    with pytest.raises(DataError, match="BraTS-MET-00000-000: its folder name says task mets, not ped"):
+        io.discover(tmp_path, task="ped")  # --task chooses only where the folder names do not tell
+    assert io.discover(tmp_path / "b", task="ped").label_scheme == "ped"
     synth.write_dataset(tmp_path / "c", cases=1, shape=SHAPE, layout="brats2021")
     with pytest.raises(DataError, match="not brats2021"):
         io.discover(tmp_path / "c", task="gli")
@@ -110,15 +112,17 @@ def test_classic_classes_are_written_in_each_task_labels():
     assert labels.classic_to_labels(classic, "gli").tolist() == [0, 1, 2, 3]
 
 
-def test_fit_refuses_schemes_it_cannot_train_yet(tmp_path):
+def test_fit_needs_the_task_of_schemes_with_their_own_classes(tmp_path):
     labels.require_trainable("men", "d")
-    with pytest.raises(DataError, match="training on the gli scheme .*RC.* is not supported yet"):
+    labels.require_trainable("gli", "d", task="gli")
+    with pytest.raises(DataError, match=r"the gli scheme \(NETC, SNFH, ET, RC\) has its own classes; pass --task gli"):
         labels.require_trainable("gli", "d")
     from bratskeras.training.fit import labelled_cases
 
     synth.write_dataset(tmp_path, cases=1, shape=SHAPE, task="ped")
     with pytest.raises(DataError, match="ped scheme"):
         labelled_cases(tmp_path)
+    assert len(labelled_cases(tmp_path, task="ped")[0]) == 1
 
 
 @pytest.mark.parametrize("task, classic_class, value", [("ped", 3, 1), ("ped", 1, 2), ("men", 3, 3)])
