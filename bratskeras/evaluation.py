@@ -13,16 +13,26 @@ cannot look better by dropping cases; a prediction that cannot be read (or
 sits on another grid) is listed by name and scored the same way. A
 prediction without a reference is listed and not scored.
 
-Prediction label scheme: 4 present -> brats2020, 3 present -> brats2023,
-neither -> the reference's scheme (0, 1, 2 mean the same in both).
+Prediction label scheme: for 2017-2023 glioma, 4 present -> brats2020, 3
+present -> brats2023, neither -> the reference's scheme (0, 1, 2 mean the
+same in both); for the other 2023-2025 tasks, the reference's task (from its
+case folders, or `task`). `task` also names the scheme of a flat reference
+folder.
 
 Per-case metrics come from `metrics.case_metrics` (keys
-"<metric>_<structure>", see that module) with the reference header's spacing.
+"<metric>_<structure>", see that module) with the reference header's spacing,
+on the classic classes (labels.LabelScheme.classic). With `lesion_wise`,
+every row also has "lesion_wise": {group: {metric: value}} from
+`lesionwise.case_metrics`, the official BraTS 2023-2025 lesion-wise metrics
+of the task's groups, and the summary a "lesion_wise" part
+(`lesionwise_summary`). Cases are scored by a pool of `workers` processes.
 """
 
+import concurrent.futures
 import csv
 import io as text_io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,7 +40,7 @@ from importlib import resources
 
 import numpy as np
 
-from bratskeras import io, labels, metrics
+from bratskeras import io, labels, lesionwise, metrics
 from bratskeras.errors import BratsKerasError, DataError, user_message
 
 METRIC_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in metrics.STRUCTURES)
@@ -52,7 +62,7 @@ class Reference:
         if self.case is not None and self.case.layout == "kaggle-h5":
             _, seg, properties = io.read_case(self.case)
             return seg, None, properties["spacing"]
-        array, image = io.load_nifti(self.path)
+        array, image = io.load_label_map(self.path)
         if self.scheme:
             classes = labels.labels_to_classes(array, self.scheme, source=self.path)
         else:
@@ -71,8 +81,13 @@ class Pairing:
     skipped: list = field(default_factory=list)  # reference folders that could not be read
 
 
-def find_references(ref_dir):
+def find_references(ref_dir, task=None):
     """Reference label maps under `ref_dir`: a dataset layout, else a flat folder of label files.
+
+    Args:
+        ref_dir: the folder.
+        task: a labels.TASKS name: the scheme of every reference (2023+ case
+            folders, or a flat folder, whose values then need not tell).
 
     Returns:
         (list of Reference, one line per folder discovery could not read).
@@ -82,7 +97,7 @@ def find_references(ref_dir):
     """
     ref_dir = os.fspath(ref_dir)
     try:
-        dataset = io.discover(ref_dir)
+        dataset = io.discover(ref_dir, task=task)
     except DataError:
         dataset = None
     if dataset is not None:
@@ -95,7 +110,8 @@ def find_references(ref_dir):
         match = _LABEL_FILE_RE.match(name)
         if match and os.path.isfile(os.path.join(ref_dir, name)):
             # The scheme of a flat folder is read from its values when it is loaded.
-            refs.setdefault(match.group("id"), Reference(match.group("id"), "", path=os.path.join(ref_dir, name)))
+            refs.setdefault(match.group("id"), Reference(match.group("id"), task or "",
+                                                         path=os.path.join(ref_dir, name)))
     if not refs:
         raise DataError(f"{ref_dir}: no reference label files (a BraTS layout, or <id>.nii.gz / <id>_seg.nii.gz)")
     return list(refs.values()), []
@@ -116,10 +132,10 @@ def find_predictions(pred_dir):
     return found
 
 
-def pair(pred_dir, ref_dir):
+def pair(pred_dir, ref_dir, task=None):
     """Pairs predictions with references by case id (see Pairing)."""
     predictions = find_predictions(pred_dir)
-    references, skipped = find_references(ref_dir)
+    references, skipped = find_references(ref_dir, task)
     result = Pairing(skipped=skipped)
     for ref in sorted(references, key=lambda r: r.case_id):
         if ref.case_id in predictions:
@@ -132,17 +148,27 @@ def pair(pred_dir, ref_dir):
 
 
 def _load_prediction(path, reference_image, scheme):
-    array, image = io.load_nifti(path)
+    array, image = io.load_label_map(path)
     if reference_image is not None:
         problem = io.geometry_problem(path, image, "reference", reference_image)
         if problem:
             raise DataError(problem)
+    if scheme not in _VALUE_DETECTED:
+        return labels.labels_to_classes(array, scheme, source=path)
     classes, _ = labels.label_map_to_classes(array, scheme, path)
     return classes
 
 
-def score_case(reference, prediction_path):
-    """Metrics dict of one pair; an empty prediction when `prediction_path` is None."""
+# Schemes whose predictions say by their values which of the two they use.
+_VALUE_DETECTED = ("brats2020", "brats2023")
+
+
+def score_case(reference, prediction_path, lesion_wise=False):
+    """Metrics dict of one pair; an empty prediction when `prediction_path` is None.
+
+    With `lesion_wise`, "lesion_wise" holds lesionwise.case_metrics of the pair
+    in the reference's scheme.
+    """
     ref_classes, ref_image, spacing = reference.load()
     if prediction_path is None:
         pred_classes = np.zeros_like(ref_classes)
@@ -151,7 +177,13 @@ def score_case(reference, prediction_path):
         if pred_classes.shape != ref_classes.shape:
             raise DataError(f"{prediction_path}: shape {pred_classes.shape} differs from the reference "
                             f"{ref_classes.shape}")
-    return metrics.case_metrics(pred_classes, ref_classes, spacing)
+    scheme = labels.get_scheme(reference.scheme)
+    scores = metrics.case_metrics(labels.to_classic(pred_classes, scheme), labels.to_classic(ref_classes, scheme),
+                                  spacing)
+    if lesion_wise:
+        values = np.asarray(scheme.labels, dtype=np.uint8)
+        scores["lesion_wise"] = lesionwise.case_metrics(values[pred_classes], values[ref_classes], scheme, spacing)
+    return scores
 
 
 @dataclass
@@ -175,26 +207,31 @@ class Evaluation:
                 "extra": self.extra, "failed": self.failed}
 
 
-def evaluate(pred_dir, ref_dir, on_case=None):
+def evaluate(pred_dir, ref_dir, on_case=None, lesion_wise=False, task=None, workers=1):
     """Scores every reference case; see the module docstring for missing/extra cases.
 
     Args:
         pred_dir, ref_dir: folders (module docstring).
-        on_case: optional callable(row) after each scored case.
+        on_case: optional callable(row) after each scored case, in case order.
+        lesion_wise: add the official lesion-wise metrics ("lesion_wise").
+        task: the references' labels.TASKS scheme when their folders do not say.
+        workers: processes scoring cases side by side (1: in this process).
 
     Returns:
         Evaluation. Rows have "id", "status" ("ok", "missing" or "unreadable")
-        and METRIC_KEYS. A prediction that cannot be read (corrupt, another
-        grid, foreign labels) is in `failed` and, like a missing one, scored
-        as empty, so dropping it cannot make the summary look better. A case
-        whose reference cannot be read is in `failed` only, as is every
-        reference folder discovery could not read.
+        and METRIC_KEYS (and "lesion_wise"). A prediction that cannot be read
+        (corrupt, another grid, foreign labels) is in `failed` and, like a
+        missing one, scored as empty, so dropping it cannot make the summary
+        look better. A case whose reference cannot be read is in `failed`
+        only, as is every reference folder discovery could not read.
     """
-    pairing = pair(pred_dir, ref_dir)
+    pairing = pair(pred_dir, ref_dir, task)
     rows, failed = [], list(pairing.skipped)
     todo = [(ref, path) for ref, path in pairing.pairs] + [(ref, None) for ref in pairing.missing]
-    for ref, path in sorted(todo, key=lambda item: item[0].case_id):
-        scored = _score_or_empty(ref, path, failed)
+    todo.sort(key=lambda item: item[0].case_id)
+    jobs = [(ref, path, lesion_wise) for ref, path in todo]
+    for (ref, path), (scored, errors) in zip(todo, _map(_score_or_empty, jobs, workers)):
+        failed.extend(errors)
         if scored is None:
             continue
         scores, status = scored
@@ -202,26 +239,40 @@ def evaluate(pred_dir, ref_dir, on_case=None):
         rows.append(row)
         if on_case is not None:
             on_case(row)
-    return Evaluation(rows=rows, summary=summarize(rows), missing=[r.case_id for r in pairing.missing],
+    summary = summarize(rows)
+    if lesion_wise:
+        summary["lesion_wise"] = lesionwise_summary(rows)
+    return Evaluation(rows=rows, summary=summary, missing=[r.case_id for r in pairing.missing],
                       extra=pairing.extra, failed=failed)
 
 
-def _score_or_empty(reference, prediction_path, failed):
-    """(metrics, status) of one case, or None when its reference cannot be read.
+def _score_or_empty(job):
+    """((metrics, status) or None, error lines) of one (reference, prediction path, lesion_wise) job.
 
-    Every failure is appended to `failed`; an unreadable prediction is then
-    scored as an empty one (status "unreadable").
+    An unreadable prediction is reported and scored as an empty one (status
+    "unreadable"); None when the reference itself cannot be read.
     """
+    reference, prediction_path, lesion_wise = job
     try:
-        return score_case(reference, prediction_path), "ok" if prediction_path else "missing"
+        return (score_case(reference, prediction_path, lesion_wise),
+                "ok" if prediction_path else "missing"), []
     except (BratsKerasError, ValueError) as error:
-        failed.append(user_message(error))
+        errors = [user_message(error)]
     if prediction_path is None:
-        return None
+        return None, errors
     try:
-        return score_case(reference, None), "unreadable"
+        return (score_case(reference, None, lesion_wise), "unreadable"), errors
     except (BratsKerasError, ValueError):
-        return None  # the reference itself is unreadable: its message is already in `failed`
+        return None, errors  # the reference itself is unreadable: its message is already there
+
+
+def _map(function, items, workers):
+    """function over items, in order; a process pool of `workers` when that is more than one."""
+    if workers <= 1 or len(items) <= 1:
+        yield from map(function, items)
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        yield from pool.map(function, items)
 
 
 def summarize(rows):
@@ -238,20 +289,72 @@ def summarize(rows):
 
 
 def rows_to_csv(rows):
-    """CSV text: id, status, then METRIC_KEYS, one line per case."""
+    """CSV text: id, status, METRIC_KEYS, then any lesion-wise "<group>_<metric>" columns, one line per case."""
+    lesion_keys = [f"{g}_{m}" for g, metrics_ in (rows[0].get("lesion_wise", {}) if rows else {}).items()
+                   for m in metrics_]
     buffer = text_io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["id", "status", *METRIC_KEYS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=["id", "status", *METRIC_KEYS, *lesion_keys], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        flat = {k: v for k, v in row.items() if k != "lesion_wise"}
+        flat.update({f"{g}_{m}": v for g, values in row.get("lesion_wise", {}).items() for m, v in values.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in flat.items()})
     return buffer.getvalue()
+
+
+# The official parser's stand-in for an infinite HD95 and for a missing case's
+# HD95 (brats_evaluation.metrics_parser: "diameter of the cube in SRI space").
+CHALLENGE_HD95 = 373.0
+LESION_STATS = ("mean", "std", "median")
+
+
+def lesionwise_summary(rows):
+    """{group: {metric: {"mean", "std", "median", "n"}}} over rows, as the challenge aggregates.
+
+    The official parser (brats_evaluation.metrics_parser, seg): global_bin_hd95
+    inf counts as 373; a missing case (status "missing") counts 373 for every
+    HD95 and 0 for everything else; NaN values are left out of the statistics
+    (pandas' default), std has ddof 1 (NaN for one value); other inf values
+    (sq_hd95 of a group with no match) stay inf, as there.
+    """
+    groups = next((row["lesion_wise"] for row in rows if row["status"] != "missing"), None)
+    groups = groups or (rows[0]["lesion_wise"] if rows else {})
+    summary = {}
+    for group, names in groups.items():
+        summary[group] = {}
+        for name in names:
+            values = np.asarray([_challenge_value(row, group, name) for row in rows], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            with np.errstate(invalid="ignore"):  # inf - inf in the std of an inf HD95: NaN, as pandas gives
+                summary[group][name] = {
+                    "mean": float(values.mean()) if values.size else math.nan,
+                    "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                    "median": float(np.median(values)) if values.size else math.nan,
+                    "n": int(values.size)}
+    return summary
+
+
+def _challenge_value(row, group, name):
+    if row["status"] == "missing":
+        return CHALLENGE_HD95 if "hd95" in name and "std" not in name else 0.0
+    value = row["lesion_wise"][group][name]
+    return CHALLENGE_HD95 if name == "global_bin_hd95" and math.isinf(value) else value
+
+
+def lesionwise_table(summary):
+    """The lesion-wise summary's means as aligned text: one line per group, one column per metric."""
+    names = lesionwise.METRICS
+    lines = [f"{'group':<8}" + "".join(f"{n:>16}" for n in names)]
+    for group, stats in summary.items():
+        lines.append(f"{group:<8}" + "".join(f"{stats[n]['mean']:>16.4f}" for n in names))
+    return "\n".join(lines)
 
 
 def summary_table(summary):
     """The summary as aligned text, one metric per line."""
     lines = [f"{'metric':<22}" + "".join(f"{s:>10}" for s in SUMMARY_STATS)]
-    for key, stats in summary.items():
-        lines.append(f"{key:<22}" + "".join(f"{stats[s]:>10.4f}" for s in SUMMARY_STATS))
+    for key in (k for k in METRIC_KEYS if k in summary):
+        lines.append(f"{key:<22}" + "".join(f"{summary[key][s]:>10.4f}" for s in SUMMARY_STATS))
     return "\n".join(lines)
 
 

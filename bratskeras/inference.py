@@ -333,6 +333,8 @@ class ModelSetup:
             patch size.
         fixed_input: True when the model only takes `window`-sized inputs.
         multiple: the model's spatial size divisor (`input_multiple`).
+        task: the labels.TASKS scheme whose own classes the model outputs
+            (its run's TrainConfig.task), or None for the classic classes.
     """
 
     modalities: tuple
@@ -341,6 +343,7 @@ class ModelSetup:
     window: tuple = field(default_factory=lambda: default_window())
     fixed_input: bool = False
     multiple: int = 1
+    task: str | None = None
 
 
 def default_window(patch_size=None):
@@ -395,13 +398,14 @@ def setup_from_model(network, config=None):
         target = config.get("target", "classes")
         settings = PreprocessSettings(crop=config.get("crop", "bbox"),
                                       crop_size=tuple(config.get("crop_size", FLAIR_PAPER_CROP)))
-        if len(modalities) != in_shape[-1] or labels.target_channels(target) != out_channels:
+        task = config.get("task")
+        if len(modalities) != in_shape[-1] or labels.target_channels(target, task) != out_channels:
             raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "
                              f"the network has {in_shape[-1]} input and {out_channels} output channels")
     patch_size = None if config is None else config.get("patch_size")
     return ModelSetup(modalities=modalities, target=target, preprocess=settings,
                       window=tuple(spatial) if fixed else default_window(patch_size), fixed_input=fixed,
-                      multiple=input_multiple(network))
+                      multiple=input_multiple(network), task=None if config is None else config.get("task"))
 
 
 def load_predictor(path):
@@ -457,7 +461,8 @@ class PredictSettings:
     Attributes:
         windows: WindowSettings; its window is clipped to the volume on axes
             where the model accepts any size (so small volumes are one pass).
-        label_scheme: "brats2020", "brats2023" or None (the input's release).
+        label_scheme: a labels.SCHEMES name or None (the input's release or task);
+            the model's classic classes are written through LabelScheme.from_classic.
         postprocess: steps for postprocessing.postprocess, applied on the crop.
         save_probabilities: also write OUTPUT_DIR/probabilities/<id>.nii.gz.
     """
@@ -507,10 +512,11 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
     classes = probabilities_to_classes(probabilities, setup.target)
-    classes = postprocessing.postprocess(classes, list(settings.postprocess))
+    if settings.postprocess:  # its steps know the classic classes only
+        classes = postprocessing.postprocess(classes, list(settings.postprocess))
     if setup.target == "whole_tumor":
         classes = classes.astype(np.uint8) * 2  # WT only: written as edema, as in training
-    label_map = labels.classes_to_labels(uncrop(classes, geometry), settings.label_scheme or case.label_scheme)
+    label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
         source_probabilities = uncrop(probabilities, geometry)
@@ -519,6 +525,15 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
             outside = uncrop(np.ones(geometry["size"], dtype=bool), geometry) == 0
             source_probabilities[outside, 0] = 1.0
     return label_map, source_probabilities, properties
+
+
+def _write_labels(classes, setup, scheme):
+    """The on-disk values of predicted classes: the task's own (setup.task), else classic ones in `scheme`."""
+    if setup.task is None:
+        return labels.classic_to_labels(classes, scheme)
+    if scheme not in (setup.task, None) and labels.get_scheme(scheme).labels != labels.get_scheme(setup.task).labels:
+        raise ModelError(f"the model outputs {setup.task}'s classes, which have no {scheme} labels")
+    return labels.classes_to_labels(classes, setup.task)
 
 
 def output_paths(output_dir, case_id):

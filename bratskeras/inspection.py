@@ -44,6 +44,7 @@ class DatasetReport:
 
     layout: str
     cases: list
+    label_scheme: str = ""
     skipped_folders: list = field(default_factory=list)
 
     @property
@@ -51,15 +52,15 @@ class DatasetReport:
         return self.skipped_folders + [p for case in self.cases for p in case.problems]
 
     def to_dict(self):
-        return {"layout": self.layout, "cases": [c.to_dict() for c in self.cases],
+        return {"layout": self.layout, "label_scheme": self.label_scheme, "cases": [c.to_dict() for c in self.cases],
                 "skipped_folders": self.skipped_folders}
 
 
-def inspect_dataset(root, layout=None, cache_dir=None):
+def inspect_dataset(root, layout=None, cache_dir=None, task=None):
     """Discovers and checks every case under `root`.
 
     Args:
-        root, layout: as io.discover.
+        root, layout, task: as io.discover.
         cache_dir: optional folder remembering each case's report under a
             key of its files' paths, sizes and mtimes (and its extra files),
             so `fit` does not decompress a whole dataset again at every start;
@@ -71,17 +72,18 @@ def inspect_dataset(root, layout=None, cache_dir=None):
     Raises:
         DataError: empty or wrong folder (from io.discover).
     """
-    dataset = io.discover(root, layout)
+    dataset = io.discover(root, layout, task=task)
     check = inspect_case if cache_dir is None else (lambda case: _remembered_report(case, cache_dir))
     return dataset, DatasetReport(layout=dataset.layout, cases=[check(c) for c in dataset.cases],
-                                  skipped_folders=list(dataset.skipped))
+                                  label_scheme=dataset.label_scheme, skipped_folders=list(dataset.skipped))
 
 
 def _remembered_report(case, cache_dir):
     """inspect_case(case), read from `cache_dir` when the case's files are unchanged."""
     from bratskeras import cache
 
-    key = cache.digest({"version": REPORT_VERSION, "sources": cache.source_stats(case.source_files()),
+    key = cache.digest({"version": REPORT_VERSION, "scheme": case.label_scheme,
+                        "sources": cache.source_stats(case.source_files()),
                         "extra": sorted(case.extra_files), "modalities": sorted(case.modalities),
                         "seg": case.seg, "expects_seg": case.expects_seg})
     path = os.path.join(os.fspath(cache_dir), "inspection", f"{case.id}-{key}.json")
@@ -124,7 +126,8 @@ def inspect_case(case):
 
 
 def _file_set_problems(case):
-    problems = [f"case {case.id}: missing {m} file" for m in io.MODALITIES if m not in case.modalities]
+    expected = labels.get_scheme(case.label_scheme).modalities
+    problems = [f"case {case.id}: missing {m} file" for m in expected if m not in case.modalities]
     if case.expects_seg and case.seg is None:
         problems.append(f"case {case.id}: missing label file")
     for path in case.extra_files:
@@ -138,9 +141,7 @@ def _label_values(array, scheme, path):
     finite = array[np.isfinite(array)]
     values = [int(v) if float(v).is_integer() else float(v) for v in np.unique(finite)]
     bad = [v for v in values if v not in labels.get_scheme(scheme).labels]
-    if bad:
-        return values, f"{path}: label values {bad} are not in the {scheme} scheme {list(labels.get_scheme(scheme).labels)}"
-    return values, None
+    return values, (labels.out_of_scheme_message(path, bad, scheme) if bad else None)
 
 
 def _inspect_h5(case, report):

@@ -8,7 +8,11 @@ Layouts (REFERENCE.md section 3), detected from the case folder names:
                 with uncompressed .nii; case 355's label is W39_1998.09.19_Segm.nii;
                 csv files beside the cases are ignored; labels 0,1,2,4
     brats2021   BraTS2021_NNNNN/ with <case>_{flair,t1,t1ce,t2,seg}.nii.gz
-    brats2023   BraTS-GLI-NNNNN-NNN/ with <case>-{t2f,t1n,t1c,t2w,seg}.nii.gz, ET = 3
+    brats2023   2023-2025 tasks: BraTS-<TASK>-NNNNN-NNN/ with <case>-{t2f,t1n,t1c,t2w,seg}.nii.gz
+                for TASK = GLI, SSA, MEN, MET, PED, BraTS-GoAT-NNNNN/, and MEN-RT's
+                BraTS-MEN-RT-NNNN-N/ with <case>_t1c.nii.gz and the label <case>_gtv.nii.gz;
+                the label scheme comes from TASK (labels.SCHEMES' prefixes) or from
+                `task` (2023 GLI folders and 2024 post-treatment GLI folders look alike)
     kaggle-h5   flat folder of volume_<v>_slice_<s>.h5 (datasets `image` (H, W, 4)
                 and `mask` (H, W, 3)), stacked along the last axis into volumes
 
@@ -40,7 +44,7 @@ _CASE_PATTERNS = {
     "brats2017": re.compile(r"^Brats1[78]_.+$|^BraTS19_.+$"),
     "brats2020": re.compile(r"^BraTS20_(Training|Validation)_\d+$"),
     "brats2021": re.compile(r"^BraTS2021_\d+$"),
-    "brats2023": re.compile(r"^BraTS-[A-Z]+-\d+-\d+$"),
+    "brats2023": re.compile(r"^BraTS-(?P<prefix>[A-Za-z]+(?:-RT)?)-\d+(?:-\d+)?$"),
 }
 _SUFFIX_TO_MODALITY = {
     "flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2",
@@ -48,7 +52,8 @@ _SUFFIX_TO_MODALITY = {
 }
 _NIFTI_RE = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
 # The 2023+ releases separate the suffix with "-", older ones with "_".
-_SUFFIX_RE = re.compile(r"[_-](?P<suffix>flair|t1ce|t1|t2|t2f|t1n|t1c|t2w|seg)$", re.IGNORECASE)
+_SUFFIX_RE = re.compile(r"[_-](?P<suffix>flair|t1ce|t1|t2|t2f|t1n|t1c|t2w|seg|gtv)$", re.IGNORECASE)
+# MEN-RT names its label <case>_gtv.
 # BraTS 2020 case 355 ships its label as W39_1998.09.19_Segm.nii.
 _ODD_SEG_RE = re.compile(r"_Segm$", re.IGNORECASE)
 _H5_RE = re.compile(r"^volume_(?P<volume>\d+)_slice_(?P<slice>\d+)\.h5$")
@@ -64,7 +69,7 @@ class Case:
         modalities: canonical modality name -> file path (for kaggle-h5 every
             modality maps to the case's first slice file; `slices` holds all).
         seg: label file path, or None.
-        label_scheme: "brats2020" or "brats2023" (labels.SCHEMES).
+        label_scheme: a key of labels.SCHEMES ("brats2020", "brats2023", "gli", ...).
         expects_seg: False for validation cases that ship without labels.
         extra_files: NIfTI files in the case folder that are not one modality
             or the label (a second label file, an unknown suffix).
@@ -115,18 +120,24 @@ class Dataset:
         raise DataError(f"{self.root}: no case {case_id!r}")
 
 
-def label_scheme_for(layout):
-    """The labels.SCHEMES name used by a layout's label files."""
-    return "brats2023" if layout == "brats2023" else "brats2020"
+def label_scheme_for(layout, case_id=None):
+    """The labels.SCHEMES name of a layout's label files (2023+: from the case folder's task prefix)."""
+    if layout != "brats2023":
+        return "brats2020"
+    match = _CASE_PATTERNS["brats2023"].match(case_id or "")
+    return (match and labels.scheme_for_prefix(match.group("prefix"))) or "brats2023"
 
 
-def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
+def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
     """Finds every case under `root` (any ancestor of the case folders).
 
     Args:
         root: folder to search recursively.
         layout: one of LAYOUTS, or None to detect it from the folder names.
         channel_order: kaggle-h5 only: modality of each `image` channel.
+        task: 2023+ layout only: the label scheme of every case (a name in
+            labels.TASKS), for folders whose names do not tell (2024 GLI);
+            a case whose folder names another task is an error.
 
     Returns:
         Dataset with cases sorted by id.
@@ -135,8 +146,9 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
     cannot be read are listed in `Dataset.skipped`.
 
     Raises:
-        DataError: root missing or not a folder, no BraTS case found, or several
-            layouts found while `layout` is None.
+        DataError: root missing or not a folder, no BraTS case found, several
+            layouts found while `layout` is None, cases of several tasks found
+            while `task` is None, or a `task` for a layout older than 2023.
     """
     root = os.fspath(root)
     if layout is not None and layout not in LAYOUTS:
@@ -160,7 +172,26 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER):
         raise DataError(f"{root}: no {layout} cases found (found: {', '.join(sorted(found))})")
     cases = sorted(found[layout], key=lambda c: c.id)
     _mark_expected_labels(cases)
-    return Dataset(root=root, layout=layout, label_scheme=label_scheme_for(layout), cases=cases, skipped=skipped)
+    return Dataset(root=root, layout=layout, label_scheme=_dataset_scheme(root, layout, cases, task), cases=cases,
+                   skipped=skipped)
+
+
+def _dataset_scheme(root, layout, cases, task):
+    """The one label scheme of `cases`: `task` (set on every case) or the one their folders name."""
+    if task is not None:
+        if task not in labels.TASKS:
+            raise DataError(f"unknown task {task!r}; expected one of {', '.join(labels.TASKS)}")
+        if layout != "brats2023":
+            raise DataError(f"{root}: a task applies to 2023+ case folders (BraTS-<TASK>-...), not {layout}")
+        for case in cases:
+            if case.label_scheme != task and not labels.get_scheme(case.label_scheme).ambiguous:
+                raise DataError(f"case {case.id}: its folder name says task {case.label_scheme}, not {task}")
+            case.label_scheme = task
+        return task
+    schemes = sorted({case.label_scheme for case in cases})
+    if len(schemes) > 1:
+        raise DataError(f"{root}: cases of several tasks found ({', '.join(schemes)}); pass a task")
+    return schemes[0]
 
 
 def _scan(root):
@@ -221,7 +252,7 @@ def _nifti_case(folder, case_id, layout, names):
         stem = _NIFTI_RE.match(name).group("stem")
         match = _SUFFIX_RE.search(stem)
         suffix = match.group("suffix").lower() if match else None
-        if suffix == "seg" or (layout == "brats2020" and _ODD_SEG_RE.search(stem)):
+        if suffix in ("seg", "gtv") or (layout == "brats2020" and _ODD_SEG_RE.search(stem)):
             segs.append(path)
         elif suffix in _SUFFIX_TO_MODALITY and _SUFFIX_TO_MODALITY[suffix] not in modalities:
             modalities[_SUFFIX_TO_MODALITY[suffix]] = path
@@ -230,7 +261,7 @@ def _nifti_case(folder, case_id, layout, names):
     # The standard <case>_seg name wins over an oddly named one; any other is extra.
     segs.sort(key=lambda p: 0 if _SUFFIX_RE.search(_NIFTI_RE.match(os.path.basename(p)).group("stem")) else 1)
     return Case(id=case_id, layout=layout, modalities=modalities, seg=segs[0] if segs else None,
-                label_scheme=label_scheme_for(layout), extra_files=segs[1:] + extra)
+                label_scheme=label_scheme_for(layout, case_id), extra_files=segs[1:] + extra)
 
 
 def _mark_expected_labels(cases):
@@ -296,6 +327,28 @@ def load_nifti(path):
     return array, image
 
 
+def load_label_map(path):
+    """Loads a label map: (array, image) like load_nifti, but integers as stored.
+
+    A label file of unscaled integers (uint8 on every BraTS release) comes
+    back in its own dtype: 4x less memory than float32 and no float checks,
+    which on a 240 x 240 x 155 map cost more than reading it. Anything else
+    (scaled, float, unreadable) goes through load_nifti and its errors.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        slope, inter = image.header.get_slope_inter()
+        if image.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
+            array = np.asarray(image.dataobj)
+            if array.ndim == 3 and array.dtype.kind in "iu":
+                return array, image
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError):
+        pass
+    return load_nifti(path)
+
+
 def volume_problems(path, array, is_label=False):
     """One-line problems of a loaded volume: non-finite voxels, all-zero image."""
     problems = []
@@ -316,19 +369,21 @@ def geometry_problem(path, image, reference_path, reference_image):
     return None
 
 
-def read_case(case, modalities=MODALITIES, with_labels=True):
+def read_case(case, modalities=None, with_labels=True):
     """Reads a case's images and labels.
 
     Args:
         case: a Case from `discover`.
-        modalities: canonical names, in the channel order wanted.
+        modalities: canonical names, in the channel order wanted; None: the
+            case's scheme's (all four, or MEN-RT's t1ce alone).
         with_labels: False never opens the label file (prediction needs none,
             so a bad label file cannot stop it); seg is then None.
 
     Returns:
         image: float32 (D, H, W, C), C = len(modalities), in that order.
-        seg: uint8 class indices (D, H, W), values 0..3 (labels.CLASS_NAMES),
-            or None when the case has no label file.
+        seg: uint8 class indices (D, H, W) of the case's scheme (0..3, the
+            classic labels.CLASS_NAMES, for 2017-2023 glioma), or None when
+            the case has no label file.
         properties: dict with "affine" (4x4), "header" (nibabel header or None),
             "shape" (D, H, W), "spacing" (mm per axis), "files" (source paths);
             `write_label_map` takes it to write a prediction on the source grid.
@@ -338,6 +393,8 @@ def read_case(case, modalities=MODALITIES, with_labels=True):
             shape/affine mismatch, NaN/Inf voxels, all-zero modality, or label
             values outside the case's scheme.
     """
+    if modalities is None:
+        modalities = labels.get_scheme(case.label_scheme).modalities
     missing = [m for m in modalities if m not in case.modalities]
     if missing:
         raise DataError(f"case {case.id}: missing modality {', '.join(missing)}")

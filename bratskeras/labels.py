@@ -1,16 +1,36 @@
-"""The one place that maps BraTS labels <-> classes <-> regions.
+"""The one place that maps BraTS labels <-> classes <-> regions, per label scheme.
 
-Label schemes on disk:
-    brats2020 (2017-2021 releases): 0 background, 1 NCR/NET, 2 ED, 4 ET
-    brats2023 (2023+ glioma):       0 background, 1 NCR,     2 ED, 3 ET
+Every scheme is a row of one table, `SCHEMES` (values, names, regions, the
+official lesion-wise groups, the modalities, the case-folder prefixes); io,
+inspection, synth, evaluation and inference read it, none of them branches on
+a scheme's name.
 
-Classes inside bratskeras (model outputs, cached labels), the same for every
-scheme:
-    0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (edema),
-    3 ET (enhancing tumor)
+Label schemes on disk (value: structure):
+    brats2020 (2017-2021 releases): 1 NCR/NET, 2 ED, 4 ET
+    brats2023 (2023 glioma GLI, SSA): 1 NCR (NETC), 2 ED (SNFH), 3 ET
+    gli   (post-treatment glioma 2024+): 1 NETC, 2 SNFH, 3 ET, 4 RC (resection cavity)
+    mets  (metastases 2023+):            1 NETC, 2 SNFH, 3 ET, 4 RC
+    ped   (paediatric 2024+):            1 ET, 2 NETC, 3 CC (cyst), 4 ED
+    men   (meningioma pre-operative):    1 NETC, 2 SNFH, 3 ET
+    goat  (generalizability, GoAT):      1 NETC, 2 SNFH, 3 ET
+    menrt (meningioma radiotherapy):     1 GTV; T1c is the only image
+0 is background everywhere.
 
-Evaluation regions, as channels in this order:
+Classes (model outputs, cached labels) are the position of a value in the
+scheme's `labels`. For brats2020 and brats2023 they are the classic four:
+    0 background, 1 NCR (necrotic / non-enhancing core), 2 ED (edema), 3 ET
+which the other 3-label schemes (men, goat) share; gli and mets add class 4
+RC, ped's classes are its own values (1 ET, 2 NETC, 3 CC, 4 ED), menrt's are
+0 background, 1 GTV.
+
+Evaluation regions of the classic schemes, as channels in this order:
     WT whole tumor = {NCR, ED, ET}; TC tumor core = {NCR, ET}; ET = {ET}
+Each scheme's `regions` lists its own (class indices); `lesion_groups` are
+the groups of the official lesion-wise evaluation (the `brats-evaluation`
+package's config_<task>.yaml, on-disk values): gli netc, snfh, et, rc,
+tc = 1+3, wt = 1+2+3; mets et, rc, tc, wt; ped et = 1, netc = 2, cc = 3,
+ed = 4, tc = 1+2+3, wt = 1+2+3+4; men (MenPre), goat (GoAT) and the 2023
+glioma et, tc, wt; menrt gtv.
 
 Training targets (what the tf.data pipeline yields as y):
     "classes":      uint8 class indices, (..., 1), values 0..3
@@ -29,14 +49,45 @@ REGIONS = ("WT", "TC", "ET")
 # Which classes make up each region, in REGIONS order.
 REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 TARGETS = ("classes", "regions", "whole_tumor")
+ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass(frozen=True)
 class LabelScheme:
-    """A release's on-disk label values, indexed by class (0..3)."""
+    """One task's labels: a row of the SCHEMES table.
+
+    Attributes:
+        name: the scheme's (task's) name, e.g. "gli".
+        labels: labels[class_index] = value on disk (labels[0] = 0, background).
+        names: names[class_index], e.g. ("background", "NETC", "SNFH", "ET", "RC").
+        regions: ((region, class indices), ...) evaluated and trained as regions.
+        lesion_groups: ((group, on-disk values), ...) of the official lesion-wise
+            evaluation, in the official config's terms.
+        official_config: the brats-evaluation config with these groups, or None.
+        modalities: the images every case has (canonical names).
+        prefixes: BraTS-<prefix>-... case folders that use this scheme unless a
+            task is named (2023+ layout only).
+        classic: classic[class_index] = the classic class (0 bg, 1 NCR, 2 ED,
+            3 ET) it counts as in the voxel-wise WT/TC/ET metrics: RC is not
+            tumor, a paediatric cyst is core (NCR), MEN-RT's GTV is core.
+        ambiguous: its folders may hold another task's labels, which `task`
+            then names (2024 post-treatment glioma in BraTS-GLI folders).
+        from_classic: from_classic[classic class] = the class a classic
+            4-class model's output is written as in this scheme (ped: NCR ->
+            NETC, ED -> ED, ET -> ET; MEN-RT: NCR and ET -> GTV, ED -> 0).
+    """
 
     name: str
-    labels: tuple  # labels[class_index] = value on disk
+    labels: tuple
+    names: tuple = CLASS_NAMES
+    regions: tuple = tuple((r, REGION_CLASSES[r]) for r in REGIONS)
+    lesion_groups: tuple = (("et", (3,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))
+    official_config: str | None = None
+    modalities: tuple = ALL_MODALITIES
+    prefixes: tuple = ()
+    classic: tuple = (0, 1, 2, 3)
+    from_classic: tuple = (0, 1, 2, 3)
+    ambiguous: bool = False
 
     def lookup_table(self):
         """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
@@ -45,15 +96,50 @@ class LabelScheme:
             table[value] = class_index
         return table
 
+    @property
+    def is_classic(self):
+        """True when the classes are the classic four (0 bg, 1 NCR, 2 ED, 3 ET) that models train on."""
+        return len(self.labels) == 4 and dict(self.regions) == REGION_CLASSES
 
-SCHEMES = {
-    "brats2020": LabelScheme("brats2020", (0, 1, 2, 4)),
-    "brats2023": LabelScheme("brats2023", (0, 1, 2, 3)),
-}
+
+_GLIOMA_NAMES = ("background", "NETC", "SNFH", "ET")
+_POST_TREATMENT = dict(
+    labels=(0, 1, 2, 3, 4), names=_GLIOMA_NAMES + ("RC",),
+    regions=(("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)), ("RC", (4,))), classic=(0, 1, 2, 3, 0))
+
+SCHEMES = {scheme.name: scheme for scheme in (
+    LabelScheme("brats2020", (0, 1, 2, 4), lesion_groups=(("et", (4,)), ("tc", (1, 4)), ("wt", (1, 2, 4)))),
+    LabelScheme("brats2023", (0, 1, 2, 3), official_config="MenPre", prefixes=("GLI", "SSA"), ambiguous=True),
+    LabelScheme("gli", **_POST_TREATMENT, official_config="gli", lesion_groups=(
+        ("netc", (1,)), ("snfh", (2,)), ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
+    LabelScheme("mets", **_POST_TREATMENT, official_config="mets", prefixes=("MET",), lesion_groups=(
+        ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
+    LabelScheme("ped", (0, 1, 2, 3, 4), names=("background", "ET", "NETC", "CC", "ED"),
+                regions=(("WT", (1, 2, 3, 4)), ("TC", (1, 2, 3)), ("ET", (1,)), ("CC", (3,))),
+                official_config="ped", prefixes=("PED",), classic=(0, 3, 1, 1, 2),
+                from_classic=(0, 2, 4, 1), lesion_groups=(
+                    ("et", (1,)), ("netc", (2,)), ("cc", (3,)), ("ed", (4,)), ("tc", (1, 2, 3)),
+                    ("wt", (1, 2, 3, 4)))),
+    LabelScheme("men", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="MenPre", prefixes=("MEN",)),
+    LabelScheme("goat", (0, 1, 2, 3), names=_GLIOMA_NAMES, official_config="GoAT", prefixes=("GoAT",)),
+    LabelScheme("menrt", (0, 1), names=("background", "GTV"), regions=(("GTV", (1,)),),
+                lesion_groups=(("gtv", (1,)),), official_config="MenRT", modalities=("t1ce",),
+                prefixes=("MEN-RT",), classic=(0, 1), from_classic=(0, 1, 0, 1)),
+)}
+# The 2023+ tasks, for --task (the 2017-2021 releases name themselves).
+TASKS = tuple(name for name in SCHEMES if name != "brats2020")
+
+
+def scheme_for_prefix(prefix):
+    """The scheme of BraTS-<prefix>-... case folders, or None for an unknown prefix."""
+    for scheme in SCHEMES.values():
+        if prefix in scheme.prefixes:
+            return scheme.name
+    return None
 
 
 def get_scheme(name):
-    """Returns the LabelScheme called `name` ("brats2020" or "brats2023")."""
+    """Returns the LabelScheme called `name` (a key of SCHEMES), or `name` itself if it is one."""
     if isinstance(name, LabelScheme):
         return name
     if name not in SCHEMES:
@@ -81,10 +167,16 @@ def labels_to_classes(seg, scheme, source="segmentation"):
         values = integral_labels(values, source)
     bad = [int(v) for v in distinct_values(values) if v not in scheme.labels]
     if bad:
-        raise DataError(
-            f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}"
-        )
+        raise DataError(out_of_scheme_message(source, bad, scheme))
     return scheme.lookup_table()[values]
+
+
+def out_of_scheme_message(source, bad, scheme):
+    """The one-line problem for label values `bad` outside `scheme`, naming the tasks that have them."""
+    scheme = get_scheme(scheme)
+    others = [t for t in TASKS if t != scheme.name and set(bad) <= set(SCHEMES[t].labels)]
+    hint = f" (a task whose scheme has them: {', '.join(others)})" if others else ""
+    return f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}{hint}"
 
 
 def integral_labels(values, source):
@@ -162,6 +254,39 @@ def classes_to_labels(classes, scheme):
     return np.asarray(scheme.labels, dtype=np.uint8)[classes.astype(np.int64)]
 
 
+def to_classic(classes, scheme):
+    """A scheme's class indices -> the classic classes (LabelScheme.classic), uint8."""
+    classic = get_scheme(scheme).classic
+    if classic == tuple(range(len(classic))):
+        return np.asarray(classes, dtype=np.uint8)
+    return np.asarray(classic, dtype=np.uint8)[np.asarray(classes)]
+
+
+def require_trainable(scheme, source, task=None):
+    """DataError unless a run can train on a dataset of `scheme`.
+
+    The classic four classes train as they are. The other schemes (the RC,
+    CC and GTV classes of gli, mets, ped and menrt) train their own classes
+    when the run names their task (TrainConfig.task, `fit --task`).
+    """
+    scheme = get_scheme(scheme)
+    if task is not None and task != scheme.name:
+        raise DataError(f"{source}: the cases use the {scheme.name} scheme, the run trains task {task}")
+    if task is None and not scheme.is_classic:
+        raise DataError(f"{source}: the {scheme.name} scheme ({', '.join(scheme.names[1:])}) has its own classes; "
+                        f"pass --task {scheme.name} to train them")
+
+
+def classic_to_labels(classes, scheme):
+    """A classic 4-class model's classes (0 bg, 1 NCR, 2 ED, 3 ET) -> `scheme`'s on-disk values, uint8.
+
+    How `predict` writes any task's labels with a model trained on the classic
+    classes (LabelScheme.from_classic); the identity for 2017-2023 glioma.
+    """
+    scheme = get_scheme(scheme)
+    return classes_to_labels(np.asarray(scheme.from_classic, dtype=np.uint8)[np.asarray(classes)], scheme)
+
+
 def classes_to_regions(classes):
     """Class indices (...,) -> bool region masks (..., 3) in REGIONS order."""
     classes = np.asarray(classes)
@@ -188,8 +313,10 @@ def classes_to_target(classes, target):
 TARGET_CHANNELS = {"classes": 4, "regions": 3, "whole_tumor": 1}
 
 
-def target_channels(target):
-    """Number of model output channels for a training target."""
+def target_channels(target, scheme=None):
+    """Number of model output channels for a training target (and the task's scheme: its classes)."""
+    if scheme is not None and target == "classes":
+        return len(get_scheme(scheme).labels)
     return TARGET_CHANNELS[target]
 
 

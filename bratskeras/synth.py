@@ -3,7 +3,11 @@
 Each case is a skull-stripped head: white matter inside grey matter inside a
 CSF rim, plus two ventricles, and one tumor made of a necrotic core (NCR),
 an enhancing rim (ET) and surrounding edema (ED), with irregular borders,
-random size and position. Tissue contrasts follow real MRI: ET is bright on
+random size and position. For the 2023-2025 tasks (`task`) a fluid-filled
+structure joins it where the task's scheme has one: a resection cavity (RC;
+gli, mets) carved into the tumor, or a cyst (CC; ped) inside it; MEN-RT cases
+get T1c alone and their GTV is the tumor core (NCR + ET). Labels are written
+in the task's own values (labels.SCHEMES). Tissue contrasts follow real MRI: ET is bright on
 T1ce, necrosis dark on T1ce and bright on T2, edema bright on FLAIR and T2,
 CSF dark on FLAIR and bright on T2. A smooth multiplicative bias field and
 noise are added, then each modality is scaled to int16. Everything is
@@ -28,32 +32,43 @@ DEFAULT_SHAPE = (64, 64, 48)
 SYNTH_MARKER = ".bratskeras-synth"
 
 # Mean intensity of each tissue per modality, on a 0..1 scale.
-# Tissue order: CSF, GM, WM, NCR, ED, ET.
-_TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et")
+# Tissue order: CSF, GM, WM, NCR, ED, ET, fluid (cavity or cyst: like CSF).
+_TISSUES = ("csf", "gm", "wm", "ncr", "ed", "et", "fluid")
 _CONTRAST = {
-    "flair": (0.10, 0.55, 0.45, 0.50, 0.95, 0.70),
-    "t1": (0.25, 0.55, 0.75, 0.30, 0.45, 0.55),
-    "t1ce": (0.25, 0.55, 0.75, 0.15, 0.45, 1.00),
-    "t2": (1.00, 0.60, 0.40, 0.90, 0.85, 0.65),
+    "flair": (0.10, 0.55, 0.45, 0.50, 0.95, 0.70, 0.12),
+    "t1": (0.25, 0.55, 0.75, 0.30, 0.45, 0.55, 0.22),
+    "t1ce": (0.25, 0.55, 0.75, 0.15, 0.45, 1.00, 0.22),
+    "t2": (1.00, 0.60, 0.40, 0.90, 0.85, 0.65, 1.00),
 }
+# Phantom structures (make_case's classes: 1 NCR, 2 ED, 3 ET, 4 fluid) that
+# make up each class name of labels.SCHEMES; a structure a scheme does not
+# name is background there (MEN-RT's edema).
+_STRUCTURES_OF = {"NCR": (1,), "NETC": (1,), "ED": (2,), "SNFH": (2,), "ET": (3,),
+                  "RC": (4,), "CC": (4,), "GTV": (1, 3)}
+_FLUID = {"RC": "cavity", "CC": "cyst"}
 
 
-def make_case(shape=DEFAULT_SHAPE, seed=0):
+def make_case(shape=DEFAULT_SHAPE, seed=0, fluid=None):
     """Generates one phantom.
 
     Args:
         shape: (D, H, W) voxels.
         seed: int or sequence of ints for numpy's default_rng.
+        fluid: None, "cavity" (a resection cavity carved into the tumor's
+            core and rim) or "cyst" (a cyst inside the tumor); without it the
+            phantom is the same as before fluids existed, draw for draw.
 
     Returns:
         images: dict modality -> int16 (D, H, W), background exactly 0.
-        classes: uint8 (D, H, W) class indices (0 bg, 1 NCR, 2 ED, 3 ET).
+        classes: uint8 (D, H, W) class indices (0 bg, 1 NCR, 2 ED, 3 ET, 4 fluid).
     """
     rng = np.random.default_rng(seed)
     grid = _grid(shape)
     tissue, brain = _anatomy(grid, rng)
     classes = _tumor(grid, brain, rng)
-    tissue = np.where(classes > 0, classes + 2, tissue)  # NCR/ED/ET -> tissue 3/4/5
+    if fluid is not None:
+        classes = _add_fluid(grid, classes, brain > 0, rng, fluid)
+    tissue = np.where(classes > 0, classes + 2, tissue)  # NCR/ED/ET/fluid -> tissue 3/4/5/6
     bias = _bias_field(grid, rng)
     images = {}
     for modality, means in _CONTRAST.items():
@@ -112,6 +127,24 @@ def _tumor(grid, brain, rng):
     return classes
 
 
+def _add_fluid(grid, classes, brain, rng, fluid):
+    """Adds class 4: a cavity around a random voxel of the tumor core (surgery removed part of it) or a cyst inside."""
+    tumor = np.argwhere(np.isin(classes, (1, 3)))
+    if tumor.size == 0:
+        return classes
+    shape = classes.shape
+    centre_voxel = tumor[rng.integers(len(tumor))] if fluid == "cavity" else tumor.mean(axis=0)
+    centre = [2.0 * c / max(n - 1, 1) - 1.0 for c, n in zip(centre_voxel, shape)]
+    extent = (tumor.max(axis=0) - tumor.min(axis=0) + 1) / np.asarray(shape)
+    radii = np.maximum(extent * rng.uniform(0.35, 0.55, size=3), 2.5 / np.asarray(shape))
+    inside = _radius(grid, centre, radii) < 1
+    # A cyst lies within the lesion; a cavity may reach past it, but stays beside it.
+    reach = classes > 0 if fluid == "cyst" else ndimage.binary_dilation(classes > 0, iterations=2) & brain
+    classes = classes.copy()
+    classes[inside & reach] = 4
+    return classes
+
+
 def _bias_field(grid, rng):
     """Smooth multiplicative field, about +-15 %, (D, H, W) float32."""
     x, y, z = grid
@@ -122,7 +155,8 @@ def _bias_field(grid, rng):
 # --------------------------------------------------------------------------- writing
 
 
-def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False):
+def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False,
+                  task=None):
     """Writes `cases` phantoms to `out_dir` in a release's on-disk layout.
 
     Args:
@@ -133,6 +167,8 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         seed: dataset seed; case i uses (seed, i).
         overwrite: allow writing into a non-empty folder that synth wrote
             before (SYNTH_MARKER; same-named files are replaced).
+        task: a 2023-2025 task (labels.TASKS): the brats2023 layout with that
+            task's case folders, modalities and label values (see `task_case_id`).
 
     Returns:
         The list of written case folder paths (kaggle-h5: the slice folder).
@@ -140,6 +176,12 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     Raises:
         OutputExistsError: `out_dir` is not empty and `overwrite` is False.
     """
+    if task is not None:
+        if task not in labels.TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(labels.TASKS)}")
+        if layout not in ("brats2023", "brats2020"):
+            raise ValueError(f"a task is written in the brats2023 layout, not {layout}")
+        layout = "brats2023"
     if layout not in SYNTH_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}")
     if cases < 1:
@@ -152,6 +194,9 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, SYNTH_MARKER), "w") as stream:
         stream.write("written by bratskeras synth\n")
+    if task is not None:
+        return [_write_task_case(out_dir, index, shape, (seed, index), labels.get_scheme(task))
+                for index in range(cases)]
     writer = _WRITERS[layout]
     return [writer(out_dir, index, *make_case(shape, (seed, index))) for index in range(cases)]
 
@@ -182,12 +227,12 @@ def _save_nifti(array, path):
     nib.save(image, path)
 
 
-def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext):
+def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext, label="seg"):
     os.makedirs(folder, exist_ok=True)
     for modality, suffix in suffixes.items():
         _save_nifti(images[modality], os.path.join(folder, f"{case_id}{separator}{suffix}{ext}"))
     seg = labels.classes_to_labels(classes, scheme)
-    _save_nifti(seg, os.path.join(folder, f"{case_id}{separator}seg{ext}"))
+    _save_nifti(seg, os.path.join(folder, f"{case_id}{separator}{label}{ext}"))
     return folder
 
 
@@ -238,6 +283,35 @@ def _write_brats2023(out_dir, index, images, classes):
     case_id = f"BraTS-GLI-{index:05d}-000"
     return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
                               "brats2023", _GLI_SUFFIXES, "-", ".nii.gz")
+
+
+def task_case_id(scheme, index):
+    """The case folder name of a 2023-2025 task, e.g. BraTS-MET-00003-000, BraTS-MEN-RT-0003-1."""
+    prefix = scheme.prefixes[0] if scheme.prefixes else "GLI"
+    if prefix == "MEN-RT":
+        return f"BraTS-MEN-RT-{index:04d}-1"
+    if prefix == "GoAT":
+        return f"BraTS-GoAT-{index:05d}"
+    return f"BraTS-{prefix}-{index:05d}-000"
+
+
+def scheme_classes(phantom, scheme):
+    """make_case's classes (1 NCR, 2 ED, 3 ET, 4 fluid) -> `scheme`'s class indices, by class name."""
+    classes = np.zeros(phantom.shape, dtype=np.uint8)
+    for class_index, name in enumerate(scheme.names[1:], start=1):
+        classes[np.isin(phantom, _STRUCTURES_OF[name])] = class_index
+    return classes
+
+
+def _write_task_case(out_dir, index, shape, seed, scheme):
+    fluid = next((_FLUID[name] for name in scheme.names if name in _FLUID), None)
+    images, phantom = make_case(shape, seed, fluid=fluid)
+    case_id = task_case_id(scheme, index)
+    # MEN-RT ships <case>_t1c and <case>_gtv; the other tasks <case>-<suffix> and <case>-seg.
+    separator, label = ("_", "gtv") if scheme.modalities == ("t1ce",) else ("-", "seg")
+    suffixes = {m: _GLI_SUFFIXES[m] for m in scheme.modalities}
+    return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, scheme_classes(phantom, scheme),
+                              scheme, suffixes, separator, ".nii.gz", label)
 
 
 def _write_kaggle_h5(out_dir, index, images, classes):

@@ -5,23 +5,27 @@ import json
 import click
 
 from bratskeras.cli.models import parse_shape
+from bratskeras.labels import TASKS
 
 _LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
+TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
+             "whose BraTS-GLI folders look like 2023's.")
 
 
 @click.command("inspect")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--layout", type=click.Choice(_LAYOUTS), help="Override layout detection.")
+@click.option("--task", type=click.Choice(TASKS), help=TASK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect_command(data_dir, layout, as_json):
+def inspect_command(data_dir, layout, task, as_json):
     """List a dataset's cases and every problem found; exit 1 if any case has one."""
     from bratskeras.inspection import inspect_dataset
 
-    _, report = inspect_dataset(data_dir, layout)
+    _, report = inspect_dataset(data_dir, layout, task=task)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
-        click.echo(f"layout: {report.layout}, {len(report.cases)} case(s)")
+        click.echo(f"layout: {report.layout}, labels: {report.label_scheme}, {len(report.cases)} case(s)")
         click.echo(f"{'case':<28}{'modalities':<24}{'seg':<5}{'shape':<18}{'spacing':<18}labels")
         for case in report.cases:
             shape = "x".join(str(s) for s in case.shape) if case.shape else "?"
@@ -41,15 +45,17 @@ def inspect_command(data_dir, layout, as_json):
 @click.option("--shape", default="64,64,48", show_default=True, help="D,H,W voxels per case.")
 @click.option("--layout", type=click.Choice(_LAYOUTS), default="brats2020", show_default=True,
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
+@click.option("--task", type=click.Choice(TASKS),
+              help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
-def synth_command(out_dir, cases, shape, layout, seed, overwrite):
+def synth_command(out_dir, cases, shape, layout, task, seed, overwrite):
     """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
     from bratskeras.synth import write_dataset
 
     folders = write_dataset(out_dir, cases=cases, shape=parse_shape(shape, 3, "--shape"),
-                            layout=layout, seed=seed, overwrite=overwrite)
-    click.echo(f"wrote {cases} {layout} case(s) to {out_dir} ({len(set(folders))} folder(s))")
+                            layout=layout, seed=seed, overwrite=overwrite, task=task)
+    click.echo(f"wrote {cases} {task or layout} case(s) to {out_dir} ({len(set(folders))} folder(s))")
 
 
 COMMANDS = [inspect_command, synth_command]

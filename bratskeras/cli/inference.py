@@ -20,6 +20,7 @@ import click
 
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, user_message
+from bratskeras.labels import TASKS
 
 
 def parse_postprocess(text):
@@ -69,14 +70,15 @@ def _window_progress(case):
                                 "--window 240,80,240 --overlap 0 (3 slabs).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
-@click.option("--label-scheme", type=click.Choice(["brats2020", "brats2023"]),
-              help="Labels to write (default: the input release's).")
+@click.option("--label-scheme", type=click.Choice(("brats2020",) + TASKS),
+              help="Labels to write (default: the input's release or task).")
+@click.option("--task", type=click.Choice(TASKS), help="Label scheme of INPUT_DIR when its folders do not say.")
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",
               help="NAME[:KEY=VALUE,...], e.g. min_component:voxels=50; repeatable.")
 @click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @needs_tensorflow
-def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, steps,
+def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
                     save_probabilities, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""
     from bratskeras import inference, io
@@ -87,7 +89,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                                        overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
-    dataset = io.discover(input_dir)
+    dataset = io.discover(input_dir, task=task)
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
@@ -122,15 +124,20 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
 @click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed} as JSON.")
 @click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--lesion-wise", is_flag=True,
+              help="Add the official BraTS 2023-2025 lesion-wise metrics of the task's groups.")
+@click.option("--task", type=click.Choice(TASKS), help="Label scheme of REF_DIR when its folders do not say.")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="all cores",
+              help="Processes scoring cases side by side.")
 @needs_tensorflow
-def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite):
-    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity)."""
+def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite, lesion_wise, task, workers):
+    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise)."""
     from bratskeras import evaluation, outputs
 
     if out:
         outputs.refuse_existing(out, overwrite)
         outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
-    result = evaluation.evaluate(pred_dir, ref_dir)
+    result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
     if out:
         csv_text = evaluation.rows_to_csv(result.rows)
 
@@ -146,6 +153,9 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite)
         click.echo(f"{len(result.rows)} case(s) scored ({len(result.missing)} missing, {unreadable} unreadable, "
                    "scored as empty)")
         click.echo(evaluation.summary_table(result.summary))
+        if lesion_wise:
+            click.echo("lesion-wise (means over cases, as the challenge aggregates):")
+            click.echo(evaluation.lesionwise_table(result.summary["lesion_wise"]))
     if compare_papers:
         click.echo(evaluation.comparison_table(result.summary))
     for path in result.extra:

@@ -8,6 +8,7 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
+from bratskeras.labels import SCHEMES, TASKS
 from bratskeras.training.demo import DEMO_TIME_LIMIT
 
 
@@ -33,6 +34,9 @@ def _overrides(options):
         "augment_on": options["augment_on"],
         "loss": options["loss"],
         "target": options["target"],
+        # A task trains its own classes from its own images (MEN-RT: T1c alone).
+        "task": options["task"],
+        "modalities": SCHEMES[options["task"]].modalities if options["task"] else None,
         "model_overrides": dict(_key_values(options["model_arg"])) or None,
     }
 
@@ -84,6 +88,8 @@ def _refuse_before_writing(config, out_dir):
 @click.option("--augment-on", type=click.Choice(["cpu", "device"]), help="Where augmentation runs.")
 @click.option("--target", type=click.Choice(["classes", "regions", "whole_tumor"]),
               help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
+@click.option("--task", type=click.Choice(TASKS),
+              help="Train this 2023-2025 task's own classes (gli: 5 with RC; menrt: GTV from T1c alone).")
 @click.option("--loss", type=click.Choice(["dice_ce", "soft_dice", "cross_entropy", "region_dice_bce",
                                            "flair_dice", "sensitivity_specificity"]),
               help="Loss (default: the preset's).")

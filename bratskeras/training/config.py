@@ -10,6 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from bratskeras import labels
 from bratskeras.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -34,6 +35,9 @@ class TrainConfig:
         model, model_overrides: registry name and builder overrides.
         modalities, target: network input channels and training target
             ("classes", "regions" or "whole_tumor", see bratskeras.labels).
+        task: None (the classic NCR/ED/ET classes) or a labels.TASKS scheme
+            whose own classes the "classes" target trains (gli: 5 outputs
+            with RC; menrt: background and GTV, with modalities ("t1ce",)).
         loss, loss_kwargs: a name for `bratskeras.losses.get_loss`.
         optimizer ("adamw" | "adam"), learning_rate, weight_decay,
             clipnorm (global gradient norm; 0 disables).
@@ -54,6 +58,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     modalities: tuple = ("flair", "t1", "t1ce", "t2")
     target: str = "classes"
+    task: str | None = None
     loss: str = "dice_ce"
     loss_kwargs: dict = field(default_factory=lambda: {"ce_weight": 0.3, "dice_weight": 0.7})
     optimizer: str = "adamw"
@@ -105,6 +110,10 @@ class TrainConfig:
         _check(self.target in LOSS_TARGETS[self.loss],
                f"--loss {self.loss} trains target {' or '.join(LOSS_TARGETS[self.loss])}, not {self.target}")
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        _check(self.task is None or self.task in labels.TASKS,
+               f"--task must be one of {labels.TASKS}, got {self.task!r}")
+        _check(self.task is None or self.target == "classes",
+               f"--task {self.task} trains its classes: use target classes, not {self.target}")
 
     def to_json(self):
         """The configuration as a JSON string (tuples become lists)."""

@@ -61,10 +61,11 @@ def split_cases(case_ids, config):
     return data.train_val_split(case_ids, config.val_fraction, config.split_seed)
 
 
-def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None):
+def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None, task=None):
     """Inspects a dataset and returns (its clean labelled cases, skipped problem lines).
 
-    With `cache_dir`, unchanged cases reuse their remembered inspection report.
+    With `cache_dir`, unchanged cases reuse their remembered inspection report;
+    `task` is the run's TrainConfig.task (the cases' scheme when it is not classic).
 
     Raises:
         DataError: a case has a problem (unless skip_bad_cases), or no case
@@ -72,7 +73,8 @@ def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None):
     """
     from bratskeras import inspection
 
-    dataset, report = inspection.inspect_dataset(data_dir, cache_dir=cache_dir)
+    dataset, report = inspection.inspect_dataset(data_dir, cache_dir=cache_dir, task=task)
+    labels.require_trainable(dataset.label_scheme, data_dir, task)
     cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
     labelled = [case for case in cases if case.seg is not None]
     if not labelled:
@@ -94,7 +96,7 @@ def load_cases(data_dir, config, cache_dir, skip_bad_cases):
     Returns:
         (train CachedCases, validation CachedCases, skipped problem lines).
     """
-    labelled, skipped = labelled_cases(data_dir, skip_bad_cases, cache_dir)
+    labelled, skipped = labelled_cases(data_dir, skip_bad_cases, cache_dir, config.task)
     train_ids, val_ids = split_cases([case.id for case in labelled], config)
     by_id = {case.id: case for case in labelled}
     cached = cache_cases([by_id[i] for i in train_ids + val_ids], config, cache_dir)
@@ -106,7 +108,7 @@ def build_network(config):
     from bratskeras.models import build_model, model_spec
 
     channels = len(config.modalities)
-    outputs = labels.target_channels(config.target)
+    outputs = labels.target_channels(config.target, config.task)
     overrides = dict(config.model_overrides)
     if model_spec(config.model)["builder"] == "flair_unet":
         if config.target != "whole_tumor":
@@ -291,7 +293,7 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         model.compile(
             optimizer=make_optimizer(config),
             loss=get_loss(config.loss, **loss_kwargs),
-            metrics=dice_metrics(config.target, from_logits=logits),
+            metrics=dice_metrics(config.target, from_logits=logits, scheme=config.task),
             jit_compile=xla,
         )
         if not resume and chief:
@@ -322,7 +324,7 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             initial_state=callbacks_state.get("early_stopping"))
     validation = WholeVolumeValidation(
         network, _validation_input(config, val_cached),
-        get_loss(config.loss, **loss_kwargs), dice_metrics(config.target, from_logits=logits))
+        get_loss(config.loss, **loss_kwargs), dice_metrics(config.target, from_logits=logits, scheme=config.task))
     callbacks = [ReplicaLossReport(strategy.num_replicas_in_sync), validation, *stateful.values()]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
@@ -402,6 +404,8 @@ def heldout_dice(run_dir, cached_cases, config):
         probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
         # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
         predicted = inference.probabilities_to_classes(probabilities, config.target)
+        if config.task:  # the task's classes, scored as the classic regions they make up
+            predicted, seg = labels.to_classic(predicted, config.task), labels.to_classic(seg, config.task)
         for region in regions:
             scores[region].append(metrics.dice(metrics.structure_mask(predicted, region.lower()),
                                                metrics.structure_mask(seg, region.lower())))
@@ -411,7 +415,7 @@ def heldout_dice(run_dir, cached_cases, config):
 def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
     """Mean Dice per region of a run's best.keras on another labelled dataset."""
     cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
-    cases, _ = labelled_cases(data_dir, cache_dir=cache_dir)
+    cases, _ = labelled_cases(data_dir, cache_dir=cache_dir, task=config.task)
     cached = cache_cases(cases, config, cache_dir)
     return heldout_dice(run_dir, cached, config)
 

@@ -1,0 +1,54 @@
+"""fit and predict on the 2023-2025 schemes' own classes: 5 classes with RC, MEN-RT's GTV from T1c alone."""
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bratskeras import inference, io, labels, synth
+from bratskeras.cli import cli
+from bratskeras.errors import ConfigError, DataError
+from bratskeras.training.config import resolve_config
+from bratskeras.training.fit import fit
+
+SHAPE = (24, 24, 16)
+TINY = {"model_overrides": {"base_filters": 4}, "epochs": 1, "steps_per_epoch": 1, "batch_size": 2,
+        "patch_size": (16, 16, 16), "crop": "none", "precision": "float32", "checkpoint_every": 1}
+
+
+@pytest.mark.parametrize("task, outputs, modalities", [("gli", 5, ("flair", "t1", "t1ce", "t2")),
+                                                       ("menrt", 2, ("t1ce",))])
+def test_fit_trains_the_task_classes_and_predict_writes_its_values(tmp_path, task, outputs, modalities):
+    synth.write_dataset(tmp_path / "data", cases=3, shape=SHAPE, task=task, seed=4)
+    config = resolve_config("lightweight2020", {**TINY, "task": task,
+                                                "modalities": labels.SCHEMES[task].modalities})
+    result = fit(config, str(tmp_path / "data"), str(tmp_path / "run"), verbose=0)
+    model = keras.saving.load_model(str(tmp_path / "run" / "best.keras"), safe_mode=True)
+    assert model.input_shape[-1] == len(modalities) and model.output_shape[-1] == outputs
+    assert set(result.heldout_dice) == {"WT", "TC", "ET"}
+    network, setup = inference.load_predictor(str(tmp_path / "run"))
+    assert setup.task == task and setup.modalities == modalities
+    case = io.discover(tmp_path / "data", task=task).cases[0]
+
+    def always_last(batch):  # a model that always says the last class shows which values are written
+        return np.tile(np.eye(outputs, dtype=np.float32)[-1], batch.shape[:4] + (1,))
+
+    label_map, _, _ = inference.predict_case(always_last, setup, case, inference.PredictSettings())
+    assert set(np.unique(label_map)) <= {0, labels.SCHEMES[task].labels[-1]}
+    assert labels.SCHEMES[task].labels[-1] in np.unique(label_map)  # 4 = RC for gli, 1 = GTV for MEN-RT
+
+
+def test_a_task_dataset_needs_its_task_and_classes_target(tmp_path):
+    synth.write_dataset(tmp_path / "data", cases=2, shape=SHAPE, task="mets")
+    with pytest.raises(DataError, match="pass --task mets"):
+        fit(resolve_config("lightweight2020", TINY), str(tmp_path / "data"), str(tmp_path / "run"), verbose=0)
+    with pytest.raises(DataError, match="folder name says task mets, not ped"):
+        fit(resolve_config("lightweight2020", {**TINY, "task": "ped"}), str(tmp_path / "data"),
+            str(tmp_path / "run2"), verbose=0)
+    with pytest.raises(ConfigError, match="use target classes"):
+        resolve_config("lightweight2020", {**TINY, "task": "gli", "target": "regions", "loss": "region_dice_bce"})
+
+
+def test_cli_fit_task_option_reaches_the_config(tmp_path):
+    result = CliRunner().invoke(cli, ["fit", "--help"])
+    assert "--task" in result.output
