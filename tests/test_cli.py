@@ -32,3 +32,18 @@ def test_help_does_not_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_tensorflow_info_lines_after_start_up_are_hidden_unless_asked_for():
+    """XLA's service start (first compiled augmentation in every fit) printed 3 INFO lines."""
+    code = ("from bratskeras.cli.quiet import import_tensorflow_quietly\n"
+            "import_tensorflow_quietly()\n"
+            "import tensorflow as tf\n"
+            "print(float(tf.function(lambda x: x * 2.0, jit_compile=True)(tf.constant(1.0))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.stdout.strip() == "2.0" and "XLA service" not in quiet.stderr, quiet.stderr
+    asked = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"},
+                           capture_output=True, text=True, timeout=120)
+    assert "XLA service" in asked.stderr  # the user's own level is kept

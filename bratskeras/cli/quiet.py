@@ -7,7 +7,10 @@ cuInit" error line on machines without a GPU. Commands that use TensorFlow
 import it here first, and list the devices once, with the process's stderr
 pointed at /dev/null (TensorFlow remembers the listing, so later calls print
 nothing); an import that fails still raises, and everything after it is
-shown as usual.
+shown as usual. Later INFO lines of TensorFlow's C++ runtime (the XLA
+service starting when augmentation is first compiled, three lines in every
+`fit`) are hidden by TF_CPP_MIN_LOG_LEVEL=1 unless the user set a level:
+the CLI owns its process, and warnings and errors still show.
 """
 
 import functools
@@ -16,6 +19,7 @@ import os
 
 def import_tensorflow_quietly():
     """Imports tensorflow and keras, and lists the GPUs once, with file descriptor 2 muted."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # read once, when TensorFlow loads
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
