@@ -221,7 +221,7 @@ def test_evaluate_cli_matches_the_official_package_and_parser(tmp_path):
     rng = np.random.default_rng(0)
     os.makedirs(tmp_path / "pred")
     official = {"metrics": [], "missings": []}
-    for index, folder in enumerate(sorted(os.listdir(tmp_path / "ref"))):
+    for index, folder in enumerate(_case_folders(tmp_path / "ref")):
         ref_path = str(tmp_path / "ref" / folder / f"{folder}-seg.nii.gz")
         if index == 3:  # no prediction: scored as missing
             official["missings"].append(folder)
@@ -256,7 +256,7 @@ def test_evaluate_cli_matches_the_official_package_and_parser(tmp_path):
 def test_lesionwise_csv_and_text(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=(32, 32, 24), task="ped")
     os.makedirs(tmp_path / "pred")
-    for folder in os.listdir(tmp_path / "ref"):
+    for folder in _case_folders(tmp_path / "ref"):
         image = nib.load(tmp_path / "ref" / folder / f"{folder}-seg.nii.gz")
         nib.save(image, tmp_path / "pred" / f"{folder}.nii.gz")
     result = evaluation.evaluate(tmp_path / "pred", tmp_path / "ref", lesion_wise=True)
@@ -265,3 +265,8 @@ def test_lesionwise_csv_and_text(tmp_path):
     assert result.rows[0]["lesion_wise"]["cc"]["sq_dsc"] == 1.0
     text = evaluation.lesionwise_table(result.summary["lesion_wise"])
     assert text.splitlines()[1].startswith("et") and "pq_dsc" in text.splitlines()[0]
+
+
+def _case_folders(root):
+    """The case folders synth wrote (not its .bratskeras-synth marker file)."""
+    return sorted(name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name)))
