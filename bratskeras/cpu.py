@@ -30,6 +30,8 @@ ISA_CLASSES = (
     ("AVX-512", {"avx512f"}),
     ("AVX2", {"avx2", "fma"}),
 )
+# Every value `isa_class` returns.
+ISA_CLASS_NAMES = tuple(name for name, _ in ISA_CLASSES) + ("x86 before AVX2", "not x86", "unknown")
 
 
 def is_x86(machine=None):

@@ -22,10 +22,11 @@ AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
 ])
 def test_isa_class_from_flags(flags, expected):
     assert cpu.isa_class(flags, machine="x86_64") == expected
+    assert expected in cpu.ISA_CLASS_NAMES
 
 
 def test_isa_class_off_x86():
-    assert cpu.isa_class(AVX512, machine="aarch64") == "not x86"
+    assert cpu.isa_class(AVX512, machine="aarch64") == "not x86" and "not x86" in cpu.ISA_CLASS_NAMES
 
 
 def test_native_bfloat16_needs_avx512_bf16_or_amx():

@@ -414,6 +414,7 @@ def test_bad_time_limit_is_refused(dataset, tmp_path, text):
 
 def test_runtime_json_records_the_cpu_class_and_onednn(finished_run):
     runtime = json.load(open(os.path.join(finished_run[0], "runtime.json")))
-    assert runtime["isa_class"] in ("AMX", "AVX-512 with BF16", "AVX-512", "AVX2", "x86 before AVX2",
-                                    "not x86", "unknown")
+    from bratskeras.cpu import ISA_CLASS_NAMES
+
+    assert runtime["isa_class"] in ISA_CLASS_NAMES
     assert isinstance(runtime["onednn"], bool) and runtime["float32_matmul_gflops"] > 0
