@@ -14,17 +14,20 @@ tc = 1+3, wt = 1+2+3):
    bipartite matching on Dice (scipy's linear_sum_assignment on 1 - Dice,
    pairs with Dice >= 1e-6 only): tp matched pairs, fp unmatched
    prediction lesions, fn unmatched reference lesions.
-4. Per matched pair: Dice and HD95 (surface.hd95: 95th percentile of the
+4. Per matched pair: Dice, HD95 (surface.hd95: 95th percentile of the
    pooled surface-to-surface distances, surfaces = mask minus its
-   6-connected erosion, at the voxel spacing).
-   sq_dsc and sq_hd95 are their means, sq_*_std their standard deviations
-   (population); rq = tp / (tp + fp/2 + fn/2); pq_dsc = sq_dsc * rq.
-5. global_bin_dsc and global_bin_hd95 compare the whole group masks;
-   the official global HD95 is in voxels, whatever the spacing (panoptica
-   passes no spacing to its global metrics), and so is this one.
+   6-connected erosion, at the voxel spacing) and NSD (surface.nsd: the
+   fraction of each surface within the smallest voxel size of the other,
+   averaged over the two directions).
+   sq_dsc, sq_hd95 and sq_nsd are their means, sq_*_std their standard
+   deviations (population); rq = tp / (tp + fp/2 + fn/2); pq_dsc = sq_dsc * rq.
+5. global_bin_dsc, global_bin_hd95 and global_bin_nsd compare the whole
+   group masks; the official global metrics are in voxels, whatever the
+   spacing (panoptica passes no spacing to them), and so are these: HD95
+   in voxels, NSD at a tolerance of 0.5 voxel (panoptica's fallback).
 
 Edge cases (identical in every bundled config): with no matched lesion
-(tp = 0), sq_dsc and pq_dsc are 0 and sq_hd95 inf, unless neither side has
+(tp = 0), sq_dsc, sq_nsd and pq_dsc are 0 and sq_hd95 inf, unless neither side has
 a lesion, where they are NaN (rq NaN too, std NaN whenever tp = 0). The
 global metrics take the same values when the two group masks do not
 overlap at all (so a prediction beside the reference gets HD95 inf, not a
@@ -47,8 +50,12 @@ from scipy.optimize import linear_sum_assignment
 from bratskeras import labels, surface
 
 # The official names, in the order the text summary shows them.
-METRICS = ("tp", "fp", "fn", "rq", "pq_dsc", "sq_dsc", "sq_dsc_std", "sq_hd95", "sq_hd95_std",
-           "global_bin_dsc", "global_bin_hd95")
+METRICS = ("tp", "fp", "fn", "rq", "pq_dsc", "sq_dsc", "sq_dsc_std", "sq_hd95", "sq_hd95_std", "sq_nsd", "sq_nsd_std",
+           "global_bin_dsc", "global_bin_hd95", "global_bin_nsd")
+# The global metrics are computed in voxel units (no spacing), where
+# panoptica's NSD tolerance falls back to 0.5 voxel: only surface voxels the
+# two masks share count. Lesion pairs use the smallest voxel size (1 mm on BraTS).
+GLOBAL_NSD_TOLERANCE = 0.5
 MATCHING_THRESHOLD = 1e-6
 # A pair is matched when 1 - Dice beats this default cost of an unmatched one.
 _UNMATCHED_COST = 1.0 + 1e-6
@@ -112,7 +119,7 @@ def group_metrics(prediction, reference, spacing=(1.0, 1.0, 1.0)):
     pred_lesions, n_pred = ndimage.label(prediction, structure=_LESION_STRUCTURE)
     pairs = match_lesions(ref_lesions, n_ref, pred_lesions, n_pred)
     dice = [d for _, _, d in pairs]
-    hd95 = _pair_hd95(ref_lesions, pred_lesions, pairs, spacing)
+    hd95, nsd = _pair_surface_metrics(ref_lesions, pred_lesions, pairs, spacing)
     tp = len(pairs)
     result = {"tp": tp, "fp": n_pred - tp, "fn": n_ref - tp}
     result["rq"] = tp / (tp + 0.5 * (n_pred - tp) + 0.5 * (n_ref - tp)) if tp else _zero_tp(n_pred, n_ref, 0.0)
@@ -120,18 +127,23 @@ def group_metrics(prediction, reference, spacing=(1.0, 1.0, 1.0)):
     result["sq_dsc_std"] = float(np.std(dice)) if tp else np.nan
     result["sq_hd95"] = float(np.mean(hd95)) if tp else _zero_tp(n_pred, n_ref, np.inf)
     result["sq_hd95_std"] = float(np.std(hd95)) if tp else np.nan
+    result["sq_nsd"] = float(np.mean(nsd)) if tp else _zero_tp(n_pred, n_ref, 0.0)
+    result["sq_nsd_std"] = float(np.std(nsd)) if tp else np.nan
     result["pq_dsc"] = result["sq_dsc"] * result["rq"]
     overlap = np.count_nonzero(prediction & reference)
     if tp == n_pred == n_ref == 1 and spacing == (1.0, 1.0, 1.0):
         # One lesion each, matched: the group masks are that pair, already scored.
         result["global_bin_dsc"], result["global_bin_hd95"] = dice[0], hd95[0]
+        result["global_bin_nsd"] = _global_nsd(prediction, reference)
     elif overlap == 0:
         result["global_bin_dsc"] = _zero_tp(n_pred, n_ref, 0.0)
         result["global_bin_hd95"] = _zero_tp(n_pred, n_ref, np.inf)
+        result["global_bin_nsd"] = _zero_tp(n_pred, n_ref, 0.0)
     else:
         result["global_bin_dsc"] = 2.0 * overlap / (np.count_nonzero(prediction) + np.count_nonzero(reference))
         # The official global metrics ignore the voxel spacing (panoptica passes none): voxel units.
         result["global_bin_hd95"] = surface.hd95(prediction, reference, (1.0, 1.0, 1.0))
+        result["global_bin_nsd"] = _global_nsd(prediction, reference)
     return {key: result[key] for key in METRICS}
 
 
@@ -166,16 +178,23 @@ def match_lesions(ref_lesions, n_ref, pred_lesions, n_pred):
     return [(int(r) + 1, int(c) + 1, float(dice[r + 1, c + 1])) for r, c in zip(rows, cols) if cost[r, c] < 1.0]
 
 
-def _pair_hd95(ref_lesions, pred_lesions, pairs, spacing):
-    """HD95 of each matched pair, each within the pair's own bounding box."""
+def _pair_surface_metrics(ref_lesions, pred_lesions, pairs, spacing):
+    """HD95 and NSD of each matched pair, each within the pair's own bounding box: ([hd95], [nsd])."""
     if not pairs:
-        return []
+        return [], []
     ref_boxes, pred_boxes = ndimage.find_objects(ref_lesions), ndimage.find_objects(pred_lesions)
-    values = []
+    hd95, nsd = [], []
     for ref_label, pred_label, _ in pairs:
         box = _union_box(ref_boxes[ref_label - 1], pred_boxes[pred_label - 1])
-        values.append(surface.hd95(pred_lesions[box] == pred_label, ref_lesions[box] == ref_label, spacing))
-    return values
+        pred, ref = pred_lesions[box] == pred_label, ref_lesions[box] == ref_label
+        hd95.append(surface.hd95(pred, ref, spacing))
+        nsd.append(surface.nsd(pred, ref, spacing))
+    return hd95, nsd
+
+
+def _global_nsd(prediction, reference):
+    """The group masks' NSD in voxel units at panoptica's fallback tolerance (GLOBAL_NSD_TOLERANCE)."""
+    return surface.nsd(prediction, reference, (1.0, 1.0, 1.0), tolerance=GLOBAL_NSD_TOLERANCE)
 
 
 def _as_uint8(label_map):

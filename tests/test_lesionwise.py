@@ -51,6 +51,18 @@ def test_hd95_of_two_shifted_cubes_by_hand():
     assert surface.hd95(pred, ref, (1.0, 1.0, 2.5)) == 2.5
 
 
+def test_nsd_of_two_shifted_cubes_by_hand():
+    shape = (16, 16, 16)
+    ref, pred = cube(shape, (4, 4, 4), 4) > 0, cube(shape, (4, 4, 5), 4) > 0
+    # 56 surface voxels each. 20 are 1 voxel from the other surface, 36 on it: the 16 of the face
+    # the other cube lacks, and the 4 inner voxels of the face that lies inside the other cube.
+    assert surface.nsd(pred, ref, (1.0, 1.0, 1.0)) == 1.0  # tolerance 1 voxel: all within
+    assert surface.nsd(pred, ref, (1.0, 1.0, 1.0), tolerance=0.5) == pytest.approx(36 / 56)
+    # At 2.5 mm along k the 16 face voxels are 2.5 mm away, beyond the default 1 mm tolerance;
+    # the 4 inner ones are 1 mm (sideways) from the other surface's ring.
+    assert surface.nsd(pred, ref, (1.0, 1.0, 2.5)) == pytest.approx(40 / 56)
+
+
 @pytest.mark.parametrize("pred_lesion, ref_lesion, expected", [
     (False, False, {"tp": 0, "fp": 0, "fn": 0, "rq": NAN, "pq_dsc": NAN, "sq_dsc": NAN, "sq_hd95": NAN,
                     "global_bin_dsc": NAN, "global_bin_hd95": NAN}),
@@ -246,7 +258,8 @@ def test_evaluate_cli_matches_the_official_package_and_parser(tmp_path):
     parser_names = {"tp": "all_instance_tp", "fp": "all_instance_fp", "fn": "all_instance_fn",
                     "rq": "all_instance_f1", "sq_dsc": "lesionwise_dsc_mean", "sq_dsc_std": "lesionwise_dsc_std",
                     "sq_hd95": "lesionwise_hd95_mean", "sq_hd95_std": "lesionwise_hd95_std",
-                    "global_bin_dsc": "global_dsc", "global_bin_hd95": "global_hd95"}
+                    "sq_nsd": "lesionwise_nsd_mean", "sq_nsd_std": "lesionwise_nsd_std",
+                    "global_bin_dsc": "global_dsc", "global_bin_hd95": "global_hd95", "global_bin_nsd": "global_nsd"}
     for group, stats in payload["summary"]["lesion_wise"].items():
         for name, column in parser_names.items():
             for stat in ("mean", "std", "median"):
