@@ -431,6 +431,20 @@ def load_predictor(path):
     return probability_model(network, setup.target), setup
 
 
+def run_task(path):
+    """The task a run directory's model was trained on (its config.json "task"), or None.
+
+    Cheap (no model load): `predict` uses it as the input's --task by default,
+    so a gli model reads BraTS-GLI folders as post-treatment gli cases (they
+    would otherwise be the 2023 glioma scheme, whose labels its classes lack).
+    """
+    config_path = os.path.join(os.fspath(path), "config.json")
+    if not (os.path.isdir(path) and os.path.exists(config_path)):
+        return None
+    with open(config_path) as stream:
+        return json.load(stream).get("task")
+
+
 def probability_model(network, target):
     """`network` with the activation its logits need (softmax for classes, sigmoid for regions)."""
     import keras

@@ -89,7 +89,8 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                                        overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
-    dataset = io.discover(input_dir, task=task)
+    # A task model reads its input as that task unless the user said otherwise.
+    dataset = io.discover(input_dir, task=task or inference.run_task(model))
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
