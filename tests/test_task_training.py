@@ -3,10 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bratskeras import inference, io, labels, synth
-from bratskeras.cli import cli
 from bratskeras.errors import ConfigError, DataError
 from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import fit
@@ -47,8 +45,3 @@ def test_a_task_dataset_needs_its_task_and_classes_target(tmp_path):
             str(tmp_path / "run2"), verbose=0)
     with pytest.raises(ConfigError, match="use target classes"):
         resolve_config("lightweight2020", {**TINY, "task": "gli", "target": "regions", "loss": "region_dice_bce"})
-
-
-def test_cli_fit_task_option_reaches_the_config(tmp_path):
-    result = CliRunner().invoke(cli, ["fit", "--help"])
-    assert "--task" in result.output
