@@ -64,7 +64,7 @@ def test_swapped_same_shaped_layers_restore_by_name(tmp_path):
     reference = run_files.state_variables(saved_model, saved_optimizer)
     for name, variable in named.items():
         np.testing.assert_array_equal(np.asarray(variable.numpy()), np.asarray(reference[name].numpy()), name)
-    assert any(name.startswith("optimizer/adam/a_kernel") for name in named)
+    assert {"optimizer/adam/a/kernel/momentum", "optimizer/adam/b/bias/velocity"} <= set(named)
 
 
 def test_names_ignore_keras_process_wide_counters(tmp_path):
@@ -75,6 +75,11 @@ def test_names_ignore_keras_process_wide_counters(tmp_path):
     names_second = set(run_files.state_variables(second, built_optimizer(second)))
     assert names_first == names_second
     assert "model/drop/seed_generator_state" in names_first
+    # A Sequential's variable paths (and so Keras' slot names) start with "sequential_N".
+    sequential = [keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")]) for _ in range(2)]
+    names = [set(run_files.state_variables(m, built_optimizer(m))) for m in sequential]
+    assert names[0] == names[1] and "optimizer/adam/sequential/d/kernel/momentum" not in names[0]
+    assert "optimizer/adam/d/kernel/momentum" in names[0]
 
 
 def test_renamed_variable_is_refused_naming_it(tmp_path):
@@ -156,3 +161,11 @@ def test_state_of_an_older_version_is_refused_in_one_line(tmp_path):
         run_files.latest_state(str(tmp_path / "run"))
     message = str(error.value)
     assert "\n" not in message and "epoch-0002" in message and "older bratskeras" in message
+
+
+def test_state_whose_json_was_removed_is_refused_not_restarted(tmp_path):
+    model = small_model(["a", "b"])
+    run_dir = save(tmp_path, model, built_optimizer(model), epoch=3)
+    os.remove(os.path.join(run_dir, "state", "epoch-3.json"))
+    with pytest.raises(ConfigError, match=r"epoch-3\.json: missing"):
+        run_files.latest_state(run_dir)

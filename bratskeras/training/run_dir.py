@@ -233,8 +233,9 @@ def latest_state(run_dir):
     state_root = os.path.join(run_dir, STATE_DIR)
     _refuse_positional_state(state_root)
     prefix = tf.train.latest_checkpoint(state_root)
-    if prefix is None or not os.path.exists(prefix + ".json"):
-        return None
+    if prefix is not None and not os.path.exists(prefix + ".json"):
+        # save_state writes the JSON before the pointer moves: it was removed since.
+        raise ConfigError(f"{prefix}.json: missing, so the resume state {prefix} is incomplete")
     return prefix
 
 
@@ -280,9 +281,10 @@ def state_variables(model, optimizer):
     wide name counters: "model/<layer>/<variable>" walks the model's layers
     by their names (a dropout layer's seed state is "model/head_dropout/
     seed_generator_state", where Keras' own path would be "seed_generator_2/
-    ..."); "optimizer/<path>" is the optimizer variable's path with the
-    optimizer's counter suffix dropped ("adam_w_1/iteration" -> "adam_w/
-    iteration"; slots are named by Keras after the model variable's path).
+    ..."); "optimizer/<optimizer>/<variable>" drops the optimizer's counter
+    suffix ("adam_w_1/iteration" -> "optimizer/adam_w/iteration") and names a
+    slot after its model variable ("optimizer/adam_w/enc0_conv0/kernel/
+    momentum").
 
     Raises:
         ConfigError: two variables would share a name, or a model variable
@@ -295,8 +297,14 @@ def state_variables(model, optimizer):
     stray = [v.path for v in model.variables if id(v) not in owned]
     if stray:
         raise ConfigError(f"model variable {stray[0]} belongs to no layer; it cannot be saved by name")
+    # Keras names a slot after its model variable's path with "/" -> "_" (a Sequential's
+    # path starts with its counter-numbered name): renamed after the variable's state name.
+    slot_owners = {v.path.replace("/", "_"): name.removeprefix("model/") for name, v in named.items()}
     for variable in optimizer.variables:
         owner, _, rest = variable.path.partition("/")
+        reference = max((flat for flat in slot_owners if rest.startswith(flat + "_")), key=len, default=None)
+        if reference is not None:
+            rest = f"{slot_owners[reference]}/{rest[len(reference) + 1:]}"
         _add_unique(named, f"optimizer/{re.sub(r'_[0-9]+$', '', owner)}/{rest}", variable)
     return named
 
