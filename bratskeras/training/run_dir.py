@@ -228,7 +228,8 @@ def latest_state(run_dir):
 
     Raises:
         ConfigError: the run holds a state in the positional npz format of
-            older bratskeras versions, which cannot be restored by name.
+            older bratskeras versions, which cannot be restored by name, or
+            the newest state's JSON is missing.
     """
     state_root = os.path.join(run_dir, STATE_DIR)
     _refuse_positional_state(state_root)
