@@ -61,15 +61,16 @@ def write_overlay(image, prediction, path, reference=None, title=None):
     Returns:
         `path`. The PNG is FIGURE_SIZE * DPI pixels (640 x 960).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    # A Figure drawn by its own Agg canvas, not pyplot: pyplot would need the
+    # process-wide backend (matplotlib.use) that belongs to the user, e.g. a
+    # notebook's inline backend, and keeps every figure in its global registry.
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     image = np.asarray(image, dtype=np.float32)
     centre = tumor_centre(reference, prediction)
-    figure, axes = plt.subplots(3, 2, figsize=FIGURE_SIZE, dpi=DPI)
+    figure = Figure(figsize=FIGURE_SIZE, dpi=DPI)
+    axes = figure.subplots(3, 2)
     for row, (plane, axis) in enumerate(_PLANES):
         for column, (name, classes) in enumerate((("reference", reference), ("prediction", prediction))):
             ax = axes[row, column]
@@ -82,11 +83,8 @@ def write_overlay(image, prediction, path, reference=None, title=None):
                   loc="lower center", ncol=3, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
-    try:
-        with outputs.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=DPI, format="png")
-    finally:
-        plt.close(figure)
+    with outputs.atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=DPI, format="png")
     return path
 
 

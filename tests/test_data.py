@@ -94,16 +94,68 @@ def test_small_rotation_moves_image_and_label_together():
     assert abs(int(x_mask.sum()) - int(y_mask.sum())) <= 0.1 * y_mask.sum()
 
 
-def test_device_augmentation_matches_cpu_transform():
-    rng = np.random.default_rng(1)
-    images = rng.normal(size=(2, 8, 8, 8, 2)).astype(np.float32)
-    labels = rng.integers(0, 4, size=(2, 8, 8, 8, 1)).astype(np.uint8)
-    seed = tf.constant([7, 0], tf.int64)
-    x, y = data.augment_batch(tf.constant(images), tf.constant(labels), seed)
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    for b in range(2):
-        xb, yb = data.augment_patch(tf.constant(images[b]), tf.constant(labels[b]), seeds[b])
-        assert np.allclose(x[b].numpy(), xb.numpy()) and np.array_equal(y[b].numpy(), yb.numpy())
+def _axial_symmetries(volume):
+    """The 16 documented flip/rot90 results of a (D, H, W, C) patch: optional D/H transpose, then flips."""
+    variants = []
+    for transpose in (False, True):
+        base = np.swapaxes(volume, 0, 1) if transpose else volume
+        for flips in range(8):
+            axes = tuple(axis for axis in range(3) if flips >> axis & 1)
+            variants.append(np.flip(base, axes) if axes else base)
+    return variants
+
+
+def _same_transform(raw_image, raw_label, image, label):
+    """Index of the symmetry that maps the raw (image, label) onto the augmented pair, or None.
+
+    The image may also be scaled and shifted per channel (AugmentConfig.scale/shift): it must be an
+    exact per-channel affine map of the symmetric raw image, found by least squares.
+    """
+    for k, (moved_image, moved_label) in enumerate(zip(_axial_symmetries(raw_image), _axial_symmetries(raw_label))):
+        if not np.array_equal(moved_label, label):
+            continue
+        fits = True
+        for channel in range(image.shape[-1]):
+            source = moved_image[..., channel].ravel().astype(np.float64)
+            design = np.stack([source, np.ones_like(source)], axis=1)
+            coefficients, *_ = np.linalg.lstsq(design, image[..., channel].ravel(), rcond=None)
+            fits &= bool(np.abs(design @ coefficients - image[..., channel].ravel()).max() < 1e-4)
+        if fits:
+            return k
+    return None
+
+
+def test_device_augmentation_applies_the_cpu_pipelines_transforms(cached):
+    """Both paths of the public pipeline draw from the same transforms, applied alike to image and label.
+
+    augment_on="device" must yield the raw patches (the train step augments them with
+    `augment_batch`); augment_on="cpu" must yield the same patches augmented. Each augmented
+    sample must be one of the 16 axial symmetries of its raw patch with the same symmetry on the
+    label, and the image scaled/shifted per channel (the device and CPU paths draw different
+    random numbers, so which symmetry is not compared, only that transforms happen on both paths).
+    """
+    augmentation = AugmentConfig(flip_probability=0.5, rot90=True, scale=0.2, shift=0.2, gamma_probability=0.0)
+    common = dict(patch_size=(16, 16, 16), batch_size=2, seed=5)
+    raw = list(data.train_dataset(cached, PipelineConfig(augment=False, **common)).take(3))
+    on_device = list(data.train_dataset(cached, PipelineConfig(augment_on="device", augmentation=augmentation,
+                                                               **common)).take(3))
+    on_cpu = list(data.train_dataset(cached, PipelineConfig(augment_on="cpu", augmentation=augmentation,
+                                                            **common)).take(3))
+    symmetries = {"device": [], "cpu": []}
+    for step, ((raw_x, raw_y), (dev_x, dev_y), (cpu_x, cpu_y)) in enumerate(zip(raw, on_device, on_cpu)):
+        # The device path's pipeline leaves the patches as they are.
+        assert np.array_equal(dev_x.numpy(), raw_x.numpy()) and np.array_equal(dev_y.numpy(), raw_y.numpy())
+        aug_x, aug_y = data.augment_batch(dev_x, dev_y, tf.constant([5, step], tf.int64), augmentation)
+        assert aug_x.dtype == cpu_x.dtype and aug_y.dtype == cpu_y.dtype and aug_x.shape == cpu_x.shape
+        for path, (x, y) in (("device", (aug_x, aug_y)), ("cpu", (cpu_x, cpu_y))):
+            for b in range(x.shape[0]):
+                k = _same_transform(raw_x.numpy()[b], raw_y.numpy()[b], x.numpy()[b], y.numpy()[b])
+                assert k is not None, f"{path} sample {step}/{b} is not a flip/rot90 + scale/shift of its patch"
+                symmetries[path].append(k)
+                # The intensity changed too (scale/shift drawn per channel).
+                assert not np.allclose(x.numpy()[b], _axial_symmetries(raw_x.numpy()[b])[k])
+    for path, found in symmetries.items():
+        assert len(set(found)) >= 3, f"{path}: transforms {found} look constant"
 
 
 def test_validation_is_deterministic_and_unaugmented(cached):

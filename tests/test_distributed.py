@@ -38,9 +38,11 @@ def _env(**extra):
 
 
 def _weights(run_dir):
-    folder = os.path.join(run_dir, "state", open(os.path.join(run_dir, "state", "LATEST")).read().strip())
-    saved = np.load(os.path.join(folder, "model.npz"))
-    return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    """The network's variables in the run's newest resume state, in the order of their names."""
+    from bratskeras.training import run_dir as run_files
+
+    saved = run_files.saved_variables(run_files.latest_state(run_dir))
+    return [saved[name] for name in sorted(saved) if name.startswith("model/")]
 
 
 def _history(run_dir, key):

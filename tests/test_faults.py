@@ -324,18 +324,23 @@ def test_mixed_float16_on_a_cpu_is_refused_before_anything_is_written(dataset, t
 
 
 def test_disk_full_during_fit_is_one_line_and_leaves_no_partial_file(dataset, tmp_path, monkeypatch):
-    def full_disk(path, variables):
-        with open(path, "wb") as stream:
-            stream.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
+    import tensorflow as tf
 
-    monkeypatch.setattr(run_files, "_save_variables", full_disk)
+    def full_disk(manager, checkpoint_number):
+        # As TensorFlow's writer fails: a partial shard in its temp folder, then its own error class.
+        partial = os.path.join(manager.directory, f"epoch-{checkpoint_number}_temp")
+        os.makedirs(partial)
+        with open(os.path.join(partial, "part-00000-of-00001.data-00000-of-00001"), "wb") as stream:
+            stream.write(b"partial")
+        raise tf.errors.ResourceExhaustedError(None, None, f"{partial}/part; No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
     run = tmp_path / "run"
     result = _invoke("fit", dataset, "--out", run, *TINY_FIT)
-    _one_line_error(result, os.path.join(run, "state", "epoch-0001"), "No space left on device")
+    _one_line_error(result, os.path.join(run, "state", "epoch-1"), "No space left on device")
     leftovers = [p for p in run.rglob("*") if p.name.startswith(".tmp")]
     assert leftovers == []
-    assert not (run / "state" / "epoch-0001").exists()
+    assert [p.name for p in (run / "state").iterdir() if p.name.startswith("epoch-1")] == []
 
 
 def test_kill_during_checkpoint_write_leaves_complete_files_and_resumes(dataset, tmp_path):

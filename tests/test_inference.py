@@ -100,12 +100,19 @@ def test_default_tiling_for_a_run_and_a_bare_model(tmp_path, tiny_model_path):
     assert inference.effective_window(run_setup, settings, (190, 240, 155)) == (190, 160, 155)
 
 
-def test_predict_case_runs_the_default_tiling(tmp_path, tiny_model_path, monkeypatch):
-    """predict_case itself tiles with the model's default windows (seen by the network)."""
-    synth.write_dataset(tmp_path / "data", cases=1, shape=(40, 36, 24), layout="brats2021", seed=2)
-    (case,) = io.discover(tmp_path / "data").cases
-    network, setup = inference.load_predictor(tiny_model_path)
-    setup = inference.replace(setup, window=(16, 16, 16))
+def _case_filling_its_volume(folder, shape):
+    """A synthetic case whose brain is the whole volume (every voxel > 0), so the crop is `shape` itself."""
+    synth.write_dataset(folder, cases=1, shape=shape, layout="brats2021", seed=2)
+    (case,) = io.discover(folder).cases
+    for path in case.modalities.values():
+        source = nib.load(path)
+        values = np.abs(np.asarray(source.dataobj, dtype=np.float32)) + 1.0
+        nib.save(nib.Nifti1Image(values, source.affine, source.header), path)
+    return case
+
+
+def _recording_network_function(monkeypatch):
+    """Records the (B, d, h, w, C) shape of every batch the network is run on."""
     seen = []
     forward = inference._network_function
 
@@ -114,13 +121,43 @@ def test_predict_case_runs_the_default_tiling(tmp_path, tiny_model_path, monkeyp
         return lambda batch: (seen.append(batch.shape), function(batch))[1]
 
     monkeypatch.setattr(inference, "_network_function", recording)
+    return seen
+
+
+def test_predict_case_uses_balanced_slabs(tmp_path, tiny_model_path, monkeypatch):
+    """predict_case runs the balanced window, not the requested one (numbers worked out by hand).
+
+    The crop is the whole 40 x 36 x 27 volume. Windows of (40, 36, 20) at overlap 0 need 2 slabs
+    along k; 2 slabs of 14 (27 / 2 rounded up) already cover it, 16 as a multiple of 4 (the tiny
+    lightweight-unet's 2 poolings): the network must see 2 windows of 40 x 36 x 16, not of 20.
+    """
+    case = _case_filling_its_volume(tmp_path / "data", (40, 36, 27))
+    network, setup = inference.load_predictor(tiny_model_path)
+    assert setup.multiple == 4
+    seen = _recording_network_function(monkeypatch)
+    settings = inference.PredictSettings(windows=inference.WindowSettings(
+        window=(40, 36, 20), overlap=0.0, batch_size=1, mirror=False))
+    label_map, _, _ = inference.predict_case(network, setup, case, settings)
+    assert label_map.shape == (40, 36, 27)
+    assert seen == [(1, 40, 36, 16, 4), (1, 40, 36, 16, 4)]
+
+
+def test_predict_case_runs_the_default_tiling(tmp_path, tiny_model_path, monkeypatch):
+    """predict_case itself tiles with the model's default windows (seen by the network).
+
+    A default window of 16 per axis at overlap 0.5 over the 40 x 36 x 27 crop: windows start every
+    8 voxels, so 4 along i (0, 8, 16, 24 covers 40), 4 along j (36) and 3 along k (27); balancing
+    keeps 16 on every axis (no smaller multiple of 4 keeps the overlap with that many windows).
+    """
+    case = _case_filling_its_volume(tmp_path / "data", (40, 36, 27))
+    network, setup = inference.load_predictor(tiny_model_path)
+    setup = inference.replace(setup, window=(16, 16, 16))
+    seen = _recording_network_function(monkeypatch)
     label_map, _, _ = inference.predict_case(network, setup, case)
-    assert label_map.shape == (40, 36, 24)
-    cropped = inference.preprocess(io.read_case(case, setup.modalities)[0], None, setup.preprocess)[0].shape[:3]
-    window = inference.effective_window(setup, inference.WindowSettings(), cropped)
-    expected = [len(inference.window_starts(n, w, 0.5)) for n, w in zip(cropped, window)]
-    assert len(seen) == int(np.prod(expected)) > 1
-    assert {shape[1:4] for shape in seen} == {window}
+    assert label_map.shape == (40, 36, 27)
+    windows = sum(shape[0] for shape in seen)
+    assert {shape[1:] for shape in seen} == {(16, 16, 16, 4)}
+    assert windows == 4 * 4 * 3
 
 
 def test_weights_cancel_on_axes_a_window_spans():

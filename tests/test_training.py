@@ -51,8 +51,9 @@ def history_rows(run_dir):
 
 
 def state_weights(run_dir):
-    saved = np.load(os.path.join(run_files.latest_state(run_dir), "model.npz"))
-    return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    """The network's variables in the run's newest resume state, in the order of their names."""
+    saved = run_files.saved_variables(run_files.latest_state(run_dir))
+    return [saved[name] for name in sorted(saved) if name.startswith("model/")]
 
 
 # ---------------------------------------------------------------- configuration
@@ -109,7 +110,8 @@ def test_run_directory_holds_every_artefact(finished_run):
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
         "epoch-0001.keras", "epoch-0002.keras"]
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
-    assert open(os.path.join(run_dir, "state", "LATEST")).read() == "epoch-0002"
+    assert os.path.basename(run_files.latest_state(run_dir)) == "epoch-2"
+    assert run_files.read_state(run_files.latest_state(run_dir))["epoch"] == 2
     saved = TrainConfig.from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
     assert saved == tiny_config()
     assert json.load(open(os.path.join(run_dir, "runtime.json")))["precision"] == "float32"
@@ -282,6 +284,14 @@ def _env():
             "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
 
 
+def _latest_epoch(run_dir):
+    """Finished epochs of the newest published resume state (0 before the first)."""
+    if not os.path.exists(os.path.join(run_dir, "state")):
+        return 0
+    prefix = run_files.latest_state(run_dir)
+    return int(prefix.rsplit("-", 1)[1]) if prefix else 0
+
+
 def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tmp_path):
     # The dataset's cache is shared, so both runs read identical preprocessed arrays.
     epochs = ["--epochs", "4"]
@@ -292,10 +302,9 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tm
     killed = str(tmp_path / "killed")
     process = subprocess.Popen(_fit_command(dataset, killed, *epochs), env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = os.path.join(killed, "state", "LATEST")
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if os.path.exists(latest) and open(latest).read().strip() == "epoch-0002":
+        if _latest_epoch(killed) == 2:
             break
         time.sleep(0.05)
     if process.poll() is None and time.time() >= deadline:
@@ -306,7 +315,7 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tm
     # epoch-0002 was just published, so the run is now inside epoch 3.
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert int(open(latest).read().strip()[-4:]) < 4
+    assert _latest_epoch(killed) < 4
 
     resumed = subprocess.run(_fit_command(dataset, killed, *epochs[:0], "--epochs", "4", "--resume"),
                              env=_env(), capture_output=True, text=True, timeout=400)

@@ -48,3 +48,26 @@ def test_cli_show_writes_one_png_per_case(tmp_path):
         assert (tmp_path / "png" / f"{case.id}.png").stat().st_size > 10_000
     again = CliRunner().invoke(cli, ["show", str(tmp_path / "pred"), str(tmp_path / "d"), str(tmp_path / "png")])
     assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_drawing_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    """A notebook user's backend (here "pdf", any non-Agg one) is the same after bratskeras draws."""
+    import matplotlib
+
+    from bratskeras.training.callbacks import plot_curves
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,val_loss,dice_wt,val_dice_wt,learning_rate\n"
+                       "1,0.9,0.95,0.2,0.1,0.001\n2,0.7,0.8,0.4,0.3,0.0005\n")
+    classes = np.zeros((12, 12, 8), np.uint8)
+    classes[3:8, 3:8, 2:6] = 2
+    original = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        visualize.write_overlay(np.ones(classes.shape, np.float32), classes, str(tmp_path / "case.png"))
+        plot_curves(str(history), str(tmp_path / "curves.png"))
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(original)
+    assert (tmp_path / "case.png").stat().st_size > 1000 and (tmp_path / "curves.png").stat().st_size > 1000
+    assert mpimg.imread(str(tmp_path / "curves.png")).ndim == 3  # a real PNG, drawn by Agg

@@ -12,12 +12,26 @@ fused kernel per sample (see its docstring). `NormalizedConv3D` is a Conv3D
 for layers an instance norm follows: same weights and outputs, but its bias
 gradient, identically zero there, is not computed in training.
 
+Backends: every layer runs on any Keras backend, so a bratskeras `.keras`
+file loads and predicts under JAX too. Each has a portable `keras.ops` path
+and, under the TensorFlow backend, keeps the TensorFlow kernels it was tuned
+with (the oneDNN-safe concatenation, the fused instance norm, the bias
+without gradient); the two paths agree to float round-off (tests/
+test_backends.py). TensorFlow is imported only on the TensorFlow path.
+
 Layout everywhere: (batch, D, H, W, channels); D, H, W are the NIfTI voxel
 axes i, j, k in that order.
 """
 
+import functools
+
 import keras
-import tensorflow as tf
+from keras import ops
+
+
+def _on_tensorflow():
+    """True under Keras' TensorFlow backend, where the layers use their tuned TensorFlow kernels."""
+    return keras.backend.backend() == "tensorflow"
 
 
 def _padded_size(size, multiple):
@@ -45,6 +59,21 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
 
     def call(self, inputs):
+        return self._call_tensorflow(inputs) if _on_tensorflow() else self._call_portable(inputs)
+
+    def _call_portable(self, inputs):
+        """keras.ops form: the sizes are static under JAX (traced per shape)."""
+        x = inputs
+        for axis in (1, 2, 3):
+            total = (self.multiple - ops.shape(x)[axis] % self.multiple) % self.multiple
+            width = [[0, 0]] * 5
+            width[axis] = [total // 2, total - total // 2]
+            x = ops.pad(x, width)
+        return x
+
+    def _call_tensorflow(self, inputs):
+        import tensorflow as tf
+
         # Zeros are concatenated rather than added with tf.pad: TF 2.21's
         # oneDNN grappler pass fuses Pad -> Conv3D(padding="same") into one
         # conv that drops the SAME padding (a 12^3 input came out 10^3) or
@@ -63,6 +92,8 @@ class PadToMultiple(keras.layers.Layer):
     @staticmethod
     def _zeros_like_slab(x, axis, width):
         """Zeros shaped like `x` except `width` along `axis` (width may be 0)."""
+        import tensorflow as tf
+
         shape = tf.unstack(tf.shape(x))
         shape[axis] = width
         return tf.zeros(tf.stack(shape), dtype=x.dtype)
@@ -87,6 +118,20 @@ class CropToReference(keras.layers.Layer):
     """
 
     def call(self, inputs):
+        return self._call_tensorflow(inputs) if _on_tensorflow() else self._call_portable(inputs)
+
+    @staticmethod
+    def _call_portable(inputs):
+        """keras.ops form: the sizes are static under JAX (traced per shape)."""
+        tensor, reference = inputs
+        big, small = ops.shape(tensor), ops.shape(reference)
+        starts = [0] + [(big[a] - small[a]) // 2 for a in (1, 2, 3)] + [0]
+        return ops.slice(tensor, starts, [big[0], small[1], small[2], small[3], big[4]])
+
+    @staticmethod
+    def _call_tensorflow(inputs):
+        import tensorflow as tf
+
         tensor, reference = inputs
         big = tf.shape(tensor)
         small = tf.shape(reference)
@@ -111,6 +156,7 @@ class InstanceNormalization(keras.layers.GroupNormalization):
     (D, H, W, C) view, whose statistics are exactly that sample's per-channel
     moments. Measured on 2 cores at 128^3 x 16: forward 0.067 s vs 0.14 s,
     forward + backward 0.09 s vs 0.42 s; in bfloat16 six times faster.
+    Other backends (and non-5-D inputs) run the parent's keras.ops code.
 
     Shape: (batch, D, H, W, C) -> same.
     """
@@ -121,8 +167,10 @@ class InstanceNormalization(keras.layers.GroupNormalization):
         super().__init__(groups=-1, axis=-1, epsilon=epsilon, center=center, scale=scale, **kwargs)
 
     def call(self, inputs):
-        if len(inputs.shape) != 5:
+        if len(inputs.shape) != 5 or not _on_tensorflow():
             return super().call(inputs)
+        import tensorflow as tf
+
         inputs = tf.cast(inputs, self.compute_dtype)  # as the parent's output dtype
         channels = inputs.shape[-1]
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
@@ -152,14 +200,22 @@ class InstanceNormalization(keras.layers.GroupNormalization):
         return config
 
 
-@tf.custom_gradient
-def _bias_add_without_bias_gradient(x, bias):
-    """x + bias per channel; the gradient passes to x and is zero for bias."""
+@functools.cache
+def _bias_add_without_bias_gradient():
+    """A TensorFlow function (x, bias) -> x + bias per channel; the gradient passes to x and is zero for bias.
 
-    def gradient(dy):
-        return dy, tf.zeros_like(bias)
+    Built on first use, so that TensorFlow is imported only under its backend.
+    """
+    import tensorflow as tf
 
-    return tf.nn.bias_add(x, bias), gradient
+    @tf.custom_gradient
+    def bias_add(x, bias):
+        def gradient(dy):
+            return dy, tf.zeros_like(bias)
+
+        return tf.nn.bias_add(x, bias), gradient
+
+    return bias_add
 
 
 @keras.saving.register_keras_serializable(package="bratskeras")
@@ -174,14 +230,14 @@ class NormalizedConv3D(keras.layers.Conv3D):
     The bias stays a weight (the paper's parameter count includes it) and the
     forward pass is Conv3D's. Without this, Adam turns the bias' rounding-
     noise gradient into full-size steps, a random walk with no effect on the
-    output.
+    output. Other backends run Conv3D as it is (bias gradient included).
 
     Shape: (batch, D, H, W, C) -> (batch, D, H, W, filters).
     """
 
     def call(self, inputs, training=None):
-        if not (self.use_bias and training and self.data_format == "channels_last"):
+        if not (self.use_bias and training and self.data_format == "channels_last" and _on_tensorflow()):
             return super().call(inputs)
         outputs = self.convolution_op(inputs, self.kernel)
-        outputs = _bias_add_without_bias_gradient(outputs, tf.cast(self.bias, outputs.dtype))
+        outputs = _bias_add_without_bias_gradient()(outputs, ops.cast(self.bias, outputs.dtype))
         return outputs if self.activation is None else self.activation(outputs)

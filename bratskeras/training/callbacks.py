@@ -170,10 +170,8 @@ def _read_history(path):
 
 def plot_curves(history_csv, png_path):
     """Loss, Dice per region and learning rate per epoch (the lightweight paper's figure 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot leaves the user's matplotlib backend alone (see visualize.write_overlay).
+    from matplotlib.figure import Figure
 
     rows = _read_history(history_csv)
     if not rows:
@@ -183,7 +181,8 @@ def plot_curves(history_csv, png_path):
     def series(key):
         return [float(r[key]) if r.get(key, "") != "" else float("nan") for r in rows]
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure = Figure(figsize=(15, 4))
+    axes = figure.subplots(1, 3)
     for key, style in (("loss", "-"), ("val_loss", "--")):
         if key in rows[0]:
             axes[0].plot(epochs, series(key), style, label=key)
@@ -205,4 +204,3 @@ def plot_curves(history_csv, png_path):
     figure.tight_layout()
     with atomic_path(png_path) as tmp:
         figure.savefig(tmp, dpi=80)
-    plt.close(figure)

@@ -353,7 +353,7 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             "complete epoch for --resume"
         ) from None
     state_folder = run_files.latest_state(run_dir)
-    epochs_done = json.load(open(os.path.join(state_folder, "state.json")))["epoch"] if state_folder else finished
+    epochs_done = run_files.read_state(state_folder)["epoch"] if state_folder else finished
     if epochs_done == 0 and timer is not None and timer.reached:
         raise ConfigError(f"--time-limit {time_limit:g}s ended before the first epoch finished; {run_dir} "
                           "holds no trained model: give more time or fewer --steps-per-epoch")

@@ -8,28 +8,34 @@
     RUN_DIR/tensorboard/         TensorBoard logs
     RUN_DIR/best.keras           inference model at the best validation Dice
     RUN_DIR/checkpoints/epoch-NNNN.keras   every `checkpoint_every` epochs
-    RUN_DIR/state/LATEST         name of the newest complete resume state
-    RUN_DIR/state/epoch-NNNN/    model and optimizer variables, callback state
+    RUN_DIR/state/checkpoint     pointer to the newest complete resume state
+    RUN_DIR/state/epoch-N.index, epoch-N.data-*   model and optimizer variables
+                                 by name (tf.train.Checkpoint), N finished epochs
+    RUN_DIR/state/epoch-N.json   epoch, learning rate, best score, callback state
 
 Every file is written next to its destination and renamed into place
-(`os.replace` is atomic on POSIX), and a resume state is a folder published by
-rewriting `state/LATEST` only once the folder is complete, so a run killed at
-any moment leaves only complete files behind.
+(`os.replace` is atomic on POSIX), and a resume state is published by
+`tf.train.CheckpointManager` rewriting `state/checkpoint` (atomically) only
+once its files and JSON are complete, so a run killed at any moment leaves
+the previous state restorable.
 """
 
+import errno
 import json
 import os
+import re
 import shutil
-import tempfile
 import uuid
 
-import numpy as np
+import tensorflow as tf
 
 from bratskeras import outputs
 from bratskeras.errors import ConfigError, OutputExistsError
 from bratskeras.outputs import atomic_path
 
 STATE_DIR = "state"
+# Resume states are STATE_DIR/epoch-N.{index,data-*,json} (N finished epochs).
+STATE_PREFIX = "epoch"
 # Created first, with O_EXCL, by the one process that makes a folder a run.
 RUN_MARKER = ".bratskeras-run"
 # Tells this process's claim from another's (pids repeat across containers).
@@ -168,68 +174,232 @@ def _differences(saved, requested):
 def save_state(run_dir, epoch, model, optimizer, extra):
     """Publishes a complete resume state for `epoch` finished epochs.
 
+    The variables go into a `tf.train.Checkpoint` keyed by name
+    (`state_variables`), the rest into JSON beside it. The JSON is written
+    first and `CheckpointManager` rewrites its pointer (state/checkpoint) only
+    once the checkpoint files are complete, so a kill at any moment leaves the
+    previous state restorable; older states are removed after the pointer
+    moved. Only the chief worker calls this (`callbacks.RunFiles`).
+
     Args:
         epoch: number of finished epochs.
         model: the network (all its variables, seed states included, are saved).
-        optimizer: the built optimizer (all its variables are saved in order).
+        optimizer: the built optimizer (all its variables are saved).
         extra: JSON-able dict (callback states, learning rate, best score).
     """
     state_root = os.path.join(run_dir, STATE_DIR)
-    name = f"epoch-{epoch:04d}"
-    final = os.path.join(state_root, name)
-    with outputs.names_target(final):
-        tmp = tempfile.mkdtemp(dir=state_root, prefix=f".tmp-{name}-")
-        try:
-            # model.variables, not weights: they include the dropout layers' random
-            # seed states, so a resumed run draws the same dropout masks.
-            _save_variables(os.path.join(tmp, "model.npz"), model.variables)
-            _save_variables(os.path.join(tmp, "optimizer.npz"), optimizer.variables)
-            with open(os.path.join(tmp, "state.json"), "w") as stream:
-                json.dump({"epoch": epoch, **extra}, stream, indent=2)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    atomic_write_text(os.path.join(state_root, "LATEST"), name)
+    os.makedirs(state_root, exist_ok=True)
+    prefix = os.path.join(state_root, f"{STATE_PREFIX}-{epoch}")
+    # model.variables, not weights: they include the dropout layers' random
+    # seed states, so a resumed run draws the same dropout masks.
+    manager = _manager(state_root, state_variables(model, optimizer))
+    try:
+        with outputs.names_target(prefix):
+            atomic_write_text(prefix + ".json", json.dumps({"epoch": epoch, **extra}, indent=2))
+            try:
+                manager.save(checkpoint_number=epoch)
+            except tf.errors.OpError as error:
+                raise _as_os_error(error) from None
+    except Exception:
+        if tf.train.latest_checkpoint(state_root) != prefix:
+            _remove_unpublished(state_root, os.path.basename(prefix))
+        raise
+    _remove_stale_states(state_root, keep=os.path.basename(prefix))
+
+
+def _as_os_error(error):
+    """OSError for a TensorFlow file error (a full disk, no permission), so the CLI reports it in one line."""
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.ENOENT):
+        if os.strerror(code) in error.message:
+            return OSError(code, os.strerror(code))
+    return OSError(errno.EIO, error.message.splitlines()[0] if error.message else type(error).__name__)
+
+
+def _remove_unpublished(state_root, name):
+    """Removes what a failed save of state `name` left (its JSON, checkpoint files, TensorFlow's temp folder)."""
     for entry in os.listdir(state_root):
-        if entry not in (name, "LATEST"):
-            shutil.rmtree(os.path.join(state_root, entry), ignore_errors=True)
+        if entry == name + ".json" or entry.startswith(name + ".") or entry == name + "_temp":
+            path = os.path.join(state_root, entry)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def latest_state(run_dir):
-    """The newest complete state folder of a run, or None."""
-    pointer = os.path.join(run_dir, STATE_DIR, "LATEST")
-    if not os.path.exists(pointer):
-        return None
-    folder = os.path.join(run_dir, STATE_DIR, open(pointer).read().strip())
-    return folder if os.path.isdir(folder) else None
+    """The newest complete resume state of a run (a checkpoint prefix, RUN_DIR/state/epoch-N), or None.
 
-
-def load_state(folder, model, optimizer):
-    """Restores weights and optimizer variables from a state folder.
-
-    The optimizer must already be built for the model's trainable variables.
-
-    Returns:
-        the state.json dict.
+    Raises:
+        ConfigError: the run holds a state in the positional npz format of
+            older bratskeras versions, which cannot be restored by name, or
+            the newest state's JSON is missing.
     """
-    _load_variables(os.path.join(folder, "model.npz"), model.variables, folder)
-    _load_variables(os.path.join(folder, "optimizer.npz"), optimizer.variables, folder)
-    with open(os.path.join(folder, "state.json")) as stream:
+    state_root = os.path.join(run_dir, STATE_DIR)
+    _refuse_positional_state(state_root)
+    prefix = tf.train.latest_checkpoint(state_root)
+    if prefix is not None and not os.path.exists(prefix + ".json"):
+        # save_state writes the JSON before the pointer moves: it was removed since.
+        raise ConfigError(f"{prefix}.json: missing, so the resume state {prefix} is incomplete")
+    return prefix
+
+
+def read_state(prefix):
+    """The JSON part of a resume state (epoch, learning rate, callback states)."""
+    with open(prefix + ".json") as stream:
         return json.load(stream)
 
 
-def _save_variables(path, variables):
-    np.savez(path, *[np.asarray(v.numpy()) for v in variables])
+def load_state(prefix, model, optimizer):
+    """Restores weights and optimizer variables, by name, from a resume state.
+
+    The optimizer must already be built for the model's trainable variables.
+    Every variable of the model and optimizer must be in the state with the
+    same shape and dtype, and the state must hold no other variable: nothing
+    is restored otherwise.
+
+    Returns:
+        the state's JSON dict (`read_state`).
+
+    Raises:
+        ConfigError: one line naming the first variable that is missing,
+            extra, or of another shape or dtype.
+    """
+    variables = state_variables(model, optimizer)
+    _check_saved_variables(prefix, variables)
+    status = tf.train.Checkpoint(**_trackables(variables)).read(prefix)
+    # Every variable was checked above; the checkpoint's own save_counter is the one thing left unread.
+    status.assert_existing_objects_matched().expect_partial()
+    return read_state(prefix)
 
 
-def _load_variables(path, variables, folder):
-    saved = np.load(path)
-    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(values) != len(variables) or any(
-            tuple(v.shape) != value.shape for v, value in zip(variables, values)):
-        raise ConfigError(f"{folder}: saved state does not match this model and optimizer")
-    for variable, value in zip(variables, values):
-        variable.assign(value)
+def saved_variables(prefix):
+    """{name: numpy array} of every variable in a resume state, names as `state_variables`."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(key) for key, name in _saved_names(reader).items()}
 
+
+def state_variables(model, optimizer):
+    """{name: variable} of everything a resume state holds.
+
+    Names do not depend on the order of the variables nor on Keras' process-
+    wide name counters: "model/<layer>/<variable>" walks the model's layers
+    by their names (a dropout layer's seed state is "model/head_dropout/
+    seed_generator_state", where Keras' own path would be "seed_generator_2/
+    ..."); "optimizer/<optimizer>/<variable>" drops the optimizer's counter
+    suffix ("adam_w_1/iteration" -> "optimizer/adam_w/iteration") and names a
+    slot after its model variable ("optimizer/adam_w/enc0_conv0/kernel/
+    momentum").
+
+    Raises:
+        ConfigError: two variables would share a name, or a model variable
+            belongs to no layer.
+    """
+    named = {}
+    for name, variable in _layer_variables(model, "model"):
+        _add_unique(named, name, variable)
+    owned = {id(v) for v in named.values()}
+    stray = [v.path for v in model.variables if id(v) not in owned]
+    if stray:
+        raise ConfigError(f"model variable {stray[0]} belongs to no layer; it cannot be saved by name")
+    # Keras names a slot after its model variable's path with "/" -> "_" (a Sequential's
+    # path starts with its counter-numbered name): renamed after the variable's state name.
+    slot_owners = {v.path.replace("/", "_"): name.removeprefix("model/") for name, v in named.items()}
+    for variable in optimizer.variables:
+        owner, _, rest = variable.path.partition("/")
+        reference = max((flat for flat in slot_owners if rest.startswith(flat + "_")), key=len, default=None)
+        if reference is not None:
+            rest = f"{slot_owners[reference]}/{rest[len(reference) + 1:]}"
+        _add_unique(named, f"optimizer/{re.sub(r'_[0-9]+$', '', owner)}/{rest}", variable)
+    return named
+
+
+def _layer_variables(layer, scope):
+    """(name, variable) of `layer` and its sublayers, named scope/layer/.../variable."""
+    sublayers = getattr(layer, "layers", None)
+    if not sublayers:
+        for variable in layer.variables:
+            yield f"{scope}/{variable.name}", variable
+        return
+    for sublayer in sublayers:
+        yield from _layer_variables(sublayer, f"{scope}/{sublayer.name}")
+
+
+def _add_unique(named, name, variable):
+    if name in named and named[name] is not variable:
+        raise ConfigError(f"two variables are named {name}; a resume state needs unique names")
+    named[name] = variable
+
+
+def _trackables(variables):
+    """tf.train.Checkpoint keyword arguments: {"model": {name: tf.Variable}, "optimizer": {...}}."""
+    groups = {}
+    for name, variable in variables.items():
+        group, _, rest = name.partition("/")
+        # .value: the backend's tf.Variable (a MirroredVariable under a strategy).
+        groups.setdefault(group, {})[rest] = getattr(variable, "value", variable)
+    return groups
+
+
+def _checkpoint_key(name):
+    """The key tf.train.Checkpoint gives variable `name` ('.' -> '..', '/' -> '.S' inside a dict key)."""
+    group, _, rest = name.partition("/")
+    return f"{group}/{rest.replace('.', '..').replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _saved_names(reader):
+    """{checkpoint key: variable name} for the model and optimizer variables of a checkpoint."""
+    names = {}
+    for key in reader.get_variable_to_shape_map():
+        group, _, rest = key.partition("/")
+        if group in ("model", "optimizer") and rest.endswith("/.ATTRIBUTES/VARIABLE_VALUE"):
+            escaped = rest[:-len("/.ATTRIBUTES/VARIABLE_VALUE")]
+            names[key] = f"{group}/" + re.sub(r"\.(.)", lambda m: "/" if m.group(1) == "S" else m.group(1), escaped)
+    return names
+
+
+def _check_saved_variables(prefix, variables):
+    """Raises ConfigError naming the first variable whose name, shape or dtype differs from the state's."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        raise ConfigError(f"{prefix}: unreadable resume state ({str(error).splitlines()[0]})") from None
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    saved = _saved_names(reader)
+    expected = {_checkpoint_key(name): name for name in variables}
+    for key, name in sorted(expected.items(), key=lambda item: item[1]):
+        variable = variables[name]
+        if key not in shapes:
+            raise ConfigError(f"{prefix}: variable {name} of this model/optimizer is not in the saved state")
+        if tuple(shapes[key]) != tuple(variable.shape):
+            raise ConfigError(f"{prefix}: variable {name} has shape {tuple(shapes[key])} in the saved state, "
+                              f"{tuple(variable.shape)} here")
+        if dtypes[key].name != tf.as_dtype(variable.dtype).name:
+            raise ConfigError(f"{prefix}: variable {name} is {dtypes[key].name} in the saved state, "
+                              f"{tf.as_dtype(variable.dtype).name} here")
+    extra = sorted(name for key, name in saved.items() if key not in expected)
+    if extra:
+        raise ConfigError(f"{prefix}: the saved state holds variable {extra[0]}, which this model/optimizer lacks")
+
+
+def _manager(state_root, variables):
+    # max_to_keep=1: the pointer moves to the new checkpoint before the old one is deleted.
+    return tf.train.CheckpointManager(tf.train.Checkpoint(**_trackables(variables)), state_root,
+                                      max_to_keep=1, checkpoint_name=STATE_PREFIX)
+
+
+def _remove_stale_states(state_root, keep):
+    """Deletes the JSON of states the pointer has moved past, and temp files a killed save left."""
+    for entry in os.listdir(state_root):
+        stale_json = entry.endswith(".json") and entry != keep + ".json"
+        if stale_json or entry.startswith(".tmp-") or entry.endswith("_temp"):
+            path = os.path.join(state_root, entry)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+
+
+def _refuse_positional_state(state_root):
+    """Refuses a state written by bratskeras before states were saved by name (state/LATEST + model.npz)."""
+    pointer = os.path.join(state_root, "LATEST")
+    if os.path.exists(pointer):
+        folder = os.path.join(state_root, open(pointer).read().strip())
+        if os.path.exists(os.path.join(folder, "model.npz")):
+            raise ConfigError(
+                f"{folder}: resume state of an older bratskeras (positional model.npz), which cannot be restored "
+                "by variable name; start a new run (best.keras and checkpoints/*.keras still load)")
