@@ -154,8 +154,8 @@ class InstanceNormalization(keras.layers.GroupNormalization):
     which reshapes to groups, upcasts and makes several passes over the
     tensor; here each sample is one `FusedBatchNormV3` in training mode on a
     (D, H, W, C) view, whose statistics are exactly that sample's per-channel
-    moments. Measured on 2 cores at 128^3 x 16: forward 0.067 s vs 0.14 s,
-    forward + backward 0.09 s vs 0.42 s; in bfloat16 six times faster.
+    moments: about half the parent's forward time and a fifth of its
+    backward (docs/benchmarks.md, "Figures behind code choices").
     Other backends (and non-5-D inputs) run the parent's keras.ops code.
 
     Shape: (batch, D, H, W, C) -> same.
@@ -226,7 +226,7 @@ class NormalizedConv3D(keras.layers.Conv3D):
     does not depend on it and its gradient is identically zero: in training
     this layer returns zeros for it instead of reducing the output gradient
     over every voxel (`BiasAddGrad`, which TensorFlow runs as slow scalar
-    code in bfloat16: 0.41 s of a 3.2 s lightweight-unet step on 2 x 128^3).
+    code in bfloat16; docs/benchmarks.md, "Figures behind code choices").
     The bias stays a weight (the paper's parameter count includes it) and the
     forward pass is Conv3D's. Without this, Adam turns the bias' rounding-
     noise gradient into full-size steps, a random walk with no effect on the
