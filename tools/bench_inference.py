@@ -70,7 +70,7 @@ def run_keras(config, repeats):
 
 
 def torch_unet(torch, levels=3, base=16, convs=2, in_channels=4, classes=4):
-    """The lightweight U-Net in PyTorch, as in the paper (REFERENCE.md section 2)."""
+    """The lightweight U-Net in PyTorch, as in the paper (docs/reference.md section 2)."""
     nn = torch.nn
 
     def block(c_in, c_out):
