@@ -10,11 +10,11 @@ Data flow of one case (nnU-Net's order):
 Arrays are channels last: images (D, H, W, C), probabilities (D, H, W, K);
 D, H, W are the NIfTI voxel axes i, j, k.
 
-Model outputs (`ModelSetup.target`):
+Model outputs (`ModelSetup.target`, a row of bratskeras.targets.TARGETS):
     "classes"      4 logits (background, NCR, ED, ET): softmax, argmax
-    "regions"      3 logits (WT, TC, ET): sigmoid, > 0.5, labels.regions_to_classes
+    "regions"      3 logits (WT, TC, ET): sigmoid, > 0.5, composed into classes
     "whole_tumor"  1 sigmoid probability (flair-unet): > 0.5, written as ED
-                   (label 2), as in training: only WT is defined for it
+                   (label 2, targets.WHOLE_TUMOR_CLASS): only WT is defined for it
 
 Probabilities, not logits, are what windows and mirrored passes average, so
 TTA means the mean of probabilities (nnU-Net averages logits; for softmax
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bratskeras import io, labels, outputs, postprocessing
+from bratskeras import io, labels, outputs, postprocessing, targets
 from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError, user_message
 from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings, preprocess, uncrop
 
@@ -387,11 +387,11 @@ def setup_from_model(network, config=None):
     spatial = in_shape[1:4]
     fixed = all(s is not None for s in spatial)
     if config is None:
-        if in_shape[-1] not in _MODALITIES_BY_CHANNELS or labels.target_for_channels(out_channels) is None:
+        if in_shape[-1] not in _MODALITIES_BY_CHANNELS or targets.target_for_channels(out_channels) is None:
             raise ModelError(f"{network.name}: no default for {in_shape[-1]} input / {out_channels} output "
                              "channels; use a run directory with config.json")
         modalities = _MODALITIES_BY_CHANNELS[in_shape[-1]]
-        target = labels.target_for_channels(out_channels)
+        target = targets.target_for_channels(out_channels)
         settings = PreprocessSettings(crop="center", crop_size=spatial) if fixed else PreprocessSettings()
     else:
         modalities = tuple(config.get("modalities", _MODALITIES_BY_CHANNELS.get(in_shape[-1], ())))
@@ -399,7 +399,7 @@ def setup_from_model(network, config=None):
         settings = PreprocessSettings(crop=config.get("crop", "bbox"),
                                       crop_size=tuple(config.get("crop_size", FLAIR_PAPER_CROP)))
         task = config.get("task")
-        if len(modalities) != in_shape[-1] or labels.target_channels(target, task) != out_channels:
+        if len(modalities) != in_shape[-1] or targets.get_target(target).channels(task) != out_channels:
             raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "
                              f"the network has {in_shape[-1]} input and {out_channels} output channels")
     patch_size = None if config is None else config.get("patch_size")
@@ -431,24 +431,32 @@ def load_predictor(path):
     return probability_model(network, setup.target), setup
 
 
-def probability_model(network, target):
-    """`network` with the activation its logits need (softmax for classes, sigmoid for regions)."""
+def output_activation(network, target=None):
+    """The activation that turns `network`'s output into probabilities, or None if it has its own.
+
+    A network whose last layer ends in a sigmoid or softmax (flair-unet)
+    needs none; logits get their target's activation (bratskeras.targets).
+    Without a `target` (export: a bare model), the output channels decide:
+    the classic targets' counts, and any other count is a task's classes.
+    """
     import keras
 
-    if target == "whole_tumor":
-        return network  # flair-unet already ends in a sigmoid
-    activation = "softmax" if target == "classes" else "sigmoid"
+    head_activation = getattr(network.layers[-1], "activation", None)
+    if head_activation in (keras.activations.sigmoid, keras.activations.softmax):
+        return None
+    target = target or targets.target_for_channels(network.outputs[0].shape[-1]) or "classes"
+    return targets.get_target(target).activation
+
+
+def probability_model(network, target):
+    """`network` with the activation its logits need (`output_activation`); unchanged if it has its own."""
+    import keras
+
+    activation = output_activation(network, target)
+    if activation is None:
+        return network
     outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(network.output)
     return keras.Model(network.input, outputs, name=f"{network.name}_probabilities")
-
-
-def probabilities_to_classes(probabilities, target):
-    """Probabilities (D, H, W, K) -> uint8 class map (D, H, W), or bool WT mask for whole_tumor."""
-    if target == "classes":
-        return np.argmax(probabilities, axis=-1).astype(np.uint8)
-    if target == "regions":
-        return labels.regions_to_classes(probabilities > 0.5)
-    return probabilities[..., 0] > 0.5
 
 
 # --------------------------------------------------------------------------- cases
@@ -511,20 +519,26 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     cropped, _, geometry = preprocess(image, None, setup.preprocess)
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
-    classes = probabilities_to_classes(probabilities, setup.target)
+    classes = targets.output_to_classes(probabilities, setup.target)
     if settings.postprocess:  # its steps know the classic classes only
-        classes = postprocessing.postprocess(classes, list(settings.postprocess))
-    if setup.target == "whole_tumor":
-        classes = classes.astype(np.uint8) * 2  # WT only: written as edema, as in training
+        classes = _postprocess(classes, setup.target, settings.postprocess)
     label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
         source_probabilities = uncrop(probabilities, geometry)
-        if setup.target == "classes":
-            # Outside the crop is background with certainty.
+        if not targets.get_target(setup.target).binary:
+            # Outside the crop is background (channel 0 of the classes) with certainty.
             outside = uncrop(np.ones(geometry["size"], dtype=bool), geometry) == 0
             source_probabilities[outside, 0] = 1.0
     return label_map, source_probabilities, properties
+
+
+def _postprocess(classes, target, steps):
+    """Postprocessing of predicted classes; a binary target's map goes in as the bool mask its steps expect."""
+    if not targets.get_target(target).is_mask:
+        return postprocessing.postprocess(classes, list(steps))
+    mask = postprocessing.postprocess(classes > 0, list(steps))
+    return targets.output_to_classes(mask[..., None], target)
 
 
 def _write_labels(classes, setup, scheme):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import labels
+from bratskeras import labels, targets
 from bratskeras.errors import ConfigError, DataError
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
@@ -104,27 +104,24 @@ def load_cases(data_dir, config, cache_dir, skip_bad_cases):
 
 
 def build_network(config):
-    """The registry model with channels and outputs matching the config's target."""
-    from bratskeras.models import build_model, model_spec
+    """The registry model with channels and outputs matching the config's target (and task)."""
+    from bratskeras.models import build_model, model_facts
 
-    channels = len(config.modalities)
-    outputs = labels.target_channels(config.target, config.task)
+    facts = model_facts(config.model, **config.model_overrides)
+    if config.target not in facts.targets:
+        described = " or ".join(t.replace("_", " ") for t in facts.targets)
+        raise ConfigError(f"{config.model} predicts {described} only: use target {facts.targets[0]}")
     overrides = dict(config.model_overrides)
-    if model_spec(config.model)["builder"] == "flair_unet":
-        if config.target != "whole_tumor":
-            raise ConfigError(f"{config.model} predicts whole tumor only: use target whole_tumor")
-        shape = (None, None, None, channels)
-    else:
-        overrides.setdefault("num_classes", outputs)
-        shape = (None, None, None, channels)
-    return build_model(config.model, input_shape=shape, **overrides)
+    if facts.classes_arg is not None:
+        overrides.setdefault(facts.classes_arg, targets.get_target(config.target).channels(config.task))
+    return build_model(config.model, input_shape=(None, None, None, len(config.modalities)), **overrides)
 
 
 def outputs_logits(config):
-    """True when the network emits logits (the unet3d family), False for sigmoid (flair-unet)."""
-    from bratskeras.models import model_spec
+    """True when the network emits logits (the unet3d family), False for its own sigmoid (flair-unet)."""
+    from bratskeras.models import model_facts
 
-    return model_spec(config.model)["builder"] != "flair_unet"
+    return model_facts(config.model, **config.model_overrides).outputs_logits
 
 
 def make_optimizer(config):
@@ -138,9 +135,9 @@ def make_optimizer(config):
 
 def check_patch_size(config, cached_cases):
     """Patches must fit the model's poolings and the cached volumes (padded otherwise)."""
-    from bratskeras.models.registry import pooling_multiple
+    from bratskeras.models import model_facts
 
-    multiple = pooling_multiple(config.model, **config.model_overrides)
+    multiple = model_facts(config.model, **config.model_overrides).pooling_multiple
     odd = [s for s in config.patch_size if s % multiple]
     if odd:
         raise ConfigError(
@@ -372,12 +369,10 @@ def _build_before_fit(model, config):
     zeros of the right shapes first and skipping that step avoids the reduce;
     the model itself is already built.
     """
-    from bratskeras.labels import target_channels
-
+    target = targets.get_target(config.target)
     patch = (1, *config.patch_size)
     x = np.zeros((*patch, len(config.modalities)), np.float32)
-    y_channels = 1 if config.target == "classes" else target_channels(config.target)
-    y = np.zeros((*patch, y_channels), np.uint8 if config.target == "classes" else np.float32)
+    y = np.zeros((*patch, target.y_channels(config.task)), target.y_dtype)
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=(x, y))
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
@@ -396,14 +391,13 @@ def heldout_dice(run_dir, cached_cases, config):
     if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
         return {}
     network, setup = inference.load_predictor(run_dir)
-    regions = ("WT",) if config.target == "whole_tumor" else labels.REGIONS
+    regions = tuple(s.upper() for s in targets.get_target(config.target).structures if s.upper() in labels.REGIONS)
     scores = {region: [] for region in regions}
     for case in cached_cases:
         image, seg, _ = case.load()
         windows = inference.effective_settings(setup, inference.WindowSettings(), image.shape[:3])
         probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
-        # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
-        predicted = inference.probabilities_to_classes(probabilities, config.target)
+        predicted = targets.output_to_classes(probabilities, config.target)
         if config.task:  # the task's classes, scored as the classic regions they make up
             predicted, seg = labels.to_classic(predicted, config.task), labels.to_classic(seg, config.task)
         for region in regions:
