@@ -23,6 +23,9 @@ import numpy as np
 
 from bratskeras import preprocessing, targets
 
+# Where augmentation runs: in the tf.data map, or in the model's train step.
+AUGMENT_ON = ("cpu", "device")
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -85,8 +88,8 @@ class PipelineConfig:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
         if self.target not in targets.TARGETS:
             raise ValueError(f"target must be one of {targets.NAMES}, got {self.target!r}")
-        if self.augment_on not in ("cpu", "device"):
-            raise ValueError(f"augment_on must be 'cpu' or 'device', got {self.augment_on!r}")
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))

@@ -20,7 +20,7 @@ import click
 
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, user_message
-from bratskeras.labels import TASKS
+from bratskeras.labels import SCHEMES, TASKS
 
 
 def parse_postprocess(text):
@@ -70,7 +70,7 @@ def _window_progress(case):
                                 "--window 240,80,240 --overlap 0 (3 slabs).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
-@click.option("--label-scheme", type=click.Choice(("brats2020",) + TASKS),
+@click.option("--label-scheme", type=click.Choice(tuple(SCHEMES)),
               help="Labels to write (default: the input's release or task).")
 @click.option("--task", type=click.Choice(TASKS), help="Label scheme of INPUT_DIR when its folders do not say.")
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",

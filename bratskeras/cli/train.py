@@ -8,7 +8,10 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
+from bratskeras.data import AUGMENT_ON
 from bratskeras.labels import SCHEMES, TASKS
+from bratskeras.targets import NAMES as TARGET_NAMES
+from bratskeras.training.config import LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
 from bratskeras.training.demo import DEMO_TIME_LIMIT
 
 
@@ -73,7 +76,7 @@ def _refuse_before_writing(config, out_dir):
 
 @click.command("fit")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["lightweight2020", "flair2017"]),
+@click.option("--preset", type=click.Choice(list(PRESETS)),
               help="The paper whose training set-up to start from (default lightweight2020).")
 @click.option("--model", help="Registry model name (default: the preset's).")
 @click.option("--model-arg", multiple=True, help="Builder override KEY=VALUE, e.g. base_filters=8.")
@@ -83,15 +86,14 @@ def _refuse_before_writing(config, out_dir):
 @click.option("--batch-size", type=int, help="Global batch size.")
 @click.option("--patch-size", help="D,H,W of training patches.")
 @click.option("--learning-rate", type=float)
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]))
-@click.option("--augment-on", type=click.Choice(["cpu", "device"]), help="Where augmentation runs.")
-@click.option("--target", type=click.Choice(["classes", "regions", "whole_tumor"]),
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--strategy", type=click.Choice(STRATEGIES))
+@click.option("--augment-on", type=click.Choice(AUGMENT_ON), help="Where augmentation runs.")
+@click.option("--target", type=click.Choice(TARGET_NAMES),
               help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
 @click.option("--task", type=click.Choice(TASKS),
               help="Train this 2023-2025 task's own classes (gli: 5 with RC; menrt: GTV from T1c alone).")
-@click.option("--loss", type=click.Choice(["dice_ce", "soft_dice", "cross_entropy", "region_dice_bce",
-                                           "flair_dice", "sensitivity_specificity"]),
+@click.option("--loss", type=click.Choice(list(LOSS_TARGETS)),
               help="Loss (default: the preset's).")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue a run: RUN_DIR, or the --out folder when given without a value.")

@@ -84,10 +84,9 @@ def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None, task=None):
 
 def cache_cases(cases, config, cache_dir):
     """Preprocesses `cases` into the cache with the config's modalities and crop."""
-    from bratskeras import cache, preprocessing
+    from bratskeras import cache
 
-    settings = preprocessing.PreprocessSettings(crop=config.crop, crop_size=config.crop_size)
-    return cache.cache_dataset(cases, cache_dir, config.modalities, settings)
+    return cache.cache_dataset(cases, cache_dir, config.modalities, config.preprocess_settings())
 
 
 def load_cases(data_dir, config, cache_dir, skip_bad_cases):
@@ -192,11 +191,7 @@ def _train_input(config, cached, strategy, first_step):
     """
     from bratskeras import data
 
-    pipeline_config = data.PipelineConfig(
-        patch_size=config.patch_size, batch_size=config.batch_size,
-        foreground_fraction=config.foreground_fraction, target=config.target,
-        augment=config.augment, augment_on=config.augment_on, seed=config.seed,
-    )
+    pipeline_config = config.pipeline_config()
     first_index = first_step * config.batch_size
     if strategy.num_replicas_in_sync == 1:
         return data.train_dataset(cached, pipeline_config, first_index=first_index)
