@@ -32,7 +32,7 @@ from keras import ops
 
 from bratskeras import outputs
 from bratskeras.errors import ConfigError, ExportError, ModelError
-from bratskeras.inference import output_activation
+from bratskeras.model_setup import output_activation
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
 
 FORMATS = ("saved_model", "tflite", "onnx", "keras")

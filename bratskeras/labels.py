@@ -1,7 +1,7 @@
 """The one place that maps BraTS labels <-> classes <-> regions, per label scheme.
 
 Every scheme is a row of one table, `SCHEMES` (values, names, regions, the
-official lesion-wise groups, the modalities, the case-folder prefixes); io,
+official lesion-wise groups, the modalities, the case-folder prefixes); layouts,
 inspection, synth, evaluation and inference read it, none of them branches on
 a scheme's name.
 

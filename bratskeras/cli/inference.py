@@ -81,19 +81,19 @@ def _window_progress(case):
 def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
                     save_probabilities, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""
-    from bratskeras import inference, io
+    from bratskeras import inference, layouts, model_setup, tiling
     from bratskeras.cli.models import parse_shape
 
     postprocess = tuple(parse_postprocess(s) for s in steps)
-    windows = inference.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
+    windows = tiling.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
                                        overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
-    dataset = io.discover(input_dir, task=task)
+    dataset = layouts.discover(input_dir, task=task)
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
-    network, setup = inference.load_predictor(model)
+    network, setup = model_setup.load_predictor(model)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
     click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
@@ -177,11 +177,11 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
 @needs_tensorflow
 def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes."""
-    from bratskeras import io, outputs, visualize
+    from bratskeras import layouts, outputs, visualize
     from bratskeras.errors import BratsKerasError
     from bratskeras.evaluation import find_predictions
 
-    dataset = io.discover(data_dir)
+    dataset = layouts.discover(data_dir)
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:

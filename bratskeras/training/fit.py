@@ -381,17 +381,17 @@ def heldout_dice(run_dir, cached_cases, config):
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
-    from bratskeras import inference, metrics
+    from bratskeras import metrics, model_setup, tiling
 
     if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
         return {}
-    network, setup = inference.load_predictor(run_dir)
+    network, setup = model_setup.load_predictor(run_dir)
     regions = tuple(s.upper() for s in targets.get_target(config.target).structures if s.upper() in labels.REGIONS)
     scores = {region: [] for region in regions}
     for case in cached_cases:
         image, seg, _ = case.load()
-        windows = inference.effective_settings(setup, inference.WindowSettings(), image.shape[:3])
-        probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
+        windows = model_setup.effective_settings(setup, tiling.WindowSettings(), image.shape[:3])
+        probabilities = tiling.sliding_window_predict(network, np.asarray(image, np.float32), windows)
         predicted = targets.output_to_classes(probabilities, config.target)
         if config.task:  # the task's classes, scored as the classic regions they make up
             predicted, seg = labels.to_classic(predicted, config.task), labels.to_classic(seg, config.task)
