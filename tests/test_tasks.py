@@ -117,7 +117,7 @@ def test_fit_needs_the_task_of_schemes_with_their_own_classes(tmp_path):
     labels.require_trainable("gli", "d", task="gli")
     with pytest.raises(DataError, match=r"the gli scheme \(NETC, SNFH, ET, RC\) has its own classes; pass --task gli"):
         labels.require_trainable("gli", "d")
-    from bratskeras.training.fit import labelled_cases
+    from bratskeras.training.prepare import labelled_cases
 
     synth.write_dataset(tmp_path, cases=1, shape=SHAPE, task="ped")
     with pytest.raises(DataError, match="ped scheme"):

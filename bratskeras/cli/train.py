@@ -65,15 +65,6 @@ def _key_values(pairs):
         yield key, int(value) if value.lstrip("-").isdigit() else float(value)
 
 
-def _refuse_before_writing(config, out_dir):
-    """The checks a new run can fail at no cost: precision on this machine, and --out."""
-    from bratskeras.training import run_dir as run_files
-    from bratskeras.training import runtime
-
-    runtime.check_precision(config.precision)
-    run_files.check_new_run_dir(out_dir)
-
-
 @click.command("fit")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--preset", type=click.Choice(list(PRESETS)),
@@ -110,58 +101,48 @@ def _refuse_before_writing(config, out_dir):
 @needs_tensorflow
 def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, time_limit, quiet, **options):
     """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
-    from bratskeras.training import config as train_config
-    from bratskeras.training import demo
-    from bratskeras.training import run_dir as run_files
-    from bratskeras.training.fit import evaluate_heldout, fit
+    from bratskeras.training import plan
 
     command_start = time.monotonic()
     time_limit = parse_duration(time_limit) if time_limit is not None else None
     overrides = {k: v for k, v in _overrides(options).items() if v is not None}
-    heldout_dir = None
     if resume is not None:
         out_dir = resume or out_dir
         if not out_dir:
             raise click.UsageError("--resume needs a RUN_DIR or --out")
-        # The saved configuration is the base: only flags given now are compared with it.
-        config = train_config.resume_config(out_dir, {**overrides, "preset": preset})
-        demo_root = os.path.join(out_dir, "demo_data")
-        if data_dir is None:
-            if not os.path.isdir(demo_root):
-                raise click.UsageError(f"resuming {out_dir} needs the DATA_DIR it was trained on")
-            data_dir, heldout_dir = os.path.join(demo_root, "train"), os.path.join(demo_root, "heldout")
+        try:
+            run = plan.plan_resume(out_dir, data_dir, preset, overrides, time_limit)
+        except plan.MissingDataDir as error:
+            raise click.UsageError(str(error)) from None
     elif data_dir is None:
-        out_dir = out_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
-        config = train_config.resolve_config(preset or "lightweight2020", {**demo.DEMO_OVERRIDES, **overrides})
-        _refuse_before_writing(config, out_dir)
-        # Claimed before the phantoms go into it, so they never land in someone else's folder.
-        run_files.claim_run_dir(out_dir)
-        data_root = os.path.join(out_dir, "demo_data")
-        click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
-        data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
-        time_limit = time_limit or DEMO_TIME_LIMIT
+        run = plan.plan_demo(out_dir, preset, overrides, time_limit, echo=click.echo)
     else:
         if not os.path.isdir(data_dir):
             raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
-        preset = preset or "lightweight2020"
-        out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
-        config = train_config.resolve_config(preset, overrides)
-        _refuse_before_writing(config, out_dir)
+        run = plan.plan_new(data_dir, out_dir, preset, overrides, time_limit)
+    _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet)
+
+
+def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
+    """Trains the plan within what is left of the time limit and prints the run's summary lines."""
+    from bratskeras.training.fit import fit
+    from bratskeras.training.heldout import evaluate_heldout
+
     started = time.perf_counter()
-    remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - command_start))
-    result = fit(config, data_dir, out_dir, resume=resume is not None, skip_bad_cases=skip_bad_cases,
+    remaining = None if run.time_limit is None else max(1.0, run.time_limit - (time.monotonic() - command_start))
+    result = fit(run.config, run.data_dir, run.run_dir, resume=run.resume, skip_bad_cases=skip_bad_cases,
                  cache_dir=cache_dir, verbose=0 if quiet else 2, time_limit=remaining)
     for line in result.skipped:
         click.echo(f"skipped: {line}")
     click.echo(f"run directory: {result.run_dir} ({result.epochs} epochs, "
                f"{time.perf_counter() - started:.0f} s)")
     if result.time_limit_reached:
-        click.echo(f"time limit reached after {result.epochs} of {config.epochs} epochs; "
+        click.echo(f"time limit reached after {result.epochs} of {run.config.epochs} epochs; "
                    f"continue with: bratskeras fit --resume {result.run_dir}")
     dice = result.heldout_dice
     label = "validation Dice"
-    if heldout_dir is not None:
-        dice = evaluate_heldout(result.run_dir, heldout_dir, config, cache_dir)
+    if run.heldout_dir is not None:
+        dice = evaluate_heldout(result.run_dir, run.heldout_dir, run.config, cache_dir)
         label = "held-out Dice"
     click.echo(f"{label}: " + "  ".join(f"{region} {value:.2f}" for region, value in dice.items()))
 
