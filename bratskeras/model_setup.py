@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from bratskeras import targets
 from bratskeras.errors import ModelError
-from bratskeras.preprocessing import FLAIR_PAPER_CROP, PreprocessSettings
+from bratskeras.preprocessing import PreprocessSettings
 from bratskeras.tiling import balanced_window
 
 # The least default window per axis: the most accurate tiling measured
@@ -110,8 +110,9 @@ def setup_from_model(network, config=None):
     else:
         modalities = tuple(config.get("modalities", _modalities_by_channels().get(in_shape[-1], ())))
         target = config.get("target", "classes")
-        settings = PreprocessSettings(crop=config.get("crop", "bbox"),
-                                      crop_size=tuple(config.get("crop_size", FLAIR_PAPER_CROP)))
+        defaults = PreprocessSettings()  # a config.json without crop fields trained with these
+        settings = PreprocessSettings(crop=config.get("crop", defaults.crop),
+                                      crop_size=tuple(config.get("crop_size", defaults.crop_size)))
         task = config.get("task")
         if len(modalities) != in_shape[-1] or targets.get_target(target).channels(task) != out_channels:
             raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "
