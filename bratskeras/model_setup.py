@@ -40,7 +40,7 @@ class ModelSetup:
 
     Attributes:
         modalities: canonical names in input channel order.
-        target: "classes", "regions" or "whole_tumor" (module docstring).
+        target: what the output stands for, a key of bratskeras.targets.TARGETS.
         preprocess: PreprocessSettings used in training (crop, crop size).
         window: default window (d, h, w): the model's fixed input size, or
             for models accepting any size `default_window` of the training
