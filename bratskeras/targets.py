@@ -17,10 +17,14 @@ each overwriting the previous, so a TC or ET voxel outside WT still counts as
 tumor); a whole-tumor voxel is written as WHOLE_TUMOR_CLASS (edema, label 2):
 only WT is defined for that target, and any tumor class would score the same.
 
-Everything is written once with `keras.ops`, so the tf.data pipeline (graph
-tensors), the Keras metrics (batches) and numpy callers (`classes_to_target`,
-`output_to_classes`, `regions_to_classes`: numpy in, numpy out) share one
-definition. keras is imported on first use: label and layout code that
+Everything is written once, against the `keras.ops` names, so the tf.data
+pipeline (graph tensors), the Keras metrics (batches) and numpy callers
+(`classes_to_target`, `output_to_classes`, `regions_to_classes`: numpy in,
+numpy out) share one definition. Tensors run it with keras.ops; numpy arrays
+run the same code with numpy's functions of the same names (`_NumpyOps`),
+because a round trip through TensorFlow made predict's per-case argmax ~2.5x
+slower (0.46 s against 0.18 s on a 240 x 240 x 155 x 4 volume, measured
+under load). keras is imported only for tensors: label and layout code that
 imports this module stays free of TensorFlow.
 """
 
@@ -51,7 +55,30 @@ def _region_composition():
 REGION_COMPOSITION = _region_composition()
 
 
-def _ops():
+class _NumpyOps:
+    """The few keras.ops this module uses, as numpy functions: numpy in, numpy out, no TensorFlow."""
+
+    argmax = staticmethod(np.argmax)
+    equal = staticmethod(np.equal)
+    logical_or = staticmethod(np.logical_or)
+    stack = staticmethod(np.stack)
+    where = staticmethod(np.where)
+    round = staticmethod(np.round)
+    convert_to_tensor = staticmethod(np.asarray)
+
+    @staticmethod
+    def cast(x, dtype):
+        return np.asarray(x).astype(dtype, copy=False)
+
+    @staticmethod
+    def zeros_like(x, dtype=None):
+        return np.zeros_like(x, dtype=dtype)
+
+
+def _ops_for(x):
+    """numpy's functions for numpy input, keras.ops for anything else (tensors, symbolic tensors)."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _NumpyOps
     from keras import ops
 
     return ops
@@ -64,7 +91,7 @@ def _squeeze_channel(classes):
 
 def _any_of(classes, members):
     """bool (...): classes is one of `members` (an int32 tensor (...))."""
-    ops = _ops()
+    ops = _ops_for(classes)
     mask = ops.zeros_like(classes, dtype="bool")
     for member in members:
         mask = ops.logical_or(mask, ops.equal(classes, member))
@@ -73,7 +100,7 @@ def _any_of(classes, members):
 
 def compose_regions(on):
     """Binary region masks (..., 3) in REGIONS order -> int32 class indices (...) (REGION_COMPOSITION)."""
-    ops = _ops()
+    ops = _ops_for(on)
     on = ops.cast(on, "bool")
     classes = ops.zeros_like(on[..., 0], dtype="int32")
     for channel, class_index in REGION_COMPOSITION:
@@ -83,7 +110,7 @@ def compose_regions(on):
 
 def split_regions(classes):
     """int class indices (...) -> bool region masks (..., 3) in REGIONS order."""
-    ops = _ops()
+    ops = _ops_for(classes)
     classes = ops.cast(classes, "int32")
     return ops.stack([_any_of(classes, REGION_CLASSES[r]) for r in REGIONS], axis=-1)
 
@@ -129,8 +156,8 @@ class Target:
         return 1 if self.name == "classes" else self.channels(scheme)
 
     def encode(self, classes):
-        """Class indices (..., 1) or (...) -> y (..., y_channels) of dtype y_dtype, as a backend tensor."""
-        ops = _ops()
+        """Class indices (..., 1) or (...) -> y (..., y_channels) of dtype y_dtype (numpy in, numpy out)."""
+        ops = _ops_for(classes)
         classes = _squeeze_channel(ops.convert_to_tensor(classes))
         if self.name == "classes":
             return ops.cast(classes, "uint8")[..., None]
@@ -141,7 +168,7 @@ class Target:
 
     def decode_target(self, y):
         """A pipeline y (`encode`'s output) -> int32 class indices (...)."""
-        ops = _ops()
+        ops = _ops_for(y)
         y = ops.cast(ops.round(ops.cast(y, "float32")), "int32")
         if self.name == "classes":
             return _squeeze_channel(y)
@@ -153,7 +180,7 @@ class Target:
         "classes": argmax (logits and probabilities alike); the sigmoid
         targets: thresholded at probability 0.5 (logit 0), then composed.
         """
-        ops = _ops()
+        ops = _ops_for(y)
         if self.name == "classes":
             return ops.cast(ops.argmax(y, axis=-1), "int32")
         threshold = 0.0 if from_logits else 0.5
@@ -162,7 +189,7 @@ class Target:
     def _binary_to_classes(self, on):
         if self.name == "regions":
             return compose_regions(on)
-        return _ops().cast(on[..., 0], "int32") * WHOLE_TUMOR_CLASS
+        return _ops_for(on).cast(on[..., 0], "int32") * WHOLE_TUMOR_CLASS
 
 
 TARGETS = {target.name: target for target in (
@@ -191,23 +218,19 @@ def target_for_channels(channels):
 # ----------------------------------------------------------------- numpy in, numpy out
 
 
-def _numpy(tensor):
-    return _ops().convert_to_numpy(tensor)
-
-
 def classes_to_target(classes, target):
     """numpy class indices (..., 1) or (...) -> numpy y of `target` (Target.encode)."""
-    return _numpy(get_target(target).encode(np.asarray(classes)))
+    return get_target(target).encode(np.asarray(classes))
 
 
 def output_to_classes(output, target, from_logits=False):
     """numpy model output (..., channels) -> uint8 class indices (...) (Target.decode_output)."""
-    return _numpy(get_target(target).decode_output(np.asarray(output), from_logits)).astype(np.uint8)
+    return get_target(target).decode_output(np.asarray(output), from_logits).astype(np.uint8)
 
 
 def classes_to_regions(classes):
     """numpy class indices (...) -> bool region masks (..., 3) in REGIONS order."""
-    return _numpy(split_regions(np.asarray(classes)))
+    return split_regions(np.asarray(classes))
 
 
 def regions_to_classes(regions):
@@ -218,4 +241,4 @@ def regions_to_classes(regions):
     regions = np.asarray(regions, dtype=bool)
     if regions.shape[-1:] != (len(REGIONS),):
         raise ValueError(f"regions must have {len(REGIONS)} channels last, received shape {regions.shape}")
-    return _numpy(compose_regions(regions)).astype(np.uint8)
+    return compose_regions(regions).astype(np.uint8)
