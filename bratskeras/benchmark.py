@@ -249,11 +249,11 @@ def pipeline_patches_per_second(cached, patch_size, augment_on, patches, batch_s
 
 def bench_pipeline(case_shape, patch_size, patches, cases=2):
     """patches/s with CPU augmentation and with augmentation left to the device."""
-    from bratskeras import cache, io, synth
+    from bratskeras import cache, layouts, synth
 
     with tempfile.TemporaryDirectory() as tmp:
         synth.write_dataset(f"{tmp}/data", cases=cases, shape=tuple(case_shape), layout="brats2020")
-        cached = cache.cache_dataset(io.discover(f"{tmp}/data").cases, f"{tmp}/cache", workers=2)
+        cached = cache.cache_dataset(layouts.discover(f"{tmp}/data").cases, f"{tmp}/cache", workers=2)
         return {
             "patch": list(patch_size),
             "cpu_augmentation_patches_per_s": pipeline_patches_per_second(cached, patch_size, "cpu", patches),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import io, preprocessing
+from bratskeras import layouts, preprocessing, volumes
 
 CACHE_VERSION = 1
 # Enough tumor voxels to centre patches anywhere in the tumor, few enough to stay small.
@@ -72,11 +72,11 @@ def cache_key(case, modalities, settings):
     return digest(payload)
 
 
-def cache_case(case, cache_dir, modalities=io.MODALITIES, settings=preprocessing.PreprocessSettings()):
+def cache_case(case, cache_dir, modalities=layouts.MODALITIES, settings=preprocessing.PreprocessSettings()):
     """Returns the CachedCase for `case`, preprocessing it first if its key is not cached.
 
     Raises:
-        DataError: the case cannot be read (see io.read_case).
+        DataError: the case cannot be read (see volumes.read_case).
     """
     key = cache_key(case, modalities, settings)
     folder = os.path.join(os.fspath(cache_dir), f"{case.id}-{key}")
@@ -87,7 +87,7 @@ def cache_case(case, cache_dir, modalities=io.MODALITIES, settings=preprocessing
 
 
 def _write_entry(case, folder, key, modalities, settings):
-    image, seg, properties = io.read_case(case, modalities)
+    image, seg, properties = volumes.read_case(case, modalities)
     image, seg, geometry = preprocessing.preprocess(image, seg, settings)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
@@ -126,7 +126,7 @@ def _foreground_coords(seg, key):
     return coords
 
 
-def cache_dataset(cases, cache_dir, modalities=io.MODALITIES, settings=preprocessing.PreprocessSettings(),
+def cache_dataset(cases, cache_dir, modalities=layouts.MODALITIES, settings=preprocessing.PreprocessSettings(),
                   workers=2):
     """Caches every case (in `workers` threads; gzip and file reads release the GIL).
 

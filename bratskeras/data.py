@@ -1,7 +1,7 @@
 """tf.data pipelines over the preprocessing cache, augmentation, and splits.
 
 Shapes: x is float32 (B, D, H, W, C) with C the cached modalities in their
-cached order; y depends on `target` (labels.TARGETS):
+cached order; y depends on `target` (bratskeras.targets.TARGETS):
 "classes" uint8 (B, D, H, W, 1), "regions" float32 (B, D, H, W, 3),
 "whole_tumor" float32 (B, D, H, W, 1). D, H, W are NIfTI axes i, j, k, so the
 axial plane is (D, H).
@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import labels, preprocessing
+from bratskeras import preprocessing, targets
+
+# Where augmentation runs: in the tf.data map, or in the model's train step.
+AUGMENT_ON = ("cpu", "device")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class PipelineConfig:
             (zero-padded) volume.
         batch_size: patches per batch.
         foreground_fraction: share of patches centred on a tumor voxel (nnU-Net: 1/3).
-        target: one of labels.TARGETS.
+        target: one of bratskeras.targets.TARGETS.
         augment: apply AugmentConfig transforms (training only).
         augment_on: "cpu" (in the tf.data map) or "device" (the caller applies
             `augment_batch` in its train step; the pipeline yields raw patches).
@@ -83,10 +86,10 @@ class PipelineConfig:
             raise ValueError(f"patch_size must be three positive sizes, got {self.patch_size}")
         if not 0 <= self.foreground_fraction <= 1:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
-        if self.target not in labels.TARGETS:
-            raise ValueError(f"target must be one of {labels.TARGETS}, got {self.target!r}")
-        if self.augment_on not in ("cpu", "device"):
-            raise ValueError(f"augment_on must be 'cpu' or 'device', got {self.augment_on!r}")
+        if self.target not in targets.TARGETS:
+            raise ValueError(f"target must be one of {targets.NAMES}, got {self.target!r}")
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
@@ -175,21 +178,7 @@ class _TrainSampler:
         return read_patch(image, start, self.config.patch_size), read_patch(seg, start, self.config.patch_size)
 
 
-# --------------------------------------------------------------------------- targets and augmentation (TF)
-
-
-def classes_to_target_tf(classes, target):
-    """uint8 classes (..., 1) -> the training target (see the module docstring), with TF ops."""
-    import tensorflow as tf
-
-    if target == "classes":
-        return tf.cast(classes, tf.uint8)
-    classes = tf.cast(classes, tf.int32)
-    if target == "whole_tumor":
-        return tf.cast(classes > 0, tf.float32)
-    regions = [tf.reduce_any(tf.equal(classes, list(labels.REGION_CLASSES[r])), axis=-1)
-               for r in labels.REGIONS]
-    return tf.cast(tf.stack(regions, axis=-1), tf.float32)
+# --------------------------------------------------------------------------- augmentation (TF)
 
 
 def augment_patch(image, label, seed, config=AugmentConfig()):
@@ -390,7 +379,7 @@ def train_dataset(cached_cases, config=PipelineConfig(), first_index=0, pipeline
         if augment_here:
             seed = tf.stack([tf.constant(config.seed, tf.int64), index])
             image, seg = augment_patch(image, seg, seed, config.augmentation)
-        return image, classes_to_target_tf(seg, config.target)
+        return image, targets.get_target(config.target).encode(seg)
 
     pipeline_id, pipelines = pipeline
     global_batch = global_batch_size or config.batch_size * pipelines
@@ -423,7 +412,7 @@ def validation_dataset(cached_cases, patch_size=None, target="classes", batch_si
         patch_size: None for whole cached volumes (batch_size must be 1 unless
             all volumes share a shape), or (d, h, w) for one patch per case
             centred on its tumor.
-        target: one of labels.TARGETS.
+        target: one of bratskeras.targets.TARGETS.
         batch_size: cases per batch.
 
     Returns:
@@ -431,8 +420,8 @@ def validation_dataset(cached_cases, patch_size=None, target="classes", batch_si
     """
     import tensorflow as tf
 
-    if target not in labels.TARGETS:
-        raise ValueError(f"target must be one of {labels.TARGETS}, got {target!r}")
+    if target not in targets.TARGETS:
+        raise ValueError(f"target must be one of {targets.NAMES}, got {target!r}")
     unlabelled = [case.id for case in cached_cases if not case.has_seg]
     if unlabelled:
         raise ValueError(f"validation cases without labels: {', '.join(unlabelled)}")
@@ -451,7 +440,7 @@ def validation_dataset(cached_cases, patch_size=None, target="classes", batch_si
         image, seg = tf.numpy_function(load, [position], (tf.float32, tf.uint8), stateful=False)
         image = tf.ensure_shape(image, spatial + (channels,))
         seg = tf.ensure_shape(seg, spatial)[..., None]
-        return image, classes_to_target_tf(seg, target)
+        return image, targets.get_target(target).encode(seg)
 
     dataset = tf.data.Dataset.range(len(cached_cases)).map(element, num_parallel_calls=2, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -2,7 +2,7 @@
 
     predictions: PRED_DIR/<case id>.nii.gz (or .nii), top level only (what
                  `bratskeras predict` writes; its probabilities/ subfolder is ignored)
-    references:  any labelled dataset layout `io.discover` reads, or a flat
+    references:  any labelled dataset layout `layouts.discover` reads, or a flat
                  folder of <id>.nii.gz / <id>_seg.nii.gz label files
 
 Pairing is by case id. A reference without a prediction is an error listed by
@@ -30,7 +30,7 @@ of the task's groups, and the summary a "lesion_wise" part
 
 import concurrent.futures
 import csv
-import io as text_io
+import io
 import json
 import math
 import os
@@ -40,7 +40,7 @@ from importlib import resources
 
 import numpy as np
 
-from bratskeras import io, labels, lesionwise, metrics
+from bratskeras import labels, layouts, lesionwise, metrics, volumes
 from bratskeras.errors import BratsKerasError, DataError, user_message
 
 METRIC_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in metrics.STRUCTURES)
@@ -55,14 +55,14 @@ class Reference:
     case_id: str
     scheme: str
     path: str | None = None
-    case: io.Case | None = None
+    case: layouts.Case | None = None
 
     def load(self):
         """(class map uint8 (D, H, W), nibabel image or None, spacing)."""
         if self.case is not None and self.case.layout == "kaggle-h5":
-            _, seg, properties = io.read_case(self.case)
+            _, seg, properties = volumes.read_case(self.case)
             return seg, None, properties["spacing"]
-        array, image = io.load_label_map(self.path)
+        array, image = volumes.load_label_map(self.path)
         if self.scheme:
             classes = labels.labels_to_classes(array, self.scheme, source=self.path)
         else:
@@ -97,7 +97,7 @@ def find_references(ref_dir, task=None):
     """
     ref_dir = os.fspath(ref_dir)
     try:
-        dataset = io.discover(ref_dir, task=task)
+        dataset = layouts.discover(ref_dir, task=task)
     except DataError:
         dataset = None
     if dataset is not None:
@@ -148,9 +148,9 @@ def pair(pred_dir, ref_dir, task=None):
 
 
 def _load_prediction(path, reference_image, scheme):
-    array, image = io.load_label_map(path)
+    array, image = volumes.load_label_map(path)
     if reference_image is not None:
-        problem = io.geometry_problem(path, image, "reference", reference_image)
+        problem = volumes.geometry_problem(path, image, "reference", reference_image)
         if problem:
             raise DataError(problem)
     if scheme not in _VALUE_DETECTED:
@@ -292,7 +292,7 @@ def rows_to_csv(rows):
     """CSV text: id, status, METRIC_KEYS, then any lesion-wise "<group>_<metric>" columns, one line per case."""
     lesion_keys = [f"{g}_{m}" for g, metrics_ in (rows[0].get("lesion_wise", {}) if rows else {}).items()
                    for m in metrics_]
-    buffer = text_io.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["id", "status", *METRIC_KEYS, *lesion_keys], lineterminator="\n")
     writer.writeheader()
     for row in rows:

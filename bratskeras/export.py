@@ -30,8 +30,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from bratskeras import labels, outputs
+from bratskeras import outputs
 from bratskeras.errors import ConfigError, ExportError, ModelError
+from bratskeras.model_setup import output_activation
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
 
 FORMATS = ("saved_model", "tflite", "onnx", "keras")
@@ -156,14 +157,8 @@ def _builtin_layer(layer):
 
 
 def _probabilities_activation(model):
-    """The activation that turns the model's output into probabilities."""
-    head = model.layers[-1]
-    activation = getattr(head, "activation", None)
-    if activation in (keras.activations.sigmoid, keras.activations.softmax):
-        return "linear"
-    # Same reading of output channels as `bratskeras predict`: class logits
-    # get a softmax, region (WT/TC/ET) and whole-tumor logits a sigmoid.
-    return "softmax" if labels.target_for_channels(model.outputs[0].shape[-1]) == "classes" else "sigmoid"
+    """The activation that turns the model's output into probabilities (shared with `predict`)."""
+    return output_activation(model) or "linear"
 
 
 def serving_model(model, input_shape, builtin_pooling=False):

@@ -2,10 +2,10 @@
 
 Problems found (each message names the case and the file):
 missing modality, missing label file (for cases expected to have one, see
-io.discover), extra label or unknown file, unreadable / truncated / corrupt
+layouts.discover), extra label or unknown file, unreadable / truncated / corrupt
 file, shape or affine mismatch between a case's files, NaN/Inf voxels,
 all-zero modality, label values outside the release's scheme, missing H5
-slices. An empty or wrong folder makes `io.discover` raise DataError.
+slices. An empty or wrong folder makes `layouts.discover` raise DataError.
 """
 
 import json
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bratskeras import io, labels, outputs
+from bratskeras import labels, layouts, outputs, volumes
 from bratskeras.errors import DataError
 
 # Part of remembered reports' keys: bump when the checks change.
@@ -60,7 +60,7 @@ def inspect_dataset(root, layout=None, cache_dir=None, task=None):
     """Discovers and checks every case under `root`.
 
     Args:
-        root, layout, task: as io.discover.
+        root, layout, task: as layouts.discover.
         cache_dir: optional folder remembering each case's report under a
             key of its files' paths, sizes and mtimes (and its extra files),
             so `fit` does not decompress a whole dataset again at every start;
@@ -70,9 +70,9 @@ def inspect_dataset(root, layout=None, cache_dir=None, task=None):
         (Dataset, DatasetReport).
 
     Raises:
-        DataError: empty or wrong folder (from io.discover).
+        DataError: empty or wrong folder (from layouts.discover).
     """
-    dataset = io.discover(root, layout, task=task)
+    dataset = layouts.discover(root, layout, task=task)
     check = inspect_case if cache_dir is None else (lambda case: _remembered_report(case, cache_dir))
     return dataset, DatasetReport(layout=dataset.layout, cases=[check(c) for c in dataset.cases],
                                   label_scheme=dataset.label_scheme, skipped_folders=list(dataset.skipped))
@@ -107,16 +107,16 @@ def inspect_case(case):
     for path in list(case.modalities.values()) + ([case.seg] if case.seg else []):
         is_label = path == case.seg
         try:
-            array, image = io.load_nifti(path)
+            array, image = volumes.load_nifti(path)
         except DataError as error:
             report.problems.append(f"case {case.id}: {error}")
             continue
-        report.problems += [f"case {case.id}: {p}" for p in io.volume_problems(path, array, is_label)]
+        report.problems += [f"case {case.id}: {p}" for p in volumes.volume_problems(path, array, is_label)]
         if reference is None:
             reference = (path, image)
             report.shape = [int(s) for s in image.shape[:3]]
             report.spacing = [float(z) for z in image.header.get_zooms()[:3]]
-        mismatch = io.geometry_problem(path, image, *reference)
+        mismatch = volumes.geometry_problem(path, image, *reference)
         if mismatch:
             report.problems.append(f"case {case.id}: {mismatch}")
         if is_label:
@@ -145,11 +145,11 @@ def _label_values(array, scheme, path):
 
 
 def _inspect_h5(case, report):
-    report.problems += io.h5_slice_problems(case)
+    report.problems += volumes.h5_slice_problems(case)
     images, masks = [], []
     for path in case.slices:
         try:
-            image, mask = io.load_h5_slice(path)
+            image, mask = volumes.load_h5_slice(path)
         except DataError as error:
             report.problems.append(f"case {case.id}: {error}")
             continue
@@ -165,9 +165,9 @@ def _inspect_h5(case, report):
     report.spacing = [1.0, 1.0, 1.0]
     for channel, modality in enumerate(case.channel_order):
         report.problems += [f"case {case.id}: {p}" for p in
-                            io.volume_problems(f"{modality} channel of volume {case.id}", volume[..., channel])]
+                            volumes.volume_problems(f"{modality} channel of volume {case.id}", volume[..., channel])]
     try:
-        classes = io.h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}")
+        classes = volumes.h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}")
         report.labels = [int(v) for v in np.unique(classes)]
     except DataError as error:
         report.problems.append(str(error))

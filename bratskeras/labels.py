@@ -1,7 +1,7 @@
 """The one place that maps BraTS labels <-> classes <-> regions, per label scheme.
 
 Every scheme is a row of one table, `SCHEMES` (values, names, regions, the
-official lesion-wise groups, the modalities, the case-folder prefixes); io,
+official lesion-wise groups, the modalities, the case-folder prefixes); layouts,
 inspection, synth, evaluation and inference read it, none of them branches on
 a scheme's name.
 
@@ -32,10 +32,8 @@ tc = 1+3, wt = 1+2+3; mets et, rc, tc, wt; ped et = 1, netc = 2, cc = 3,
 ed = 4, tc = 1+2+3, wt = 1+2+3+4; men (MenPre), goat (GoAT) and the 2023
 glioma et, tc, wt; menrt gtv.
 
-Training targets (what the tf.data pipeline yields as y):
-    "classes":      uint8 class indices, (..., 1), values 0..3
-    "regions":      float32 binary (..., 3): WT, TC, ET
-    "whole_tumor":  float32 binary (..., 1): WT
+What the model trains on (classes, regions, whole tumor) and the way back
+to classes are the training targets' table, bratskeras.targets.
 """
 
 from dataclasses import dataclass
@@ -48,7 +46,6 @@ CLASS_NAMES = ("background", "NCR", "ED", "ET")
 REGIONS = ("WT", "TC", "ET")
 # Which classes make up each region, in REGIONS order.
 REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
-TARGETS = ("classes", "regions", "whole_tumor")
 ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
 
 
@@ -285,58 +282,3 @@ def classic_to_labels(classes, scheme):
     """
     scheme = get_scheme(scheme)
     return classes_to_labels(np.asarray(scheme.from_classic, dtype=np.uint8)[np.asarray(classes)], scheme)
-
-
-def classes_to_regions(classes):
-    """Class indices (...,) -> bool region masks (..., 3) in REGIONS order."""
-    classes = np.asarray(classes)
-    return np.stack([np.isin(classes, REGION_CLASSES[r]) for r in REGIONS], axis=-1)
-
-
-def classes_to_target(classes, target):
-    """Class indices (..., 1) or (...,) -> the training target named `target`.
-
-    See the module docstring for the three targets' dtypes and channels.
-    """
-    classes = np.asarray(classes)
-    if classes.ndim and classes.shape[-1] == 1:
-        classes = classes[..., 0]
-    if target == "classes":
-        return classes.astype(np.uint8)[..., None]
-    if target == "regions":
-        return classes_to_regions(classes).astype(np.float32)
-    if target == "whole_tumor":
-        return (classes > 0).astype(np.float32)[..., None]
-    raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
-
-
-TARGET_CHANNELS = {"classes": 4, "regions": 3, "whole_tumor": 1}
-
-
-def target_channels(target, scheme=None):
-    """Number of model output channels for a training target (and the task's scheme: its classes)."""
-    if scheme is not None and target == "classes":
-        return len(get_scheme(scheme).labels)
-    return TARGET_CHANNELS[target]
-
-
-def target_for_channels(channels):
-    """The training target a model with `channels` outputs was trained on, or None."""
-    return {n: target for target, n in TARGET_CHANNELS.items()}.get(int(channels))
-
-
-def regions_to_classes(regions):
-    """Bool region masks (..., 3) in REGIONS order -> uint8 class indices (...,).
-
-    Composition used by region-trained BraTS models: ED where WT, NCR where TC,
-    ET where ET, each overwriting the previous, so a TC or ET voxel outside WT
-    still counts as tumor. Inverse of `classes_to_regions` for nested masks.
-    """
-    regions = np.asarray(regions, dtype=bool)
-    if regions.shape[-1:] != (len(REGIONS),):
-        raise ValueError(
-            f"regions must have {len(REGIONS)} channels last, received shape {regions.shape}"
-        )
-    classes = np.where(regions[..., 0], 2, 0)
-    classes = np.where(regions[..., 1], 1, classes)
-    return np.where(regions[..., 2], 3, classes).astype(np.uint8)

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from bratskeras import surface
-from bratskeras.labels import REGION_CLASSES, TARGETS, get_scheme
+from bratskeras import surface, targets
+from bratskeras.labels import REGION_CLASSES, get_scheme
 
 EMPTY_HD95 = 373.13
 REGION_KEYS = ("wt", "tc", "et")
@@ -37,43 +37,8 @@ STRUCTURE_CLASSES = {
     "ncr": (1,),
     "ed": (2,),
 }
-# Structures whose Dice a model trained on each target can report.
-TARGET_STRUCTURES = {"classes": STRUCTURES, "regions": STRUCTURES, "whole_tumor": ("wt",)}
-
-
-def _predicted_classes(y_pred, target, from_logits):
-    """Class indices (batch, D, H, W) int32 from a model output of `target`.
-
-    "classes": argmax over 4 channels (same for logits and probabilities).
-    "regions": WT, TC, ET channels thresholded at probability 0.5 (logit 0),
-        composed as nnU-Net/BraTS do: ED where WT, NCR where TC, ET where ET,
-        later ones overwriting earlier ones.
-    "whole_tumor": 1 channel thresholded; tumor is reported as class 2 (any
-        tumor class would do, only wt is defined for this target).
-    """
-    if target == "classes":
-        return ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-    threshold = 0.0 if from_logits else 0.5
-    on = ops.cast(ops.cast(y_pred, "float32") > threshold, "int32")
-    if target == "whole_tumor":
-        return 2 * on[..., 0]
-    wt, tc, et = on[..., 0], on[..., 1], on[..., 2]
-    classes = 2 * wt
-    classes = ops.where(tc > 0, 1, classes)
-    return ops.where(et > 0, 3, classes)
-
-
-def _true_classes(y_true, target):
-    """Class indices (batch, D, H, W) int32 from a training target of `target`."""
-    y_true = ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
-    if target == "classes":
-        # (batch, D, H, W, 1) or (batch, D, H, W)
-        return y_true[..., 0] if len(y_true.shape) == 5 else y_true
-    if target == "whole_tumor":
-        return 2 * y_true[..., 0]
-    wt, tc, et = y_true[..., 0], y_true[..., 1], y_true[..., 2]
-    classes = ops.where(tc > 0, 1, 2 * wt)
-    return ops.where(et > 0, 3, classes)
+# Structures whose Dice a model trained on each target can report (the targets' table).
+TARGET_STRUCTURES = {name: target.structures for name, target in targets.TARGETS.items()}
 
 
 def _structure_mask_tf(classes, structure):
@@ -109,8 +74,7 @@ class DiceScore(keras.metrics.Metric):
     """
 
     def __init__(self, structure, target="classes", from_logits=True, name=None, classic=None, **kwargs):
-        if target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, received {target!r}")
+        targets.get_target(target)  # ValueError naming the targets
         if structure not in TARGET_STRUCTURES[target]:
             raise ValueError(
                 f"structure for target {target!r} must be one of "
@@ -138,8 +102,9 @@ class DiceScore(keras.metrics.Metric):
             pred = _region_channel(y_pred, self.structure, 0.0 if self.from_logits else 0.5)
             true = _region_channel(y_true, self.structure, 0.5)
         else:
-            pred_classes = _predicted_classes(y_pred, self.target, self.from_logits)
-            true_classes = _true_classes(y_true, self.target)
+            target = targets.get_target(self.target)
+            pred_classes = target.decode_output(y_pred, self.from_logits)
+            true_classes = target.decode_target(y_true)
             if self.classic is not None:
                 table = ops.convert_to_tensor(self.classic, dtype="int32")
                 pred_classes, true_classes = ops.take(table, pred_classes), ops.take(table, true_classes)
@@ -181,8 +146,7 @@ def dice_metrics(target, from_logits=True, scheme=None):
     task `scheme` (TrainConfig.task), its classes count as the classic ones
     (labels.LabelScheme.classic: gli's RC is not tumor, MEN-RT's GTV is core).
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, received {target!r}")
+    targets.get_target(target)  # ValueError naming the targets
     classic = get_scheme(scheme).classic if scheme is not None else None
     return [DiceScore(s, target=target, from_logits=from_logits, classic=classic) for s in TARGET_STRUCTURES[target]]
 

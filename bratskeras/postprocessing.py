@@ -4,7 +4,7 @@ Inputs are one case: a class index map (D, H, W) with values 0..3
 (bratskeras.labels classes) or, for the FLAIR whole-tumor model, a bool mask
 (D, H, W). The dtype decides: bool means binary mask, anything else a class map.
 Class maps are processed per region (WT, TC, ET) and recomposed with
-`labels.regions_to_classes`, so nesting ET ⊆ TC ⊆ WT is kept.
+`targets.regions_to_classes`, so nesting ET ⊆ TC ⊆ WT is kept.
 
 Steps are plain data for configs and the CLI, applied in order by `postprocess`:
     {"name": "average_pool", "size": 16}          FLAIR paper smoothing
@@ -16,7 +16,7 @@ Steps are plain data for configs and the CLI, applied in order by `postprocess`:
 import numpy as np
 from scipy import ndimage
 
-from bratskeras.labels import classes_to_regions, regions_to_classes
+from bratskeras.targets import classes_to_regions, regions_to_classes
 
 
 def _box_sum(values, size, axis):

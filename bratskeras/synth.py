@@ -14,7 +14,7 @@ noise are added, then each modality is scaled to int16. Everything is
 deterministic per seed: case `i` of a dataset uses seed (seed, i).
 
 Arrays are (D, H, W) = NIfTI axes (i, j, k); the affine is BraTS's
-diag(-1, -1, 1) at 1 mm (io.brats_affine).
+diag(-1, -1, 1) at 1 mm (volumes.brats_affine).
 """
 
 import csv
@@ -23,10 +23,10 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from bratskeras import io, labels
+from bratskeras import labels, layouts, volumes
 from bratskeras.errors import OutputExistsError
 
-SYNTH_LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
+SYNTH_LAYOUTS = layouts.NAMES
 DEFAULT_SHAPE = (64, 64, 48)
 # Left in every folder synth writes: --overwrite writes only into such a folder.
 SYNTH_MARKER = ".bratskeras-synth"
@@ -222,7 +222,7 @@ def _check_out_dir(out_dir, overwrite):
 def _save_nifti(array, path):
     import nibabel as nib
 
-    image = nib.Nifti1Image(array, io.brats_affine(array.shape))
+    image = nib.Nifti1Image(array, volumes.brats_affine(array.shape))
     image.header.set_xyzt_units("mm", "sec")
     nib.save(image, path)
 
@@ -236,8 +236,8 @@ def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separ
     return folder
 
 
-_OLD_SUFFIXES = {m: m for m in io.MODALITIES}
-_GLI_SUFFIXES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+_OLD_SUFFIXES = layouts.LAYOUTS["brats2021"].suffixes
+_GLI_SUFFIXES = layouts.LAYOUTS["brats2023"].suffixes
 
 
 def _write_brats2017(out_dir, index, images, classes):
@@ -315,13 +315,13 @@ def _write_task_case(out_dir, index, shape, seed, scheme):
 
 
 def _write_kaggle_h5(out_dir, index, images, classes):
-    """Writes volume_<index+1>_slice_<s>.h5 along the last axis, channels in io.H5_CHANNEL_ORDER."""
+    """Writes volume_<index+1>_slice_<s>.h5 along the last axis, channels in layouts.H5_CHANNEL_ORDER."""
     import h5py
 
     folder = os.path.join(out_dir, "BraTS2020_training_data", "content", "data")
     os.makedirs(folder, exist_ok=True)
-    volume = np.stack([images[m] for m in io.H5_CHANNEL_ORDER], axis=-1).astype(np.float32)
-    mask = np.stack([classes == c for c in io.H5_MASK_CLASSES], axis=-1).astype(np.uint8)
+    volume = np.stack([images[m] for m in layouts.H5_CHANNEL_ORDER], axis=-1).astype(np.float32)
+    mask = np.stack([classes == c for c in layouts.H5_MASK_CLASSES], axis=-1).astype(np.uint8)
     for s in range(volume.shape[2]):
         with h5py.File(os.path.join(folder, f"volume_{index + 1}_slice_{s}.h5"), "w") as handle:
             handle.create_dataset("image", data=volume[:, :, s])

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from bratskeras import io, labels, outputs
+from bratskeras import labels, outputs, volumes
 from bratskeras.errors import DataError
 
 # Class index (bratskeras.labels) -> RGB, the papers' colours.
@@ -92,15 +92,15 @@ def show_case(case, prediction_path, out_dir):
     """Reads a case and its predicted label map and writes OUT_DIR/<id>.png.
 
     Args:
-        case: io.Case (its FLAIR and, when present, its label file are read).
+        case: layouts.Case (its FLAIR and, when present, its label file are read).
         prediction_path: <id>.nii.gz label map on the case's grid.
         out_dir: folder for the PNG.
 
     Raises:
         DataError: unreadable files, grid mismatch or label values of no scheme.
     """
-    image, reference, properties = io.read_case(case, ("flair",))
-    values, _ = io.load_nifti(prediction_path)
+    image, reference, properties = volumes.read_case(case, ("flair",))
+    values, _ = volumes.load_nifti(prediction_path)
     if tuple(values.shape) != tuple(properties["shape"]):
         raise DataError(f"{prediction_path}: shape {values.shape} differs from case {case.id} {properties['shape']}")
     prediction, _ = labels.label_map_to_classes(values, case.label_scheme, prediction_path)

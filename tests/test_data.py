@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bratskeras import cache, data, io, synth
+from bratskeras import cache, data, layouts, synth
 from bratskeras.data import AugmentConfig, PipelineConfig
 
 
@@ -10,7 +10,7 @@ from bratskeras.data import AugmentConfig, PipelineConfig
 def cached(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     synth.write_dataset(root / "d", cases=3, shape=(32, 32, 24), layout="brats2021", seed=1)
-    return cache.cache_dataset(io.discover(root / "d").cases, root / "c")
+    return cache.cache_dataset(layouts.discover(root / "d").cases, root / "c")
 
 
 def test_splits_are_seeded_sklearn():

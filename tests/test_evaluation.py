@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import evaluation, io, labels, metrics, synth
+from bratskeras import evaluation, labels, layouts, metrics, synth, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import DataError
 
@@ -22,15 +22,15 @@ def copy_labels(dataset, out_dir, scheme=None):
 
     os.makedirs(out_dir, exist_ok=True)
     for case in dataset.cases:
-        _, seg, properties = io.read_case(case)
-        io.write_label_map(labels.classes_to_labels(seg, scheme or case.label_scheme), properties,
+        _, seg, properties = volumes.read_case(case)
+        volumes.write_label_map(labels.classes_to_labels(seg, scheme or case.label_scheme), properties,
                            os.path.join(out_dir, f"{case.id}.nii.gz"))
 
 
 @pytest.mark.parametrize("layout", synth.SYNTH_LAYOUTS)
 def test_perfect_prediction_scores_dice_1_hd95_0(tmp_path, layout):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=SHAPE, layout=layout)
-    copy_labels(io.discover(tmp_path / "ref"), tmp_path / "pred")
+    copy_labels(layouts.discover(tmp_path / "ref"), tmp_path / "pred")
     result = evaluation.evaluate(tmp_path / "pred", tmp_path / "ref")
     assert result.ok and len(result.rows) == 2
     for row in result.rows:
@@ -42,7 +42,7 @@ def test_perfect_prediction_scores_dice_1_hd95_0(tmp_path, layout):
 
 def test_flat_reference_folder_and_scheme_from_values(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=SHAPE, layout="brats2021")
-    dataset = io.discover(tmp_path / "ref")
+    dataset = layouts.discover(tmp_path / "ref")
     flat = tmp_path / "flat"
     flat.mkdir()
     shutil.copy(dataset.cases[0].seg, flat / f"{dataset.cases[0].id}_seg.nii.gz")
@@ -55,7 +55,7 @@ def test_flat_reference_folder_and_scheme_from_values(tmp_path):
 
 def test_missing_and_extra_predictions_are_reported(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=3, shape=SHAPE, layout="brats2021")
-    dataset = io.discover(tmp_path / "ref")
+    dataset = layouts.discover(tmp_path / "ref")
     copy_labels(dataset, tmp_path / "pred")
     os.remove(tmp_path / "pred" / f"{dataset.cases[1].id}.nii.gz")
     shutil.copy(tmp_path / "pred" / f"{dataset.cases[0].id}.nii.gz", tmp_path / "pred" / "stranger.nii.gz")
@@ -72,7 +72,7 @@ def test_missing_and_extra_predictions_are_reported(tmp_path):
 
 def test_bad_prediction_values_and_grid_fail_by_file(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=SHAPE, layout="brats2021")
-    dataset = io.discover(tmp_path / "ref")
+    dataset = layouts.discover(tmp_path / "ref")
     copy_labels(dataset, tmp_path / "pred")
     first = tmp_path / "pred" / f"{dataset.cases[0].id}.nii.gz"
     image = nib.load(first)
@@ -106,7 +106,7 @@ def test_no_references_is_an_error(tmp_path):
 
 def test_cli_evaluate_csv_json_and_papers(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=SHAPE, layout="brats2020")
-    dataset = io.discover(tmp_path / "ref")
+    dataset = layouts.discover(tmp_path / "ref")
     copy_labels(dataset, tmp_path / "pred")
     runner = CliRunner()
     out = tmp_path / "metrics.csv"

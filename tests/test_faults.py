@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import evaluation, inference, inspection, io, synth
+from bratskeras import evaluation, inference, inspection, layouts, model_setup, synth, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import DataError, OutputExistsError
 from bratskeras.models import build_model
@@ -209,7 +209,7 @@ def _symlinked_dataset(tmp_path):
 def test_symlinked_case_folders_are_found(tmp_path):
     data, ids = _symlinked_dataset(tmp_path)
     (data / "loop").symlink_to(data, target_is_directory=True)  # a link back to the root must not loop
-    dataset = io.discover(data)
+    dataset = layouts.discover(data)
     assert [c.id for c in dataset.cases] == ids
     assert len(dataset.skipped) == 1 and "loop" in dataset.skipped[0]
     result = _invoke("inspect", data)
@@ -236,7 +236,7 @@ def test_unreadable_case_folder_is_reported_by_every_command(tmp_path, unreadabl
     synth.write_dataset(data, cases=3, shape=SHAPE, layout="brats2021", seed=2)
     hidden = sorted(p for p in data.iterdir() if p.is_dir())[1]
     unreadable.add(str(hidden))
-    dataset = io.discover(data)
+    dataset = layouts.discover(data)
     assert len(dataset.cases) == 2
     assert dataset.skipped and str(hidden) in dataset.skipped[0] and "Permission denied" in dataset.skipped[0]
 
@@ -374,7 +374,7 @@ def test_kill_during_checkpoint_write_leaves_complete_files_and_resumes(dataset,
 def test_predict_never_reads_labels(tmp_path, tiny_model):
     data = tmp_path / "data"
     synth.write_dataset(data, cases=1, shape=SHAPE, layout="brats2020", seed=4)
-    case = io.discover(data).cases[0]
+    case = layouts.discover(data).cases[0]
     seg = nib.load(case.seg)
     labels = np.asarray(seg.dataobj).copy()
     labels[0, 0, 0] = 7
@@ -401,22 +401,22 @@ def test_predict_into_an_unwritable_folder_stops_before_any_work(tmp_path, tiny_
     def must_not_run(*args, **kwargs):
         raise AssertionError("the model was loaded for an output that cannot be written")
 
-    monkeypatch.setattr(inference, "load_predictor", must_not_run)
+    monkeypatch.setattr(model_setup, "load_predictor", must_not_run)
     result = _invoke("predict", tiny_model, dataset, out)
     _one_line_error(result, out, "not writable")
     from bratskeras.errors import OutputError
 
     with pytest.raises(OutputError, match="not writable"):
-        inference.predict_dataset(None, None, io.discover(dataset).cases, out)
+        inference.predict_dataset(None, None, layouts.discover(dataset).cases, out)
 
 
 def test_a_failed_write_names_the_output_not_its_temporary_name(tmp_path, tiny_model, dataset, monkeypatch):
     def full_disk(label_map, properties, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io, "write_label_map", full_disk)
-    case = io.discover(dataset).cases[0]
-    network, setup = inference.load_predictor(tiny_model)
+    monkeypatch.setattr(volumes, "write_label_map", full_disk)
+    case = layouts.discover(dataset).cases[0]
+    network, setup = model_setup.load_predictor(tiny_model)
     (result,) = inference.predict_dataset(network, setup, [case], tmp_path / "out")
     assert str(tmp_path / "out" / f"{case.id}.nii.gz") in result.error
     assert ".tmp-" not in result.error and "No space left" in result.error
@@ -435,20 +435,20 @@ def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
     out, flag = tmp_path / "out", tmp_path / "writing"
     process = _spawn("""
         import sys, time
-        from bratskeras import io
+        from bratskeras import volumes
         from bratskeras.cli import main
-        write = io.write_label_map
+        write = volumes.write_label_map
         def write_then_hang(label_map, properties, path):
             write(label_map, properties, path)
             open(sys.argv[1], "w").close()
             time.sleep(300)
-        io.write_label_map = write_then_hang
+        volumes.write_label_map = write_then_hang
         main(sys.argv[2:])
     """, flag, "predict", tiny_model, data, out)
     _kill_when(process, flag)
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # only a hidden temporary file
     assert _invoke("predict", tiny_model, data, out).exit_code == 0
-    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [f"{io.discover(data).cases[0].id}.nii.gz"]
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [f"{layouts.discover(data).cases[0].id}.nii.gz"]
 
 
 def test_kill_during_cache_build_never_serves_a_partial_entry(tmp_path):
@@ -459,16 +459,16 @@ def test_kill_during_cache_build_never_serves_a_partial_entry(tmp_path):
     flag = tmp_path / "caching"
     process = _spawn("""
         import sys, time
-        from bratskeras import cache, io
+        from bratskeras import cache, layouts
         def hang(seg, key):
             open(sys.argv[1], "w").close()
             time.sleep(300)
         cache._foreground_coords = hang
-        cache.cache_case(io.discover(sys.argv[2]).cases[0], sys.argv[3])
+        cache.cache_case(layouts.discover(sys.argv[2]).cases[0], sys.argv[3])
     """, flag, data, store)
     _kill_when(process, flag)
     assert not [p for p in store.iterdir() if not p.name.startswith(".")]
-    entry = cache.cache_case(io.discover(data).cases[0], store)
+    entry = cache.cache_case(layouts.discover(data).cases[0], store)
     image, seg, _ = entry.load()
     assert image.shape[:3] == seg.shape and np.isfinite(image).all()
 
@@ -478,7 +478,7 @@ def test_kill_during_cache_build_never_serves_a_partial_entry(tmp_path):
 
 def test_unreadable_prediction_is_scored_as_empty_not_dropped(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=SHAPE, layout="brats2021", seed=8)
-    cases = io.discover(tmp_path / "ref").cases
+    cases = layouts.discover(tmp_path / "ref").cases
     (tmp_path / "pred").mkdir()
     for case in cases:
         image = nib.load(case.seg)

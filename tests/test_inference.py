@@ -1,5 +1,6 @@
 """Sliding windows, Gaussian weights, TTA, model setup, predict on every layout, CLI."""
 
+import dataclasses
 import os
 
 import keras
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import inference, io, synth
+from bratskeras import inference, layouts, model_setup, synth, tiling, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import ModelError, OutputExistsError
 from bratskeras.models import build_model
@@ -38,72 +39,72 @@ def tiny_model_path(tmp_path_factory):
 ])
 def test_identity_model_is_reproduced_including_borders(shape, window, overlap):
     image = np.random.default_rng(0).normal(size=shape + (3,)).astype(np.float32)
-    settings = inference.WindowSettings(window=window, overlap=overlap, batch_size=3)
-    out = inference.sliding_window_predict(identity_model(3), image, settings)
+    settings = tiling.WindowSettings(window=window, overlap=overlap, batch_size=3)
+    out = tiling.sliding_window_predict(identity_model(3), image, settings)
     assert out.shape == image.shape
     # A weighted mean of equal values: equal up to float32 rounding.
     np.testing.assert_allclose(out, image, rtol=0, atol=1e-5)
 
 
 def test_window_starts_cover_the_axis_with_requested_overlap():
-    starts = inference.window_starts(240, 128, 0.5)
+    starts = tiling.window_starts(240, 128, 0.5)
     assert starts == [0, 56, 112]
-    assert inference.window_starts(155, 128, 0.5) == [0, 27]
-    assert inference.window_starts(100, 128, 0.5) == [0]
-    assert inference.window_starts(256, 128, 0.0) == [0, 128]
+    assert tiling.window_starts(155, 128, 0.5) == [0, 27]
+    assert tiling.window_starts(100, 128, 0.5) == [0]
+    assert tiling.window_starts(256, 128, 0.0) == [0, 128]
 
 
 def test_balanced_window_keeps_the_window_count_and_drops_the_slack():
     # 155 voxels in 56-voxel slabs: 3 slabs either way, but 3 x 52 = 156 is
     # what a whole-volume pass pads to, against 3 x 56 = 168.
-    assert inference.balanced_window((240, 240, 155), (240, 240, 56), 0.0, multiple=4) == (240, 240, 52)
+    assert tiling.balanced_window((240, 240, 155), (240, 240, 56), 0.0, multiple=4) == (240, 240, 52)
     # A requested overlap is kept: 3 windows of 56 are needed for 10%.
-    assert inference.balanced_window((240, 240, 155), (240, 240, 56), 0.1, multiple=4) == (240, 240, 56)
+    assert tiling.balanced_window((240, 240, 155), (240, 240, 56), 0.1, multiple=4) == (240, 240, 56)
     # A crop: 130 voxels, 3 windows of 44 (132) instead of 3 x 56 (168).
-    assert inference.balanced_window((140, 172, 130), (140, 172, 56), 0.0, multiple=4) == (140, 172, 44)
+    assert tiling.balanced_window((140, 172, 130), (140, 172, 56), 0.0, multiple=4) == (140, 172, 44)
     # nnU-Net's tiling of a 240 axis with 160 windows at 0.5 needs no change.
-    assert inference.balanced_window((240, 240, 155), (160, 160, 155), 0.5, multiple=4) == (160, 160, 155)
+    assert tiling.balanced_window((240, 240, 155), (160, 160, 155), 0.5, multiple=4) == (160, 160, 155)
     # Rounding to the multiple never exceeds the requested window.
-    assert inference.balanced_window((103,), (53,), 0.0, multiple=8) == (52,)
+    assert tiling.balanced_window((103,), (53,), 0.0, multiple=8) == (52,)
     for size, window, overlap in [(155, 56, 0.0), (97, 30, 0.25), (240, 128, 0.5), (61, 16, 0.0)]:
-        (balanced,) = inference.balanced_window((size,), (window,), overlap, multiple=4)
-        starts = inference.window_starts(size, balanced, overlap)
+        (balanced,) = tiling.balanced_window((size,), (window,), overlap, multiple=4)
+        starts = tiling.window_starts(size, balanced, overlap)
         assert balanced <= window
-        assert len(starts) == len(inference.window_starts(size, window, overlap))
+        assert len(starts) == len(tiling.window_starts(size, window, overlap))
         assert starts[-1] + balanced == size  # covered to the end
 
 
 def test_default_window_follows_the_training_patch_size():
-    assert inference.default_window((48, 48, 40)) == (160, 160, 160)
-    assert inference.default_window((192, 128, 160)) == (192, 160, 160)
-    assert inference.default_window(None) == inference.default_window(inference.DEFAULT_PATCH_SIZE)
-    assert inference.WindowSettings().window is None and inference.WindowSettings().overlap == 0.5
+    assert model_setup.default_window((48, 48, 40)) == (160, 160, 160)
+    assert model_setup.default_window((192, 128, 160)) == (192, 160, 160)
+    assert model_setup.default_window(None) == model_setup.default_window(model_setup.DEFAULT_PATCH_SIZE)
+    assert tiling.WindowSettings().window is None and tiling.WindowSettings().overlap == 0.5
 
 
 def test_default_tiling_for_a_run_and_a_bare_model(tmp_path, tiny_model_path):
-    network, setup = inference.load_predictor(tiny_model_path)
+    network, setup = model_setup.load_predictor(tiny_model_path)
     assert setup.multiple == 4  # lightweight-unet: 2 poolings
-    settings = inference.WindowSettings()
+    settings = tiling.WindowSettings()
     # nnU-Net's tiling at overlap 0.5: 2 x 2 windows of 160 over 240, k whole.
-    assert inference.effective_window(setup, settings, (240, 240, 155)) == (160, 160, 155)
+    assert model_setup.effective_window(setup, settings, (240, 240, 155)) == (160, 160, 155)
     # A typical brain crop: 1 window along i, 2 of 116 (a multiple of 4) along j.
-    assert inference.effective_window(setup, settings, (140, 172, 136)) == (140, 116, 136)
-    assert inference.effective_window(setup, settings, (40, 30, 20)) == (40, 30, 20)
+    assert model_setup.effective_window(setup, settings, (140, 172, 136)) == (140, 116, 136)
+    assert model_setup.effective_window(setup, settings, (40, 30, 20)) == (40, 30, 20)
     # A run trained on larger patches gets windows of its patch size.
     os.makedirs(tmp_path / "run")
     keras.models.load_model(tiny_model_path).save(tmp_path / "run" / "best.keras")
     (tmp_path / "run" / "config.json").write_text('{"patch_size": [192, 192, 192], "target": "classes", '
                                                   '"modalities": ["flair", "t1", "t1ce", "t2"]}')
-    _, run_setup = inference.load_predictor(str(tmp_path / "run"))
+    _, run_setup = model_setup.load_predictor(str(tmp_path / "run"))
     assert run_setup.window == (192, 192, 192)
-    assert inference.effective_window(run_setup, settings, (240, 240, 155)) == (160, 160, 155)
-    assert inference.effective_window(run_setup, settings, (190, 240, 155)) == (190, 160, 155)
+    assert model_setup.effective_window(run_setup, settings, (240, 240, 155)) == (160, 160, 155)
+    assert model_setup.effective_window(run_setup, settings, (190, 240, 155)) == (190, 160, 155)
 
 
 def _case_filling_its_volume(folder, shape):
     """A synthetic case whose brain is the whole volume (every voxel > 0), so the crop is `shape` itself."""
     synth.write_dataset(folder, cases=1, shape=shape, layout="brats2021", seed=2)
-    (case,) = io.discover(folder).cases
+    (case,) = layouts.discover(folder).cases
     for path in case.modalities.values():
         source = nib.load(path)
         values = np.abs(np.asarray(source.dataobj, dtype=np.float32)) + 1.0
@@ -114,13 +115,13 @@ def _case_filling_its_volume(folder, shape):
 def _recording_network_function(monkeypatch):
     """Records the (B, d, h, w, C) shape of every batch the network is run on."""
     seen = []
-    forward = inference._network_function
+    forward = tiling._network_function
 
     def recording(model):
         function = forward(model)
         return lambda batch: (seen.append(batch.shape), function(batch))[1]
 
-    monkeypatch.setattr(inference, "_network_function", recording)
+    monkeypatch.setattr(tiling, "_network_function", recording)
     return seen
 
 
@@ -132,10 +133,10 @@ def test_predict_case_uses_balanced_slabs(tmp_path, tiny_model_path, monkeypatch
     lightweight-unet's 2 poolings): the network must see 2 windows of 40 x 36 x 16, not of 20.
     """
     case = _case_filling_its_volume(tmp_path / "data", (40, 36, 27))
-    network, setup = inference.load_predictor(tiny_model_path)
+    network, setup = model_setup.load_predictor(tiny_model_path)
     assert setup.multiple == 4
     seen = _recording_network_function(monkeypatch)
-    settings = inference.PredictSettings(windows=inference.WindowSettings(
+    settings = inference.PredictSettings(windows=tiling.WindowSettings(
         window=(40, 36, 20), overlap=0.0, batch_size=1, mirror=False))
     label_map, _, _ = inference.predict_case(network, setup, case, settings)
     assert label_map.shape == (40, 36, 27)
@@ -150,8 +151,8 @@ def test_predict_case_runs_the_default_tiling(tmp_path, tiny_model_path, monkeyp
     keeps 16 on every axis (no smaller multiple of 4 keeps the overlap with that many windows).
     """
     case = _case_filling_its_volume(tmp_path / "data", (40, 36, 27))
-    network, setup = inference.load_predictor(tiny_model_path)
-    setup = inference.replace(setup, window=(16, 16, 16))
+    network, setup = model_setup.load_predictor(tiny_model_path)
+    setup = dataclasses.replace(setup, window=(16, 16, 16))
     seen = _recording_network_function(monkeypatch)
     label_map, _, _ = inference.predict_case(network, setup, case)
     assert label_map.shape == (40, 36, 27)
@@ -169,12 +170,12 @@ def test_weights_cancel_on_axes_a_window_spans():
         ramp = np.linspace(0.5, 1.5, batch.shape[2], dtype=np.float32)[None, None, :, None, None]
         return batch * ramp * np.linspace(1, 2, batch.shape[1], dtype=np.float32)[None, :, None, None, None]
 
-    settings = inference.WindowSettings(window=(12, 12, 10), overlap=0.5)
-    out = inference.sliding_window_predict(network, image, settings)
-    weights = inference.gaussian_importance((12, 12, 10))
+    settings = tiling.WindowSettings(window=(12, 12, 10), overlap=0.5)
+    out = tiling.sliding_window_predict(network, image, settings)
+    weights = tiling.gaussian_importance((12, 12, 10))
     total = np.zeros(image.shape, np.float32)
     weight_sum = np.zeros(image.shape[:3], np.float32)
-    for start in inference.window_starts(30, 12, 0.5):
+    for start in tiling.window_starts(30, 12, 0.5):
         region = (slice(None), slice(start, start + 12), slice(None))
         total[region] += network(image[region][None])[0] * weights[..., None]
         weight_sum[region] += weights
@@ -183,30 +184,30 @@ def test_weights_cancel_on_axes_a_window_spans():
 
 def test_keras_models_run_one_static_graph_per_window_shape(tiny_model_path):
     network = keras.models.load_model(tiny_model_path)
-    first = inference.compiled_forward(network, (1, 8, 8, 8, 4))
-    assert inference.compiled_forward(network, (1, 8, 8, 8, 4)) is first
+    first = tiling.compiled_forward(network, (1, 8, 8, 8, 4))
+    assert tiling.compiled_forward(network, (1, 8, 8, 8, 4)) is first
     out = first(np.zeros((1, 8, 8, 8, 4), np.float32))
     # Static: every size of the traced graph's output is known (Keras'
     # predict_on_batch relaxes to None after two shapes, which runs slower).
     assert first.get_concrete_function(np.zeros((1, 8, 8, 8, 4), np.float32)).output_shapes == out.shape
-    for size in range(9, 9 + inference.MAX_TRACED_SHAPES):
-        inference.compiled_forward(network, (1, size, 8, 8, 4))
-    assert inference.compiled_forward(network, (1, 8, 8, 8, 4)) is not first  # evicted, least recently used
-    kept = inference.compiled_forward(network, (1, 4, 4, 4, 4), keep=None)
+    for size in range(9, 9 + tiling.MAX_TRACED_SHAPES):
+        tiling.compiled_forward(network, (1, size, 8, 8, 4))
+    assert tiling.compiled_forward(network, (1, 8, 8, 8, 4)) is not first  # evicted, least recently used
+    kept = tiling.compiled_forward(network, (1, 4, 4, 4, 4), keep=None)
     for size in range(20, 30):
-        inference.compiled_forward(network, (1, size, 4, 4, 4), keep=None)
-    assert inference.compiled_forward(network, (1, 4, 4, 4, 4), keep=None) is kept
+        tiling.compiled_forward(network, (1, size, 4, 4, 4), keep=None)
+    assert tiling.compiled_forward(network, (1, 4, 4, 4, 4), keep=None) is kept
 
 
 def test_gaussian_importance_properties():
-    weights = inference.gaussian_importance((9, 8, 7))
+    weights = tiling.gaussian_importance((9, 8, 7))
     assert weights.max() == pytest.approx(1.0)
     assert weights.min() > 0
     assert weights[4, 3, 3] == weights.max()  # odd axis: peak in the middle
     for axis in range(3):
         np.testing.assert_allclose(weights, np.flip(weights, axis=axis), rtol=1e-6)
     assert weights[0, 0, 0] < weights[4, 0, 0] < weights[4, 3, 3]
-    np.testing.assert_array_equal(inference.gaussian_importance((4, 4, 4), 0), np.ones((4, 4, 4)))
+    np.testing.assert_array_equal(tiling.gaussian_importance((4, 4, 4), 0), np.ones((4, 4, 4)))
 
 
 def test_gaussian_weighting_favours_window_centres():
@@ -218,8 +219,8 @@ def test_gaussian_weighting_favours_window_centres():
 
     image = np.zeros((24, 8, 8, 1), np.float32)
     image[12:] = 1.0  # the second window (start 8) sees mostly ones
-    settings = inference.WindowSettings(window=(16, 8, 8), overlap=0.5)
-    out = inference.sliding_window_predict(Marker(), image, settings)[..., 0]
+    settings = tiling.WindowSettings(window=(16, 8, 8), overlap=0.5)
+    out = tiling.sliding_window_predict(Marker(), image, settings)[..., 0]
     first, second = image[0:16].mean(), image[8:24].mean()
     assert out[0, 0, 0] == pytest.approx(first)   # only the first window covers it
     assert out[-1, 0, 0] == pytest.approx(second)
@@ -235,55 +236,55 @@ def test_mirroring_tta_averages_flips():
             return batch[..., :1] + ramp
 
     image = np.random.default_rng(1).normal(size=(8, 6, 4, 1)).astype(np.float32)
-    settings = inference.WindowSettings(window=(8, 6, 4), mirror=True)
-    out = inference.sliding_window_predict(Ramp(), image, settings)
+    settings = tiling.WindowSettings(window=(8, 6, 4), mirror=True)
+    out = tiling.sliding_window_predict(Ramp(), image, settings)
     np.testing.assert_allclose(out, image + 3.5, atol=1e-5)  # mean ramp (0 + 7) / 2
 
 
 def test_tta_of_a_real_model_is_flip_equivariant(tiny_model_path):
-    network, _ = inference.load_predictor(tiny_model_path)
+    network, _ = model_setup.load_predictor(tiny_model_path)
     image = np.random.default_rng(2).normal(size=(16, 16, 16, 4)).astype(np.float32)
-    settings = inference.WindowSettings(window=(16, 16, 16), mirror=True)
-    out = inference.sliding_window_predict(network, image, settings)
-    flipped = inference.sliding_window_predict(network, np.flip(image, axis=(0, 2)).copy(), settings)
+    settings = tiling.WindowSettings(window=(16, 16, 16), mirror=True)
+    out = tiling.sliding_window_predict(network, image, settings)
+    flipped = tiling.sliding_window_predict(network, np.flip(image, axis=(0, 2)).copy(), settings)
     np.testing.assert_allclose(np.flip(flipped, axis=(0, 2)), out, atol=1e-4)
     np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)  # softmax probabilities
 
 
 def test_bare_keras_defaults_from_channels():
-    setup = inference.setup_from_model(build_model("lightweight-unet", base_filters=4))
+    setup = model_setup.setup_from_model(build_model("lightweight-unet", base_filters=4))
     assert setup.modalities == ("flair", "t1", "t1ce", "t2") and setup.target == "classes"
     assert setup.preprocess.crop == "bbox" and not setup.fixed_input
-    regions = inference.setup_from_model(build_model("lightweight-unet", base_filters=4, num_classes=3))
+    regions = model_setup.setup_from_model(build_model("lightweight-unet", base_filters=4, num_classes=3))
     assert regions.target == "regions"
-    flair = inference.setup_from_model(build_model("flair-unet", input_shape=(16, 16, 16, 1)))
+    flair = model_setup.setup_from_model(build_model("flair-unet", input_shape=(16, 16, 16, 1)))
     assert flair.modalities == ("flair",) and flair.target == "whole_tumor"
     assert flair.preprocess.crop == "center" and flair.window == (16, 16, 16) and flair.fixed_input
     with pytest.raises(ModelError, match="no default"):
-        inference.setup_from_model(build_model("lightweight-unet", base_filters=4, num_classes=2))
+        model_setup.setup_from_model(build_model("lightweight-unet", base_filters=4, num_classes=2))
 
 
 def test_run_dir_config_is_used_and_checked(tmp_path):
     build_model("lightweight-unet", base_filters=4, num_classes=3).save(tmp_path / "best.keras")
     (tmp_path / "config.json").write_text('{"modalities": ["flair", "t1", "t1ce", "t2"], "target": "regions", '
                                           '"crop": "none", "crop_size": [8, 8, 8]}')
-    _, setup = inference.load_predictor(tmp_path)
+    _, setup = model_setup.load_predictor(tmp_path)
     assert setup.target == "regions" and setup.preprocess.crop == "none"
     (tmp_path / "config.json").write_text('{"modalities": ["flair"], "target": "regions"}')
     with pytest.raises(ModelError, match="1 modalities"):
-        inference.load_predictor(tmp_path)
+        model_setup.load_predictor(tmp_path)
 
 
 def test_missing_model_is_a_one_line_error(tmp_path):
     with pytest.raises(ModelError, match="no such model file"):
-        inference.load_predictor(tmp_path / "absent.keras")
+        model_setup.load_predictor(tmp_path / "absent.keras")
 
 
 def test_uncrop_puts_prediction_and_probabilities_on_the_source_grid(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2021", seed=3)
-    case = io.discover(tmp_path / "d").cases[0]
-    network, setup = inference.load_predictor(tiny_model_path)
-    image, _, _ = io.read_case(case)
+    case = layouts.discover(tmp_path / "d").cases[0]
+    network, setup = model_setup.load_predictor(tiny_model_path)
+    image, _, _ = volumes.read_case(case)
     label_map, probabilities, _ = inference.predict_case(
         network, setup, case, inference.PredictSettings(save_probabilities=True))
     assert label_map.shape == SHAPE == probabilities.shape[:3]
@@ -300,11 +301,11 @@ def test_uncrop_puts_prediction_and_probabilities_on_the_source_grid(tmp_path, t
 @pytest.mark.parametrize("layout", synth.SYNTH_LAYOUTS)
 def test_predict_writes_source_grid_nifti_in_the_release_scheme(tmp_path, tiny_model_path, layout):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout=layout, seed=1)
-    dataset = io.discover(tmp_path / "d")
-    network, setup = inference.load_predictor(tiny_model_path)
+    dataset = layouts.discover(tmp_path / "d")
+    network, setup = model_setup.load_predictor(tiny_model_path)
     results = inference.predict_dataset(network, setup, dataset.cases, tmp_path / "out")
     assert [r.error for r in results] == [None]
-    _, _, properties = io.read_case(dataset.cases[0])
+    _, _, properties = volumes.read_case(dataset.cases[0])
     written = nib.load(results[0].path)
     assert written.shape == properties["shape"]
     np.testing.assert_allclose(written.affine, properties["affine"])
@@ -315,8 +316,8 @@ def test_predict_writes_source_grid_nifti_in_the_release_scheme(tmp_path, tiny_m
 
 def test_label_scheme_override(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2020")
-    network, setup = inference.load_predictor(tiny_model_path)
-    case = io.discover(tmp_path / "d").cases[0]
+    network, setup = model_setup.load_predictor(tiny_model_path)
+    case = layouts.discover(tmp_path / "d").cases[0]
     # A model that always says ET makes the scheme visible.
     always_et = lambda batch: np.tile(np.eye(4, dtype=np.float32)[3], batch.shape[:4] + (1,))  # noqa: E731
     for scheme, et in (("brats2023", 3), ("brats2020", 4)):
@@ -327,8 +328,8 @@ def test_label_scheme_override(tmp_path, tiny_model_path):
 
 def test_refuses_to_overwrite_and_reports_failing_cases(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2021")
-    cases = io.discover(tmp_path / "d").cases
-    network, setup = inference.load_predictor(tiny_model_path)
+    cases = layouts.discover(tmp_path / "d").cases
+    network, setup = model_setup.load_predictor(tiny_model_path)
     out = tmp_path / "out"
     inference.predict_dataset(network, setup, cases[:1], out)
     before = os.path.getmtime(out / f"{cases[0].id}.nii.gz")
@@ -344,7 +345,7 @@ def test_refuses_to_overwrite_and_reports_failing_cases(tmp_path, tiny_model_pat
 
 def test_cli_predict_exit_status_and_postprocess_syntax(tmp_path, tiny_model_path):
     synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2023")
-    cases = io.discover(tmp_path / "d").cases
+    cases = layouts.discover(tmp_path / "d").cases
     os.remove(cases[1].modalities["flair"])
     runner = CliRunner()
     result = runner.invoke(cli, ["predict", tiny_model_path, str(tmp_path / "d"), str(tmp_path / "out"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import io, synth
+from bratskeras import layouts, synth, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import DataError
 from bratskeras.inspection import inspect_dataset, require_clean
@@ -80,10 +80,10 @@ def test_each_bad_input_is_named(bad_dataset):
 
 def test_read_case_raises_on_bad_input(bad_dataset):
     root, ids, _ = bad_dataset
-    dataset = io.discover(root)
+    dataset = layouts.discover(root)
     for index in (1, 4, 5, 6, 7, 8):
         with pytest.raises(DataError, match=ids[index]):
-            io.read_case(dataset.case(ids[index]))
+            volumes.read_case(dataset.case(ids[index]))
 
 
 def test_require_clean_stops_or_skips(bad_dataset):
@@ -114,7 +114,7 @@ def test_cli_inspect_json_schema_and_exit_codes(tmp_path, bad_dataset):
     case = payload["cases"][0]
     assert set(case) == {"id", "modalities", "seg", "shape", "spacing", "labels", "problems"}
     assert case["shape"] == [16, 16, 12] and case["spacing"] == [1.0, 1.0, 1.0]
-    assert case["labels"] == [0, 1, 2, 3] and set(case["modalities"]) == set(io.MODALITIES)
+    assert case["labels"] == [0, 1, 2, 3] and set(case["modalities"]) == set(layouts.MODALITIES)
 
     result = runner.invoke(cli, ["inspect", bad_dataset[0]])
     assert result.exit_code == 1 and "missing t1ce file" in result.output
@@ -143,9 +143,9 @@ def test_remembered_reports_skip_reading_until_a_file_changes(tmp_path, monkeypa
     _, first = inspect_dataset(root, cache_dir=cache_dir)
     assert first.problems == []
 
-    real_load = io.load_nifti
+    real_load = volumes.load_nifti
     reads = []
-    monkeypatch.setattr(io, "load_nifti", lambda path: reads.append(path) or real_load(path))
+    monkeypatch.setattr(volumes, "load_nifti", lambda path: reads.append(path) or real_load(path))
     _, again = inspect_dataset(root, cache_dir=cache_dir)
     assert reads == []
     assert again.to_dict() == first.to_dict()

@@ -6,7 +6,8 @@ import pytest
 
 from bratskeras import losses as L
 from bratskeras import metrics as M
-from bratskeras.labels import classes_to_target, labels_to_classes
+from bratskeras.labels import labels_to_classes
+from bratskeras.targets import classes_to_target
 
 # ---------------------------------------------------------------- per-case numpy
 

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from bratskeras import cache, io, preprocessing, synth
+from bratskeras import cache, layouts, preprocessing, synth
 from bratskeras.preprocessing import PreprocessSettings
 
 
@@ -51,7 +51,7 @@ def test_bbox_crop_is_brain_box():
 
 def test_cache_hits_and_invalidates(tmp_path):
     synth.write_dataset(tmp_path / "d", cases=1, shape=(20, 20, 16), layout="brats2021")
-    case = io.discover(tmp_path / "d").cases[0]
+    case = layouts.discover(tmp_path / "d").cases[0]
     first = cache.cache_case(case, tmp_path / "c")
     image, seg, fg = first.load()
     assert isinstance(image, np.memmap) and image.dtype == np.float32 and seg.dtype == np.uint8

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bratskeras import io, synth
+from bratskeras import layouts, synth
 from bratskeras.errors import OutputExistsError
 
 
@@ -10,7 +10,7 @@ def test_make_case_is_deterministic_per_seed():
     b_images, b_classes = synth.make_case((24, 24, 20), seed=(0, 1))
     c_images, _ = synth.make_case((24, 24, 20), seed=(0, 2))
     assert np.array_equal(a_classes, b_classes)
-    assert all(np.array_equal(a_images[m], b_images[m]) for m in io.MODALITIES)
+    assert all(np.array_equal(a_images[m], b_images[m]) for m in layouts.MODALITIES)
     assert not np.array_equal(a_images["flair"], c_images["flair"])
 
 
@@ -18,7 +18,7 @@ def test_tumor_contrasts_follow_real_mri():
     images, classes = synth.make_case((48, 48, 40), seed=3)
     assert set(np.unique(classes)) == {0, 1, 2, 3}
     brain = images["t1"] > 0
-    mean = {m: {k: images[m][(classes == k) & brain].mean() for k in range(4)} for m in io.MODALITIES}
+    mean = {m: {k: images[m][(classes == k) & brain].mean() for k in range(4)} for m in layouts.MODALITIES}
     assert mean["t1ce"][3] > 1.3 * mean["t1ce"][0]  # ET bright on T1ce
     assert mean["t1ce"][1] < mean["t1ce"][0]  # necrosis dark on T1ce
     assert mean["flair"][2] > 1.3 * mean["flair"][0]  # edema bright on FLAIR

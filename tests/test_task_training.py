@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from bratskeras import inference, io, labels, synth
+from bratskeras import inference, labels, layouts, model_setup, synth
 from bratskeras.errors import ConfigError, DataError
 from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import fit
@@ -24,9 +24,9 @@ def test_fit_trains_the_task_classes_and_predict_writes_its_values(tmp_path, tas
     model = keras.saving.load_model(str(tmp_path / "run" / "best.keras"), safe_mode=True)
     assert model.input_shape[-1] == len(modalities) and model.output_shape[-1] == outputs
     assert set(result.heldout_dice) == {"WT", "TC", "ET"}
-    network, setup = inference.load_predictor(str(tmp_path / "run"))
+    network, setup = model_setup.load_predictor(str(tmp_path / "run"))
     assert setup.task == task and setup.modalities == modalities
-    case = io.discover(tmp_path / "data", task=task).cases[0]
+    case = layouts.discover(tmp_path / "data", task=task).cases[0]
 
     def always_last(batch):  # a model that always says the last class shows which values are written
         return np.tile(np.eye(outputs, dtype=np.float32)[-1], batch.shape[:4] + (1,))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import inspection, io, labels, synth
+from bratskeras import inspection, labels, layouts, synth, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import DataError
 
@@ -50,7 +50,7 @@ def test_every_task_is_written_discovered_inspected_and_read(tmp_path, task, cas
     assert dataset.layout == "brats2023" and dataset.label_scheme == task
     assert dataset.cases[0].id == case_id and report.problems == []
     assert set(dataset.cases[0].modalities) == set(scheme.modalities)
-    image, seg, _ = io.read_case(dataset.cases[0])
+    image, seg, _ = volumes.read_case(dataset.cases[0])
     assert image.shape == SHAPE + (len(scheme.modalities),)
     fluid = {"gli": "cavity", "mets": "cavity", "ped": "cyst"}.get(task)
     _, phantom = synth.make_case(SHAPE, (3, 0), fluid=fluid)
@@ -83,13 +83,13 @@ def test_mixed_tasks_and_old_layouts_are_refused(tmp_path):
     synth.write_dataset(tmp_path / "a", cases=1, shape=SHAPE, task="mets")
     synth.write_dataset(tmp_path / "b", cases=1, shape=SHAPE, task="ped")
     with pytest.raises(DataError, match="several tasks found .*mets, ped"):
-        io.discover(tmp_path)
+        layouts.discover(tmp_path)
     with pytest.raises(DataError, match="BraTS-MET-00000-000: its folder name says task mets, not ped"):
-        io.discover(tmp_path, task="ped")  # --task chooses only where the folder names do not tell
-    assert io.discover(tmp_path / "b", task="ped").label_scheme == "ped"
+        layouts.discover(tmp_path, task="ped")  # --task chooses only where the folder names do not tell
+    assert layouts.discover(tmp_path / "b", task="ped").label_scheme == "ped"
     synth.write_dataset(tmp_path / "c", cases=1, shape=SHAPE, layout="brats2021")
     with pytest.raises(DataError, match="not brats2021"):
-        io.discover(tmp_path / "c", task="gli")
+        layouts.discover(tmp_path / "c", task="gli")
 
 
 def test_cli_synth_and_inspect_with_task(tmp_path):
@@ -117,7 +117,7 @@ def test_fit_needs_the_task_of_schemes_with_their_own_classes(tmp_path):
     labels.require_trainable("gli", "d", task="gli")
     with pytest.raises(DataError, match=r"the gli scheme \(NETC, SNFH, ET, RC\) has its own classes; pass --task gli"):
         labels.require_trainable("gli", "d")
-    from bratskeras.training.fit import labelled_cases
+    from bratskeras.training.prepare import labelled_cases
 
     synth.write_dataset(tmp_path, cases=1, shape=SHAPE, task="ped")
     with pytest.raises(DataError, match="ped scheme"):
@@ -129,14 +129,14 @@ def test_fit_needs_the_task_of_schemes_with_their_own_classes(tmp_path):
 def test_predict_writes_the_task_values(tmp_path, task, classic_class, value):
     import keras
 
-    from bratskeras import inference
+    from bratskeras import inference, model_setup
     from bratskeras.models import build_model
 
     keras.utils.set_random_seed(0)
     build_model("lightweight-unet", base_filters=4).save(tmp_path / "tiny.keras")
-    _, setup = inference.load_predictor(str(tmp_path / "tiny.keras"))
+    _, setup = model_setup.load_predictor(str(tmp_path / "tiny.keras"))
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, task=task)
-    case = io.discover(tmp_path / "d").cases[0]
+    case = layouts.discover(tmp_path / "d").cases[0]
 
     def always(batch):  # a model that always says `classic_class` makes the written value visible
         return np.tile(np.eye(4, dtype=np.float32)[classic_class], batch.shape[:4] + (1,))

@@ -117,7 +117,7 @@ def test_run_directory_holds_every_artefact(finished_run):
     assert json.load(open(os.path.join(run_dir, "runtime.json")))["precision"] == "float32"
     leftovers = [n for _, _, files in os.walk(run_dir) for n in files if n.startswith(".tmp-")]
     assert leftovers == []
-    # Written through io.atomic_path: the usual permissions, not a temp file's owner-only ones.
+    # Written through outputs.atomic_path: the usual permissions, not a temp file's owner-only ones.
     probe = os.path.join(run_dir, "probe")
     open(probe, "w").close()
     usual = os.stat(probe).st_mode & 0o777

@@ -5,7 +5,7 @@ import numpy as np
 from click.testing import CliRunner
 from matplotlib import image as mpimg
 
-from bratskeras import io, synth, visualize
+from bratskeras import layouts, synth, visualize, volumes
 from bratskeras.cli import cli
 
 SHAPE = (32, 32, 24)
@@ -36,11 +36,11 @@ def test_overlay_png_has_the_figure_size_and_class_colours(tmp_path):
 
 def test_cli_show_writes_one_png_per_case(tmp_path):
     synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2021")
-    dataset = io.discover(tmp_path / "d")
+    dataset = layouts.discover(tmp_path / "d")
     (tmp_path / "pred").mkdir()
     for case in dataset.cases:
-        _, _, properties = io.read_case(case)
-        io.write_label_map(np.asarray(nib.load(case.seg).dataobj), properties,
+        _, _, properties = volumes.read_case(case)
+        volumes.write_label_map(np.asarray(nib.load(case.seg).dataobj), properties,
                            str(tmp_path / "pred" / f"{case.id}.nii.gz"))
     result = CliRunner().invoke(cli, ["show", str(tmp_path / "pred"), str(tmp_path / "d"), str(tmp_path / "png")])
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ SHAPE = (240, 240, 155, 4)
 CONFIGS = {
     "keras-whole": {"window": None, "overlap": 0.0},
     # `bratskeras predict`'s default for a bare model (128^3 training patches):
-    # windows of 160, overlap 0.5, balanced (inference.default_window): 4 x 160 x 160 x 155.
+    # windows of 160, overlap 0.5, balanced (model_setup.default_window): 4 x 160 x 160 x 155.
     "keras-default": {"window": "default", "overlap": "default"},
     # The previous default: slabs of at most 80 along j, no overlap: 3 x 240 x 80 x 155.
     "keras-slab80": {"window": (240, 80, 240), "overlap": 0.0},
@@ -47,24 +47,24 @@ def _volume():
 
 def run_keras(config, repeats):
     """Seconds per case of bratskeras.inference.sliding_window_predict (first call excluded)."""
-    from bratskeras import inference
+    from bratskeras import model_setup, tiling
     from bratskeras.models import build_model
 
-    network = inference.probability_model(build_model("lightweight-unet"), "classes")
+    network = model_setup.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()
     requested = None if config["window"] == "default" else config["window"] or SHAPE[:3]
-    overlap = inference.DEFAULT_OVERLAP if config["overlap"] == "default" else config["overlap"]
-    setup = inference.setup_from_model(network)
+    overlap = tiling.DEFAULT_OVERLAP if config["overlap"] == "default" else config["overlap"]
+    setup = model_setup.setup_from_model(network)
     # As `bratskeras predict` does: clipped to the volume, then balanced.
-    settings = inference.effective_settings(setup, inference.WindowSettings(window=requested, overlap=overlap),
+    settings = model_setup.effective_settings(setup, tiling.WindowSettings(window=requested, overlap=overlap),
                                             SHAPE[:3])
     window = settings.window
-    windows = len(inference.window_grid(SHAPE[:3], window, overlap))
-    inference.sliding_window_predict(network, image, settings)  # trace and warm up
+    windows = len(tiling.window_grid(SHAPE[:3], window, overlap))
+    tiling.sliding_window_predict(network, image, settings)  # trace and warm up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        inference.sliding_window_predict(network, image, settings)
+        tiling.sliding_window_predict(network, image, settings)
         times.append(time.perf_counter() - start)
     return {"seconds": float(np.median(times)), "windows": windows, "window": "x".join(map(str, window))}
 
@@ -127,22 +127,22 @@ def run_torch(repeats, threads):
 
 def run_pairs(pairs):
     """Whole volume and the default tiling run alternately in one process: a ratio robust to machine drift."""
-    from bratskeras import inference
+    from bratskeras import model_setup, tiling
     from bratskeras.models import build_model
 
-    network = inference.probability_model(build_model("lightweight-unet"), "classes")
+    network = model_setup.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()
-    setup = inference.setup_from_model(network)
-    default = inference.effective_settings(setup, inference.WindowSettings(), SHAPE[:3])
-    settings = {"whole": inference.WindowSettings(window=SHAPE[:3]), "default": default}
+    setup = model_setup.setup_from_model(network)
+    default = model_setup.effective_settings(setup, tiling.WindowSettings(), SHAPE[:3])
+    settings = {"whole": tiling.WindowSettings(window=SHAPE[:3]), "default": default}
     times = {name: [] for name in settings}
     for _ in range(2):  # trace and warm up both
         for config in settings.values():
-            inference.sliding_window_predict(network, image, config)
+            tiling.sliding_window_predict(network, image, config)
     for _ in range(pairs):
         for name, config in settings.items():
             start = time.perf_counter()
-            inference.sliding_window_predict(network, image, config)
+            tiling.sliding_window_predict(network, image, config)
             times[name].append(time.perf_counter() - start)
     ratio = np.median(np.array(times["default"]) / np.array(times["whole"]))
     print(f"{pairs} alternating pairs, one process: whole {np.median(times['whole']):.2f} s, default "

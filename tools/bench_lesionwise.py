@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bratskeras import evaluation, io, labels, synth
+from bratskeras import evaluation, labels, synth, volumes
 
 SHAPE = (240, 240, 155)
 
@@ -51,7 +51,7 @@ def write_cases(folder, task, cases):
         pred = _prediction(rng, ref, index, [v for v in scheme.labels if v])
         case_id = synth.task_case_id(scheme, index)
         for name, array in (("ref", ref), ("pred", pred)):
-            image = nib.Nifti1Image(array, io.brats_affine(SHAPE))
+            image = nib.Nifti1Image(array, volumes.brats_affine(SHAPE))
             image.set_data_dtype(np.uint8)
             nib.save(image, os.path.join(folder, name, f"{case_id}.nii.gz"))
 

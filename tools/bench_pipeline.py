@@ -16,14 +16,14 @@ import gzip
 import tempfile
 import time
 
-from bratskeras import benchmark, cache, io, synth
+from bratskeras import benchmark, cache, layouts, synth
 
 FULL_SHAPE = (240, 240, 155)
 
 
 def time_preprocessing(root, layout, cases, cache_dir):
     synth.write_dataset(root, cases=cases, shape=FULL_SHAPE, layout=layout)
-    dataset = io.discover(root)
+    dataset = layouts.discover(root)
     start = time.perf_counter()
     cached = cache.cache_dataset(dataset.cases, cache_dir, workers=2)
     return cases / (time.perf_counter() - start), cached

@@ -27,17 +27,17 @@ DEFAULT_TILINGS = ("default", "whole/0", "240,80,240/0", "160,160,160/0.5", "128
 
 def parse_tiling(text, patch_size):
     """'D,H,W/OVERLAP' | 'default' | 'whole/0' | 'patch/OVERLAP' -> WindowSettings."""
-    from bratskeras import inference
+    from bratskeras import tiling
 
     if text == "default":
-        return inference.WindowSettings()
+        return tiling.WindowSettings()
     window, _, overlap = text.partition("/")
     overlap = float(overlap or 0)
     if window == "whole":
-        return inference.WindowSettings(window=(10_000,) * 3, overlap=overlap)
+        return tiling.WindowSettings(window=(10_000,) * 3, overlap=overlap)
     if window == "patch":
-        return inference.WindowSettings(window=patch_size, overlap=overlap)
-    return inference.WindowSettings(window=tuple(int(s) for s in window.split(",")), overlap=overlap)
+        return tiling.WindowSettings(window=patch_size, overlap=overlap)
+    return tiling.WindowSettings(window=tuple(int(s) for s in window.split(",")), overlap=overlap)
 
 
 def main():
@@ -52,32 +52,32 @@ def main():
     import numpy as np
 
     import bratskeras  # noqa: F401  (oneDNN decided before TensorFlow loads)
-    from bratskeras import inference, io, labels, metrics, preprocessing
+    from bratskeras import inference, labels, layouts, metrics, model_setup, preprocessing, tiling, volumes
 
-    network, setup = inference.load_predictor(args.model)
+    network, setup = model_setup.load_predictor(args.model)
     config_path = os.path.join(args.model, "config.json")
     patch = tuple(json.load(open(config_path))["patch_size"]) if os.path.exists(config_path) else None
-    cases = [c for c in io.discover(args.data_dir).cases if c.seg is not None]
+    cases = [c for c in layouts.discover(args.data_dir).cases if c.seg is not None]
     if not cases:
         raise SystemExit(f"{args.data_dir}: no labelled case")
     print(f"model {args.model} (training patch {patch}), {len(cases)} held-out case(s), default window "
           f"{setup.window}", flush=True)
     print(f"{'tiling':<20}{'windows (case 1)':<28}{'s/case':>8}{'WT':>7}{'TC':>7}{'ET':>7}", flush=True)
     for text in args.tiling or DEFAULT_TILINGS:
-        settings = inference.PredictSettings(windows=parse_tiling(text, patch or inference.DEFAULT_PATCH_SIZE))
+        settings = inference.PredictSettings(windows=parse_tiling(text, patch or model_setup.DEFAULT_PATCH_SIZE))
         seconds, scores, described = [], {r: [] for r in labels.REGIONS}, None
         for case in cases:
             if described is None:
-                image = io.read_case(case, setup.modalities)[0]
+                image = volumes.read_case(case, setup.modalities)[0]
                 shape = preprocessing.preprocess(image, None, setup.preprocess)[0].shape[:3]
-                window = inference.effective_window(setup, settings.windows, shape)
-                counts = [len(inference.window_starts(max(n, w), w, settings.windows.overlap))
+                window = model_setup.effective_window(setup, settings.windows, shape)
+                counts = [len(tiling.window_starts(max(n, w), w, settings.windows.overlap))
                           for n, w in zip(shape, window)]
                 described = f"{int(np.prod(counts))} x {'x'.join(map(str, window))}"
             start = time.perf_counter()
             label_map, _, _ = inference.predict_case(network, setup, case, settings)
             seconds.append(time.perf_counter() - start)
-            reference = labels.labels_to_classes(io.load_nifti(case.seg)[0], case.label_scheme)
+            reference = labels.labels_to_classes(volumes.load_nifti(case.seg)[0], case.label_scheme)
             predicted = labels.labels_to_classes(label_map, case.label_scheme)
             for region in labels.REGIONS:
                 scores[region].append(metrics.dice(metrics.structure_mask(predicted, region.lower()),

@@ -57,12 +57,12 @@ PRESET_PATCH = (128, 128, 128)
 
 def tiling(case_shape, patch_size):
     """The WindowSettings `predict` uses on a free-size lightweight-unet trained on `patch_size`."""
-    from bratskeras import inference
+    from bratskeras import model_setup, tiling
 
-    setup = inference.ModelSetup(modalities=("flair", "t1", "t1ce", "t2"), target="classes",
-                                 preprocess=None, window=inference.default_window(patch_size), multiple=4)
-    settings = inference.WindowSettings(window=setup.window, overlap=inference.DEFAULT_OVERLAP)
-    return inference.effective_settings(setup, settings, case_shape)
+    setup = model_setup.ModelSetup(modalities=("flair", "t1", "t1ce", "t2"), target="classes",
+                                 preprocess=None, window=model_setup.default_window(patch_size), multiple=4)
+    settings = tiling.WindowSettings(window=setup.window, overlap=tiling.DEFAULT_OVERLAP)
+    return model_setup.effective_settings(setup, settings, case_shape)
 
 
 def _inputs(shape, batch, seed=0):
@@ -81,14 +81,14 @@ class KerasSide:
     def __init__(self, quick):
         import keras
 
-        from bratskeras import cpu, inference
+        from bratskeras import cpu, model_setup, tiling
         from bratskeras.losses import get_loss
         from bratskeras.models import build_model
 
         self.quick = quick
-        self.inference = inference
+        self.tiling = tiling
         self.network = build_model("lightweight-unet", input_shape=(None, None, None, 4))
-        self.predictor = inference.probability_model(self.network, "classes")
+        self.predictor = model_setup.probability_model(self.network, "classes")
         self.trainers = {}
         for name, (batch, shape) in self._train_shapes().items():
             model = build_model("lightweight-unet", input_shape=(*shape, 4))
@@ -104,7 +104,7 @@ class KerasSide:
         return {k: QUICK[k] for k in TRAIN_SHAPES} if self.quick else TRAIN_SHAPES
 
     def predict(self, image, settings):
-        return self.inference.sliding_window_predict(self.predictor, image, settings)
+        return self.tiling.sliding_window_predict(self.predictor, image, settings)
 
     def train(self, name):
         model, x, y = self.trainers[name]
@@ -147,9 +147,9 @@ class TorchSide:
             return y.permute(0, 2, 3, 4, 1).numpy()
 
     def predict(self, image, settings):
-        from bratskeras import inference
+        from bratskeras import tiling
 
-        return inference.sliding_window_predict(self._forward, image, settings)
+        return tiling.sliding_window_predict(self._forward, image, settings)
 
     def train(self, name):
         torch = self.torch

@@ -6,15 +6,15 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.labels import TASKS
+from bratskeras.layouts import NAMES as LAYOUT_NAMES
 
-_LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
              "whose BraTS-GLI folders look like 2023's.")
 
 
 @click.command("inspect")
 @click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--layout", type=click.Choice(_LAYOUTS), help="Override layout detection.")
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), help="Override layout detection.")
 @click.option("--task", type=click.Choice(TASKS), help=TASK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(data_dir, layout, task, as_json):
@@ -43,7 +43,7 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--cases", default=4, show_default=True, type=click.IntRange(min=1), help="Number of cases.")
 @click.option("--shape", default="64,64,48", show_default=True, help="D,H,W voxels per case.")
-@click.option("--layout", type=click.Choice(_LAYOUTS), default="brats2020", show_default=True,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="brats2020", show_default=True,
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
 @click.option("--task", type=click.Choice(TASKS),
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")

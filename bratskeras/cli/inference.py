@@ -20,7 +20,7 @@ import click
 
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, user_message
-from bratskeras.labels import TASKS
+from bratskeras.labels import SCHEMES, TASKS
 
 
 def parse_postprocess(text):
@@ -70,7 +70,7 @@ def _window_progress(case):
                                 "--window 240,80,240 --overlap 0 (3 slabs).")
 @click.option("--tta", is_flag=True, help="Average the 8 mirrorings over the spatial axes (8x slower).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Windows per call.")
-@click.option("--label-scheme", type=click.Choice(("brats2020",) + TASKS),
+@click.option("--label-scheme", type=click.Choice(tuple(SCHEMES)),
               help="Labels to write (default: the input's release or task).")
 @click.option("--task", type=click.Choice(TASKS), help="Label scheme of INPUT_DIR when its folders do not say.")
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",
@@ -81,20 +81,20 @@ def _window_progress(case):
 def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
                     save_probabilities, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""
-    from bratskeras import inference, io
+    from bratskeras import inference, layouts, model_setup, tiling
     from bratskeras.cli.models import parse_shape
 
     postprocess = tuple(parse_postprocess(s) for s in steps)
-    windows = inference.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
-                                       overlap=overlap, batch_size=batch_size, mirror=tta)
+    windows = tiling.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
+                                    overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
     # A task model reads its input as that task unless the user said otherwise.
-    dataset = io.discover(input_dir, task=task or inference.run_task(model))
+    dataset = layouts.discover(input_dir, task=task or model_setup.run_task(model))
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
-    network, setup = inference.load_predictor(model)
+    network, setup = model_setup.load_predictor(model)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
     click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
@@ -178,11 +178,11 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
 @needs_tensorflow
 def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes."""
-    from bratskeras import io, outputs, visualize
+    from bratskeras import layouts, outputs, visualize
     from bratskeras.errors import BratsKerasError
     from bratskeras.evaluation import find_predictions
 
-    dataset = io.discover(data_dir)
+    dataset = layouts.discover(data_dir)
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:

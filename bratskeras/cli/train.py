@@ -8,7 +8,10 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
+from bratskeras.data import AUGMENT_ON
 from bratskeras.labels import SCHEMES, TASKS
+from bratskeras.targets import NAMES as TARGET_NAMES
+from bratskeras.training.config import LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
 from bratskeras.training.demo import DEMO_TIME_LIMIT
 
 
@@ -62,18 +65,9 @@ def _key_values(pairs):
         yield key, int(value) if value.lstrip("-").isdigit() else float(value)
 
 
-def _refuse_before_writing(config, out_dir):
-    """The checks a new run can fail at no cost: precision on this machine, and --out."""
-    from bratskeras.training import run_dir as run_files
-    from bratskeras.training import runtime
-
-    runtime.check_precision(config.precision)
-    run_files.check_new_run_dir(out_dir)
-
-
 @click.command("fit")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(["lightweight2020", "flair2017"]),
+@click.option("--preset", type=click.Choice(list(PRESETS)),
               help="The paper whose training set-up to start from (default lightweight2020).")
 @click.option("--model", help="Registry model name (default: the preset's).")
 @click.option("--model-arg", multiple=True, help="Builder override KEY=VALUE, e.g. base_filters=8.")
@@ -83,15 +77,14 @@ def _refuse_before_writing(config, out_dir):
 @click.option("--batch-size", type=int, help="Global batch size.")
 @click.option("--patch-size", help="D,H,W of training patches.")
 @click.option("--learning-rate", type=float)
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]))
-@click.option("--augment-on", type=click.Choice(["cpu", "device"]), help="Where augmentation runs.")
-@click.option("--target", type=click.Choice(["classes", "regions", "whole_tumor"]),
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--strategy", type=click.Choice(STRATEGIES))
+@click.option("--augment-on", type=click.Choice(AUGMENT_ON), help="Where augmentation runs.")
+@click.option("--target", type=click.Choice(TARGET_NAMES),
               help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
 @click.option("--task", type=click.Choice(TASKS),
               help="Train this 2023-2025 task's own classes (gli: 5 with RC; menrt: GTV from T1c alone).")
-@click.option("--loss", type=click.Choice(["dice_ce", "soft_dice", "cross_entropy", "region_dice_bce",
-                                           "flair_dice", "sensitivity_specificity"]),
+@click.option("--loss", type=click.Choice(list(LOSS_TARGETS)),
               help="Loss (default: the preset's).")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue a run: RUN_DIR, or the --out folder when given without a value.")
@@ -108,58 +101,48 @@ def _refuse_before_writing(config, out_dir):
 @needs_tensorflow
 def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, time_limit, quiet, **options):
     """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
-    from bratskeras.training import config as train_config
-    from bratskeras.training import demo
-    from bratskeras.training import run_dir as run_files
-    from bratskeras.training.fit import evaluate_heldout, fit
+    from bratskeras.training import plan
 
     command_start = time.monotonic()
     time_limit = parse_duration(time_limit) if time_limit is not None else None
     overrides = {k: v for k, v in _overrides(options).items() if v is not None}
-    heldout_dir = None
     if resume is not None:
         out_dir = resume or out_dir
         if not out_dir:
             raise click.UsageError("--resume needs a RUN_DIR or --out")
-        # The saved configuration is the base: only flags given now are compared with it.
-        config = train_config.resume_config(out_dir, {**overrides, "preset": preset})
-        demo_root = os.path.join(out_dir, "demo_data")
-        if data_dir is None:
-            if not os.path.isdir(demo_root):
-                raise click.UsageError(f"resuming {out_dir} needs the DATA_DIR it was trained on")
-            data_dir, heldout_dir = os.path.join(demo_root, "train"), os.path.join(demo_root, "heldout")
+        try:
+            run = plan.plan_resume(out_dir, data_dir, preset, overrides, time_limit)
+        except plan.MissingDataDir as error:
+            raise click.UsageError(str(error)) from None
     elif data_dir is None:
-        out_dir = out_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
-        config = train_config.resolve_config(preset or "lightweight2020", {**demo.DEMO_OVERRIDES, **overrides})
-        _refuse_before_writing(config, out_dir)
-        # Claimed before the phantoms go into it, so they never land in someone else's folder.
-        run_files.claim_run_dir(out_dir)
-        data_root = os.path.join(out_dir, "demo_data")
-        click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
-        data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
-        time_limit = time_limit or DEMO_TIME_LIMIT
+        run = plan.plan_demo(out_dir, preset, overrides, time_limit, echo=click.echo)
     else:
         if not os.path.isdir(data_dir):
             raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
-        preset = preset or "lightweight2020"
-        out_dir = out_dir or os.path.join("runs", time.strftime(f"{preset}-%Y%m%d-%H%M%S"))
-        config = train_config.resolve_config(preset, overrides)
-        _refuse_before_writing(config, out_dir)
+        run = plan.plan_new(data_dir, out_dir, preset, overrides, time_limit)
+    _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet)
+
+
+def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
+    """Trains the plan within what is left of the time limit and prints the run's summary lines."""
+    from bratskeras.training.fit import fit
+    from bratskeras.training.heldout import evaluate_heldout
+
     started = time.perf_counter()
-    remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - command_start))
-    result = fit(config, data_dir, out_dir, resume=resume is not None, skip_bad_cases=skip_bad_cases,
+    remaining = None if run.time_limit is None else max(1.0, run.time_limit - (time.monotonic() - command_start))
+    result = fit(run.config, run.data_dir, run.run_dir, resume=run.resume, skip_bad_cases=skip_bad_cases,
                  cache_dir=cache_dir, verbose=0 if quiet else 2, time_limit=remaining)
     for line in result.skipped:
         click.echo(f"skipped: {line}")
     click.echo(f"run directory: {result.run_dir} ({result.epochs} epochs, "
                f"{time.perf_counter() - started:.0f} s)")
     if result.time_limit_reached:
-        click.echo(f"time limit reached after {result.epochs} of {config.epochs} epochs; "
+        click.echo(f"time limit reached after {result.epochs} of {run.config.epochs} epochs; "
                    f"continue with: bratskeras fit --resume {result.run_dir}")
     dice = result.heldout_dice
     label = "validation Dice"
-    if heldout_dir is not None:
-        dice = evaluate_heldout(result.run_dir, heldout_dir, config, cache_dir)
+    if run.heldout_dir is not None:
+        dice = evaluate_heldout(result.run_dir, run.heldout_dir, run.config, cache_dir)
         label = "held-out Dice"
     click.echo(f"{label}: " + "  ".join(f"{region} {value:.2f}" for region, value in dice.items()))
 

@@ -2,7 +2,7 @@
 
 from bratskeras.models.flair_unet import build_flair_unet
 from bratskeras.models.layers import CropToReference, PadToMultiple
-from bratskeras.models.registry import build_model, list_models, model_spec
+from bratskeras.models.registry import build_model, list_models, model_facts, model_spec
 from bratskeras.models.saving import inference_model, load_model
 from bratskeras.models.unet3d import build_unet3d
 
@@ -15,5 +15,6 @@ __all__ = [
     "inference_model",
     "list_models",
     "load_model",
+    "model_facts",
     "model_spec",
 ]

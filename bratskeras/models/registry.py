@@ -6,43 +6,92 @@
     ['flair-unet', 'lightweight-unet']
 """
 
+from dataclasses import dataclass
+
 from bratskeras.errors import ModelError
 from bratskeras.models.flair_unet import FLAIR_UNET_FILTERS, build_flair_unet
 from bratskeras.models.unet3d import build_unet3d
 
-BUILDERS = {"flair_unet": build_flair_unet, "unet3d": build_unet3d}
+ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
 
+
+@dataclass(frozen=True)
+class Builder:
+    """A model family: its build function and what follows from its arguments.
+
+    Attributes:
+        build: callable(name=..., **args) -> keras.Model.
+        poolings: callable(args dict) -> number of 2x poolings (sizes must be
+            multiples of 2**poolings to need no padding).
+        output: "logits" (the caller appends the target's activation) or
+            "probabilities" (the network ends in its own sigmoid).
+        classes_arg: the argument that sets the output channels, or None
+            when the family has a fixed output (flair-unet: 1 sigmoid).
+    """
+
+    build: object
+    poolings: object
+    output: str
+    classes_arg: str | None
+
+
+BUILDERS = {
+    "flair_unet": Builder(build_flair_unet, lambda args: len(FLAIR_UNET_FILTERS) - 1, "probabilities", None),
+    "unet3d": Builder(build_unet3d, lambda args: args["levels"] - 1, "logits", "num_classes"),
+}
+
+
+def _unet3d(levels, base_filters, convs_per_block):
+    return {
+        "builder": "unet3d",
+        "args": {"input_shape": (None, None, None, 4), "levels": levels, "base_filters": base_filters,
+                 "convs_per_block": convs_per_block, "dropout": 0.3, "num_classes": 4},
+        "modalities": ALL_MODALITIES,
+        "targets": ("classes", "regions", "whole_tumor"),
+    }
+
+
+# Each entry: the builder, its arguments, and the model's facts (as keras-hub
+# presets carry metadata): the input modalities it is made for and the
+# training targets its output can stand for.
 MODEL_PRESETS = {
     "flair-unet": {
         "builder": "flair_unet",
         "args": {"input_shape": (192, 192, 154, 1), "dropout": 0.2},
+        "modalities": ("flair",),
+        "targets": ("whole_tumor",),
     },
-    "lightweight-unet": {
-        "builder": "unet3d",
-        "args": {"input_shape": (None, None, None, 4), "levels": 3, "base_filters": 16,
-                 "convs_per_block": 2, "dropout": 0.3, "num_classes": 4},
-    },
-    "medium-unet-16": {
-        "builder": "unet3d",
-        "args": {"input_shape": (None, None, None, 4), "levels": 4, "base_filters": 16,
-                 "convs_per_block": 4, "dropout": 0.3, "num_classes": 4},
-    },
-    "medium-unet-32": {
-        "builder": "unet3d",
-        "args": {"input_shape": (None, None, None, 4), "levels": 4, "base_filters": 32,
-                 "convs_per_block": 4, "dropout": 0.3, "num_classes": 4},
-    },
-    "deep-unet-16": {
-        "builder": "unet3d",
-        "args": {"input_shape": (None, None, None, 4), "levels": 5, "base_filters": 16,
-                 "convs_per_block": 4, "dropout": 0.3, "num_classes": 4},
-    },
-    "deep-unet-32": {
-        "builder": "unet3d",
-        "args": {"input_shape": (None, None, None, 4), "levels": 5, "base_filters": 32,
-                 "convs_per_block": 4, "dropout": 0.3, "num_classes": 4},
-    },
+    "lightweight-unet": _unet3d(levels=3, base_filters=16, convs_per_block=2),
+    "medium-unet-16": _unet3d(levels=4, base_filters=16, convs_per_block=4),
+    "medium-unet-32": _unet3d(levels=4, base_filters=32, convs_per_block=4),
+    "deep-unet-16": _unet3d(levels=5, base_filters=16, convs_per_block=4),
+    "deep-unet-32": _unet3d(levels=5, base_filters=32, convs_per_block=4),
 }
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What callers need to know about a registered model, without testing its builder's name.
+
+    Attributes:
+        name: registry name.
+        modalities: the input modalities it is made for, in channel order.
+        targets: training targets its output can stand for (bratskeras.targets).
+        output: "logits" or "probabilities" (Builder.output).
+        pooling_multiple: 2**poolings with the given overrides.
+        classes_arg: the builder argument setting the output channels, or None.
+    """
+
+    name: str
+    modalities: tuple
+    targets: tuple
+    output: str
+    pooling_multiple: int
+    classes_arg: str | None
+
+    @property
+    def outputs_logits(self):
+        return self.output == "logits"
 
 
 def list_models():
@@ -58,12 +107,19 @@ def model_spec(name):
     return {"builder": spec["builder"], "args": dict(spec["args"])}
 
 
+def model_facts(name, **overrides):
+    """The ModelFacts of model `name` with builder `overrides` applied (e.g. levels=4). Raises ModelError."""
+    spec = model_spec(name)
+    builder = BUILDERS[spec["builder"]]
+    args = {**spec["args"], **overrides}
+    entry = MODEL_PRESETS[name]
+    return ModelFacts(name=name, modalities=entry["modalities"], targets=entry["targets"], output=builder.output,
+                      pooling_multiple=2 ** builder.poolings(args), classes_arg=builder.classes_arg)
+
+
 def pooling_multiple(name, **overrides):
     """2**poolings for model `name`: spatial sizes that need no padding."""
-    spec = model_spec(name)
-    if spec["builder"] == "flair_unet":
-        return 2 ** (len(FLAIR_UNET_FILTERS) - 1)
-    return 2 ** (overrides.get("levels", spec["args"]["levels"]) - 1)
+    return model_facts(name, **overrides).pooling_multiple
 
 
 def _check_input_shape(name, input_shape):
@@ -97,7 +153,7 @@ def build_model(name, input_shape=None, **overrides):
         ModelError: unknown name, unknown override, or impossible input shape.
     """
     spec = model_spec(name)
-    builder = BUILDERS[spec["builder"]]
+    builder = BUILDERS[spec["builder"]].build
     args = spec["args"]
     unknown = set(overrides) - set(args)
     if unknown:

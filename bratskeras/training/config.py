@@ -4,15 +4,27 @@
 user's overrides (CLI flags); the result is saved as `config.json` in every
 run directory, and `--resume` refuses a run whose saved configuration differs
 from the one asked for.
+
+Each fact is declared once: TrainConfig's defaults are the lightweight2020
+preset (PRESETS holds each preset's differences from them); the pipeline's
+and the preprocessing's own fields take their defaults from
+data.PipelineConfig and preprocessing.PreprocessSettings, and
+`pipeline_config`/`preprocess_settings` hand them back as those objects. The
+CLI's choices are this module's tables (PRECISIONS, STRATEGIES, LOSS_TARGETS,
+PRESETS), data.AUGMENT_ON and targets.NAMES.
 """
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from bratskeras import labels
+from bratskeras import labels, targets
+from bratskeras.data import AUGMENT_ON, PipelineConfig
 from bratskeras.errors import ConfigError
+from bratskeras.preprocessing import PreprocessSettings
 
+_PIPELINE = PipelineConfig()
+_PREPROCESS = PreprocessSettings()
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Which training target each loss is written for (bratskeras.losses).
 LOSS_TARGETS = {
@@ -24,12 +36,12 @@ LOSS_TARGETS = {
     "sensitivity_specificity": ("whole_tumor", "regions"),
 }
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
-AUGMENT_ON = ("cpu", "device")
+OPTIMIZERS = ("adamw", "adam")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run.
+    """Everything that determines a training run; the defaults are the lightweight2020 preset.
 
     Attributes (groups):
         model, model_overrides: registry name and builder overrides.
@@ -57,7 +69,7 @@ class TrainConfig:
     model: str = "lightweight-unet"
     model_overrides: dict = field(default_factory=dict)
     modalities: tuple = ("flair", "t1", "t1ce", "t2")
-    target: str = "classes"
+    target: str = _PIPELINE.target
     task: str | None = None
     loss: str = "dice_ce"
     loss_kwargs: dict = field(default_factory=lambda: {"ce_weight": 0.3, "dice_weight": 0.7})
@@ -67,13 +79,13 @@ class TrainConfig:
     clipnorm: float = 1.0
     epochs: int = 100
     steps_per_epoch: int = 0  # 0: one pass over the training cases
-    batch_size: int = 2
-    patch_size: tuple = (128, 128, 128)
-    crop: str = "bbox"
-    crop_size: tuple = (192, 192, 154)
-    foreground_fraction: float = 1 / 3
-    augment: bool = True
-    augment_on: str = "cpu"
+    batch_size: int = _PIPELINE.batch_size
+    patch_size: tuple = _PIPELINE.patch_size
+    crop: str = _PREPROCESS.crop
+    crop_size: tuple = _PREPROCESS.crop_size
+    foreground_fraction: float = _PIPELINE.foreground_fraction
+    augment: bool = _PIPELINE.augment
+    augment_on: str = _PIPELINE.augment_on
     reduce_lr_factor: float = 0.5
     reduce_lr_patience: int = 2
     reduce_lr_min: float = 1e-6
@@ -85,7 +97,7 @@ class TrainConfig:
     split_seed: int = 42
     precision: str = "auto"
     strategy: str = "auto"
-    seed: int = 0
+    seed: int = _PIPELINE.seed
     deterministic: bool = False
     jit_compile: str = "auto"
 
@@ -96,7 +108,7 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         _check(self.augment_on in AUGMENT_ON, f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
-        _check(self.optimizer in ("adamw", "adam"), f"optimizer must be adamw or adam, got {self.optimizer!r}")
+        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _check(len(self.patch_size) == 3 and min(self.patch_size) >= 1,
@@ -106,6 +118,7 @@ class TrainConfig:
                f"--fold must be in 0..{self.folds - 1} for --folds {self.folds}, got {self.fold}")
         _check(self.folds != 1, "--folds must be 0 (80/20 split) or >= 2")
         _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _check(self.target in targets.TARGETS, f"--target must be one of {targets.NAMES}, got {self.target!r}")
         _check(self.loss in LOSS_TARGETS, f"--loss must be one of {sorted(LOSS_TARGETS)}, got {self.loss!r}")
         _check(self.target in LOSS_TARGETS[self.loss],
                f"--loss {self.loss} trains target {' or '.join(LOSS_TARGETS[self.loss])}, not {self.target}")
@@ -114,6 +127,16 @@ class TrainConfig:
                f"--task must be one of {labels.TASKS}, got {self.task!r}")
         _check(self.task is None or self.target == "classes",
                f"--task {self.task} trains its classes: use target classes, not {self.target}")
+
+    def pipeline_config(self):
+        """The data.PipelineConfig of this run's training patches."""
+        return PipelineConfig(patch_size=self.patch_size, batch_size=self.batch_size,
+                              foreground_fraction=self.foreground_fraction, target=self.target,
+                              augment=self.augment, augment_on=self.augment_on, seed=self.seed)
+
+    def preprocess_settings(self):
+        """The preprocessing.PreprocessSettings the run caches its cases with."""
+        return PreprocessSettings(crop=self.crop, crop_size=self.crop_size)
 
     def to_json(self):
         """The configuration as a JSON string (tuples become lists)."""
@@ -139,29 +162,10 @@ def _check(condition, message):
         raise ConfigError(message)
 
 
-# The papers' set-ups (REFERENCE.md sections 1 and 2). Plain data.
+# The papers' set-ups (REFERENCE.md sections 1 and 2), as each one's
+# differences from TrainConfig's defaults (which are lightweight2020's). Plain data.
 PRESETS = {
-    "lightweight2020": {
-        "model": "lightweight-unet",
-        "modalities": ("flair", "t1", "t1ce", "t2"),
-        "target": "classes",
-        "loss": "dice_ce",
-        "loss_kwargs": {"ce_weight": 0.3, "dice_weight": 0.7},
-        "optimizer": "adamw",
-        "learning_rate": 5e-4,
-        "weight_decay": 5e-4,
-        "clipnorm": 1.0,
-        "batch_size": 2,
-        "patch_size": (128, 128, 128),
-        "crop": "bbox",
-        "reduce_lr_factor": 0.5,
-        "reduce_lr_patience": 2,
-        "reduce_lr_min": 1e-6,
-        "early_stopping_patience": 10,
-        "checkpoint_every": 5,
-        "val_fraction": 0.2,
-        "split_seed": 42,
-    },
+    "lightweight2020": {},
     "flair2017": {
         "model": "flair-unet",
         "modalities": ("flair",),
@@ -180,9 +184,6 @@ PRESETS = {
         "augment": False,
         "reduce_lr_patience": 0,
         "early_stopping_patience": 0,
-        "checkpoint_every": 5,
-        "val_fraction": 0.2,
-        "split_seed": 42,
     },
 }
 
@@ -197,7 +198,8 @@ def resolve_config(preset="lightweight2020", overrides=None):
         raise ConfigError(f"unknown preset {preset!r}; expected one of: {', '.join(PRESETS)}")
     values = {"preset": preset, **PRESETS[preset]}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "loss" in overrides and "loss_kwargs" not in overrides and overrides["loss"] != values["loss"]:
+    preset_loss = values.get("loss", TrainConfig.loss)
+    if "loss" in overrides and "loss_kwargs" not in overrides and overrides["loss"] != preset_loss:
         values["loss_kwargs"] = {}  # the preset's options belong to the preset's loss
     values.update(overrides)
     return TrainConfig.from_dict(values)

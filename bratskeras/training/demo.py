@@ -29,6 +29,11 @@ DEMO_OVERRIDES = {
 DEMO_TIME_LIMIT = 255.0
 
 
+def demo_folders(folder):
+    """(training data folder, held-out data folder) of the demo data written into `folder`."""
+    return os.path.join(folder, "train"), os.path.join(folder, "heldout")
+
+
 def write_demo_data(folder, seed=0):
     """Writes the demo's training and held-out phantoms (BraTS 2020 layout).
 
@@ -37,8 +42,7 @@ def write_demo_data(folder, seed=0):
     """
     from bratskeras import synth
 
-    train_dir = os.path.join(folder, "train")
-    heldout_dir = os.path.join(folder, "heldout")
+    train_dir, heldout_dir = demo_folders(folder)
     synth.write_dataset(train_dir, cases=DEMO_CASES, shape=DEMO_SHAPE, layout="brats2020", seed=seed)
     synth.write_dataset(heldout_dir, cases=DEMO_HELDOUT_CASES, shape=DEMO_SHAPE,
                         layout="brats2020", seed=seed + 1000)

@@ -1,18 +1,31 @@
 """`fit`: one function from a TrainConfig and a dataset folder to a trained run.
 
-Data flow: discover + inspect cases -> split -> preprocess into the cache ->
-tf.data patches -> model compiled under the chosen precision and strategy ->
-keras fit with the run's callbacks -> held-out Dice of best.keras.
+Data flow, one named step each: prepare the cases (training.prepare:
+inspect, split, cache) -> check the patch size (training.checks) -> process
+settings (seed, determinism, precision policy) and the tf.distribute
+strategy -> the network compiled with its loss, metrics and optimizer (its
+saved state put back on --resume) -> the run's callbacks -> keras fit ->
+held-out Dice of best.keras (training.heldout).
+
+Global state: `fit` changes the process's Keras dtype policy, the Python,
+numpy and TensorFlow random seeds and, with `deterministic`, TensorFlow's op
+determinism. The dtype policy and the Python and numpy random states are put
+back when `fit` returns or raises; TensorFlow's global seed cannot be read
+back and op determinism cannot be switched off again (TensorFlow has no
+public call for either), so those stay as the run set them. The CLI runs one
+`fit` per process.
 """
 
+import contextlib
 import json
 import os
+import random
 from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import labels
-from bratskeras.errors import ConfigError, DataError
+from bratskeras import targets
+from bratskeras.errors import ConfigError
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
     ResumableEarlyStopping,
@@ -21,6 +34,9 @@ from bratskeras.training.callbacks import (
     TimeLimit,
     TimeLimitReached,
 )
+from bratskeras.training.checks import available_memory_bytes, check_memory, check_patch_size
+from bratskeras.training.heldout import heldout_dice
+from bratskeras.training.prepare import load_cases, steps_per_epoch, train_input, validation_input
 from bratskeras.training.training_model import TrainingModel
 from bratskeras.training.validation import ReplicaLossReport, WholeVolumeValidation
 
@@ -47,84 +63,25 @@ class FitResult:
     time_limit_reached: bool = False
 
 
-def split_cases(case_ids, config):
-    """(train ids, validation ids): 80/20 with a fixed seed, or fold `fold` of `folds`."""
-    from bratskeras import data
-
-    case_ids = sorted(case_ids)
-    if len(case_ids) < 2:
-        raise DataError(f"training needs at least 2 labelled cases, found {len(case_ids)}")
-    if config.folds:
-        if config.folds > len(case_ids):
-            raise ConfigError(f"--folds {config.folds} is more than the {len(case_ids)} cases")
-        return data.kfold_splits(case_ids, config.folds, config.split_seed)[config.fold]
-    return data.train_val_split(case_ids, config.val_fraction, config.split_seed)
-
-
-def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None, task=None):
-    """Inspects a dataset and returns (its clean labelled cases, skipped problem lines).
-
-    With `cache_dir`, unchanged cases reuse their remembered inspection report;
-    `task` is the run's TrainConfig.task (the cases' scheme when it is not classic).
-
-    Raises:
-        DataError: a case has a problem (unless skip_bad_cases), or no case
-            has labels.
-    """
-    from bratskeras import inspection
-
-    dataset, report = inspection.inspect_dataset(data_dir, cache_dir=cache_dir, task=task)
-    labels.require_trainable(dataset.label_scheme, data_dir, task)
-    cases, skipped = inspection.require_clean(dataset, report, skip_bad=skip_bad_cases)
-    labelled = [case for case in cases if case.seg is not None]
-    if not labelled:
-        raise DataError(f"{data_dir}: no case has a label file, nothing to train or score on")
-    return labelled, skipped
-
-
-def cache_cases(cases, config, cache_dir):
-    """Preprocesses `cases` into the cache with the config's modalities and crop."""
-    from bratskeras import cache, preprocessing
-
-    settings = preprocessing.PreprocessSettings(crop=config.crop, crop_size=config.crop_size)
-    return cache.cache_dataset(cases, cache_dir, config.modalities, settings)
-
-
-def load_cases(data_dir, config, cache_dir, skip_bad_cases):
-    """Inspects, splits and caches the dataset.
-
-    Returns:
-        (train CachedCases, validation CachedCases, skipped problem lines).
-    """
-    labelled, skipped = labelled_cases(data_dir, skip_bad_cases, cache_dir, config.task)
-    train_ids, val_ids = split_cases([case.id for case in labelled], config)
-    by_id = {case.id: case for case in labelled}
-    cached = cache_cases([by_id[i] for i in train_ids + val_ids], config, cache_dir)
-    return cached[:len(train_ids)], cached[len(train_ids):], skipped
-
-
 def build_network(config):
-    """The registry model with channels and outputs matching the config's target."""
-    from bratskeras.models import build_model, model_spec
+    """The registry model with channels and outputs matching the config's target (and task)."""
+    from bratskeras.models import build_model, model_facts
 
-    channels = len(config.modalities)
-    outputs = labels.target_channels(config.target, config.task)
+    facts = model_facts(config.model, **config.model_overrides)
+    if config.target not in facts.targets:
+        described = " or ".join(t.replace("_", " ") for t in facts.targets)
+        raise ConfigError(f"{config.model} predicts {described} only: use target {facts.targets[0]}")
     overrides = dict(config.model_overrides)
-    if model_spec(config.model)["builder"] == "flair_unet":
-        if config.target != "whole_tumor":
-            raise ConfigError(f"{config.model} predicts whole tumor only: use target whole_tumor")
-        shape = (None, None, None, channels)
-    else:
-        overrides.setdefault("num_classes", outputs)
-        shape = (None, None, None, channels)
-    return build_model(config.model, input_shape=shape, **overrides)
+    if facts.classes_arg is not None:
+        overrides.setdefault(facts.classes_arg, targets.get_target(config.target).channels(config.task))
+    return build_model(config.model, input_shape=(None, None, None, len(config.modalities)), **overrides)
 
 
 def outputs_logits(config):
-    """True when the network emits logits (the unet3d family), False for sigmoid (flair-unet)."""
-    from bratskeras.models import model_spec
+    """True when the network emits logits (the unet3d family), False for its own sigmoid (flair-unet)."""
+    from bratskeras.models import model_facts
 
-    return model_spec(config.model)["builder"] != "flair_unet"
+    return model_facts(config.model, **config.model_overrides).outputs_logits
 
 
 def make_optimizer(config):
@@ -134,94 +91,6 @@ def make_optimizer(config):
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, **clip)
     return keras.optimizers.Adam(config.learning_rate, **clip)
-
-
-def check_patch_size(config, cached_cases):
-    """Patches must fit the model's poolings and the cached volumes (padded otherwise)."""
-    from bratskeras.models.registry import pooling_multiple
-
-    multiple = pooling_multiple(config.model, **config.model_overrides)
-    odd = [s for s in config.patch_size if s % multiple]
-    if odd:
-        raise ConfigError(
-            f"--patch-size {','.join(map(str, config.patch_size))} is incompatible with "
-            f"{config.model}: each size must be a multiple of {multiple} (2^poolings)"
-        )
-
-
-def training_memory_bytes(network, config):
-    """Rough bytes a training step needs: every layer's output for the batch,
-    kept for the backward pass and matched by its gradient (x2), at 4 bytes."""
-    import keras
-
-    probe = keras.models.clone_model(network, input_tensors=keras.Input(
-        shape=(*config.patch_size, len(config.modalities))))
-    elements = 0
-    for layer in probe.layers:
-        shape = layer.output.shape
-        elements += int(np.prod([s for s in shape[1:] if s is not None]))
-    return elements * config.batch_size * 4 * 2
-
-
-def available_memory_bytes():
-    """Physical memory of this host (the limit for CPU training)."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(network, config, limit_bytes):
-    """Refuses a batch that cannot fit before any time is spent on it."""
-    needed = training_memory_bytes(network, config)
-    if needed > limit_bytes:
-        raise ConfigError(
-            f"--batch-size {config.batch_size} with --patch-size "
-            f"{','.join(map(str, config.patch_size))} needs about {needed / 2**30:.1f} GiB for "
-            f"training, more than the {limit_bytes / 2**30:.1f} GiB available: lower either"
-        )
-
-
-def _steps_per_epoch(config, n_train):
-    if config.steps_per_epoch:
-        return config.steps_per_epoch
-    return max(1, -(-n_train // config.batch_size))
-
-
-def _train_input(config, cached, strategy, first_step):
-    """The training tf.data input, split across workers/replicas by tf.distribute.
-
-    Each input pipeline yields per-replica batches of disjoint sample indices,
-    so global step s always sees samples [s*B, (s+1)*B) of the seeded stream,
-    whatever the number of devices: distributed and single-device runs see the
-    same data.
-    """
-    from bratskeras import data
-
-    pipeline_config = data.PipelineConfig(
-        patch_size=config.patch_size, batch_size=config.batch_size,
-        foreground_fraction=config.foreground_fraction, target=config.target,
-        augment=config.augment, augment_on=config.augment_on, seed=config.seed,
-    )
-    first_index = first_step * config.batch_size
-    if strategy.num_replicas_in_sync == 1:
-        return data.train_dataset(cached, pipeline_config, first_index=first_index)
-
-    def dataset_fn(context):
-        per_replica = context.get_per_replica_batch_size(config.batch_size)
-        import dataclasses
-
-        local = dataclasses.replace(pipeline_config, batch_size=per_replica)
-        return data.train_dataset(
-            cached, local, first_index=first_index,
-            pipeline=(context.input_pipeline_id, context.num_input_pipelines),
-            global_batch_size=config.batch_size,
-        )
-
-    return strategy.distribute_datasets_from_function(dataset_fn)
-
-
-def _validation_input(config, cached):
-    from bratskeras import data
-
-    return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1)
 
 
 def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1,
@@ -250,12 +119,6 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         ConfigError also when the limit ends before the first epoch does.
     """
     timer = TimeLimit(time_limit) if time_limit is not None else None  # counts data preparation too
-    import keras
-    import tensorflow as tf
-
-    from bratskeras import data
-    from bratskeras.losses import get_loss
-    from bratskeras.metrics import dice_metrics
     from bratskeras.training import runtime
 
     runtime.check_precision(config.precision)
@@ -266,20 +129,94 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     if resume:
         run_files.prepare_run_dir(run_dir, config, resume=True)
         state_folder = run_files.latest_state(run_dir)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
+    with process_settings(config) as (policy, precision_details):
+        strategy = _strategy(config, timer)
+        model, saved = _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details)
+        finished = int(saved.get("epoch", 0))
+        if saved.get("stopped") or finished >= config.epochs:
+            return FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config), skipped)
+        steps = steps_per_epoch(config, len(train_cached))
+        callbacks = _callbacks(config, run_dir, model, strategy, val_cached, saved, timer)
+        _train(model, config, run_dir, strategy, train_input(config, train_cached, strategy, finished * steps),
+               finished, steps, callbacks, verbose)
+        epochs_done = _epochs_done(run_dir, finished)
+        if epochs_done == 0 and timer is not None and timer.reached:
+            raise ConfigError(f"--time-limit {time_limit:g}s ended before the first epoch finished; {run_dir} "
+                              "holds no trained model: give more time or fewer --steps-per-epoch")
+        stopped_early = timer is not None and timer.reached and epochs_done < config.epochs
+        return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped,
+                         time_limit_reached=stopped_early)
 
-    policy, precision_details = runtime.choose_precision(config.precision)
-    keras.mixed_precision.set_global_policy(policy)
+
+@contextlib.contextmanager
+def process_settings(config):
+    """Seeds, op determinism and the dtype policy of a run; yields (policy, precision details).
+
+    Puts back the dtype policy and the Python and numpy random states on
+    exit (see the module docstring for what cannot be put back).
+    """
+    import keras
+    import tensorflow as tf
+
+    from bratskeras.training import runtime
+
+    previous_policy = keras.mixed_precision.global_policy()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        policy, precision_details = runtime.choose_precision(config.precision)
+        keras.mixed_precision.set_global_policy(policy)
+        yield policy, precision_details
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _strategy(config, timer):
+    """The run's tf.distribute strategy; refuses a time limit under multi-worker training."""
+    import tensorflow as tf
+
+    from bratskeras.training import runtime
+
     strategy = runtime.make_strategy(config.strategy)
     if timer is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Each worker's clock would stop it at a different step, and the others would wait forever.
         raise ConfigError("--time-limit cannot be used with --strategy multi-worker")
+    return strategy
+
+
+def _is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _loss(config):
+    from bratskeras.losses import get_loss
+
+    return get_loss(config.loss, **{"from_logits": outputs_logits(config), **config.loss_kwargs})
+
+
+def _metrics(config):
+    from bratskeras.metrics import dice_metrics
+
+    return dice_metrics(config.target, from_logits=outputs_logits(config), scheme=config.task)
+
+
+def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details):
+    """Builds and compiles the TrainingModel in the strategy's scope, writes the run's files.
+
+    Returns:
+        (TrainingModel, the saved state dict of a resumed run or {}).
+    """
+    from bratskeras import data
+    from bratskeras.training import runtime
+
     xla = runtime.jit_compile(config.jit_compile)
     chief = runtime.is_chief(strategy)
-
-    logits = outputs_logits(config)
     with strategy.scope():
         network = build_network(config)
         if not runtime.gpus():
@@ -288,14 +225,9 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         model = TrainingModel(
             network, seed=config.seed,
             augmentation=data.AugmentConfig() if device_augmentation else None,
-            multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
-        loss_kwargs = {"from_logits": logits, **config.loss_kwargs}
-        model.compile(
-            optimizer=make_optimizer(config),
-            loss=get_loss(config.loss, **loss_kwargs),
-            metrics=dice_metrics(config.target, from_logits=logits, scheme=config.task),
-            jit_compile=xla,
-        )
+            multi_worker=_is_multi_worker(strategy))
+        model.compile(optimizer=make_optimizer(config), loss=_loss(config), metrics=_metrics(config),
+                      jit_compile=xla)
         if not resume and chief:
             run_files.prepare_run_dir(run_dir, config, resume=False)
         if chief:
@@ -306,12 +238,16 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             model.optimizer.build(model.trainable_variables)
             saved = run_files.load_state(state_folder, network, model.optimizer)
             model.optimizer.learning_rate.assign(saved["learning_rate"])
+    return model, saved
 
-    finished = int(saved.get("epoch", 0))
-    if saved.get("stopped") or finished >= config.epochs:
-        return FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config), skipped)
 
-    steps = _steps_per_epoch(config, len(train_cached))
+def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
+    """The run's callbacks, in the order they must run (RunFiles saves an epoch before TimeLimit may stop)."""
+    import keras
+
+    from bratskeras.training import runtime
+
+    chief = runtime.is_chief(strategy)
     callbacks_state = saved.get("callbacks", {})
     stateful = {}
     if config.reduce_lr_patience:
@@ -322,28 +258,30 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         stateful["early_stopping"] = ResumableEarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience,
             initial_state=callbacks_state.get("early_stopping"))
-    validation = WholeVolumeValidation(
-        network, _validation_input(config, val_cached),
-        get_loss(config.loss, **loss_kwargs), dice_metrics(config.target, from_logits=logits, scheme=config.task))
+    validation = WholeVolumeValidation(model.network, validation_input(config, val_cached), _loss(config),
+                                       _metrics(config))
     callbacks = [ReplicaLossReport(strategy.num_replicas_in_sync), validation, *stateful.values()]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
     callbacks.append(RunFiles(
-        run_dir, network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
+        run_dir, model.network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
         stateful_callbacks=stateful, best_score=saved.get("best_score"), chief=chief))
     # After RunFiles: an epoch is saved before the time limit may stop training.
     if timer is not None:
         callbacks.append(timer)
+    return callbacks
 
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+
+def _train(model, config, run_dir, strategy, inputs, finished, steps, callbacks, verbose):
+    """keras fit from epoch `finished`; a time limit ends it quietly, running out of memory is a ConfigError."""
+    import tensorflow as tf
+
+    if _is_multi_worker(strategy):
         _build_before_fit(model, config)
     try:
-        model.fit(
-            _train_input(config, train_cached, strategy, first_step=finished * steps),
-            epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=verbose, shuffle=False,
-        )
+        model.fit(inputs, epochs=config.epochs, initial_epoch=finished, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     except TimeLimitReached:
         pass  # the epoch in progress is abandoned; the last saved one stands
     except tf.errors.ResourceExhaustedError:
@@ -352,14 +290,12 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             f"{','.join(map(str, config.patch_size))}: lower either; {run_dir} keeps the last "
             "complete epoch for --resume"
         ) from None
+
+
+def _epochs_done(run_dir, finished):
+    """Epochs finished in total: the last saved state's, or `finished` if none was saved."""
     state_folder = run_files.latest_state(run_dir)
-    epochs_done = run_files.read_state(state_folder)["epoch"] if state_folder else finished
-    if epochs_done == 0 and timer is not None and timer.reached:
-        raise ConfigError(f"--time-limit {time_limit:g}s ended before the first epoch finished; {run_dir} "
-                          "holds no trained model: give more time or fewer --steps-per-epoch")
-    stopped_early = timer is not None and timer.reached and epochs_done < config.epochs
-    return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped,
-                     time_limit_reached=stopped_early)
+    return run_files.read_state(state_folder)["epoch"] if state_folder else finished
 
 
 def _build_before_fit(model, config):
@@ -372,50 +308,10 @@ def _build_before_fit(model, config):
     zeros of the right shapes first and skipping that step avoids the reduce;
     the model itself is already built.
     """
-    from bratskeras.labels import target_channels
-
+    target = targets.get_target(config.target)
     patch = (1, *config.patch_size)
     x = np.zeros((*patch, len(config.modalities)), np.float32)
-    y_channels = 1 if config.target == "classes" else target_channels(config.target)
-    y = np.zeros((*patch, y_channels), np.uint8 if config.target == "classes" else np.float32)
+    y = np.zeros((*patch, target.y_channels(config.task)), target.y_dtype)
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=(x, y))
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-
-def heldout_dice(run_dir, cached_cases, config):
-    """Mean per-case Dice per region of best.keras on cached (preprocessed) volumes.
-
-    Uses the same sliding-window inference as `bratskeras predict`.
-
-    Returns:
-        {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
-    """
-    from bratskeras import inference, metrics
-
-    if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
-        return {}
-    network, setup = inference.load_predictor(run_dir)
-    regions = ("WT",) if config.target == "whole_tumor" else labels.REGIONS
-    scores = {region: [] for region in regions}
-    for case in cached_cases:
-        image, seg, _ = case.load()
-        windows = inference.effective_settings(setup, inference.WindowSettings(), image.shape[:3])
-        probabilities = inference.sliding_window_predict(network, np.asarray(image, np.float32), windows)
-        # A whole-tumor mask is a bool map, which structure_mask("wt") reads as classes 0/1.
-        predicted = inference.probabilities_to_classes(probabilities, config.target)
-        if config.task:  # the task's classes, scored as the classic regions they make up
-            predicted, seg = labels.to_classic(predicted, config.task), labels.to_classic(seg, config.task)
-        for region in regions:
-            scores[region].append(metrics.dice(metrics.structure_mask(predicted, region.lower()),
-                                               metrics.structure_mask(seg, region.lower())))
-    return {region: float(np.mean(values)) for region, values in scores.items()}
-
-
-def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
-    """Mean Dice per region of a run's best.keras on another labelled dataset."""
-    cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
-    cases, _ = labelled_cases(data_dir, cache_dir=cache_dir, task=config.task)
-    cached = cache_cases(cases, config, cache_dir)
-    return heldout_dice(run_dir, cached, config)
-

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bratskeras import io, labels, synth
+from bratskeras import labels, layouts, synth, volumes
 from bratskeras.errors import DataError
 
 SHAPE = (20, 20, 16)
@@ -19,11 +19,11 @@ SHAPE = (20, 20, 16)
 ])
 def test_each_layout_is_discovered_and_read(tmp_path, layout, scheme, case_id):
     synth.write_dataset(tmp_path, cases=2, shape=SHAPE, layout=layout, seed=5)
-    dataset = io.discover(tmp_path)  # root is an ancestor of the case folders
+    dataset = layouts.discover(tmp_path)  # root is an ancestor of the case folders
     assert dataset.layout == layout and dataset.label_scheme == scheme
     assert len(dataset.cases) == 2 and dataset.cases[0].id == case_id
-    assert set(dataset.cases[0].modalities) == set(io.MODALITIES)
-    image, seg, properties = io.read_case(dataset.cases[0], ("t1ce", "flair"))
+    assert set(dataset.cases[0].modalities) == set(layouts.MODALITIES)
+    image, seg, properties = volumes.read_case(dataset.cases[0], ("t1ce", "flair"))
     _, expected = synth.make_case(SHAPE, (5, 0))
     assert image.shape == SHAPE + (2,) and image.dtype == np.float32
     assert np.array_equal(seg, expected)  # labels come back as classes 0..3
@@ -32,9 +32,9 @@ def test_each_layout_is_discovered_and_read(tmp_path, layout, scheme, case_id):
 
 def test_h5_channel_order_is_configurable(tmp_path):
     synth.write_dataset(tmp_path, cases=1, shape=SHAPE, layout="kaggle-h5")
-    default = io.read_case(io.discover(tmp_path).cases[0], ("flair",))[0]
-    swapped = io.discover(tmp_path, channel_order=("flair", "t1ce", "t2", "t1"))
-    assert np.array_equal(io.read_case(swapped.cases[0], ("t1",))[0], default)
+    default = volumes.read_case(layouts.discover(tmp_path).cases[0], ("flair",))[0]
+    swapped = layouts.discover(tmp_path, channel_order=("flair", "t1ce", "t2", "t1"))
+    assert np.array_equal(volumes.read_case(swapped.cases[0], ("t1",))[0], default)
 
 
 def test_brats2020_quirks(tmp_path):
@@ -45,34 +45,34 @@ def test_brats2020_quirks(tmp_path):
     os.rename(case_dir / "BraTS20_Training_002_seg.nii", case_dir / "W39_1998.09.19_Segm.nii")
     validation = tmp_path / "BraTS20_Validation_001"
     validation.mkdir()
-    for m in io.MODALITIES:
+    for m in layouts.MODALITIES:
         os.link(parent / "BraTS20_Training_001" / f"BraTS20_Training_001_{m}.nii",
                 validation / f"BraTS20_Validation_001_{m}.nii")
-    dataset = io.discover(tmp_path)
+    dataset = layouts.discover(tmp_path)
     assert dataset.case("BraTS20_Training_002").seg.endswith("W39_1998.09.19_Segm.nii")
     unlabelled = dataset.case("BraTS20_Validation_001")
     assert unlabelled.seg is None and not unlabelled.expects_seg
-    assert io.read_case(unlabelled)[1] is None
+    assert volumes.read_case(unlabelled)[1] is None
 
 
 def test_layout_override_and_errors(tmp_path):
     with pytest.raises(DataError, match="no BraTS cases"):
-        io.discover(tmp_path)
+        layouts.discover(tmp_path)
     with pytest.raises(DataError, match="not a folder"):
-        io.discover(tmp_path / "absent")
+        layouts.discover(tmp_path / "absent")
     synth.write_dataset(tmp_path / "a", cases=1, shape=SHAPE, layout="brats2021")
     synth.write_dataset(tmp_path / "b", cases=1, shape=SHAPE, layout="brats2023")
     with pytest.raises(DataError, match="several layouts"):
-        io.discover(tmp_path)
-    assert io.discover(tmp_path, layout="brats2023").cases[0].id == "BraTS-GLI-00000-000"
+        layouts.discover(tmp_path)
+    assert layouts.discover(tmp_path, layout="brats2023").cases[0].id == "BraTS-GLI-00000-000"
 
 
 def test_write_label_map_round_trips_on_source_grid(tmp_path):
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023")
-    case = io.discover(tmp_path / "d").cases[0]
-    _, seg, properties = io.read_case(case)
+    case = layouts.discover(tmp_path / "d").cases[0]
+    _, seg, properties = volumes.read_case(case)
     out = tmp_path / "pred.nii.gz"
-    io.write_label_map(labels.classes_to_labels(seg, "brats2023"), properties, out)
+    volumes.write_label_map(labels.classes_to_labels(seg, "brats2023"), properties, out)
     written = nib.load(out)
     source = nib.load(case.seg)
     assert np.allclose(written.affine, source.affine)
@@ -86,3 +86,16 @@ def test_label_scheme_round_trip(scheme):
     on_disk = labels.classes_to_labels(classes, scheme)
     assert on_disk.max() == (4 if scheme == "brats2020" else 3)
     assert np.array_equal(labels.labels_to_classes(on_disk, scheme), classes)
+
+
+@pytest.mark.parametrize("name", [n for n in layouts.NAMES if layouts.LAYOUTS[n].case_pattern is not None])
+def test_synth_writes_the_files_the_layout_table_describes(tmp_path, name):
+    """One table for discovery and synth: its case folders match the pattern, its files the suffixes."""
+    layout = layouts.LAYOUTS[name]
+    (folder,) = synth.write_dataset(tmp_path, cases=1, shape=SHAPE, layout=name)
+    case_id = os.path.basename(folder)
+    assert layout.case_pattern.match(case_id)
+    expected = {f"{case_id}{layout.separator}{suffix}{layout.extension}" for suffix in layout.suffixes.values()}
+    expected.add(f"{case_id}{layout.separator}seg{layout.extension}")
+    assert set(os.listdir(folder)) == expected
+    assert layouts.discover(tmp_path).layout == name

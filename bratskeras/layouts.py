@@ -1,6 +1,8 @@
-"""Find BraTS cases on disk, read them, and write label maps back.
+"""Where BraTS cases lie on disk: the layouts' spec table (`LAYOUTS`) and `discover`.
 
-Layouts (REFERENCE.md section 3), detected from the case folder names:
+Layouts (REFERENCE.md section 3), detected from the case folder names; each
+is a row of LAYOUTS (its case-folder pattern, file suffixes, separator and
+extension), which discovery reads and `synth` writes:
 
     brats2017   2017-2019: HGG/ and LGG/ of Brats17_<id>/, BraTS19_<id>/, ...,
                 files <case>_{flair,t1,t1ce,t2,seg}.nii.gz, labels 0,1,2,4
@@ -18,42 +20,64 @@ Layouts (REFERENCE.md section 3), detected from the case folder names:
 
 The root passed to `discover` may be any ancestor of the case folders.
 Modalities always carry the canonical names "flair", "t1", "t1ce", "t2".
-
-Arrays are (D, H, W) = NIfTI voxel axes (i, j, k) exactly as nibabel returns
-them (240 x 240 x 155 for BraTS); images gain a trailing channel axis.
+Reading what discovery finds is bratskeras.volumes' job.
 """
 
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from bratskeras import labels
 from bratskeras.errors import DataError
 
-MODALITIES = ("flair", "t1", "t1ce", "t2")
-LAYOUTS = ("brats2017", "brats2020", "brats2021", "brats2023", "kaggle-h5")
+MODALITIES = labels.ALL_MODALITIES
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One row of LAYOUTS: how a release names its case folders and files.
+
+    Attributes:
+        name: the layout's name (`--layout`).
+        case_pattern: regular expression a case folder's name matches, or
+            None for kaggle-h5 (flat slice files, no case folders).
+        suffixes: canonical modality -> the file-name suffix of this release.
+        separator: between the case id and the suffix ("_" or "-").
+        extension: of the files the release ships (".nii", ".nii.gz", ".h5").
+    """
+
+    name: str
+    case_pattern: re.Pattern | None
+    suffixes: dict
+    separator: str = "_"
+    extension: str = ".nii.gz"
+
+
+_OLD_SUFFIXES = {m: m for m in MODALITIES}
+_NEW_SUFFIXES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+LAYOUTS = {layout.name: layout for layout in (
+    Layout("brats2017", re.compile(r"^Brats1[78]_.+$|^BraTS19_.+$"), _OLD_SUFFIXES),
+    Layout("brats2020", re.compile(r"^BraTS20_(Training|Validation)_\d+$"), _OLD_SUFFIXES, extension=".nii"),
+    Layout("brats2021", re.compile(r"^BraTS2021_\d+$"), _OLD_SUFFIXES),
+    Layout("brats2023", re.compile(r"^BraTS-(?P<prefix>[A-Za-z]+(?:-RT)?)-\d+(?:-\d+)?$"), _NEW_SUFFIXES,
+           separator="-"),
+    Layout("kaggle-h5", None, {}, extension=".h5"),
+)}
+NAMES = tuple(LAYOUTS)
 # Assumption (unverified upstream, see REFERENCE.md): the Kaggle H5 `image`
 # channels are [T1, T1ce, T2, FLAIR] and the `mask` channels [NCR, ED, ET].
 H5_CHANNEL_ORDER = ("t1", "t1ce", "t2", "flair")
 H5_MASK_CLASSES = (1, 2, 3)
 
-_CASE_PATTERNS = {
-    "brats2017": re.compile(r"^Brats1[78]_.+$|^BraTS19_.+$"),
-    "brats2020": re.compile(r"^BraTS20_(Training|Validation)_\d+$"),
-    "brats2021": re.compile(r"^BraTS2021_\d+$"),
-    "brats2023": re.compile(r"^BraTS-(?P<prefix>[A-Za-z]+(?:-RT)?)-\d+(?:-\d+)?$"),
-}
-_SUFFIX_TO_MODALITY = {
-    "flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2",
-    "t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2",
-}
+_SUFFIX_TO_MODALITY = {suffix: modality for layout in LAYOUTS.values()
+                       for modality, suffix in layout.suffixes.items()}
 _NIFTI_RE = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
 # The 2023+ releases separate the suffix with "-", older ones with "_".
-_SUFFIX_RE = re.compile(r"[_-](?P<suffix>flair|t1ce|t1|t2|t2f|t1n|t1c|t2w|seg|gtv)$", re.IGNORECASE)
 # MEN-RT names its label <case>_gtv.
+_LABEL_SUFFIXES = ("seg", "gtv")
+_SUFFIX_RE = re.compile(
+    r"[_-](?P<suffix>%s)$" % "|".join(sorted({*_SUFFIX_TO_MODALITY, *_LABEL_SUFFIXES}, key=lambda s: (-len(s), s))),
+    re.IGNORECASE)
 # BraTS 2020 case 355 ships its label as W39_1998.09.19_Segm.nii.
 _ODD_SEG_RE = re.compile(r"_Segm$", re.IGNORECASE)
 _H5_RE = re.compile(r"^volume_(?P<volume>\d+)_slice_(?P<slice>\d+)\.h5$")
@@ -65,7 +89,7 @@ class Case:
 
     Attributes:
         id: case folder name (or "volume_<v>" for kaggle-h5).
-        layout: one of LAYOUTS.
+        layout: a key of LAYOUTS.
         modalities: canonical modality name -> file path (for kaggle-h5 every
             modality maps to the case's first slice file; `slices` holds all).
         seg: label file path, or None.
@@ -124,7 +148,7 @@ def label_scheme_for(layout, case_id=None):
     """The labels.SCHEMES name of a layout's label files (2023+: from the case folder's task prefix)."""
     if layout != "brats2023":
         return "brats2020"
-    match = _CASE_PATTERNS["brats2023"].match(case_id or "")
+    match = LAYOUTS["brats2023"].case_pattern.match(case_id or "")
     return (match and labels.scheme_for_prefix(match.group("prefix"))) or "brats2023"
 
 
@@ -133,7 +157,7 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
 
     Args:
         root: folder to search recursively.
-        layout: one of LAYOUTS, or None to detect it from the folder names.
+        layout: a key of LAYOUTS, or None to detect it from the folder names.
         channel_order: kaggle-h5 only: modality of each `image` channel.
         task: 2023+ layout only: the label scheme of every case (a name in
             labels.TASKS), for folders whose names do not tell (2024 GLI);
@@ -152,7 +176,7 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
     """
     root = os.fspath(root)
     if layout is not None and layout not in LAYOUTS:
-        raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(NAMES)}")
     if not os.path.isdir(root):
         raise DataError(f"{root}: not a folder")
     nifti_dirs, h5_files, skipped = _scan(root)
@@ -163,7 +187,7 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
     if not found and skipped:
         raise DataError(f"{root}: no BraTS cases found; {len(skipped)} folder(s) left out, first: {skipped[0]}")
     if not found:
-        raise DataError(f"{root}: no BraTS cases found (empty or wrong folder; layouts: {', '.join(LAYOUTS)})")
+        raise DataError(f"{root}: no BraTS cases found (empty or wrong folder; layouts: {', '.join(NAMES)})")
     if layout is None:
         if len(found) > 1:
             raise DataError(f"{root}: cases of several layouts found ({', '.join(sorted(found))}); pass a layout")
@@ -227,9 +251,9 @@ def _scan(root):
 
 
 def _layout_of(case_id):
-    for name, pattern in _CASE_PATTERNS.items():
-        if pattern.match(case_id):
-            return name
+    for layout in LAYOUTS.values():
+        if layout.case_pattern is not None and layout.case_pattern.match(case_id):
+            return layout.name
     return None
 
 
@@ -252,7 +276,7 @@ def _nifti_case(folder, case_id, layout, names):
         stem = _NIFTI_RE.match(name).group("stem")
         match = _SUFFIX_RE.search(stem)
         suffix = match.group("suffix").lower() if match else None
-        if suffix in ("seg", "gtv") or (layout == "brats2020" and _ODD_SEG_RE.search(stem)):
+        if suffix in _LABEL_SUFFIXES or (layout == "brats2020" and _ODD_SEG_RE.search(stem)):
             segs.append(path)
         elif suffix in _SUFFIX_TO_MODALITY and _SUFFIX_TO_MODALITY[suffix] not in modalities:
             modalities[_SUFFIX_TO_MODALITY[suffix]] = path
@@ -299,211 +323,3 @@ def _h5_cases(paths, channel_order):
             seg=first, label_scheme="brats2020", slices=tuple(p for _, p in items),
             slice_indices=tuple(s for s, _ in items), channel_order=channel_order))
     return cases
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def load_nifti(path):
-    """Loads one NIfTI file fully.
-
-    Returns:
-        (array, image): the voxel data as float32 (D, H, W) with nibabel's
-        scaling applied, and the nibabel image (affine, header).
-
-    Raises:
-        DataError: missing, truncated or corrupt file, or not 3-D.
-    """
-    import nibabel as nib
-
-    try:
-        image = nib.load(path)
-        array = np.asarray(image.dataobj, dtype=np.float32)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path}: cannot read NIfTI ({reason})") from None
-    if array.ndim != 3:
-        raise DataError(f"{path}: expected a 3-D volume, got shape {array.shape}")
-    return array, image
-
-
-def load_label_map(path):
-    """Loads a label map: (array, image) like load_nifti, but integers as stored.
-
-    A label file of unscaled integers (uint8 on every BraTS release) comes
-    back in its own dtype: 4x less memory than float32 and no float checks,
-    which on a 240 x 240 x 155 map cost more than reading it. Anything else
-    (scaled, float, unreadable) goes through load_nifti and its errors.
-    """
-    import nibabel as nib
-
-    try:
-        image = nib.load(path)
-        slope, inter = image.header.get_slope_inter()
-        if image.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
-            array = np.asarray(image.dataobj)
-            if array.ndim == 3 and array.dtype.kind in "iu":
-                return array, image
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError):
-        pass
-    return load_nifti(path)
-
-
-def volume_problems(path, array, is_label=False):
-    """One-line problems of a loaded volume: non-finite voxels, all-zero image."""
-    problems = []
-    finite = np.isfinite(array)
-    if not finite.all():
-        problems.append(f"{path}: {int(array.size - finite.sum())} NaN/Inf voxels")
-    elif not is_label and not array.any():
-        problems.append(f"{path}: image is all zeros")
-    return problems
-
-
-def geometry_problem(path, image, reference_path, reference_image):
-    """A one-line message if `image`'s shape or affine differs from the reference's, else None."""
-    if image.shape[:3] != reference_image.shape[:3]:
-        return f"{path}: shape {tuple(image.shape[:3])} differs from {os.path.basename(reference_path)} {tuple(reference_image.shape[:3])}"
-    if not np.allclose(image.affine, reference_image.affine, atol=1e-3):
-        return f"{path}: affine differs from {os.path.basename(reference_path)}"
-    return None
-
-
-def read_case(case, modalities=None, with_labels=True):
-    """Reads a case's images and labels.
-
-    Args:
-        case: a Case from `discover`.
-        modalities: canonical names, in the channel order wanted; None: the
-            case's scheme's (all four, or MEN-RT's t1ce alone).
-        with_labels: False never opens the label file (prediction needs none,
-            so a bad label file cannot stop it); seg is then None.
-
-    Returns:
-        image: float32 (D, H, W, C), C = len(modalities), in that order.
-        seg: uint8 class indices (D, H, W) of the case's scheme (0..3, the
-            classic labels.CLASS_NAMES, for 2017-2023 glioma), or None when
-            the case has no label file.
-        properties: dict with "affine" (4x4), "header" (nibabel header or None),
-            "shape" (D, H, W), "spacing" (mm per axis), "files" (source paths);
-            `write_label_map` takes it to write a prediction on the source grid.
-
-    Raises:
-        DataError: naming the case and file: missing modality, unreadable file,
-            shape/affine mismatch, NaN/Inf voxels, all-zero modality, or label
-            values outside the case's scheme.
-    """
-    if modalities is None:
-        modalities = labels.get_scheme(case.label_scheme).modalities
-    missing = [m for m in modalities if m not in case.modalities]
-    if missing:
-        raise DataError(f"case {case.id}: missing modality {', '.join(missing)}")
-    if case.layout == "kaggle-h5":
-        return _read_h5_case(case, modalities, with_labels)
-    channels, reference = [], None
-    for modality in modalities:
-        path = case.modalities[modality]
-        array, image = load_nifti(path)
-        _raise_first(volume_problems(path, array))
-        if reference is None:
-            reference = (path, image)
-        _raise_first([geometry_problem(path, image, *reference)])
-        channels.append(array)
-    seg = None
-    if case.seg and with_labels:
-        seg_array, seg_image = load_nifti(case.seg)
-        _raise_first(volume_problems(case.seg, seg_array, is_label=True))
-        _raise_first([geometry_problem(case.seg, seg_image, *reference)])
-        seg = labels.labels_to_classes(seg_array, case.label_scheme, source=case.seg)
-    image = reference[1]
-    properties = {
-        "affine": np.asarray(image.affine, dtype=np.float64),
-        "header": image.header,
-        "shape": tuple(int(s) for s in image.shape[:3]),
-        "spacing": tuple(float(z) for z in image.header.get_zooms()[:3]),
-        "files": case.source_files(),
-    }
-    return np.stack(channels, axis=-1), seg, properties
-
-
-def _raise_first(problems):
-    problems = [p for p in problems if p]
-    if problems:
-        raise DataError(problems[0])
-
-
-def load_h5_slice(path):
-    """Reads one Kaggle H5 slice: (image float32 (H, W, 4), mask (H, W, 3)); DataError if unreadable."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as handle:
-            return np.asarray(handle["image"], dtype=np.float32), np.asarray(handle["mask"])
-    except (OSError, KeyError) as error:
-        raise DataError(f"{path}: cannot read H5 slice ({error})") from None
-
-
-def h5_slice_problems(case):
-    """One-line problems with a kaggle-h5 case's slice numbering (gaps, not starting at 0)."""
-    expected = tuple(range(len(case.slices)))
-    if case.slice_indices != expected:
-        missing = sorted(set(range(max(case.slice_indices) + 1)) - set(case.slice_indices))
-        return [f"case {case.id}: missing slices {missing[:10]}{' ...' if len(missing) > 10 else ''}"]
-    return []
-
-
-def h5_mask_to_classes(mask, source):
-    """One-hot H5 mask (..., 3) in H5_MASK_CLASSES order -> uint8 class indices (...)."""
-    mask = np.asarray(mask)
-    if not np.isin(mask, (0, 1)).all():
-        raise DataError(f"{source}: mask values must be 0/1 one-hot")
-    if (mask.sum(axis=-1) > 1).any():
-        raise DataError(f"{source}: mask has voxels in several classes")
-    classes = np.zeros(mask.shape[:-1], dtype=np.uint8)
-    for channel, class_index in enumerate(H5_MASK_CLASSES):
-        classes[mask[..., channel] > 0] = class_index
-    return classes
-
-
-def _read_h5_case(case, modalities, with_labels=True):
-    _raise_first(h5_slice_problems(case))
-    images, masks = zip(*(load_h5_slice(p) for p in case.slices))
-    volume = np.stack(images, axis=2)  # (H, W, S, 4): slices become the last spatial axis
-    _raise_first(volume_problems(f"case {case.id}", volume))
-    order = [case.channel_order.index(m) for m in modalities]
-    seg = h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}") if with_labels else None
-    shape = volume.shape[:3]
-    properties = {"affine": brats_affine(shape), "header": None, "shape": tuple(shape),
-                  "spacing": (1.0, 1.0, 1.0), "files": list(case.slices)}
-    return np.ascontiguousarray(volume[..., order]), seg, properties
-
-
-def brats_affine(shape):
-    """The 1 mm affine BraTS NIfTI files carry: diag(-1, -1, 1), origin so j runs 0..H-1 mm."""
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
-    affine[1, 3] = shape[1] - 1
-    return affine
-
-
-def write_label_map(label_map, properties, path):
-    """Writes a (D, H, W) label map as a uint8 NIfTI on the source grid.
-
-    Args:
-        label_map: integer array (D, H, W) of on-disk label values (use
-            labels.classes_to_labels to go from class indices to a release's labels).
-        properties: the dict `read_case` returned (or one with at least "affine";
-            "header" is reused when present).
-        path: output .nii or .nii.gz path.
-    """
-    import nibabel as nib
-
-    label_map = np.asarray(label_map)
-    if tuple(label_map.shape) != tuple(properties["shape"]):
-        raise ValueError(f"label map shape {label_map.shape} != source shape {tuple(properties['shape'])}")
-    header = properties.get("header")
-    image = nib.Nifti1Image(label_map.astype(np.uint8), np.asarray(properties["affine"]),
-                            header=header.copy() if header is not None else None)
-    image.set_data_dtype(np.uint8)
-    # Source images may carry intensity scaling; a label map must not.
-    image.header.set_slope_inter(1, 0)
-    nib.save(image, os.fspath(path))

@@ -1,0 +1,105 @@
+"""What a `bratskeras fit` command runs: a new run, the built-in demo, or a resumed run.
+
+`plan_new`, `plan_demo` and `plan_resume` turn the command's arguments into a
+RunPlan (the resolved TrainConfig, the data and run folders, the held-out
+folder and the time limit) and do what must happen before training starts:
+refuse a run that cannot start at no cost, and, for the demo, claim the run
+folder and write its phantoms into it. `fit` then trains the plan.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+
+from bratskeras.errors import ConfigError
+from bratskeras.training import demo
+from bratskeras.training import run_dir as run_files
+from bratskeras.training.config import resolve_config, resume_config
+
+DEFAULT_PRESET = "lightweight2020"
+# Inside a demo's run folder: its phantoms (train/ and heldout/), so that --resume finds them.
+DEMO_DATA = "demo_data"
+
+
+class MissingDataDir(ConfigError):
+    """A run that is not a demo was resumed without the DATA_DIR it was trained on."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A fit command's arguments, resolved.
+
+    Attributes:
+        config: the TrainConfig to train.
+        data_dir: the dataset folder to train on.
+        run_dir: the run directory.
+        resume: continue the run in run_dir.
+        heldout_dir: a labelled folder to score best.keras on after training
+            (the demo's held-out phantoms), or None (validation Dice only).
+        time_limit: seconds for the command, or None.
+    """
+
+    config: object
+    data_dir: str
+    run_dir: str
+    resume: bool = False
+    heldout_dir: str | None = None
+    time_limit: float | None = None
+
+
+def default_run_dir(name):
+    """runs/<name>-<date>-<time>: where a run goes without --out."""
+    return os.path.join("runs", time.strftime(f"{name}-%Y%m%d-%H%M%S"))
+
+
+def refuse_before_writing(config, run_dir):
+    """The checks a new run can fail at no cost: precision on this machine, and the run folder."""
+    from bratskeras.training import runtime
+
+    runtime.check_precision(config.precision)
+    run_files.check_new_run_dir(run_dir)
+
+
+def plan_new(data_dir, run_dir, preset, overrides, time_limit=None):
+    """A new run on `data_dir` from `preset` (default lightweight2020) with `overrides`."""
+    preset = preset or DEFAULT_PRESET
+    run_dir = run_dir or default_run_dir(preset)
+    config = resolve_config(preset, overrides)
+    refuse_before_writing(config, run_dir)
+    return RunPlan(config, data_dir, run_dir, time_limit=time_limit)
+
+
+def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
+    """The built-in demo: phantoms written into the claimed run folder, held-out phantoms scored after.
+
+    The run folder is claimed before the phantoms go into it, so they never
+    land in someone else's folder. Without a time limit the demo gets
+    demo.DEMO_TIME_LIMIT.
+    """
+    run_dir = run_dir or default_run_dir("demo")
+    config = resolve_config(preset or DEFAULT_PRESET, {**demo.DEMO_OVERRIDES, **overrides})
+    refuse_before_writing(config, run_dir)
+    run_files.claim_run_dir(run_dir)
+    data_root = os.path.join(run_dir, DEMO_DATA)
+    echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
+    data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
+    return RunPlan(config, data_dir, run_dir, heldout_dir=heldout_dir, time_limit=time_limit or demo.DEMO_TIME_LIMIT)
+
+
+def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
+    """Continues the run in `run_dir`: its saved configuration is the base, `overrides` are compared with it.
+
+    Without `data_dir`, a demo run continues on the phantoms in its folder.
+
+    Raises:
+        ConfigError: no config.json in run_dir; MissingDataDir (a
+            ConfigError): no data_dir for a run that is not a demo.
+    """
+    config = resume_config(run_dir, {**overrides, "preset": preset})
+    heldout_dir = None
+    if data_dir is None:
+        demo_root = os.path.join(run_dir, DEMO_DATA)
+        if not os.path.isdir(demo_root):
+            raise MissingDataDir(f"resuming {run_dir} needs the DATA_DIR it was trained on")
+        data_dir, heldout_dir = demo.demo_folders(demo_root)
+    return RunPlan(config, data_dir, run_dir, resume=True, heldout_dir=heldout_dir, time_limit=time_limit)
