@@ -32,6 +32,7 @@ def _overrides(options):
         "fold": options["fold"],
         "learning_rate": options["learning_rate"],
         "augment_on": options["augment_on"],
+        "augmentation": options["augment"],
         "loss": options["loss"],
         "target": options["target"],
         # A task trains its own classes from its own images (MEN-RT: T1c alone).
@@ -86,6 +87,8 @@ def _refuse_before_writing(config, out_dir):
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multi-worker"]))
 @click.option("--augment-on", type=click.Choice(["cpu", "device"]), help="Where augmentation runs.")
+@click.option("--augment", type=click.Choice(["paper", "nnunet"]),
+              help="Augmentation set: the lightweight paper's, or nnU-Net's (default: the preset's, or the demo's).")
 @click.option("--target", type=click.Choice(["classes", "regions", "whole_tumor"]),
               help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
 @click.option("--task", type=click.Choice(TASKS),
@@ -131,11 +134,12 @@ def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, ti
     elif data_dir is None:
         out_dir = out_dir or os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S"))
         config = train_config.resolve_config(preset or "lightweight2020", {**demo.DEMO_OVERRIDES, **overrides})
+        demo.check_demo_requirements()
         _refuse_before_writing(config, out_dir)
         # Claimed before the phantoms go into it, so they never land in someone else's folder.
         run_files.claim_run_dir(out_dir)
         data_root = os.path.join(out_dir, "demo_data")
-        click.echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
+        click.echo(f"demo: writing synthetic BraTS 2020 cases on the MNI152 anatomy to {data_root}")
         data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
         time_limit = time_limit or DEMO_TIME_LIMIT
     else:

@@ -25,6 +25,8 @@ LOSS_TARGETS = {
 }
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 AUGMENT_ON = ("cpu", "device")
+# The names of bratskeras.augment.AUGMENTATION_SETS (kept here so a config needs no TF import).
+AUGMENTATIONS = ("paper", "nnunet")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class TrainConfig:
             clipnorm (global gradient norm; 0 disables).
         epochs, steps_per_epoch, batch_size, patch_size (d, h, w).
         crop ("bbox" | "center" | "none"), crop_size: preprocessing.
-        foreground_fraction, augment, augment_on ("cpu" | "device").
+        foreground_fraction, augment, augment_on ("cpu" | "device"),
+            augmentation (a set of bratskeras.augment: "paper" | "nnunet").
         reduce_lr_factor/patience/min_lr: ReduceLROnPlateau on val_loss
             (patience 0 disables); early_stopping_patience (0 disables).
         checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.
@@ -74,6 +77,7 @@ class TrainConfig:
     foreground_fraction: float = 1 / 3
     augment: bool = True
     augment_on: str = "cpu"
+    augmentation: str = "paper"
     reduce_lr_factor: float = 0.5
     reduce_lr_patience: int = 2
     reduce_lr_min: float = 1e-6
@@ -96,6 +100,8 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         _check(self.augment_on in AUGMENT_ON, f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
+        _check(self.augmentation in AUGMENTATIONS,
+               f"--augment must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
         _check(self.optimizer in ("adamw", "adam"), f"optimizer must be adamw or adam, got {self.optimizer!r}")
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
@@ -147,6 +153,7 @@ PRESETS = {
         "target": "classes",
         "loss": "dice_ce",
         "loss_kwargs": {"ce_weight": 0.3, "dice_weight": 0.7},
+        "augmentation": "paper",
         "optimizer": "adamw",
         "learning_rate": 5e-4,
         "weight_decay": 5e-4,

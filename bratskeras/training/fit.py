@@ -199,6 +199,7 @@ def _train_input(config, cached, strategy, first_step):
         patch_size=config.patch_size, batch_size=config.batch_size,
         foreground_fraction=config.foreground_fraction, target=config.target,
         augment=config.augment, augment_on=config.augment_on, seed=config.seed,
+        augmentation=data.AUGMENTATION_SETS[config.augmentation],
     )
     first_index = first_step * config.batch_size
     if strategy.num_replicas_in_sync == 1:
@@ -287,7 +288,7 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         device_augmentation = config.augment and config.augment_on == "device"
         model = TrainingModel(
             network, seed=config.seed,
-            augmentation=data.AugmentConfig() if device_augmentation else None,
+            augmentation=data.AUGMENTATION_SETS[config.augmentation] if device_augmentation else None,
             multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
         loss_kwargs = {"from_logits": logits, **config.loss_kwargs}
         model.compile(
