@@ -1,5 +1,10 @@
 """Synthetic BraTS-like phantoms written in the real on-disk layouts.
 
+Two kinds (`write_dataset(kind=...)`, `bratskeras synth --kind`): "simple",
+this module's geometric phantoms described below (fast, used by the unit
+tests), and "anatomy", heads on the MNI152 brain template with realistic
+tissue contrasts and scanner variation (bratskeras.anatomy; the demo's).
+
 Each case is a skull-stripped head: white matter inside grey matter inside a
 CSF rim, plus two ventricles, and one tumor made of a necrotic core (NCR),
 an enhancing rim (ET) and surrounding edema (ED), with irregular borders,
