@@ -37,6 +37,7 @@ everything stays that of real scans).
 
 import functools
 import importlib.util
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -161,11 +162,16 @@ def load_template():
     return stack
 
 
-def _brain_box(template):
-    """(centre (3,), extent (3,)) of the template's brain in template voxels."""
-    coords = np.argwhere(template[3] > 0)
+@functools.lru_cache(maxsize=1)
+def _brain_box_cached():
+    coords = np.argwhere(load_template()[3] > 0)
     low, high = coords.min(0), coords.max(0)
     return (low + high) / 2.0, high - low + 1
+
+
+def _brain_box(template):
+    """(centre (3,), extent (3,)) of the template's brain in template voxels (computed once)."""
+    return _brain_box_cached()
 
 
 # --------------------------------------------------------------------------- one case
@@ -192,15 +198,38 @@ def make_case(shape=BRATS_SHAPE, seed=0, settings=DEFAULT):
     tumor_centre = _tumor_centre(template, rng)
     to_template = _random_affine(rng, settings)
     grid_centre = _grid_centre(template, tumor_centre, to_template, shape, rng)
-    points = _output_points(shape, grid_centre)  # (3, D, H, W) mm offsets from the tumor centre
+    # Only the box that can hold the brain is computed; the rest is background.
+    low, high = _brain_bounds(template, tumor_centre, to_template, grid_centre, shape, settings)
+    points = _output_points(high - low, grid_centre - low)  # (3, d, h, w) mm offsets from the tumor centre
     points = _mass_effect(points, rng, settings)
     coords = _template_coordinates(points, tumor_centre, to_template, rng, settings)
     tissue = np.stack([ndimage.map_coordinates(m, coords, order=1, mode="constant", cval=0.0, prefilter=False)
-                       for m in template])  # (4, D, H, W)
+                       for m in template[:3]])  # (3, d, h, w): CSF, GM, WM
+    tissue = np.concatenate([tissue, tissue.sum(0, keepdims=True)])  # + the brain (their sum)
     brain = tissue[3] > 0.5
-    classes = _tumor(points, tissue, brain, rng, settings)
-    images = _images(tissue, classes, brain | (classes > 0), points, rng, settings)
+    box_classes = _tumor(points, tissue, brain, rng, settings)
+    box_images = _images(tissue, box_classes, brain | (box_classes > 0), points, rng, settings)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    classes = np.zeros(shape, dtype=np.uint8)
+    classes[box] = box_classes
+    images = {}
+    for modality, volume in box_images.items():
+        images[modality] = np.zeros(shape, dtype=np.int16)
+        images[modality][box] = volume
     return images, classes
+
+
+def _brain_bounds(template, tumor_centre, to_template, grid_centre, shape, settings):
+    """(low, high) int (3,) output voxels of the box that holds the deformed brain, within the grid."""
+    centre, extent = _brain_box(template)
+    corners = np.array(list(itertools.product(*[(c - e / 2, c + e / 2) for c, e in zip(centre, extent)])))
+    out = np.linalg.solve(to_template, (corners - tumor_centre).T).T + grid_centre
+    margin = settings.deformation_mm + 4
+    low = np.clip(np.floor(out.min(0) - margin), 0, shape).astype(int)
+    high = np.clip(np.ceil(out.max(0) + margin) + 1, 0, shape).astype(int)
+    if (high - low < 8).any():  # a window off the brain cannot happen with a tumor centre in it; stay safe
+        return np.zeros(3, dtype=int), np.asarray(shape)
+    return low, high
 
 
 def _tumor_centre(template, rng):
@@ -353,8 +382,8 @@ def _scanner(volume, foreground, points, rng, settings):
     x, y, z = points / np.float32(100.0)
     bias = np.exp(coefficients[0] * x + coefficients[1] * y + coefficients[2] * z + coefficients[3] * x * y)
     level = np.float32(rng.uniform(*settings.noise))
-    real = volume * bias + rng.normal(0.0, level, size=volume.shape).astype(np.float32)
-    imaginary = rng.normal(0.0, level, size=volume.shape).astype(np.float32)
+    real = volume * bias + level * rng.standard_normal(volume.shape, dtype=np.float32)
+    imaginary = level * rng.standard_normal(volume.shape, dtype=np.float32)
     magnitude = np.sqrt(real**2 + imaginary**2)  # magnitude images: Rician noise
     scaled = np.clip(magnitude * np.float32(rng.uniform(*settings.intensity_scale)), 1, 32767)
     return np.where(foreground, scaled, 0).astype(np.int16)

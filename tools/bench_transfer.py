@@ -36,7 +36,8 @@ def train_demo(root, kind, augmentation, time_limit, seed=0, epochs=None):
     from bratskeras.training.fit import fit
 
     start = time.monotonic()
-    overrides = {**demo.DEMO_OVERRIDES, "augmentation": augmentation, "seed": seed, "epochs": epochs}
+    base = demo.DEMO_OVERRIDES if kind == "anatomy" else demo.SIMPLE_DEMO_OVERRIDES
+    overrides = {**base, "augmentation": augmentation, "seed": seed, "epochs": epochs}
     config = train_config.resolve_config("lightweight2020", overrides)
     train_dir, heldout_dir = demo.write_demo_data(os.path.join(root, "data"), seed=seed, kind=kind)
     remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - start))
