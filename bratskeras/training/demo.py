@@ -25,6 +25,9 @@ DEMO_OVERRIDES = {
     "batch_size": 2,
     "patch_size": (48, 48, 40),
     "crop": "bbox",
+    # 4x the preset's rate: in the demo's few hundred steps it reached held-out
+    # WT 0.34 where 5e-4 reached 0.19 (whole heads, 120 steps, loaded machine).
+    "learning_rate": 2e-3,
     "early_stopping_patience": 0,
     "checkpoint_every": 5,
     "augmentation": "paper",
@@ -34,7 +37,7 @@ DEMO_OVERRIDES = {
 SIMPLE_DEMO_SHAPE = (48, 48, 40)
 SIMPLE_DEMO_CASES = 16
 SIMPLE_DEMO_HELDOUT_CASES = 4
-SIMPLE_DEMO_OVERRIDES = {**DEMO_OVERRIDES, "epochs": 30, "steps_per_epoch": 24, "crop": "none"}
+SIMPLE_DEMO_OVERRIDES = {**DEMO_OVERRIDES, "epochs": 30, "steps_per_epoch": 24, "crop": "none", "learning_rate": 5e-4}
 
 
 # The whole command's budget: 4 min 15 s up to the end of training leaves
