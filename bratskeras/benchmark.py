@@ -227,16 +227,17 @@ def run_jobs(jobs, isolate=True):
 
 
 def pipeline_patches_per_second(cached, patch_size, augment_on, patches, batch_size=2,
-                                rotation_degrees=0.0):
+                                rotation_degrees=0.0, augmentation=None):
     """Training batches drawn from the cache, in patches/s (after 3 warm-up batches).
 
-    rotation_degrees > 0 adds the optional small-angle axial rotation (CPU path).
+    rotation_degrees > 0 adds the optional small-angle axial rotation (CPU path);
+    `augmentation` (an augment.AugmentConfig) replaces the paper's set.
     """
     from bratskeras import data
 
+    augmentation = augmentation or data.AugmentConfig(rotation_degrees=rotation_degrees)
     config = data.PipelineConfig(patch_size=tuple(patch_size), batch_size=batch_size,
-                                 augment_on=augment_on,
-                                 augmentation=data.AugmentConfig(rotation_degrees=rotation_degrees))
+                                 augment_on=augment_on, augmentation=augmentation)
     iterator = iter(data.train_dataset(cached, config))
     for _ in range(3):
         next(iterator)

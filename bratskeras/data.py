@@ -1,4 +1,4 @@
-"""tf.data pipelines over the preprocessing cache, augmentation, and splits.
+"""tf.data pipelines over the preprocessing cache, and splits (augmentation: bratskeras.augment).
 
 Shapes: x is float32 (B, D, H, W, C) with C the cached modalities in their
 cached order; y depends on `target` (bratskeras.targets.TARGETS):
@@ -16,43 +16,18 @@ reproducible whatever the parallelism. Augmentation runs in the tf.data map
 per-patch function, so the distributions are identical.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from bratskeras import preprocessing, targets
 
+# The augmentation lives in bratskeras.augment; the pipeline applies it, and
+# these names stay importable from here.
+from bratskeras.augment import AUGMENTATION_SETS, AugmentConfig, augment_batch, augment_patch  # noqa: F401
+
 # Where augmentation runs: in the tf.data map, or in the model's train step.
 AUGMENT_ON = ("cpu", "device")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Distribution of the random transforms (applied identically to x and y).
-
-    Attributes:
-        flip_probability: per spatial axis.
-        rot90: random multiple of 90 degrees in the axial (D, H) plane; only
-            applied when the patch's D and H sizes are equal. Drawn as a D/H
-            transpose with probability 0.5 combined with the flips; with
-            flip_probability 0.5 that is uniform over the 8 axial symmetries,
-            i.e. a uniform rotation k * 90 degrees and a uniform flip.
-        rotation_degrees: max small-angle axial rotation (uniform in +-); 0 = off
-            (it resamples the whole patch, so it costs about as much as the rest).
-        scale: per-channel multiplicative factor uniform in [1 - scale, 1 + scale].
-        shift: per-channel additive offset uniform in [-shift, shift] (z-score units).
-        gamma_probability: chance per patch of a gamma transform.
-        gamma_range: per-channel gamma, uniform in this range.
-    """
-
-    flip_probability: float = 0.5
-    rot90: bool = True
-    rotation_degrees: float = 0.0
-    scale: float = 0.1
-    shift: float = 0.1
-    gamma_probability: float = 0.3
-    gamma_range: tuple = (0.7, 1.5)
 
 
 @dataclass(frozen=True)
@@ -176,163 +151,6 @@ class _TrainSampler:
         start, _ = patch_start(image.shape[:3], self.config.patch_size, fg, rng,
                                self.config.foreground_fraction)
         return read_patch(image, start, self.config.patch_size), read_patch(seg, start, self.config.patch_size)
-
-
-# --------------------------------------------------------------------------- augmentation (TF)
-
-
-def augment_patch(image, label, seed, config=AugmentConfig()):
-    """Random transforms of one patch, identical on image and label.
-
-    Args:
-        image: float32 (D, H, W, C).
-        label: (D, H, W, K) of any dtype (classes or a float target).
-        seed: int32/int64 tensor of shape (2,) (stateless randomness).
-        config: AugmentConfig.
-
-    Returns:
-        (image, label) with the same shapes and dtypes (D and H swap places
-        under rot90 only when they are equal, so shapes never change).
-    """
-    import tensorflow as tf
-
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
-    # Flips and 90-degree axial rotations compose into one optional D/H transpose
-    # followed by one reverse: each output voxel is copied once, not once per transform.
-    transpose = tf.constant(False)
-    if config.rot90 and image.shape[0] is not None and image.shape[0] == image.shape[1]:
-        transpose = tf.random.stateless_uniform([], seeds[3]) < 0.5
-    flips = tf.random.stateless_uniform([3], seeds[0]) < config.flip_probability
-    code = tf.cast(transpose, tf.int32) + tf.reduce_sum(tf.cast(flips, tf.int32) * [2, 4, 8])
-    label = _flip(label, code)
-    scale, shift, apply_gamma, gamma = _intensity_parameters(image, seeds[5], seeds[6], config)
-    if config.rotation_degrees > 0:
-        angle = tf.random.stateless_uniform([], seeds[4], -1.0, 1.0) * (config.rotation_degrees * math.pi / 180)
-        image = _rotate_axial(_flip(image, code), angle, "BILINEAR")
-        label = _rotate_axial(label, angle, "NEAREST")
-        return _intensity(image, scale, shift, apply_gamma, gamma), label
-    # Intensity transforms are per voxel, so they commute with flips: without
-    # gamma the flip and the multiply-add are one pass.
-    image = tf.cond(apply_gamma,
-                    lambda: _intensity(_flip(image, code), scale, shift, True, gamma),
-                    lambda: _flip_scale_shift(image, code, scale, shift))
-    return image, label
-
-
-def _flip_variants(volume, code, scale=None, shift=None):
-    """Branch `code` (bit 0: D/H transpose, bits 1-3: reverse D, H, W) of 16, then x * scale + shift."""
-    import tensorflow as tf
-
-    def variant(k):
-        def branch():
-            out = tf.transpose(volume, [1, 0, 2, 3]) if k & 1 else volume
-            axes = [axis for axis in range(3) if k >> (axis + 1) & 1]
-            out = tf.reverse(out, axes) if axes else out
-            return out if scale is None else out * scale + shift
-        return branch
-
-    return tf.switch_case(code, [variant(k) for k in range(16)])
-
-
-def _jit(fn):
-    import tensorflow as tf
-
-    # XLA fuses the transpose, reverse and multiply-add of a branch into one
-    # pass over the patch (3x faster than TF's separate kernels on CPU). Only
-    # these element-wise kernels are compiled; XLA is not used for convolutions.
-    return tf.function(fn, jit_compile=True, reduce_retracing=True)
-
-
-_compiled = {}
-
-
-def _flip(volume, code):
-    """`volume` (D, H, W, C) flipped/transposed as `code` says (see `_flip_variants`)."""
-    if "flip" not in _compiled:
-        _compiled["flip"] = _jit(lambda volume, code: _flip_variants(volume, code))
-    return _compiled["flip"](volume, code)
-
-
-def _flip_scale_shift(volume, code, scale, shift):
-    if "flip_scale_shift" not in _compiled:
-        _compiled["flip_scale_shift"] = _jit(_flip_variants)
-    return _compiled["flip_scale_shift"](volume, code, scale, shift)
-
-
-def _rotate_axial(volume, angle, interpolation):
-    """Rotates (D, H, W, C) about the patch centre in the (D, H) plane, zero fill."""
-    import tensorflow as tf
-
-    shape = tf.shape(volume)
-    # View W and C as channels of one 2-D image so one op resamples the whole patch.
-    flat = tf.reshape(volume, [1, shape[0], shape[1], shape[2] * shape[3]])
-    cy, cx = (tf.cast(shape[0], tf.float32) - 1) / 2, (tf.cast(shape[1], tf.float32) - 1) / 2
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
-                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])[None]
-    rotated = tf.raw_ops.ImageProjectiveTransformV3(
-        images=flat, transforms=transform, output_shape=shape[:2], fill_value=0.0,
-        interpolation=interpolation, fill_mode="CONSTANT")
-    return tf.reshape(rotated, shape)
-
-
-def _intensity_parameters(image, seed_affine, seed_gamma, config):
-    """Per-channel scale, shift, whether to apply gamma, and gamma; image (D, H, W, C)."""
-    import tensorflow as tf
-
-    channels = tf.shape(image)[-1:]
-    affine_seeds = tf.random.experimental.stateless_split(seed_affine, 2)
-    scale = tf.random.stateless_uniform(channels, affine_seeds[0], 1 - config.scale, 1 + config.scale)
-    shift = tf.random.stateless_uniform(channels, affine_seeds[1], -config.shift, config.shift)
-    gamma_seeds = tf.random.experimental.stateless_split(seed_gamma, 2)
-    apply_gamma = tf.random.stateless_uniform([], gamma_seeds[0]) < config.gamma_probability
-    gamma = tf.random.stateless_uniform(channels, gamma_seeds[1], *config.gamma_range)
-    return scale, shift, apply_gamma, gamma
-
-
-def _intensity(image, scale, shift, apply_gamma, gamma):
-    """Per-channel gamma (if apply_gamma) then scale and shift; image (D, H, W, C) float32.
-
-    y = ((x - low) / span) ** gamma * span + low, then y * scale + shift.
-    """
-    import tensorflow as tf
-
-    def with_gamma():
-        # Gamma needs non-negative input: map each channel's range to [0, 1] and
-        # back, folding the way back and the scale/shift into one multiply-add.
-        # exp(g * log(u)) rather than pow(u, g): TF's float pow is scalar code,
-        # ~10x slower on CPU than the vectorised exp and log (pow costed 0.3 s
-        # per 128^3 x 4 patch, most of the augmentation time); log(0) = -inf
-        # gives exp(-inf) = 0 = 0**g as pow does.
-        low = tf.reduce_min(image, axis=[0, 1, 2])
-        span = tf.reduce_max(image, axis=[0, 1, 2]) - low + 1e-7
-        unit = (image - low) * (1.0 / span)
-        return tf.exp(gamma * tf.math.log(unit)) * (span * scale) + (low * scale + shift)
-
-    if isinstance(apply_gamma, bool):
-        return with_gamma() if apply_gamma else image * scale + shift
-    return tf.cond(apply_gamma, with_gamma, lambda: image * scale + shift)
-
-
-def augment_batch(images, labels_batch, seed, config=AugmentConfig()):
-    """`augment_patch` on each sample of a batch; pure TF, usable inside a train step.
-
-    Args:
-        images: float32 (B, D, H, W, C).
-        labels_batch: (B, D, H, W, K), any dtype.
-        seed: int tensor (2,), e.g. (seed, step); sample b uses a split of it.
-        config: AugmentConfig (the one the pipeline would have used on the CPU).
-
-    Returns:
-        (images, labels) of the same shapes and dtypes.
-    """
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), batch)
-    return tf.map_fn(lambda args: augment_patch(args[0], args[1], args[2], config),
-                     (images, labels_batch, seeds),
-                     fn_output_signature=(images.dtype, labels_batch.dtype))
 
 
 # --------------------------------------------------------------------------- datasets

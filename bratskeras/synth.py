@@ -1,5 +1,10 @@
 """Synthetic BraTS-like phantoms written in the real on-disk layouts.
 
+Two kinds (`write_dataset(kind=...)`, `bratskeras synth --kind`): "simple",
+this module's geometric phantoms described below (fast, used by the unit
+tests), and "anatomy", heads on the MNI152 brain template with realistic
+tissue contrasts and scanner variation (bratskeras.anatomy; the demo's).
+
 Each case is a skull-stripped head: white matter inside grey matter inside a
 CSF rim, plus two ventricles, and one tumor made of a necrotic core (NCR),
 an enhancing rim (ET) and surrounding edema (ED), with irregular borders,
@@ -28,6 +33,9 @@ from bratskeras.errors import OutputExistsError
 
 SYNTH_LAYOUTS = layouts.NAMES
 DEFAULT_SHAPE = (64, 64, 48)
+# "simple": the geometric phantoms of this module (fast, no extra package);
+# "anatomy": bratskeras.anatomy's cases on the MNI152 template (the `anatomy` extra).
+KINDS = ("simple", "anatomy")
 # Left in every folder synth writes: --overwrite writes only into such a folder.
 SYNTH_MARKER = ".bratskeras-synth"
 
@@ -156,7 +164,7 @@ def _bias_field(grid, rng):
 
 
 def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False,
-                  task=None):
+                  task=None, kind="simple", settings="default"):
     """Writes `cases` phantoms to `out_dir` in a release's on-disk layout.
 
     Args:
@@ -169,6 +177,11 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
             before (SYNTH_MARKER; same-named files are replaced).
         task: a 2023-2025 task (labels.TASKS): the brats2023 layout with that
             task's case folders, modalities and label values (see `task_case_id`).
+        kind: one of KINDS; "anatomy" needs nilearn (see bratskeras.anatomy)
+            and takes `shape` as a 1 mm grid (anatomy.BRATS_SHAPE: whole heads).
+        settings: the anatomy generator's ranges, a name of anatomy.SETTINGS
+            ("default" for training, "heldout" for other ranges) or an
+            anatomy.AnatomySettings; ignored for "simple".
 
     Returns:
         The list of written case folder paths (kaggle-h5: the slice folder).
@@ -186,6 +199,7 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}")
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
+    make = _case_maker(kind, settings, task)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
@@ -198,7 +212,30 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         return [_write_task_case(out_dir, index, shape, (seed, index), labels.get_scheme(task))
                 for index in range(cases)]
     writer = _WRITERS[layout]
-    return [writer(out_dir, index, *make_case(shape, (seed, index))) for index in range(cases)]
+    return [writer(out_dir, index, *make(shape, (seed, index))) for index in range(cases)]
+
+
+def _case_maker(kind, settings, task):
+    """make_case(shape, seed) -> (images, classes) of the phantom kind asked for.
+
+    Raises:
+        ValueError: unknown kind or settings; anatomy with a task.
+        ConfigError: anatomy without nilearn (the message says what to install).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown phantom kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind == "simple":
+        return make_case
+    from bratskeras import anatomy
+
+    if task is not None:
+        raise ValueError("anatomy phantoms have the classic NCR/ED/ET classes: write a --task with kind simple")
+    if isinstance(settings, str):
+        if settings not in anatomy.SETTINGS:
+            raise ValueError(f"unknown anatomy settings {settings!r}; expected one of {', '.join(anatomy.SETTINGS)}")
+        settings = anatomy.SETTINGS[settings]
+    anatomy.check_available()
+    return lambda shape, seed: anatomy.make_case(shape, seed, settings)
 
 
 def _check_out_dir(out_dir, overwrite):

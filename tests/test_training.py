@@ -187,6 +187,24 @@ def test_device_augmentation_trains(dataset, tmp_path):
     assert model.name == "lightweight_unet"
 
 
+def test_nnunet_augmentation_on_device_trains(dataset, tmp_path):
+    result = fit(tiny_config(augment_on="device", augmentation="nnunet", epochs=1), dataset, str(tmp_path / "run"),
+                 verbose=0)
+    assert result.epochs == 1 and np.isfinite(float(history_rows(result.run_dir)[0]["loss"]))
+
+
+def test_fit_augment_flag_selects_the_set(dataset, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["fit", dataset, "--out", str(out), "--augment", "nnunet", "--epochs", "1",
+                                      "--steps-per-epoch", "1", "--patch-size", "16,16,16", "--model-arg",
+                                      "base_filters=4", "--precision", "float32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.load(open(out / "config.json"))["augmentation"] == "nnunet"
+    assert resolve_config().augmentation == "paper"  # the lightweight2020 preset keeps the paper's set
+    with pytest.raises(ConfigError, match="--augment must be one of"):
+        resolve_config("lightweight2020", {"augmentation": "heavy"})
+
+
 def test_mixed_bfloat16_training_keeps_losses_and_metrics_float32(dataset, tmp_path):
     result = fit(tiny_config(precision="mixed_bfloat16", epochs=1), dataset, str(tmp_path / "run"), verbose=0)
     rows = history_rows(result.run_dir)

@@ -6,7 +6,8 @@ Writes full-size (240 x 240 x 155) synthetic cases as .nii and .nii.gz in a
 temporary folder, times caching them (read + z-score + crop + .npy write),
 then times 128^3 x 4 patches drawn from the cache with CPU augmentation
 (without and with the optional small-angle rotation, which resamples the
-whole patch) and with augmentation left to the device (augment_on="device").
+whole patch, and with nnU-Net's set, `fit --augment nnunet`) and with
+augmentation left to the device (augment_on="device").
 The gzip line is the lower bound for .nii.gz: decompressing the same files.
 """
 
@@ -16,7 +17,7 @@ import gzip
 import tempfile
 import time
 
-from bratskeras import benchmark, cache, layouts, synth
+from bratskeras import augment, benchmark, cache, layouts, synth
 
 FULL_SHAPE = (240, 240, 155)
 
@@ -29,9 +30,9 @@ def time_preprocessing(root, layout, cases, cache_dir):
     return cases / (time.perf_counter() - start), cached
 
 
-def time_patches(cached, augment_on, patches, batch_size=2, rotation_degrees=0.0):
+def time_patches(cached, augment_on, patches, batch_size=2, rotation_degrees=0.0, augmentation=None):
     return benchmark.pipeline_patches_per_second(cached, (128, 128, 128), augment_on, patches, batch_size,
-                                                 rotation_degrees)
+                                                 rotation_degrees, augmentation)
 
 
 def time_gzip_only(root, cases):
@@ -58,6 +59,8 @@ def main():
         print(f"128^3 x 4 patches, CPU augmentation:      {time_patches(cached, 'cpu', args.patches):.1f} patches/s")
         rotated = time_patches(cached, "cpu", args.patches, rotation_degrees=10.0)
         print(f"128^3 x 4 patches, CPU augmentation + small rotations (+-10 deg): {rotated:.1f} patches/s")
+        nnunet = time_patches(cached, "cpu", args.patches, augmentation=augment.AUGMENTATION_SETS["nnunet"])
+        print(f"128^3 x 4 patches, CPU augmentation, nnU-Net's set (--augment nnunet): {nnunet:.1f} patches/s")
         print(f"128^3 x 4 patches, augmentation on device: {time_patches(cached, 'device', args.patches):.1f} patches/s")
 
 

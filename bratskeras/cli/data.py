@@ -42,19 +42,26 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--cases", default=4, show_default=True, type=click.IntRange(min=1), help="Number of cases.")
-@click.option("--shape", default="64,64,48", show_default=True, help="D,H,W voxels per case.")
+@click.option("--shape", help="D,H,W voxels per case (default: 64,64,48 simple; 240,240,155 anatomy, at 1 mm).")
 @click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="brats2020", show_default=True,
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
 @click.option("--task", type=click.Choice(TASKS),
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
-def synth_command(out_dir, cases, shape, layout, task, seed, overwrite):
+@click.option("--kind", type=click.Choice(["simple", "anatomy"]), default="simple", show_default=True,
+              help="Geometric phantoms, or heads on the MNI152 template (needs bratskeras[anatomy]).")
+@click.option("--settings", type=click.Choice(["default", "heldout"]), default="default", show_default=True,
+              help="Anatomy generator ranges: training's, or the held-out set's other ranges.")
+def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings):
     """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
-    from bratskeras.synth import write_dataset
+    from bratskeras.synth import DEFAULT_SHAPE, write_dataset
 
+    if shape is None:
+        shape = "240,240,155" if kind == "anatomy" else ",".join(map(str, DEFAULT_SHAPE))
     folders = write_dataset(out_dir, cases=cases, shape=parse_shape(shape, 3, "--shape"),
-                            layout=layout, seed=seed, overwrite=overwrite, task=task)
+                            layout=layout, seed=seed, overwrite=overwrite, task=task, kind=kind,
+                            settings=settings)
     click.echo(f"wrote {cases} {task or layout} case(s) to {out_dir} ({len(set(folders))} folder(s))")
 
 

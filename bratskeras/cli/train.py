@@ -11,7 +11,7 @@ from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.data import AUGMENT_ON
 from bratskeras.labels import SCHEMES, TASKS
 from bratskeras.targets import NAMES as TARGET_NAMES
-from bratskeras.training.config import LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
+from bratskeras.training.config import AUGMENTATIONS, LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
 from bratskeras.training.demo import DEMO_TIME_LIMIT
 
 
@@ -35,6 +35,7 @@ def _overrides(options):
         "fold": options["fold"],
         "learning_rate": options["learning_rate"],
         "augment_on": options["augment_on"],
+        "augmentation": options["augment"],
         "loss": options["loss"],
         "target": options["target"],
         # A task trains its own classes from its own images (MEN-RT: T1c alone).
@@ -80,6 +81,8 @@ def _key_values(pairs):
 @click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--strategy", type=click.Choice(STRATEGIES))
 @click.option("--augment-on", type=click.Choice(AUGMENT_ON), help="Where augmentation runs.")
+@click.option("--augment", type=click.Choice(AUGMENTATIONS),
+              help="Augmentation set: the lightweight paper's, or nnU-Net's (default: the preset's).")
 @click.option("--target", type=click.Choice(TARGET_NAMES),
               help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
 @click.option("--task", type=click.Choice(TASKS),

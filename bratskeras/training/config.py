@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 
 from bratskeras import labels, targets
+from bratskeras.augment import AUGMENTATION_SETS
 from bratskeras.data import AUGMENT_ON, PipelineConfig
 from bratskeras.errors import ConfigError
 from bratskeras.preprocessing import PreprocessSettings
@@ -37,6 +38,8 @@ LOSS_TARGETS = {
 }
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adamw", "adam")
+# The named augmentation sets of bratskeras.augment (fit --augment).
+AUGMENTATIONS = tuple(AUGMENTATION_SETS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class TrainConfig:
             clipnorm (global gradient norm; 0 disables).
         epochs, steps_per_epoch, batch_size, patch_size (d, h, w).
         crop ("bbox" | "center" | "none"), crop_size: preprocessing.
-        foreground_fraction, augment, augment_on ("cpu" | "device").
+        foreground_fraction, augment, augment_on ("cpu" | "device"),
+            augmentation (a set of bratskeras.augment: "paper" | "nnunet").
         reduce_lr_factor/patience/min_lr: ReduceLROnPlateau on val_loss
             (patience 0 disables); early_stopping_patience (0 disables).
         checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.
@@ -86,6 +90,7 @@ class TrainConfig:
     foreground_fraction: float = _PIPELINE.foreground_fraction
     augment: bool = _PIPELINE.augment
     augment_on: str = _PIPELINE.augment_on
+    augmentation: str = "paper"  # the lightweight paper's set (bratskeras.augment.AUGMENTATION_SETS)
     reduce_lr_factor: float = 0.5
     reduce_lr_patience: int = 2
     reduce_lr_min: float = 1e-6
@@ -109,6 +114,8 @@ class TrainConfig:
         _check(self.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         _check(self.augment_on in AUGMENT_ON, f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        _check(self.augmentation in AUGMENTATIONS,
+               f"--augment must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _check(len(self.patch_size) == 3 and min(self.patch_size) >= 1,

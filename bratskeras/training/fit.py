@@ -224,7 +224,7 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
         device_augmentation = config.augment and config.augment_on == "device"
         model = TrainingModel(
             network, seed=config.seed,
-            augmentation=data.AugmentConfig() if device_augmentation else None,
+            augmentation=data.AUGMENTATION_SETS[config.augmentation] if device_augmentation else None,
             multi_worker=_is_multi_worker(strategy))
         model.compile(optimizer=make_optimizer(config), loss=_loss(config), metrics=_metrics(config),
                       jit_compile=xla)
