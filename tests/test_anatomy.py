@@ -116,9 +116,10 @@ def test_missing_nilearn_is_one_line_with_the_install_command(tmp_path, monkeypa
     with pytest.raises(ConfigError, match=r'pip install "bratskeras\[anatomy\]"'):
         synth.write_dataset(tmp_path / "out", cases=1, shape=(32, 32, 24), kind="anatomy")
     assert not (tmp_path / "out").exists()
-    result = CliRunner().invoke(cli_main, ["fit", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(cli_main, ["synth", str(tmp_path / "cli"), "--kind", "anatomy", "--cases", "1",
+                                           "--shape", "32,32,24"])
     assert result.exit_code != 0 and 'pip install "bratskeras[anatomy]"' in result.output
-    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "cli").exists()
 
 
 def test_synth_cli_kind_anatomy(tmp_path):
