@@ -25,6 +25,8 @@ Shapes: image float32 (D, H, W, C); label (D, H, W, K), any dtype.
 import math
 from dataclasses import dataclass
 
+from bratskeras import resampling
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -182,11 +184,15 @@ def _jit(fn):
     import tensorflow as tf
 
     # XLA fuses the transpose, reverse and multiply-add of a branch into one
-    # pass over the patch (3x faster than TF's separate kernels on CPU). Only
+    # pass over the patch (faster than TF's separate kernels on CPU; figure in
+    # docs/benchmarks.md, "Figures behind code choices"). Only
     # these element-wise kernels are compiled; XLA is not used for convolutions.
     return tf.function(fn, jit_compile=True, reduce_retracing=True)
 
 
+# The compiled (XLA) element-wise kernels by name, created on first use. Owned
+# by this module alone: only its functions read or fill it, and the kernels
+# hold no model state, so sharing them across pipelines is safe.
 _compiled = {}
 
 
@@ -245,9 +251,9 @@ def _intensity(image, scale, shift, apply_gamma, gamma):
         # Gamma needs non-negative input: map each channel's range to [0, 1] and
         # back, folding the way back and the scale/shift into one multiply-add.
         # exp(g * log(u)) rather than pow(u, g): TF's float pow is scalar code,
-        # ~10x slower on CPU than the vectorised exp and log (pow costed 0.3 s
-        # per 128^3 x 4 patch, most of the augmentation time); log(0) = -inf
-        # gives exp(-inf) = 0 = 0**g as pow does.
+        # far slower on CPU than the vectorised exp and log (docs/benchmarks.md,
+        # "Figures behind code choices"); log(0) = -inf gives exp(-inf) = 0 =
+        # 0**g as pow does.
         low = tf.reduce_min(image, axis=[0, 1, 2])
         span = tf.reduce_max(image, axis=[0, 1, 2]) - low + 1e-7
         unit = (image - low) * (1.0 / span)
@@ -308,9 +314,10 @@ def _spatial(image, label, seed, config):
     amplitude = tf.where(elastic, tf.constant(config.elastic_voxels, tf.float32), 0.0)
 
     def resample():
-        coords = _sampling_coordinates(tf.shape(image)[:3], angles, factor, amplitude, seeds[5], config)
-        return _compiled_resampler("trilinear", _trilinear)(image, coords), \
-            _compiled_resampler("nearest", _nearest)(label, coords)
+        coords = resampling.sampling_coordinates(tf.shape(image)[:3], angles, factor, amplitude, seeds[5],
+                                                 config.elastic_wavelength)
+        return _compiled_resampler("trilinear", resampling.trilinear)(image, coords), \
+            _compiled_resampler("nearest", resampling.nearest)(label, coords)
 
     return tf.cond(rotate | zoom | elastic, resample, lambda: (image, label))
 
@@ -322,94 +329,6 @@ def _compiled_resampler(name, function):
     if name not in _compiled:
         _compiled[name] = _jit(function)
     return _compiled[name]
-
-
-def _rotation_matrix(angles):
-    """3x3 rotation from angles (3,) about the D, H and W axes, composed in that order."""
-    import tensorflow as tf
-
-    cos, sin = tf.cos(angles), tf.sin(angles)
-    one, zero = tf.ones([]), tf.zeros([])
-    about_d = tf.stack([[one, zero, zero], [zero, cos[0], -sin[0]], [zero, sin[0], cos[0]]])
-    about_h = tf.stack([[cos[1], zero, sin[1]], [zero, one, zero], [-sin[1], zero, cos[1]]])
-    about_w = tf.stack([[cos[2], -sin[2], zero], [sin[2], cos[2], zero], [zero, zero, one]])
-    return about_d @ about_h @ about_w
-
-
-def _sampling_coordinates(shape, angles, factor, amplitude, seed, config):
-    """(D, H, W, 3) float32 input coordinates of each output voxel."""
-    import tensorflow as tf
-
-    centre = (tf.cast(shape, tf.float32) - 1.0) / 2.0
-    axes = [tf.range(tf.cast(shape[a], tf.float32)) - centre[a] for a in range(3)]
-    points = tf.stack(tf.meshgrid(*axes, indexing="ij"), axis=-1)  # (D, H, W, 3)
-    coords = tf.tensordot(points / factor, tf.transpose(_rotation_matrix(angles)), axes=1) + centre
-    return coords + _displacement(shape, amplitude, seed, config)
-
-
-def _displacement(shape, amplitude, seed, config):
-    """Smooth random displacement (D, H, W, 3): per axis 3 plane waves of random direction,
-    wavelength and phase, averaged and scaled by `amplitude`.
-
-    Drawn on a grid 4x coarser per axis and resized up (linear): the waves are
-    at least `elastic_wavelength[0]` voxels long, so nothing is lost, and it
-    costs a 64th of the sines.
-    """
-    import tensorflow as tf
-
-    coarse_shape = (shape + 3) // 4
-    axes = [tf.range(tf.cast(coarse_shape[a], tf.float32)) * 4.0 for a in range(3)]
-    points = tf.stack(tf.meshgrid(*axes, indexing="ij"), axis=-1)  # (d, h, w, 3) in fine voxels
-    wave_seeds = tf.random.experimental.stateless_split(seed, 3)
-    displacement = []
-    for axis in range(3):
-        draws = tf.random.experimental.stateless_split(wave_seeds[axis], 3)
-        directions = tf.math.l2_normalize(tf.random.stateless_normal([3, 3], draws[0]), axis=1)
-        wavelengths = tf.random.stateless_uniform([3], draws[1], *config.elastic_wavelength)
-        phases = tf.random.stateless_uniform([3], draws[2], 0.0, 2 * math.pi)
-        projection = tf.tensordot(points, tf.transpose(directions), axes=1)  # (d, h, w, 3 waves)
-        waves = tf.sin(projection * (2 * math.pi / wavelengths) + phases)
-        displacement.append(tf.reduce_mean(waves, axis=-1) * amplitude)
-    return _resize_3d(tf.stack(displacement, axis=-1), shape, "bilinear")
-
-
-def _flat_index(corner, shape):
-    """(index into the flattened volume, inside mask) of integer coordinates (D, H, W, 3)."""
-    import tensorflow as tf
-
-    inside = tf.reduce_all((corner >= 0) & (corner < shape), axis=-1)
-    clipped = tf.clip_by_value(corner, 0, shape - 1)
-    index = (clipped[..., 0] * shape[1] + clipped[..., 1]) * shape[2] + clipped[..., 2]
-    return index, inside
-
-
-def _trilinear(volume, coords):
-    """volume (D, H, W, C) float read at coords (D, H, W, 3) with linear interpolation, 0 outside."""
-    import tensorflow as tf
-
-    shape = tf.shape(volume)
-    flat = tf.reshape(volume, [-1, shape[3]])
-    low = tf.floor(coords)
-    fraction = coords - low
-    low = tf.cast(low, tf.int32)
-    result = tf.zeros_like(volume)
-    for corner in range(8):
-        offset = tf.constant([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], tf.int32)
-        index, inside = _flat_index(low + offset, shape[:3])
-        weights = tf.where(offset == 1, fraction, 1.0 - fraction)
-        weight = tf.reduce_prod(weights, axis=-1) * tf.cast(inside, volume.dtype)
-        result += tf.gather(flat, index) * weight[..., None]
-    return result
-
-
-def _nearest(volume, coords):
-    """volume (D, H, W, K), any dtype, read at the nearest voxel of coords (D, H, W, 3), 0 outside."""
-    import tensorflow as tf
-
-    shape = tf.shape(volume)
-    index, inside = _flat_index(tf.cast(tf.round(coords), tf.int32), shape[:3])
-    values = tf.gather(tf.reshape(volume, [-1, shape[3]]), index)
-    return tf.where(inside[..., None], values, tf.zeros_like(values))
 
 
 def _extra_intensity(image, seeds, config):
@@ -485,16 +404,5 @@ def _low_resolution(image, seed, config):
     shape = tf.shape(image)
     factor = tf.random.stateless_uniform([], seed, *config.lowres_zoom)
     small = tf.maximum(tf.cast(tf.round(tf.cast(shape[:3], tf.float32) * factor), tf.int32), 1)
-    coarse = _resize_3d(image, small, "nearest")
-    return _resize_3d(coarse, shape[:3], "bilinear")
-
-
-def _resize_3d(volume, size, method):
-    """volume (D, H, W, C) resized to size (3,) with two 2-D resizes."""
-    import tensorflow as tf
-
-    # (D, H) first with W as the batch, then (H, W) with D as the batch.
-    across = tf.image.resize(tf.transpose(volume, [2, 0, 1, 3]), size[:2], method=method)
-    along = tf.image.resize(tf.transpose(across, [1, 2, 0, 3]), size[1:], method=method)
-    return along
-
+    coarse = resampling.resize_3d(image, small, "nearest")
+    return resampling.resize_3d(coarse, shape[:3], "bilinear")

@@ -1,6 +1,6 @@
 """Where BraTS cases lie on disk: the layouts' spec table (`LAYOUTS`) and `discover`.
 
-Layouts (REFERENCE.md section 3), detected from the case folder names; each
+Layouts (docs/reference.md section 3), detected from the case folder names; each
 is a row of LAYOUTS (its case-folder pattern, file suffixes, separator and
 extension), which discovery reads and `synth` writes:
 
@@ -64,7 +64,7 @@ LAYOUTS = {layout.name: layout for layout in (
     Layout("kaggle-h5", None, {}, extension=".h5"),
 )}
 NAMES = tuple(LAYOUTS)
-# Assumption (unverified upstream, see REFERENCE.md): the Kaggle H5 `image`
+# Assumption (unverified upstream, see docs/reference.md section 3): the Kaggle H5 `image`
 # channels are [T1, T1ce, T2, FLAIR] and the `mask` channels [NCR, ED, ET].
 H5_CHANNEL_ORDER = ("t1", "t1ce", "t2", "flair")
 H5_MASK_CLASSES = (1, 2, 3)
@@ -73,7 +73,7 @@ _SUFFIX_TO_MODALITY = {suffix: modality for layout in LAYOUTS.values()
                        for modality, suffix in layout.suffixes.items()}
 _NIFTI_RE = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
 # The 2023+ releases separate the suffix with "-", older ones with "_".
-# MEN-RT names its label <case>_gtv.
+# MEN-RT names its label <case>_gtv (docs/reference.md section 5).
 _LABEL_SUFFIXES = ("seg", "gtv")
 _SUFFIX_RE = re.compile(
     r"[_-](?P<suffix>%s)$" % "|".join(sorted({*_SUFFIX_TO_MODALITY, *_LABEL_SUFFIXES}, key=lambda s: (-len(s), s))),

@@ -20,7 +20,8 @@ import numpy as np
 # norm takes its statistics over each window, so the tiling changes the
 # result: on held-out phantoms, windows of at least 160 voxels per axis with
 # overlap 0.5 and Gaussian weighting (nnU-Net's tiling) scored best for models
-# trained on 48^3, 64^3 and 128^3 patches (docs/benchmarks.md, "Tiling"), so
+# trained on 48 x 48 x 40 and 64^3 patches (docs/benchmarks.md, "Tiling"; a
+# model trained on 128^3 patches was not measured), so
 # the default window is the training patch size, raised to 160 per axis,
 # with overlap 0.5. Faster tilings are explicit flags (e.g. --window
 # 240,80,240 --overlap 0 for 3 slabs, ~1.8x faster and less accurate).

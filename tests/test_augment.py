@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bratskeras import augment, data
+from bratskeras import augment, data, resampling
 from bratskeras.augment import AUGMENTATION_SETS, AugmentConfig
 
 NNUNET = AUGMENTATION_SETS["nnunet"]
@@ -54,10 +54,10 @@ def test_spatial_transforms_move_image_and_label_together():
 
 def test_identity_spatial_transform_is_exact():
     image, label = _block_case()
-    coords = augment._sampling_coordinates(tf.constant(label.shape[:3]), tf.zeros([3]), 1.0, 0.0,
-                                           tf.constant([0, 0], tf.int64), NNUNET)
-    assert np.allclose(augment._trilinear(tf.constant(image), coords).numpy(), image, atol=1e-5)
-    assert np.array_equal(augment._nearest(tf.constant(label), coords).numpy(), label)
+    coords = resampling.sampling_coordinates(tf.constant(label.shape[:3]), tf.zeros([3]), 1.0, 0.0,
+                                             tf.constant([0, 0], tf.int64), NNUNET.elastic_wavelength)
+    assert np.allclose(resampling.trilinear(tf.constant(image), coords).numpy(), image, atol=1e-5)
+    assert np.array_equal(resampling.nearest(tf.constant(label), coords).numpy(), label)
 
 
 @pytest.mark.parametrize("field", ["noise_probability", "blur_probability", "brightness_probability",

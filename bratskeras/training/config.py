@@ -169,7 +169,7 @@ def _check(condition, message):
         raise ConfigError(message)
 
 
-# The papers' set-ups (REFERENCE.md sections 1 and 2), as each one's
+# The papers' set-ups (docs/reference.md sections 1 and 2), as each one's
 # differences from TrainConfig's defaults (which are lightweight2020's). Plain data.
 PRESETS = {
     "lightweight2020": {},
