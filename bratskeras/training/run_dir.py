@@ -27,11 +27,12 @@ import re
 import shutil
 import uuid
 
-import tensorflow as tf
-
 from bratskeras import outputs
 from bratskeras.errors import ConfigError, OutputExistsError
 from bratskeras.outputs import atomic_path
+
+# TensorFlow is imported inside the functions that save and restore states:
+# claiming a run folder and checking its marker must not pay its ~5 s import.
 
 STATE_DIR = "state"
 # Resume states are STATE_DIR/epoch-N.{index,data-*,json} (N finished epochs).
@@ -187,6 +188,8 @@ def save_state(run_dir, epoch, model, optimizer, extra):
         optimizer: the built optimizer (all its variables are saved).
         extra: JSON-able dict (callback states, learning rate, best score).
     """
+    import tensorflow as tf
+
     state_root = os.path.join(run_dir, STATE_DIR)
     os.makedirs(state_root, exist_ok=True)
     prefix = os.path.join(state_root, f"{STATE_PREFIX}-{epoch}")
@@ -231,6 +234,8 @@ def latest_state(run_dir):
             older bratskeras versions, which cannot be restored by name, or
             the newest state's JSON is missing.
     """
+    import tensorflow as tf
+
     state_root = os.path.join(run_dir, STATE_DIR)
     _refuse_positional_state(state_root)
     prefix = tf.train.latest_checkpoint(state_root)
@@ -261,6 +266,8 @@ def load_state(prefix, model, optimizer):
         ConfigError: one line naming the first variable that is missing,
             extra, or of another shape or dtype.
     """
+    import tensorflow as tf
+
     variables = state_variables(model, optimizer)
     _check_saved_variables(prefix, variables)
     status = tf.train.Checkpoint(**_trackables(variables)).read(prefix)
@@ -271,6 +278,8 @@ def load_state(prefix, model, optimizer):
 
 def saved_variables(prefix):
     """{name: numpy array} of every variable in a resume state, names as `state_variables`."""
+    import tensorflow as tf
+
     reader = tf.train.load_checkpoint(prefix)
     return {name: reader.get_tensor(key) for key, name in _saved_names(reader).items()}
 
@@ -356,6 +365,8 @@ def _saved_names(reader):
 
 def _check_saved_variables(prefix, variables):
     """Raises ConfigError naming the first variable whose name, shape or dtype differs from the state's."""
+    import tensorflow as tf
+
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as error:
@@ -381,6 +392,8 @@ def _check_saved_variables(prefix, variables):
 
 def _manager(state_root, variables):
     # max_to_keep=1: the pointer moves to the new checkpoint before the old one is deleted.
+    import tensorflow as tf
+
     return tf.train.CheckpointManager(tf.train.Checkpoint(**_trackables(variables)), state_root,
                                       max_to_keep=1, checkpoint_name=STATE_PREFIX)
 
