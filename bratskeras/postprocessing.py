@@ -1,21 +1,24 @@
 """Optional, composable clean-up of predicted segmentations (numpy/scipy).
 
-Inputs are one case: a class index map (D, H, W) with values 0..3
-(bratskeras.labels classes) or, for the FLAIR whole-tumor model, a bool mask
-(D, H, W). The dtype decides: bool means binary mask, anything else a class map.
-Class maps are processed per region (WT, TC, ET) and recomposed with
-`targets.regions_to_classes`, so nesting ET ⊆ TC ⊆ WT is kept.
+Inputs are one case: a class index map (D, H, W) of a label scheme's
+classes (bratskeras.labels: the classic 0..3, or a task's own, e.g. gli's
+0..4 with RC) or, for the FLAIR whole-tumor model, a bool mask (D, H, W).
+The dtype decides: bool means binary mask, anything else a class map.
+Class maps are processed per region of their scheme (classic: WT, TC, ET;
+gli: WT, TC, ET, RC) and recomposed with `targets.regions_to_classes`, so
+the nesting (ET ⊆ TC ⊆ WT; ped's CC ⊆ TC) is kept.
 
 Steps are plain data for configs and the CLI, applied in order by `postprocess`:
     {"name": "average_pool", "size": 16}          FLAIR paper smoothing
     {"name": "min_component", "voxels": 50}       drop small connected components
     {"name": "min_component", "voxels": 50, "per": "class"}
-    {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR
+    {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR (NETC)
 """
 
 import numpy as np
 from scipy import ndimage
 
+from bratskeras.labels import CLASSIC_SCHEME, get_scheme
 from bratskeras.targets import classes_to_regions, regions_to_classes
 
 
@@ -91,35 +94,51 @@ def remove_small_components(mask, voxels):
     return keep[components]
 
 
-def enhancing_tumor_to_ncr(classes, voxels):
-    """The BraTS trick: if fewer than `voxels` voxels are predicted ET (class 3), make them NCR (1).
+def enhancing_tumor_to_ncr(classes, voxels, scheme=None):
+    """The BraTS trick: if fewer than `voxels` voxels are predicted ET, make them NCR (NETC in the 2023+ names).
 
     A handful of false ET voxels in a case without ET costs Dice 0 and HD95
-    373.13 on ET; relabelling them as NCR keeps them in TC and WT.
+    373.13 on ET; relabelling them as NCR keeps them in TC and WT. The
+    classes are the scheme's (None: classic, ET 3 -> NCR 1; ped: ET 1 -> NETC 2).
     """
     if voxels < 0:
         raise ValueError(f"voxels must be >= 0, received {voxels!r}")
+    enhancing_class, core_class = _enhancing_and_core(scheme)
     classes = np.array(classes, copy=True)
-    enhancing = classes == 3
+    enhancing = classes == enhancing_class
     if 0 < enhancing.sum() < voxels:
-        classes[enhancing] = 1
+        classes[enhancing] = core_class
     return classes
 
 
-def _per_region(classes, fn):
-    regions = classes_to_regions(classes)
+def _scheme(scheme):
+    return get_scheme(scheme if scheme is not None else CLASSIC_SCHEME)
+
+
+def _enhancing_and_core(scheme):
+    """(ET class, necrotic-core class) of a scheme; ValueError for one without them (MEN-RT's GTV)."""
+    names = _scheme(scheme).names
+    core = next((name for name in ("NCR", "NETC") if name in names), None)
+    if "ET" not in names or core is None:
+        raise ValueError(f"step 'et_to_ncr' needs ET and NCR classes; the {_scheme(scheme).name} scheme has "
+                         f"{', '.join(names[1:])}")
+    return names.index("ET"), names.index(core)
+
+
+def _per_region(classes, fn, scheme):
+    regions = classes_to_regions(classes, scheme)
     cleaned = np.stack([fn(regions[..., r]) for r in range(regions.shape[-1])], axis=-1)
-    # Keep the nesting ET ⊆ TC ⊆ WT when a step removed more of an outer region.
-    cleaned[..., 1] &= cleaned[..., 0]
-    cleaned[..., 2] &= cleaned[..., 1]
-    return regions_to_classes(cleaned)
+    # Keep the nesting (ET ⊆ TC ⊆ WT) when a step removed more of an outer region.
+    for inner, outer in _scheme(scheme).nesting():
+        cleaned[..., inner] &= cleaned[..., outer]
+    return regions_to_classes(cleaned, scheme)
 
 
-def _min_component_classes(classes, voxels, per):
+def _min_component_classes(classes, voxels, per, scheme):
     if per == "region":
-        return _per_region(classes, lambda m: remove_small_components(m, voxels))
+        return _per_region(classes, lambda m: remove_small_components(m, voxels), scheme)
     cleaned = np.array(classes, copy=True)
-    for class_index in (1, 2, 3):
+    for class_index in range(1, len(_scheme(scheme).labels)):
         present = classes == class_index
         # Removed voxels become background.
         cleaned[present & ~remove_small_components(present, voxels)] = 0
@@ -153,48 +172,61 @@ def _check_step(step):
         raise ValueError(f"min_component per must be 'region' or 'class', received {step['per']!r}")
 
 
-def postprocess(volume, steps):
+def check_steps(steps, scheme=None):
+    """ValueError (one line) for a step that is malformed or that `scheme`'s classes cannot take."""
+    for step in steps:
+        _check_step(step)
+        if step["name"] == "et_to_ncr":
+            _enhancing_and_core(scheme)
+
+
+def postprocess(volume, steps, scheme=None):
     """Apply configured steps in order to one predicted case.
 
     Args:
-        volume: bool mask (D, H, W) or class index map (D, H, W), values 0..3.
+        volume: bool mask (D, H, W) or class index map (D, H, W) of `scheme`.
         steps: list of dicts, see the module docstring. Empty list: unchanged copy.
+        scheme: the class map's task (labels.TASKS) or None for the classic
+            classes 0..3 (what a model without a task predicts).
 
     Returns:
         Same dtype and shape as `volume`.
 
     Raises:
         ValueError: an unknown step, option or value, a class map with values
-            outside 0..3, or "et_to_ncr" on a bool mask.
+            outside the scheme's classes, "et_to_ncr" on a bool mask or on a
+            scheme without ET (MEN-RT).
     """
-    for step in steps:
-        _check_step(step)
+    check_steps(steps, scheme)
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D (D, H, W), received shape {volume.shape}")
     binary = volume.dtype == bool
-    if not binary and volume.size and (volume.min() < 0 or volume.max() > 3):
+    top = len(_scheme(scheme).labels) - 1
+    if not binary and volume.size and (volume.min() < 0 or volume.max() > top):
         raise ValueError(
-            f"class map values must be 0..3, received {volume.min()}..{volume.max()} "
-            "(pass a bool array for a binary mask)"
+            f"class map values must be 0..{top} ({_scheme(scheme).name} classes), received "
+            f"{volume.min()}..{volume.max()} (pass a bool array for a binary mask)"
         )
     result = volume.copy()
     for step in steps:
-        name = step["name"]
-        if name == "average_pool":
-            size = step.get("size", 16)
-            _check_size(size)
-            if binary:
-                result = average_pool_smooth(result, size)
-            else:
-                result = _per_region(result, lambda m: average_pool_smooth(m, size))
-        elif name == "min_component":
-            if binary:
-                result = remove_small_components(result, step["voxels"])
-            else:
-                result = _min_component_classes(result, step["voxels"], step.get("per", "region"))
-        else:
-            if binary:
-                raise ValueError("step 'et_to_ncr' needs a class map, received a bool mask")
-            result = enhancing_tumor_to_ncr(result, step["voxels"])
+        result = _apply_step(result, step, binary, scheme)
     return result.astype(volume.dtype, copy=False)
+
+
+def _apply_step(result, step, binary, scheme):
+    """One step on a bool mask (`binary`) or a class map of `scheme`."""
+    name = step["name"]
+    if name == "average_pool":
+        size = step.get("size", 16)
+        _check_size(size)
+        if binary:
+            return average_pool_smooth(result, size)
+        return _per_region(result, lambda m: average_pool_smooth(m, size), scheme)
+    if name == "min_component":
+        if binary:
+            return remove_small_components(result, step["voxels"])
+        return _min_component_classes(result, step["voxels"], step.get("per", "region"), scheme)
+    if binary:
+        raise ValueError("step 'et_to_ncr' needs a class map, received a bool mask")
+    return enhancing_tumor_to_ncr(result, step["voxels"], scheme)

@@ -115,3 +115,31 @@ def test_postprocess_rejects_et_step_on_mask_and_bad_classes():
 def test_regions_to_classes_inverts_classes_to_regions():
     classes = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
     np.testing.assert_array_equal(regions_to_classes(classes_to_regions(classes)), classes)
+
+
+def test_postprocess_a_task_s_class_map_per_its_regions():
+    """gli's classes (RC = 4) are cleaned per region WT, TC, ET, RC; a speck of RC goes, the tumor stays."""
+    classes = np.zeros((12, 12, 12), np.uint8)
+    classes[2:7, 2:7, 2:7] = 2  # SNFH
+    classes[3:6, 3:6, 3:6] = 1  # NETC
+    classes[4, 4, 4] = 3  # ET
+    classes[9:12, 9:12, 9:12] = 4  # RC, 27 voxels
+    classes[0, 11, 0] = 4  # an RC speck
+    cleaned = postprocess(classes, [{"name": "min_component", "voxels": 2}], scheme="gli")
+    expected = classes.copy()
+    expected[0, 11, 0] = 0
+    expected[4, 4, 4] = 1  # the one-voxel ET region goes; the voxel stays in TC, as NETC
+    np.testing.assert_array_equal(cleaned, expected)
+    per_class = postprocess(classes, [{"name": "min_component", "voxels": 2, "per": "class"}], scheme="gli")
+    expected[4, 4, 4] = 0  # per class, the removed ET voxel becomes background
+    np.testing.assert_array_equal(per_class, expected)
+    with pytest.raises(ValueError, match=r"0\.\.3 \(brats2023 classes\)"):
+        postprocess(classes, [])  # classic classes stop at 3
+
+
+def test_et_to_ncr_uses_the_scheme_s_classes():
+    ped = np.zeros((4, 4, 4), np.uint8)
+    ped[0, 0, 0] = 1  # ped's ET is class 1, its NETC class 2
+    np.testing.assert_array_equal(postprocess(ped, [{"name": "et_to_ncr", "voxels": 5}], scheme="ped")[0, 0, 0], 2)
+    with pytest.raises(ValueError, match="menrt scheme has GTV"):
+        postprocess(np.zeros((4, 4, 4), np.uint8), [{"name": "et_to_ncr", "voxels": 5}], scheme="menrt")

@@ -42,6 +42,16 @@ def parse_postprocess(text):
     return step
 
 
+def _check_steps_for(steps, model_task):
+    """ConfigError when a post-processing step needs classes the model's task lacks (MEN-RT has no ET)."""
+    from bratskeras.postprocessing import check_steps
+
+    try:
+        check_steps(steps, model_task)
+    except ValueError as error:
+        raise ConfigError(f"--postprocess: {error}") from None
+
+
 def _parse_value(value):
     if value.isdigit():
         return int(value)
@@ -89,8 +99,10 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                                     overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities)
+    model_task = model_setup.run_task(model)
+    _check_steps_for(postprocess, model_task)
     # A task model reads its input as that task unless the user said otherwise.
-    dataset = layouts.discover(input_dir, task=task or model_setup.run_task(model))
+    dataset = layouts.discover(input_dir, task=task or model_task)
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
