@@ -40,6 +40,8 @@ class PipelineConfig:
         batch_size: patches per batch.
         foreground_fraction: share of patches centred on a tumor voxel (nnU-Net: 1/3).
         target: one of bratskeras.targets.TARGETS.
+        task: the task (labels.TASKS) whose classes or regions the target
+            holds, or None for the classic classes.
         augment: apply AugmentConfig transforms (training only).
         augment_on: "cpu" (in the tf.data map) or "device" (the caller applies
             `augment_batch` in its train step; the pipeline yields raw patches).
@@ -51,6 +53,7 @@ class PipelineConfig:
     batch_size: int = 2
     foreground_fraction: float = 1 / 3
     target: str = "classes"
+    task: str | None = None
     augment: bool = True
     augment_on: str = "cpu"
     augmentation: AugmentConfig = AugmentConfig()
@@ -197,7 +200,7 @@ def train_dataset(cached_cases, config=PipelineConfig(), first_index=0, pipeline
         if augment_here:
             seed = tf.stack([tf.constant(config.seed, tf.int64), index])
             image, seg = augment_patch(image, seg, seed, config.augmentation)
-        return image, targets.get_target(config.target).encode(seg)
+        return image, targets.get_target(config.target).encode(seg, config.task)
 
     pipeline_id, pipelines = pipeline
     global_batch = global_batch_size or config.batch_size * pipelines
@@ -222,7 +225,7 @@ def validation_patch_start(shape, patch_size, foreground):
     return np.clip(centre - patch // 2, np.minimum(0, shape - patch), np.maximum(0, shape - patch))
 
 
-def validation_dataset(cached_cases, patch_size=None, target="classes", batch_size=1):
+def validation_dataset(cached_cases, patch_size=None, target="classes", batch_size=1, task=None):
     """Deterministic, unaugmented (x, y) per case, in the order given.
 
     Args:
@@ -232,6 +235,7 @@ def validation_dataset(cached_cases, patch_size=None, target="classes", batch_si
             centred on its tumor.
         target: one of bratskeras.targets.TARGETS.
         batch_size: cases per batch.
+        task: the run's task (labels.TASKS) whose classes or regions y holds, or None (classic).
 
     Returns:
         finite tf.data.Dataset of (x float32 (B, d, h, w, C), y per `target`).
@@ -258,7 +262,7 @@ def validation_dataset(cached_cases, patch_size=None, target="classes", batch_si
         image, seg = tf.numpy_function(load, [position], (tf.float32, tf.uint8), stateful=False)
         image = tf.ensure_shape(image, spatial + (channels,))
         seg = tf.ensure_shape(seg, spatial)[..., None]
-        return image, targets.get_target(target).encode(seg)
+        return image, targets.get_target(target).encode(seg, task)
 
     dataset = tf.data.Dataset.range(len(cached_cases)).map(element, num_parallel_calls=2, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -32,7 +32,7 @@ from keras import ops
 
 from bratskeras import outputs
 from bratskeras.errors import ConfigError, ExportError, ModelError
-from bratskeras.model_setup import output_activation
+from bratskeras.model_setup import output_activation, run_config
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
 
 FORMATS = ("saved_model", "tflite", "onnx", "keras")
@@ -156,12 +156,12 @@ def _builtin_layer(layer):
     return layer
 
 
-def _probabilities_activation(model):
+def _probabilities_activation(model, target=None):
     """The activation that turns the model's output into probabilities (shared with `predict`)."""
-    return output_activation(model) or "linear"
+    return output_activation(model, target) or "linear"
 
 
-def serving_model(model, input_shape, builtin_pooling=False):
+def serving_model(model, input_shape, builtin_pooling=False, target=None):
     """The export graph: `image` -> model -> `probabilities`, same weights.
 
     Args:
@@ -170,6 +170,9 @@ def serving_model(model, input_shape, builtin_pooling=False):
             where the model allows it. The batch is always dynamic.
         builtin_pooling: replace MaxPooling3D by BuiltinMaxPool3D and instance
             norm by BuiltinInstanceNormalization (LiteRT).
+        target: the run's training target (targets.TARGETS), which decides
+            the activation; None: the output channels decide
+            (model_setup.output_activation).
 
     Returns:
         keras.Model (batch, D, H, W, C) -> (batch, D, H, W, classes)
@@ -182,7 +185,7 @@ def serving_model(model, input_shape, builtin_pooling=False):
     else:
         logits = model(image)
     probabilities = keras.layers.Activation(
-        _probabilities_activation(model), dtype="float32", name=OUTPUT_NAME
+        _probabilities_activation(model, target), dtype="float32", name=OUTPUT_NAME
     )(logits)
     return keras.Model(image, probabilities, name=model.name)
 
@@ -225,12 +228,12 @@ def _signature(input_shape):
 # ----------------------------------------------------------------- writers
 
 
-def write_saved_model(model, path, input_shape, builtin_pooling=False):
+def write_saved_model(model, path, input_shape, builtin_pooling=False, target=None):
     """Writes a TF SavedModel with signature `serving_default`: image -> probabilities.
 
     Loads with `tf.saved_model.load` alone: no bratskeras, no custom objects.
     """
-    graph = serving_model(model, input_shape, builtin_pooling)
+    graph = serving_model(model, input_shape, builtin_pooling, target)
     archive = keras.export.ExportArchive()
     archive.track(graph)
     archive.add_endpoint(
@@ -241,7 +244,7 @@ def write_saved_model(model, path, input_shape, builtin_pooling=False):
     archive.write_out(str(path), verbose=False)
 
 
-def write_tflite(model, path, input_shape, quantize="none"):
+def write_tflite(model, path, input_shape, quantize="none", target=None):
     """Writes a LiteRT flatbuffer with builtin operators only.
 
     Converted from a SavedModel of the builtin-pooling export graph; the
@@ -251,7 +254,7 @@ def write_tflite(model, path, input_shape, quantize="none"):
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as workdir:
-        write_saved_model(model, workdir, input_shape, builtin_pooling=True)
+        write_saved_model(model, workdir, input_shape, builtin_pooling=True, target=target)
         converter = tf.lite.TFLiteConverter.from_saved_model(workdir, signature_keys=[SIGNATURE_KEY])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize != "none":
@@ -261,9 +264,9 @@ def write_tflite(model, path, input_shape, quantize="none"):
         Path(path).write_bytes(converter.convert())
 
 
-def write_onnx(model, path, input_shape):
+def write_onnx(model, path, input_shape, target=None):
     """Writes an ONNX model (Keras' exporter, tf2onnx underneath)."""
-    graph = serving_model(model, input_shape)
+    graph = serving_model(model, input_shape, target=target)
     graph.export(str(path), format="onnx", input_signature=_signature(input_shape), verbose=False)
 
 
@@ -415,6 +418,8 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     source_path = None if isinstance(source, keras.Model) else Path(source)
     model = load_model(source_path) if source_path is not None else source
     check_segmentation_model(model, model.name)
+    # A run's own target decides the activation (4 channels are classic classes or a task's regions).
+    target = (run_config(source_path) or {}).get("target") if source_path is not None else None
     out = Path(out) if out is not None else default_output(source_path, model, format, quantize)
     path = _target_path(format, out, version)
     kind = outputs.KINDS[format]
@@ -422,21 +427,21 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     outputs.refuse_existing(path, overwrite, kind)
     shape = resolve_input_shape(model, input_shape, static=format == "tflite")
     writers = {
-        "saved_model": lambda tmp: write_saved_model(model, tmp, shape),
-        "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize),
-        "onnx": lambda tmp: write_onnx(model, tmp, shape),
+        "saved_model": lambda tmp: write_saved_model(model, tmp, shape, target=target),
+        "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize, target=target),
+        "onnx": lambda tmp: write_onnx(model, tmp, shape, target=target),
         "keras": lambda tmp: write_keras(model, tmp),
     }
     tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
 
     def check(tmp):
-        return _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize)
+        return _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target)
 
     report = outputs.write_artefact(path, writers[format], check, kind, overwrite)
     return dataclasses.replace(report, path=path)
 
 
-def _verify(model, written, path, format, input_shape, seed, tolerance, quantize):
+def _verify(model, written, path, format, input_shape, seed, tolerance, quantize, target=None):
     """Runs the artefact at `written` and Keras on one random volume.
 
     Returns:
@@ -457,7 +462,7 @@ def _verify(model, written, path, format, input_shape, seed, tolerance, quantize
         # 6.8e-4 from a float64 evaluation at 128^3 while this graph is
         # 5e-6 from it (trained lightweight-unet, measured), so comparing with
         # it would only measure the fused kernel's float32 round-off.
-        graph = serving_model(model, input_shape, builtin_pooling=format == "tflite")
+        graph = serving_model(model, input_shape, builtin_pooling=format == "tflite", target=target)
         expected = keras.ops.convert_to_numpy(graph(image, training=False))
     runners = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx,
                "keras": run_keras}

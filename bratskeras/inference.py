@@ -13,6 +13,7 @@ D, H, W are the NIfTI voxel axes i, j, k.
 Model outputs (`ModelSetup.target`, a row of bratskeras.targets.TARGETS):
     "classes"      4 logits (background, NCR, ED, ET): softmax, argmax
     "regions"      3 logits (WT, TC, ET): sigmoid, > 0.5, composed into classes
+    (a task model, ModelSetup.task: one per class or region of its scheme)
     "whole_tumor"  1 sigmoid probability (flair-unet): > 0.5, written as ED
                    (label 2, targets.WHOLE_TUMOR_CLASS): only WT is defined for it
 
@@ -74,9 +75,9 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     cropped, _, geometry = preprocess(image, None, setup.preprocess)
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
-    classes = targets.output_to_classes(probabilities, setup.target)
-    if settings.postprocess:  # its steps know the classic classes only
-        classes = _postprocess(classes, setup.target, settings.postprocess)
+    classes = targets.output_to_classes(probabilities, setup.target, scheme=setup.task)
+    if settings.postprocess:
+        classes = _postprocess(classes, setup, settings.postprocess)
     label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
@@ -88,12 +89,12 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     return label_map, source_probabilities, properties
 
 
-def _postprocess(classes, target, steps):
-    """Postprocessing of predicted classes; a binary target's map goes in as the bool mask its steps expect."""
-    if not targets.get_target(target).is_mask:
-        return postprocessing.postprocess(classes, list(steps))
+def _postprocess(classes, setup, steps):
+    """Postprocessing of predicted classes (the model's task's, or classic); a whole-tumor map goes in as a bool mask."""
+    if not targets.get_target(setup.target).is_mask:
+        return postprocessing.postprocess(classes, list(steps), scheme=setup.task)
     mask = postprocessing.postprocess(classes > 0, list(steps))
-    return targets.output_to_classes(mask[..., None], target)
+    return targets.output_to_classes(mask[..., None], setup.target)
 
 
 def _write_labels(classes, setup, scheme):

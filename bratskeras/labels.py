@@ -94,6 +94,43 @@ class LabelScheme:
         return table
 
     @property
+    def region_names(self):
+        """The regions' names in channel order, e.g. ("WT", "TC", "ET", "RC")."""
+        return tuple(name for name, _ in self.regions)
+
+    def region_composition(self):
+        """(channel, class index) pairs that turn region masks back into classes, in write order.
+
+        A region writes the one class it has that none of the regions inside
+        it has (gli: WT -> SNFH, TC -> NETC, ET -> ET, RC -> RC; ped: WT -> ED,
+        TC -> NETC, ET -> ET, CC -> CC). Regions that touch no other region
+        (RC) are written first and the nested ones outermost first, each
+        overwriting the last, so a voxel predicted both RC and tumor is tumor
+        and every class map survives split -> compose unchanged.
+        """
+        members = [set(classes) for _, classes in self.regions]
+        pairs = []
+        for channel, classes in enumerate(members):
+            inner = set().union(*(m for m in members if m < classes))
+            own = classes - inner
+            if len(own) != 1:
+                raise ValueError(f"{self.name}: region {self.regions[channel][0]} has no single class of its own")
+            alone = all(not (m & classes) for k, m in enumerate(members) if k != channel)
+            pairs.append((not alone, -len(classes), channel, own.pop()))
+        return tuple((channel, class_index) for *_, channel, class_index in sorted(pairs))
+
+    def nesting(self):
+        """(inner channel, outer channel) pairs where the inner region lies inside the outer (ET in TC).
+
+        Ordered by the outer region's size, largest first, so that clipping
+        each inner mask to its outer one in this order (postprocessing)
+        clips an outer region before it is used: TC to WT, then ET to TC.
+        """
+        members = [set(classes) for _, classes in self.regions]
+        pairs = [(i, o) for i, inner in enumerate(members) for o, outer in enumerate(members) if inner < outer]
+        return tuple(sorted(pairs, key=lambda pair: -len(members[pair[1]])))
+
+    @property
     def is_classic(self):
         """True when the classes are the classic four (0 bg, 1 NCR, 2 ED, 3 ET) that models train on."""
         return len(self.labels) == 4 and dict(self.regions) == REGION_CLASSES
@@ -123,6 +160,9 @@ SCHEMES = {scheme.name: scheme for scheme in (
                 lesion_groups=(("gtv", (1,)),), official_config="MenRT", modalities=("t1ce",),
                 prefixes=("MEN-RT",), classic=(0, 1), from_classic=(0, 1, 0, 1)),
 )}
+# A scheme whose classes and regions are the classic ones (brats2020's are the same, only ET's value differs):
+# what a model without a task trains on.
+CLASSIC_SCHEME = "brats2023"
 # The 2023+ tasks, for --task (the 2017-2021 releases name themselves).
 TASKS = tuple(name for name in SCHEMES if name != "brats2020")
 

@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from bratskeras import surface, targets
-from bratskeras.labels import REGION_CLASSES, get_scheme
+from bratskeras.labels import REGION_CLASSES, REGIONS, get_scheme
 
 EMPTY_HD95 = 373.13
 REGION_KEYS = ("wt", "tc", "et")
@@ -48,8 +48,8 @@ def _structure_mask_tf(classes, structure):
     return mask
 
 
-def _region_channel(y, structure, threshold):
-    return ops.cast(y[..., REGION_KEYS.index(structure)], "float32") > threshold
+def _region_channel(y, channel, threshold):
+    return ops.cast(y[..., channel], "float32") > threshold
 
 
 @keras.saving.register_keras_serializable(package="bratskeras")
@@ -64,16 +64,19 @@ class DiceScore(keras.metrics.Metric):
         from_logits: sigmoid outputs are logits (threshold 0) rather than
             probabilities (threshold 0.5); irrelevant for the argmax of "classes".
         name: defaults to "dice_<structure>".
-        classic: "classes" of a task scheme only: its LabelScheme.classic, so
-            that its K classes (y_pred (batch, D, H, W, K)) are scored as the
-            classic structures they make up.
+        classic: legacy form of `scheme` (a task's LabelScheme.classic), as
+            saved by models of earlier versions; `scheme` supersedes it.
+        scheme: the run's task (labels.TASKS) or None: its K classes or R
+            regions (y_pred (batch, D, H, W, K or R)) are scored as the
+            classic structures they make up (LabelScheme.classic).
 
     Result: 2*I / V with I, V summed over every batch since the last reset;
     1.0 while V = 0. Two batches with (I, V) = (1, 2) and (0, 4) give 2/6 = 0.333,
     not the mean of batch ratios (1 + 0)/2.
     """
 
-    def __init__(self, structure, target="classes", from_logits=True, name=None, classic=None, **kwargs):
+    def __init__(self, structure, target="classes", from_logits=True, name=None, classic=None, scheme=None,
+                 **kwargs):
         targets.get_target(target)  # ValueError naming the targets
         if structure not in TARGET_STRUCTURES[target]:
             raise ValueError(
@@ -86,7 +89,13 @@ class DiceScore(keras.metrics.Metric):
         self.structure = structure
         self.target = target
         self.from_logits = from_logits
+        self.scheme = scheme
+        if scheme is not None:
+            classic = get_scheme(scheme).classic
         self.classic = tuple(classic) if classic is not None else None
+        # A region the model outputs as a channel of its own is scored on that channel.
+        region_names = get_scheme(scheme).region_names if scheme is not None else REGIONS
+        self.channel = region_names.index(structure.upper()) if structure.upper() in region_names else None
         # aggregation="sum" adds the replicas' partial sums under tf.distribute.
         self.intersection = self.add_variable(
             shape=(), initializer="zeros", dtype="float32", aggregation="sum", name="intersection"
@@ -96,15 +105,15 @@ class DiceScore(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if self.target == "regions" and self.structure in REGION_KEYS:
+        if self.target == "regions" and self.channel is not None:
             # Region channels are scored as predicted, before composition into
             # classes (a TC voxel outside the WT channel still counts for TC).
-            pred = _region_channel(y_pred, self.structure, 0.0 if self.from_logits else 0.5)
-            true = _region_channel(y_true, self.structure, 0.5)
+            pred = _region_channel(y_pred, self.channel, 0.0 if self.from_logits else 0.5)
+            true = _region_channel(y_true, self.channel, 0.5)
         else:
             target = targets.get_target(self.target)
-            pred_classes = target.decode_output(y_pred, self.from_logits)
-            true_classes = target.decode_target(y_true)
+            pred_classes = target.decode_output(y_pred, self.from_logits, self.scheme)
+            true_classes = target.decode_target(y_true, self.scheme)
             if self.classic is not None:
                 table = ops.convert_to_tensor(self.classic, dtype="int32")
                 pred_classes, true_classes = ops.take(table, pred_classes), ops.take(table, true_classes)
@@ -134,7 +143,8 @@ class DiceScore(keras.metrics.Metric):
             "structure": self.structure,
             "target": self.target,
             "from_logits": self.from_logits,
-            "classic": list(self.classic) if self.classic is not None else None,
+            "classic": list(self.classic) if self.classic is not None and self.scheme is None else None,
+            "scheme": self.scheme,
         }
 
 
@@ -143,12 +153,12 @@ def dice_metrics(target, from_logits=True, scheme=None):
 
     "classes" and "regions": dice_wt, dice_tc, dice_et, dice_ncr, dice_ed;
     "whole_tumor": dice_wt. Pass them to `model.compile(metrics=...)`. With a
-    task `scheme` (TrainConfig.task), its classes count as the classic ones
-    (labels.LabelScheme.classic: gli's RC is not tumor, MEN-RT's GTV is core).
+    task `scheme` (TrainConfig.task), its classes or regions count as the
+    classic ones (labels.LabelScheme.classic: gli's RC is not tumor, MEN-RT's
+    GTV is core).
     """
     targets.get_target(target)  # ValueError naming the targets
-    classic = get_scheme(scheme).classic if scheme is not None else None
-    return [DiceScore(s, target=target, from_logits=from_logits, classic=classic) for s in TARGET_STRUCTURES[target]]
+    return [DiceScore(s, target=target, from_logits=from_logits, scheme=scheme) for s in TARGET_STRUCTURES[target]]
 
 
 # ---------------------------------------------------------------- per case (numpy)

@@ -124,13 +124,27 @@ def setup_from_model(network, config=None):
 
 
 def run_config(path):
-    """A run directory's config.json as a dict, or None (a bare .keras file, or no config)."""
-    path = os.fspath(path)
+    """The config.json (a dict) of the run a model belongs to, or None (a bare .keras file).
+
+    `path` is a run directory, or a .keras file inside one: its best.keras or
+    checkpoints/epoch-NNNN.keras, whose run folder is one level further up.
+    What the model's output channels mean (a task's 4 regions or the classic
+    4 classes) is known only from there.
+    """
+    path = os.path.abspath(os.fspath(path))
+    inside_run = not os.path.isdir(path)
+    if inside_run:
+        folder = os.path.dirname(path)
+        path = os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
     config_path = os.path.join(path, "config.json")
-    if not (os.path.isdir(path) and os.path.exists(config_path)):
+    if not os.path.exists(config_path):
         return None
     with open(config_path) as stream:
-        return json.load(stream)
+        config = json.load(stream)
+    # Another tool's config.json beside a .keras file is not a run's: a run's names its target and modalities.
+    if inside_run and not (isinstance(config, dict) and {"target", "modalities"} <= set(config)):
+        return None
+    return config
 
 
 def run_task(path):

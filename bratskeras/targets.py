@@ -6,15 +6,20 @@ turns the model's logits into probabilities, how class indices become the
 target (`Target.encode`) and how a target or a model output becomes class
 indices again (`Target.decode_target`, `Target.decode_output`).
 
-    name          y (from classes)                 output channels       activation
-    "classes"     uint8 class indices (..., 1)     the scheme's classes  softmax
-    "regions"     float32 binary (..., 3): WT, TC, ET   3                sigmoid
-    "whole_tumor" float32 binary (..., 1): WT           1                sigmoid
+    name          y (from classes)                       output channels       activation
+    "classes"     uint8 class indices (..., 1)           the scheme's classes  softmax
+    "regions"     float32 binary (..., R): WT, TC, ET    the scheme's regions  sigmoid
+    "whole_tumor" float32 binary (..., 1): WT            1                     sigmoid
+
+The scheme is the run's task (labels.SCHEMES) or the classic classes: 4
+classes, 3 regions (WT, TC, ET); gli and mets have 5 classes and 4 regions
+(WT, TC, ET, RC), ped 5 and 4 (WT, TC, ET, CC), MEN-RT 2 and 1 (GTV).
 
 Back to classes: "classes" is the argmax; "regions" are thresholded and
 composed as nnU-Net and BraTS do (ED where WT, NCR where TC, ET where ET,
 each overwriting the previous, so a TC or ET voxel outside WT still counts as
-tumor); a whole-tumor voxel is written as WHOLE_TUMOR_CLASS (edema, label 2):
+tumor; a task's regions likewise, labels.LabelScheme.region_composition);
+a whole-tumor voxel is written as WHOLE_TUMOR_CLASS (edema, label 2):
 only WT is defined for that target, and any tumor class would score the same.
 
 Everything is written once, against the `keras.ops` names, so the tf.data
@@ -32,27 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras.labels import CLASS_NAMES, REGION_CLASSES, REGIONS, get_scheme
+from bratskeras.labels import CLASS_NAMES, CLASSIC_SCHEME, get_scheme
 
 # The class a whole-tumor voxel is written as: edema (label 2 in every classic scheme).
 WHOLE_TUMOR_CLASS = CLASS_NAMES.index("ED")
-
-
-def _region_composition():
-    """(channel, class) pairs that compose region masks into classes, outermost region first.
-
-    Each region adds the one class it has that the next (inner) region lacks:
-    WT -> ED, TC -> NCR, ET -> ET (derived from labels.REGION_CLASSES).
-    """
-    pairs = []
-    for channel, region in enumerate(REGIONS):
-        inner = set(REGION_CLASSES[REGIONS[channel + 1]]) if channel + 1 < len(REGIONS) else set()
-        (own,) = set(REGION_CLASSES[region]) - inner
-        pairs.append((channel, own))
-    return tuple(pairs)
-
-
-REGION_COMPOSITION = _region_composition()
+# Region channels back to classes for the classic WT, TC, ET (labels.LabelScheme.region_composition).
+REGION_COMPOSITION = get_scheme(CLASSIC_SCHEME).region_composition()
 
 
 class _NumpyOps:
@@ -98,26 +88,41 @@ def _any_of(classes, members):
     return mask
 
 
-def compose_regions(on):
-    """Binary region masks (..., 3) in REGIONS order -> int32 class indices (...) (REGION_COMPOSITION)."""
+def _scheme(scheme):
+    """The LabelScheme of a task name, or the classic one for None."""
+    return get_scheme(scheme if scheme is not None else CLASSIC_SCHEME)
+
+
+def compose_regions(on, scheme=None):
+    """Binary region masks (..., R) in the scheme's region order -> int32 class indices (...).
+
+    R = 3 (WT, TC, ET) for the classic classes (scheme None); a task's own
+    regions otherwise (gli: WT, TC, ET, RC). Write order and classes:
+    labels.LabelScheme.region_composition.
+    """
     ops = _ops_for(on)
     on = ops.cast(on, "bool")
     classes = ops.zeros_like(on[..., 0], dtype="int32")
-    for channel, class_index in REGION_COMPOSITION:
+    for channel, class_index in _scheme(scheme).region_composition():
         classes = ops.where(on[..., channel], class_index, classes)
     return ops.cast(classes, "int32")
 
 
-def split_regions(classes):
-    """int class indices (...) -> bool region masks (..., 3) in REGIONS order."""
+def split_regions(classes, scheme=None):
+    """int class indices (...) -> bool region masks (..., R) in the scheme's region order (classic: WT, TC, ET)."""
     ops = _ops_for(classes)
     classes = ops.cast(classes, "int32")
-    return ops.stack([_any_of(classes, REGION_CLASSES[r]) for r in REGIONS], axis=-1)
+    return ops.stack([_any_of(classes, members) for _, members in _scheme(scheme).regions], axis=-1)
 
 
 @dataclass(frozen=True)
 class Target:
     """One row of TARGETS.
+
+    Every method takes the run's task `scheme` (TrainConfig.task, a
+    labels.TASKS name) or None for the classic classes: a task's classes
+    target has one output per class of its scheme, its regions target one
+    per region of its scheme (gli: WT, TC, ET, RC; MEN-RT: GTV).
 
     Attributes:
         name: "classes", "regions" or "whole_tumor".
@@ -125,7 +130,7 @@ class Target:
             probabilities ("softmax" or "sigmoid").
         structures: the metrics structures (bratskeras.metrics) it defines.
         fixed_channels: output channels, or None when the label scheme decides
-            (the classes target: one per class of the scheme).
+            (one per class for "classes", one per region for "regions").
         y_dtype: dtype of the pipeline's y.
     """
 
@@ -146,16 +151,17 @@ class Target:
         return self.fixed_channels == 1
 
     def channels(self, scheme=None):
-        """Model output channels; `scheme` (a task's) sets the classes target's count (default: 4)."""
+        """Model output channels for `scheme` (None: the classic classes, 4 classes or 3 regions)."""
         if self.fixed_channels is not None:
             return self.fixed_channels
-        return len(get_scheme(scheme).labels) if scheme is not None else len(CLASS_NAMES)
+        scheme = _scheme(scheme)
+        return len(scheme.labels) if self.name == "classes" else len(scheme.regions)
 
     def y_channels(self, scheme=None):
         """Channels of the pipeline's y: 1 class index for "classes", else one per output."""
         return 1 if self.name == "classes" else self.channels(scheme)
 
-    def encode(self, classes):
+    def encode(self, classes, scheme=None):
         """Class indices (..., 1) or (...) -> y (..., y_channels) of dtype y_dtype (numpy in, numpy out)."""
         ops = _ops_for(classes)
         classes = _squeeze_channel(ops.convert_to_tensor(classes))
@@ -163,18 +169,18 @@ class Target:
             return ops.cast(classes, "uint8")[..., None]
         classes = ops.cast(classes, "int32")
         if self.name == "regions":
-            return ops.cast(split_regions(classes), "float32")
+            return ops.cast(split_regions(classes, scheme), "float32")
         return ops.cast(classes > 0, "float32")[..., None]
 
-    def decode_target(self, y):
+    def decode_target(self, y, scheme=None):
         """A pipeline y (`encode`'s output) -> int32 class indices (...)."""
         ops = _ops_for(y)
         y = ops.cast(ops.round(ops.cast(y, "float32")), "int32")
         if self.name == "classes":
             return _squeeze_channel(y)
-        return self._binary_to_classes(y > 0)
+        return self._binary_to_classes(y > 0, scheme)
 
-    def decode_output(self, y, from_logits=False):
+    def decode_output(self, y, from_logits=False, scheme=None):
         """A model output (..., channels) -> int32 class indices (...).
 
         "classes": argmax (logits and probabilities alike); the sigmoid
@@ -184,17 +190,17 @@ class Target:
         if self.name == "classes":
             return ops.cast(ops.argmax(y, axis=-1), "int32")
         threshold = 0.0 if from_logits else 0.5
-        return self._binary_to_classes(ops.cast(y, "float32") > threshold)
+        return self._binary_to_classes(ops.cast(y, "float32") > threshold, scheme)
 
-    def _binary_to_classes(self, on):
+    def _binary_to_classes(self, on, scheme):
         if self.name == "regions":
-            return compose_regions(on)
+            return compose_regions(on, scheme)
         return _ops_for(on).cast(on[..., 0], "int32") * WHOLE_TUMOR_CLASS
 
 
 TARGETS = {target.name: target for target in (
     Target("classes", "softmax", ("wt", "tc", "et", "ncr", "ed"), None, "uint8"),
-    Target("regions", "sigmoid", ("wt", "tc", "et", "ncr", "ed"), len(REGIONS), "float32"),
+    Target("regions", "sigmoid", ("wt", "tc", "et", "ncr", "ed"), None, "float32"),
     Target("whole_tumor", "sigmoid", ("wt",), 1, "float32"),
 )}
 NAMES = tuple(TARGETS)
@@ -218,27 +224,28 @@ def target_for_channels(channels):
 # ----------------------------------------------------------------- numpy in, numpy out
 
 
-def classes_to_target(classes, target):
+def classes_to_target(classes, target, scheme=None):
     """numpy class indices (..., 1) or (...) -> numpy y of `target` (Target.encode)."""
-    return get_target(target).encode(np.asarray(classes))
+    return get_target(target).encode(np.asarray(classes), scheme)
 
 
-def output_to_classes(output, target, from_logits=False):
+def output_to_classes(output, target, from_logits=False, scheme=None):
     """numpy model output (..., channels) -> uint8 class indices (...) (Target.decode_output)."""
-    return get_target(target).decode_output(np.asarray(output), from_logits).astype(np.uint8)
+    return get_target(target).decode_output(np.asarray(output), from_logits, scheme).astype(np.uint8)
 
 
-def classes_to_regions(classes):
-    """numpy class indices (...) -> bool region masks (..., 3) in REGIONS order."""
-    return split_regions(np.asarray(classes))
+def classes_to_regions(classes, scheme=None):
+    """numpy class indices (...) -> bool region masks (..., R) in the scheme's region order (classic: WT, TC, ET)."""
+    return split_regions(np.asarray(classes), scheme)
 
 
-def regions_to_classes(regions):
-    """numpy binary region masks (..., 3) in REGIONS order -> uint8 class indices (...).
+def regions_to_classes(regions, scheme=None):
+    """numpy binary region masks (..., R) in the scheme's region order -> uint8 class indices (...).
 
-    Inverse of `classes_to_regions` for nested masks (REGION_COMPOSITION).
+    Inverse of `classes_to_regions` for nested masks (labels.LabelScheme.region_composition).
     """
     regions = np.asarray(regions, dtype=bool)
-    if regions.shape[-1:] != (len(REGIONS),):
-        raise ValueError(f"regions must have {len(REGIONS)} channels last, received shape {regions.shape}")
-    return compose_regions(regions).astype(np.uint8)
+    count = len(_scheme(scheme).regions)
+    if regions.shape[-1:] != (count,):
+        raise ValueError(f"regions must have {count} channels last, received shape {regions.shape}")
+    return compose_regions(regions, scheme).astype(np.uint8)

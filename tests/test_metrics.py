@@ -6,7 +6,7 @@ import pytest
 
 from bratskeras import losses as L
 from bratskeras import metrics as M
-from bratskeras.labels import labels_to_classes
+from bratskeras.labels import get_scheme, labels_to_classes, to_classic
 from bratskeras.targets import classes_to_target
 
 # ---------------------------------------------------------------- per-case numpy
@@ -152,9 +152,9 @@ def test_dice_metrics_names_per_target():
     assert [m.name for m in M.dice_metrics("whole_tumor")] == ["dice_wt"]
 
 
-def _dice_values(target, from_logits, y_true, y_pred):
+def _dice_values(target, from_logits, y_true, y_pred, scheme=None):
     values = {}
-    for metric in M.dice_metrics(target, from_logits=from_logits):
+    for metric in M.dice_metrics(target, from_logits=from_logits, scheme=scheme):
         metric.update_state(y_true, y_pred)
         values[metric.name] = float(metric.result())
     return values
@@ -175,6 +175,25 @@ def test_keras_dice_agrees_with_numpy_for_every_target():
     assert _dice_values("regions", True, classes_to_target(ref, "regions"), logits) == pytest.approx(expected)
     wt = _dice_values("whole_tumor", False, classes_to_target(ref, "whole_tumor"), probs[..., :1])
     assert wt == pytest.approx({"dice_wt": expected["dice_wt"]})
+
+
+@pytest.mark.parametrize("scheme", ["gli", "ped", "menrt"])
+def test_keras_dice_of_a_task_s_classes_and_regions_scores_the_classic_structures(scheme):
+    """A task model's logged Dice (classes or its own regions) is the classic structures' Dice of its classes."""
+    rng = np.random.default_rng(2)
+    count = len(get_scheme(scheme).labels)
+    ref = rng.integers(0, count, size=(2, 5, 5, 5)).astype(np.uint8)
+    pred = rng.integers(0, count, size=(2, 5, 5, 5)).astype(np.uint8)
+    classic_ref, classic_pred = to_classic(ref, scheme), to_classic(pred, scheme)
+    expected = {f"dice_{s}": M.dice(M.structure_mask(classic_pred, s), M.structure_mask(classic_ref, s))
+                for s in M.STRUCTURES}
+    logits = np.where(np.eye(count, dtype=bool)[pred], 5.0, -5.0).astype("float32")
+    assert _dice_values("classes", True, ref[..., None], logits, scheme) == pytest.approx(expected)
+    regions = classes_to_target(pred, "regions", scheme)
+    assert _dice_values("regions", True, classes_to_target(ref, "regions", scheme), 6 * regions - 3,
+                        scheme) == pytest.approx(expected)
+    metric = M.DiceScore("tc", target="regions", scheme=scheme)
+    assert M.DiceScore.from_config(metric.get_config()).get_config() == metric.get_config()
 
 
 def test_keras_dice_float32_under_mixed_precision():

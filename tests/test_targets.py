@@ -79,6 +79,38 @@ def test_classic_classes_round_trip_through_regions_for_every_scheme(scheme):
     np.testing.assert_array_equal(decoded, np.where(classic > 0, targets.WHOLE_TUMOR_CLASS, 0))
 
 
+@pytest.mark.parametrize("scheme", labels.TASKS)
+def test_a_task_s_own_classes_round_trip_through_its_regions(scheme):
+    """A task's regions target (gli: WT, TC, ET, RC; ped: WT, TC, ET, CC; MEN-RT: GTV) encodes and decodes its classes."""
+    count = len(labels.get_scheme(scheme).labels)
+    classes = _classes(np.random.default_rng(5), count)
+    target = targets.get_target("regions")
+    y = target.encode(classes, scheme)
+    assert y.shape == classes.shape + (len(labels.get_scheme(scheme).regions),) == classes.shape + (
+        target.channels(scheme),)
+    for (_, members), channel in zip(labels.get_scheme(scheme).regions, np.moveaxis(y, -1, 0)):
+        np.testing.assert_array_equal(channel, np.isin(classes, members))
+    np.testing.assert_array_equal(target.decode_target(y, scheme), classes)
+    np.testing.assert_array_equal(targets.output_to_classes(6 * y - 3, "regions", from_logits=True, scheme=scheme),
+                                  classes)
+    # The tf.data graph and Keras tensors run the same table.
+    (from_graph,) = tf.data.Dataset.from_tensors(classes).map(lambda c: target.encode(c, scheme)).as_numpy_iterator()
+    np.testing.assert_array_equal(from_graph, y)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(target.decode_output(tf.constant(y), scheme=scheme)),
+                                  classes)
+
+
+def test_task_region_composition():
+    """Each region writes the class only it has; a region touching no other (RC) is written first, so tumor wins."""
+    assert labels.SCHEMES["gli"].region_composition() == ((3, 4), (0, 2), (1, 1), (2, 3))
+    assert labels.SCHEMES["ped"].region_composition() == ((0, 4), (1, 2), (2, 1), (3, 3))  # ED, NETC, ET, CC
+    assert labels.SCHEMES["menrt"].region_composition() == ((0, 1),)
+    rc_and_et = np.array([[1, 1, 1, 1], [0, 0, 0, 1]], bool)  # WT, TC, ET, RC
+    np.testing.assert_array_equal(targets.regions_to_classes(rc_and_et, "gli"), [3, 4])
+    with pytest.raises(ValueError, match="4 channels last"):
+        targets.regions_to_classes(np.zeros((2, 3), bool), "gli")
+
+
 def test_region_composition_is_derived_from_the_region_classes():
     assert targets.REGION_COMPOSITION == ((0, 2), (1, 1), (2, 3))  # WT -> ED, TC -> NCR, ET -> ET
     assert labels.CLASS_NAMES[targets.WHOLE_TUMOR_CLASS] == "ED"
@@ -99,6 +131,7 @@ def test_unknown_target_and_bad_region_shape_are_refused():
 def test_channels_and_activations():
     assert [targets.TARGETS[n].channels() for n in targets.NAMES] == [4, 3, 1]
     assert targets.TARGETS["classes"].channels("gli") == 5 and targets.TARGETS["classes"].channels("menrt") == 2
+    assert targets.TARGETS["regions"].channels("gli") == 4 and targets.TARGETS["regions"].channels("menrt") == 1
     assert [targets.TARGETS[n].activation for n in targets.NAMES] == ["softmax", "sigmoid", "sigmoid"]
     assert [targets.target_for_channels(c) for c in (4, 3, 1, 5)] == ["classes", "regions", "whole_tumor", None]
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from bratskeras import inference, labels, layouts, model_setup, synth
+from bratskeras import export, inference, labels, layouts, model_setup, synth
 from bratskeras.errors import ConfigError, DataError
 from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import fit
@@ -14,18 +14,25 @@ TINY = {"model_overrides": {"base_filters": 4}, "epochs": 1, "steps_per_epoch": 
         "patch_size": (16, 16, 16), "crop": "none", "precision": "float32", "checkpoint_every": 1}
 
 
-@pytest.mark.parametrize("task, outputs, modalities", [("gli", 5, ("flair", "t1", "t1ce", "t2")),
-                                                       ("menrt", 2, ("t1ce",))])
-def test_fit_trains_the_task_classes_and_predict_writes_its_values(tmp_path, task, outputs, modalities):
+@pytest.mark.parametrize("task, target, outputs, modalities", [
+    ("gli", "classes", 5, ("flair", "t1", "t1ce", "t2")),
+    ("menrt", "classes", 2, ("t1ce",)),
+    ("gli", "regions", 4, ("flair", "t1", "t1ce", "t2")),  # WT, TC, ET, RC
+    ("menrt", "regions", 1, ("t1ce",)),  # GTV
+])
+def test_fit_trains_the_task_classes_and_predict_writes_its_values(tmp_path, task, target, outputs, modalities):
     synth.write_dataset(tmp_path / "data", cases=3, shape=SHAPE, task=task, seed=4)
-    config = resolve_config("lightweight2020", {**TINY, "task": task,
+    config = resolve_config("lightweight2020", {**TINY, "task": task, "target": target,
                                                 "modalities": labels.SCHEMES[task].modalities})
+    assert config.loss == {"classes": "dice_ce", "regions": "region_dice_bce"}[target]
     result = fit(config, str(tmp_path / "data"), str(tmp_path / "run"), verbose=0)
     model = keras.saving.load_model(str(tmp_path / "run" / "best.keras"), safe_mode=True)
     assert model.input_shape[-1] == len(modalities) and model.output_shape[-1] == outputs
     assert set(result.heldout_dice) == {"WT", "TC", "ET"}
+    logged = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"dice_wt", "dice_tc", "dice_et", "val_dice_wt"} <= set(logged)
     network, setup = model_setup.load_predictor(str(tmp_path / "run"))
-    assert setup.task == task and setup.modalities == modalities
+    assert setup.task == task and setup.modalities == modalities and setup.target == target
     case = layouts.discover(tmp_path / "data", task=task).cases[0]
 
     def always_last(batch):  # a model that always says the last class shows which values are written
@@ -34,6 +41,17 @@ def test_fit_trains_the_task_classes_and_predict_writes_its_values(tmp_path, tas
     label_map, _, _ = inference.predict_case(always_last, setup, case, inference.PredictSettings())
     assert set(np.unique(label_map)) <= {0, labels.SCHEMES[task].labels[-1]}
     assert labels.SCHEMES[task].labels[-1] in np.unique(label_map)  # 4 = RC for gli, 1 = GTV for MEN-RT
+    if target == "regions" and task == "gli":
+        _check_exported_probabilities(tmp_path / "run", model, tmp_path / "served")
+
+
+def _check_exported_probabilities(run, model, out):
+    """A task's 4 region logits look like the classic 4 classes: the export must take the run's sigmoid, not softmax."""
+    report = export.export_model(str(run / "best.keras"), "saved_model", out=str(out))
+    image = np.random.default_rng(0).standard_normal((1, 16, 16, 16, 4)).astype(np.float32)
+    served = export.run_saved_model(report.path, image)
+    logits = keras.ops.convert_to_numpy(model(image, training=False))
+    np.testing.assert_allclose(served, 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
 def test_a_task_dataset_needs_its_task_and_classes_target(tmp_path):
@@ -43,5 +61,5 @@ def test_a_task_dataset_needs_its_task_and_classes_target(tmp_path):
     with pytest.raises(DataError, match="folder name says task mets, not ped"):
         fit(resolve_config("lightweight2020", {**TINY, "task": "ped"}), str(tmp_path / "data"),
             str(tmp_path / "run2"), verbose=0)
-    with pytest.raises(ConfigError, match="use target classes"):
-        resolve_config("lightweight2020", {**TINY, "task": "gli", "target": "regions", "loss": "region_dice_bce"})
+    with pytest.raises(ConfigError, match="use target classes or regions"):
+        resolve_config("lightweight2020", {**TINY, "task": "gli", "target": "whole_tumor"})

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from bratskeras import synth
+from bratskeras.augment import AUGMENTATION_SETS
 from bratskeras.cli import cli
 from bratskeras.errors import ConfigError, DataError, OutputExistsError
 from bratskeras.training import run_dir as run_files
@@ -201,6 +202,10 @@ def test_fit_augment_flag_selects_the_set(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.load(open(out / "config.json"))["augmentation"] == "nnunet"
     assert resolve_config().augmentation == "paper"  # the lightweight2020 preset keeps the paper's set
+    # The CPU pipeline applies the chosen set, not the pipeline's default (it once did, whatever --augment said).
+    for name in ("paper", "nnunet"):
+        assert resolve_config("lightweight2020", {"augmentation": name}).pipeline_config().augmentation == \
+            AUGMENTATION_SETS[name]
     with pytest.raises(ConfigError, match="--augment must be one of"):
         resolve_config("lightweight2020", {"augmentation": "heavy"})
 

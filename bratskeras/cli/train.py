@@ -84,11 +84,14 @@ def _key_values(pairs):
 @click.option("--augment", type=click.Choice(AUGMENTATIONS),
               help="Augmentation set: the lightweight paper's, or nnU-Net's (default: the preset's).")
 @click.option("--target", type=click.Choice(TARGET_NAMES),
-              help="4 softmax classes, 3 sigmoid regions (WT, TC, ET) or whole tumor.")
+              help="Softmax classes (4, or the task's), sigmoid regions (WT, TC, ET, or the task's: "
+                   "gli WT, TC, ET, RC) or whole tumor.")
 @click.option("--task", type=click.Choice(TASKS),
-              help="Train this 2023-2025 task's own classes (gli: 5 with RC; menrt: GTV from T1c alone).")
+              help="Train this 2023-2025 task's own classes or regions (gli: 5 classes with RC; menrt: GTV "
+                   "from T1c alone).")
 @click.option("--loss", type=click.Choice(list(LOSS_TARGETS)),
-              help="Loss (default: the preset's).")
+              help="Loss (default: the preset's; with another --target, Dice+CE for classes, Dice+BCE for "
+                   "regions).")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue a run: RUN_DIR, or the --out folder when given without a value.")
 @click.option("--seed", type=int)

@@ -36,6 +36,9 @@ LOSS_TARGETS = {
     "flair_dice": ("whole_tumor",),
     "sensitivity_specificity": ("whole_tumor", "regions"),
 }
+# The loss a target trains with when the preset's loss is written for another one
+# (`fit --target regions` alone: nnU-Net's region training, Dice + BCE).
+TARGET_LOSSES = {"classes": "dice_ce", "regions": "region_dice_bce", "whole_tumor": "flair_dice"}
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adamw", "adam")
 # The named augmentation sets of bratskeras.augment (fit --augment).
@@ -51,8 +54,9 @@ class TrainConfig:
         modalities, target: network input channels and training target
             ("classes", "regions" or "whole_tumor", see bratskeras.labels).
         task: None (the classic NCR/ED/ET classes) or a labels.TASKS scheme
-            whose own classes the "classes" target trains (gli: 5 outputs
-            with RC; menrt: background and GTV, with modalities ("t1ce",)).
+            whose own classes or regions the target trains (gli: 5 classes
+            with RC, or regions WT, TC, ET, RC; menrt: background and GTV, or
+            the GTV region, with modalities ("t1ce",)).
         loss, loss_kwargs: a name for `bratskeras.losses.get_loss`.
         optimizer ("adamw" | "adam"), learning_rate, weight_decay,
             clipnorm (global gradient norm; 0 disables).
@@ -132,14 +136,15 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(self.task is None or self.task in labels.TASKS,
                f"--task must be one of {labels.TASKS}, got {self.task!r}")
-        _check(self.task is None or self.target == "classes",
-               f"--task {self.task} trains its classes: use target classes, not {self.target}")
+        _check(self.task is None or self.target in ("classes", "regions"),
+               f"--task {self.task} trains its classes or regions: use target classes or regions, not {self.target}")
 
     def pipeline_config(self):
         """The data.PipelineConfig of this run's training patches."""
         return PipelineConfig(patch_size=self.patch_size, batch_size=self.batch_size,
                               foreground_fraction=self.foreground_fraction, target=self.target,
-                              augment=self.augment, augment_on=self.augment_on, seed=self.seed)
+                              task=self.task, augment=self.augment, augment_on=self.augment_on,
+                              augmentation=AUGMENTATION_SETS[self.augmentation], seed=self.seed)
 
     def preprocess_settings(self):
         """The preprocessing.PreprocessSettings the run caches its cases with."""
@@ -198,6 +203,9 @@ PRESETS = {
 def resolve_config(preset="lightweight2020", overrides=None):
     """A preset with `overrides` applied (None values are ignored).
 
+    A target the preset's loss is not written for, with no loss named,
+    trains with TARGET_LOSSES[target] (its own defaults).
+
     Raises:
         ConfigError: unknown preset or key, or an invalid value.
     """
@@ -206,6 +214,9 @@ def resolve_config(preset="lightweight2020", overrides=None):
     values = {"preset": preset, **PRESETS[preset]}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     preset_loss = values.get("loss", TrainConfig.loss)
+    target = overrides.get("target", values.get("target", TrainConfig.target))
+    if "loss" not in overrides and target in TARGET_LOSSES and target not in LOSS_TARGETS[preset_loss]:
+        overrides["loss"] = TARGET_LOSSES[target]
     if "loss" in overrides and "loss_kwargs" not in overrides and overrides["loss"] != preset_loss:
         values["loss_kwargs"] = {}  # the preset's options belong to the preset's loss
     values.update(overrides)

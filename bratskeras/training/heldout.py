@@ -27,7 +27,7 @@ def heldout_dice(run_dir, cached_cases, config):
         image, seg, _ = case.load()
         windows = model_setup.effective_settings(setup, tiling.WindowSettings(), image.shape[:3])
         probabilities = tiling.sliding_window_predict(network, np.asarray(image, np.float32), windows)
-        predicted = targets.output_to_classes(probabilities, config.target)
+        predicted = targets.output_to_classes(probabilities, config.target, scheme=config.task)
         if config.task:  # the task's classes, scored as the classic regions they make up
             predicted, seg = labels.to_classic(predicted, config.task), labels.to_classic(seg, config.task)
         for region in regions:

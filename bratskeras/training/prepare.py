@@ -105,4 +105,4 @@ def validation_input(config, cached):
     """Whole cached volumes, one per batch, unaugmented, with the config's target."""
     from bratskeras import data
 
-    return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1)
+    return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1, task=config.task)
