@@ -266,6 +266,26 @@ def test_evaluate_cli_matches_the_official_package_and_parser(tmp_path):
                 assert same(stats[name][stat], float(table.loc[stat, f"{column}_{group}"])), (group, name, stat)
 
 
+def test_evaluate_counts_a_deleted_metastasis_as_missed(tmp_path):
+    """A mets phantom against itself with its smallest lesion (ET and NETC) deleted: one missed ET lesion."""
+    synth.write_dataset(tmp_path / "ref", cases=1, shape=(48, 48, 40), task="mets", seed=0)
+    folder = _case_folders(tmp_path / "ref")[0]
+    ref_image = nib.load(tmp_path / "ref" / folder / f"{folder}-seg.nii.gz")
+    ref = np.asarray(ref_image.dataobj)
+    n_et = ndimage.label(ref == 3, ndimage.generate_binary_structure(3, 3))[1]
+    cores, n_cores = ndimage.label(np.isin(ref, (1, 3)), ndimage.generate_binary_structure(3, 3))
+    assert n_et >= 2 and n_cores == n_et
+    smallest = 1 + np.argmin(np.bincount(cores.ravel())[1:])
+    os.makedirs(tmp_path / "pred")
+    write_label(np.where(cores == smallest, 0, ref), tmp_path / "pred" / f"{folder}.nii.gz", affine=ref_image.affine)
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--lesion-wise",
+                                      "--task", "mets", "--json", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    et = json.loads(result.stdout)["cases"][0]["lesion_wise"]["et"]
+    assert (et["tp"], et["fp"], et["fn"]) == (n_et - 1, 0, 1)
+    assert et["sq_dsc"] == 1.0 and et["rq"] == pytest.approx((n_et - 1) / (n_et - 0.5))
+
+
 def test_lesionwise_csv_and_text(tmp_path):
     synth.write_dataset(tmp_path / "ref", cases=2, shape=(32, 32, 24), task="ped")
     os.makedirs(tmp_path / "pred")

@@ -1,8 +1,15 @@
+import hashlib
+import os
+
+import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from bratskeras import layouts, synth
 from bratskeras.errors import OutputExistsError
+
+LESIONS = ndimage.generate_binary_structure(3, 3)  # 26-connectivity, as lesion-wise scoring counts lesions
 
 
 def test_make_case_is_deterministic_per_seed():
@@ -31,3 +38,60 @@ def test_write_refuses_non_empty_dir(tmp_path):
     with pytest.raises(OutputExistsError, match="not empty"):
         synth.write_dataset(tmp_path, cases=1, shape=(16, 16, 16))
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def _dataset_digest(root):
+    """sha256 (16 hex digits) of every NIfTI array under `root`, in file-name order."""
+    digest = hashlib.sha256()
+    for folder, _, names in sorted(os.walk(root)):
+        for name in sorted(n for n in names if n.endswith((".nii", ".nii.gz"))):
+            array = np.asarray(nib.load(os.path.join(folder, name)).dataobj)
+            digest.update(name.encode() + str(array.dtype).encode() + array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+# Digests of the phantoms as written before metastasis phantoms existed: new
+# tumor kinds must not change a draw of the other layouts and tasks. A
+# mismatch means a changed draw order, or numpy/scipy computing other floats.
+@pytest.mark.parametrize("where, digest", [
+    ({"layout": "brats2020"}, "8a330f37f1a6e3a8"),
+    ({"task": "gli"}, "0e476abab05172e7"),
+    ({"task": "ped"}, "36d1cb60b07fcda3"),
+    ({"task": "men"}, "b5e615578d7cf9ac"),
+    ({"task": "menrt"}, "e234d553a96e0321"),
+])
+def test_phantoms_of_other_tasks_are_unchanged(tmp_path, where, digest):
+    synth.write_dataset(tmp_path, cases=2, shape=(24, 24, 20), seed=5, **where)
+    assert _dataset_digest(tmp_path) == digest
+
+
+def test_metastasis_cases_have_several_lesions_of_varied_size():
+    counts, sizes, cores, cavities = [], [], 0, 0
+    for index in range(8):
+        images, classes = synth.task_phantom(synth.DEFAULT_SHAPE, (0, index), "mets")
+        assert set(np.unique(classes)) <= {0, 1, 2, 3, 4} and (classes[images["t1"] == 0] == 0).all()
+        lesions, count = ndimage.label(classes == 3, LESIONS)
+        counts.append(count)
+        sizes += np.bincount(lesions.ravel())[1:].tolist()
+        cores += ndimage.label(classes == 1, LESIONS)[1]
+        cavities += bool((classes == 4).any())
+        if not (classes == 4).any():  # rims never touch and every core has one (a cavity may cut a rim)
+            assert ndimage.label(np.isin(classes, (1, 3)), LESIONS)[1] == count
+    assert min(counts) >= 1 and max(counts) <= 6 and sum(c > 1 for c in counts) >= 6
+    assert max(sizes) > 20 * min(sizes)  # a large first lesion beside small ones
+    assert 0 < cores < sum(counts)  # rims around a necrotic core, and solid nodules
+    assert 0 < cavities < 8  # a resection cavity in some cases only
+
+
+def test_metastasis_cases_are_deterministic_per_seed():
+    a_images, a_classes = synth.task_phantom((32, 32, 24), (4, 1), "mets")
+    b_images, b_classes = synth.task_phantom((32, 32, 24), (4, 1), "mets")
+    _, c_classes = synth.task_phantom((32, 32, 24), (4, 2), "mets")
+    assert np.array_equal(a_classes, b_classes) and not np.array_equal(a_classes, c_classes)
+    assert all(np.array_equal(a_images[m], b_images[m]) for m in layouts.MODALITIES)
+
+
+def test_metastasis_counts_scale_with_the_grid():
+    assert [synth._most_metastases(s) for s in ((28, 28, 20), (64, 64, 48), (240, 240, 155))] == [3, 6, 10]
+    with pytest.raises(ValueError, match="unknown tumor kind"):
+        synth.make_case((16, 16, 16), tumor="lymphoma")

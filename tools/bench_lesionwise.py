@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python tools/bench_lesionwise.py [--cases 8] [--task gli] [--workers 2]
 
-Writes `--cases` synthetic 240 x 240 x 155 references of the task (synth
-phantoms with their cavity or cyst) and predictions of them (shifted,
+Writes `--cases` synthetic 240 x 240 x 155 references of the task (synth's
+phantoms of the task: with their cavity or cyst, several lesions for mets) and predictions of them (shifted,
 grown, thinned, one empty, false-positive lesions added), then times, in
 this one process and on the same files:
 
@@ -40,13 +40,11 @@ SHAPE = (240, 240, 155)
 def write_cases(folder, task, cases):
     """<folder>/ref/<id>.nii.gz and <folder>/pred/<id>.nii.gz for `cases` phantoms."""
     scheme = labels.get_scheme(task)
-    fluid = {"RC": "cavity", "CC": "cyst"}
-    fluid = next((fluid[n] for n in scheme.names if n in fluid), None)
     rng = np.random.default_rng(0)
     for name in ("ref", "pred"):
         os.makedirs(os.path.join(folder, name), exist_ok=True)
     for index in range(cases):
-        _, phantom = synth.make_case(SHAPE, (7, index), fluid=fluid)
+        _, phantom = synth.task_phantom(SHAPE, (7, index), scheme)
         ref = np.asarray(scheme.labels, np.uint8)[synth.scheme_classes(phantom, scheme)]
         pred = _prediction(rng, ref, index, [v for v in scheme.labels if v])
         case_id = synth.task_case_id(scheme, index)
