@@ -88,7 +88,7 @@ def cache_case(case, cache_dir, modalities=layouts.MODALITIES, settings=preproce
 
 def _write_entry(case, folder, key, modalities, settings):
     image, seg, properties = volumes.read_case(case, modalities)
-    image, seg, geometry = preprocessing.preprocess(image, seg, settings)
+    image, seg, geometry = preprocessing.preprocess(image, seg, settings, spacing=properties["spacing"])
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{case.id}-", dir=parent)

@@ -2,8 +2,9 @@
 
 Data flow of one case (nnU-Net's order):
 
-    read_case -> preprocess (the training crop and z-score) -> sliding windows
-    -> probabilities (d, h, w, K) -> classes -> postprocess -> uncrop to the
+    read_case -> preprocess (the training crop, z-score and spacing) -> sliding
+    windows -> probabilities (d, h, w, K), resampled back to the crop's grid if
+    the model works at another spacing -> classes -> postprocess -> uncrop to the
     source grid -> labels of the chosen scheme -> uint8 NIfTI with the source
     affine and header
 
@@ -32,7 +33,7 @@ import numpy as np
 from bratskeras import labels, outputs, postprocessing, targets, volumes
 from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError, user_message
 from bratskeras.model_setup import effective_settings
-from bratskeras.preprocessing import preprocess, uncrop
+from bratskeras.preprocessing import preprocess, restore_grid, uncrop
 from bratskeras.tiling import WindowSettings, sliding_window_predict
 
 PROBABILITIES_DIR = "probabilities"
@@ -72,9 +73,11 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
         (D, H, W, K) on the source grid or None, properties from volumes.read_case).
     """
     image, _, properties = volumes.read_case(case, setup.modalities, with_labels=False)
-    cropped, _, geometry = preprocess(image, None, setup.preprocess)
+    cropped, _, geometry = preprocess(image, None, setup.preprocess, spacing=properties["spacing"])
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
+    # At the model's spacing (if it has one) -> the crop's grid, as probabilities (nnU-Net's order).
+    probabilities = restore_grid(probabilities, geometry)
     classes = targets.output_to_classes(probabilities, setup.target, scheme=setup.task)
     if settings.postprocess:
         classes = _postprocess(classes, setup, settings.postprocess)

@@ -112,7 +112,8 @@ def setup_from_model(network, config=None):
         target = config.get("target", "classes")
         defaults = PreprocessSettings()  # a config.json without crop fields trained with these
         settings = PreprocessSettings(crop=config.get("crop", defaults.crop),
-                                      crop_size=tuple(config.get("crop_size", defaults.crop_size)))
+                                      crop_size=tuple(config.get("crop_size", defaults.crop_size)),
+                                      spacing=config.get("spacing", defaults.spacing))
         task = config.get("task")
         if len(modalities) != in_shape[-1] or targets.get_target(target).channels(task) != out_channels:
             raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "

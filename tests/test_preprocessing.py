@@ -73,3 +73,39 @@ def test_cache_hits_and_invalidates(tmp_path):
     assert refreshed.folder != first.folder
     assert not np.array_equal(refreshed.load()[0], first.load()[0])
     assert not any(p.name.startswith(".") for p in (tmp_path / "c").iterdir())  # no temp leftovers
+
+
+def test_resampling_to_a_target_spacing_and_back():
+    """nnU-Net's target spacing: the crop goes to 2 mm (image trilinear, labels nearest); restore_grid goes back."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((20, 22, 16, 2), np.float32)
+    image[2:18, 3:19, 2:14] = rng.normal(5, 1, size=(16, 16, 12, 2))
+    seg = np.zeros((20, 22, 16), np.uint8)
+    # Boxes on 2-voxel blocks of the crop (which starts at 2, 3, 2), so 2 mm holds them exactly.
+    seg[6:14, 7:15, 4:12] = 2
+    seg[8:12, 9:13, 6:10] = 3
+    settings = PreprocessSettings(crop="bbox", spacing=(2, 2, 2))
+    out_image, out_seg, geometry = preprocessing.preprocess(image, seg, settings, spacing=(1.0, 1.0, 1.0))
+    assert geometry["size"] == (16, 16, 12) and geometry["resampled_size"] == (8, 8, 6)
+    assert out_image.shape == (8, 8, 6, 2) and out_seg.shape == (8, 8, 6)
+    assert set(np.unique(out_seg)) == {0, 2, 3}  # nearest: no label values in between
+    # A block of 2 mm voxels covers the same place at 1 mm: the tumor box stays where it was.
+    restored = preprocessing.restore_grid(out_seg, geometry, order=0)
+    assert restored.shape == (16, 16, 12)
+    np.testing.assert_array_equal(preprocessing.uncrop(restored, geometry), seg)
+    # Probabilities go back trilinearly, channels kept.
+    probabilities = np.stack([out_seg == 0, out_seg > 0], axis=-1).astype(np.float32)
+    back = preprocessing.restore_grid(probabilities, geometry)
+    assert back.shape == (16, 16, 12, 2) and back.dtype == np.float32
+    np.testing.assert_allclose(back.sum(-1), 1.0, atol=1e-6)
+    # Anisotropic source (1 x 1 x 2 mm) to 1 mm: the third axis doubles.
+    _, _, aniso = preprocessing.preprocess(image, None, PreprocessSettings(crop="none", spacing=(1, 1, 1)),
+                                           spacing=(1.0, 1.0, 2.0))
+    assert aniso["resampled_size"] == (20, 22, 32)
+    # At the source spacing nothing is resampled.
+    _, _, same = preprocessing.preprocess(image, None, PreprocessSettings(spacing=(1, 1, 1)), spacing=(1, 1, 1))
+    assert "resampled_size" not in same
+    with pytest.raises(ValueError, match="needs the source spacing"):
+        preprocessing.preprocess(image, None, settings)
+    with pytest.raises(ValueError, match="three positive voxel sizes"):
+        PreprocessSettings(spacing=(2, 0, 2))

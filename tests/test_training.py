@@ -10,6 +10,7 @@ import sys
 import time
 
 import keras
+import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -208,6 +209,26 @@ def test_fit_augment_flag_selects_the_set(dataset, tmp_path):
             AUGMENTATION_SETS[name]
     with pytest.raises(ConfigError, match="--augment must be one of"):
         resolve_config("lightweight2020", {"augmentation": "heavy"})
+
+
+def test_fit_at_a_coarser_spacing_predicts_on_the_source_grid(dataset, tmp_path):
+    """fit --spacing 2 caches and trains at 2 mm (half the voxels per axis); predict resamples back to 1 mm."""
+    out, predictions = tmp_path / "run", tmp_path / "pred"
+    result = CliRunner().invoke(cli, ["fit", dataset, "--out", str(out), "--spacing", "2", "--epochs", "1",
+                                      "--steps-per-epoch", "1", "--patch-size", "8,8,8", "--model-arg",
+                                      "base_filters=4", "--precision", "float32", "--quiet",
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert json.load(open(out / "config.json"))["spacing"] == [2.0, 2.0, 2.0]
+    cached = [json.load(open(p)) for p in (tmp_path / "cache").glob("*/meta.json")]
+    assert cached and all(meta["shape"] == meta["geometry"]["resampled_size"] ==
+                          [round(n / 2) for n in meta["geometry"]["size"]] for meta in cached)
+    result = CliRunner().invoke(cli, ["predict", str(out), dataset, str(predictions)])
+    assert result.exit_code == 0, result.output
+    written = sorted(predictions.glob("*.nii.gz"))
+    assert len(written) == 5 and all(nib.load(p).shape == SHAPE for p in written)
+    bad = CliRunner().invoke(cli, ["fit", dataset, "--out", str(tmp_path / "bad"), "--spacing", "2,0,2"])
+    assert bad.exit_code != 0 and "--spacing" in bad.output
 
 
 def test_mixed_bfloat16_training_keeps_losses_and_metrics_float32(dataset, tmp_path):

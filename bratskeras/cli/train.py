@@ -19,6 +19,21 @@ def _shape_option(text, what):
     return parse_shape(text, 3, what) if text else None
 
 
+def _spacing_option(text):
+    """"2" or "2,2,2" (mm) -> (2.0, 2.0, 2.0); None when not given."""
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) <= 0:
+        raise click.BadParameter(f"expected a voxel size in mm like 2 or 1,1,2, got {text!r}", param_hint="--spacing")
+    return values
+
+
 def _overrides(options):
     """CLI options -> TrainConfig overrides (None means: keep the preset's value)."""
     return {
@@ -27,6 +42,7 @@ def _overrides(options):
         "steps_per_epoch": options["steps_per_epoch"],
         "batch_size": options["batch_size"],
         "patch_size": _shape_option(options["patch_size"], "--patch-size"),
+        "spacing": _spacing_option(options["spacing"]),
         "precision": options["precision"],
         "strategy": options["strategy"],
         "seed": options["seed"],
@@ -77,6 +93,8 @@ def _key_values(pairs):
 @click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the cases).")
 @click.option("--batch-size", type=int, help="Global batch size.")
 @click.option("--patch-size", help="D,H,W of training patches.")
+@click.option("--spacing", help="Voxel size in mm the network works at, e.g. 2 or 2,2,2 (default: the source "
+                                "grid); predict resamples back.")
 @click.option("--learning-rate", type=float)
 @click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--strategy", type=click.Choice(STRATEGIES))

@@ -61,7 +61,8 @@ class TrainConfig:
         optimizer ("adamw" | "adam"), learning_rate, weight_decay,
             clipnorm (global gradient norm; 0 disables).
         epochs, steps_per_epoch, batch_size, patch_size (d, h, w).
-        crop ("bbox" | "center" | "none"), crop_size: preprocessing.
+        crop ("bbox" | "center" | "none"), crop_size, spacing (mm per voxel
+            the network works at, None: the source grid): preprocessing.
         foreground_fraction, augment, augment_on ("cpu" | "device"),
             augmentation (a set of bratskeras.augment: "paper" | "nnunet").
         reduce_lr_factor/patience/min_lr: ReduceLROnPlateau on val_loss
@@ -91,6 +92,7 @@ class TrainConfig:
     patch_size: tuple = _PIPELINE.patch_size
     crop: str = _PREPROCESS.crop
     crop_size: tuple = _PREPROCESS.crop_size
+    spacing: tuple | None = _PREPROCESS.spacing
     foreground_fraction: float = _PIPELINE.foreground_fraction
     augment: bool = _PIPELINE.augment
     augment_on: str = _PIPELINE.augment_on
@@ -114,6 +116,10 @@ class TrainConfig:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+            _check(len(self.spacing) == 3 and min(self.spacing) > 0,
+                   f"--spacing must be three positive voxel sizes in mm, got {self.spacing}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         _check(self.augment_on in AUGMENT_ON, f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
@@ -148,7 +154,7 @@ class TrainConfig:
 
     def preprocess_settings(self):
         """The preprocessing.PreprocessSettings the run caches its cases with."""
-        return PreprocessSettings(crop=self.crop, crop_size=self.crop_size)
+        return PreprocessSettings(crop=self.crop, crop_size=self.crop_size, spacing=self.spacing)
 
     def to_json(self):
         """The configuration as a JSON string (tuples become lists)."""
