@@ -175,6 +175,11 @@ def scheme_for_prefix(prefix):
     return None
 
 
+def scheme_or_classic(name):
+    """The LabelScheme called `name`, or the classic one (CLASSIC_SCHEME) for None: a run without a task."""
+    return get_scheme(CLASSIC_SCHEME if name is None else name)
+
+
 def get_scheme(name):
     """Returns the LabelScheme called `name` (a key of SCHEMES), or `name` itself if it is one."""
     if isinstance(name, LabelScheme):

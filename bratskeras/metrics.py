@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from bratskeras import surface, targets
-from bratskeras.labels import REGION_CLASSES, REGIONS, get_scheme
+from bratskeras.labels import REGION_CLASSES, get_scheme, scheme_or_classic
 
 EMPTY_HD95 = 373.13
 REGION_KEYS = ("wt", "tc", "et")
@@ -94,7 +94,7 @@ class DiceScore(keras.metrics.Metric):
             classic = get_scheme(scheme).classic
         self.classic = tuple(classic) if classic is not None else None
         # A region the model outputs as a channel of its own is scored on that channel.
-        region_names = get_scheme(scheme).region_names if scheme is not None else REGIONS
+        region_names = scheme_or_classic(scheme).region_names
         self.channel = region_names.index(structure.upper()) if structure.upper() in region_names else None
         # aggregation="sum" adds the replicas' partial sums under tf.distribute.
         self.intersection = self.add_variable(

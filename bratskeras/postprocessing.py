@@ -18,7 +18,7 @@ Steps are plain data for configs and the CLI, applied in order by `postprocess`:
 import numpy as np
 from scipy import ndimage
 
-from bratskeras.labels import CLASSIC_SCHEME, get_scheme
+from bratskeras.labels import scheme_or_classic
 from bratskeras.targets import classes_to_regions, regions_to_classes
 
 
@@ -111,16 +111,13 @@ def enhancing_tumor_to_ncr(classes, voxels, scheme=None):
     return classes
 
 
-def _scheme(scheme):
-    return get_scheme(scheme if scheme is not None else CLASSIC_SCHEME)
-
-
 def _enhancing_and_core(scheme):
     """(ET class, necrotic-core class) of a scheme; ValueError for one without them (MEN-RT's GTV)."""
-    names = _scheme(scheme).names
+    scheme = scheme_or_classic(scheme)
+    names = scheme.names
     core = next((name for name in ("NCR", "NETC") if name in names), None)
     if "ET" not in names or core is None:
-        raise ValueError(f"step 'et_to_ncr' needs ET and NCR classes; the {_scheme(scheme).name} scheme has "
+        raise ValueError(f"step 'et_to_ncr' needs ET and NCR classes; the {scheme.name} scheme has "
                          f"{', '.join(names[1:])}")
     return names.index("ET"), names.index(core)
 
@@ -129,7 +126,7 @@ def _per_region(classes, fn, scheme):
     regions = classes_to_regions(classes, scheme)
     cleaned = np.stack([fn(regions[..., r]) for r in range(regions.shape[-1])], axis=-1)
     # Keep the nesting (ET ⊆ TC ⊆ WT) when a step removed more of an outer region.
-    for inner, outer in _scheme(scheme).nesting():
+    for inner, outer in scheme_or_classic(scheme).nesting():
         cleaned[..., inner] &= cleaned[..., outer]
     return regions_to_classes(cleaned, scheme)
 
@@ -138,7 +135,7 @@ def _min_component_classes(classes, voxels, per, scheme):
     if per == "region":
         return _per_region(classes, lambda m: remove_small_components(m, voxels), scheme)
     cleaned = np.array(classes, copy=True)
-    for class_index in range(1, len(_scheme(scheme).labels)):
+    for class_index in range(1, len(scheme_or_classic(scheme).labels)):
         present = classes == class_index
         # Removed voxels become background.
         cleaned[present & ~remove_small_components(present, voxels)] = 0
@@ -202,10 +199,11 @@ def postprocess(volume, steps, scheme=None):
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D (D, H, W), received shape {volume.shape}")
     binary = volume.dtype == bool
-    top = len(_scheme(scheme).labels) - 1
+    classes = scheme_or_classic(scheme)
+    top = len(classes.labels) - 1
     if not binary and volume.size and (volume.min() < 0 or volume.max() > top):
         raise ValueError(
-            f"class map values must be 0..{top} ({_scheme(scheme).name} classes), received "
+            f"class map values must be 0..{top} ({classes.name} classes), received "
             f"{volume.min()}..{volume.max()} (pass a bool array for a binary mask)"
         )
     result = volume.copy()

@@ -37,12 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras.labels import CLASS_NAMES, CLASSIC_SCHEME, get_scheme
+from bratskeras.labels import CLASS_NAMES, scheme_or_classic
 
 # The class a whole-tumor voxel is written as: edema (label 2 in every classic scheme).
 WHOLE_TUMOR_CLASS = CLASS_NAMES.index("ED")
 # Region channels back to classes for the classic WT, TC, ET (labels.LabelScheme.region_composition).
-REGION_COMPOSITION = get_scheme(CLASSIC_SCHEME).region_composition()
+REGION_COMPOSITION = scheme_or_classic(None).region_composition()
 
 
 class _NumpyOps:
@@ -88,11 +88,6 @@ def _any_of(classes, members):
     return mask
 
 
-def _scheme(scheme):
-    """The LabelScheme of a task name, or the classic one for None."""
-    return get_scheme(scheme if scheme is not None else CLASSIC_SCHEME)
-
-
 def compose_regions(on, scheme=None):
     """Binary region masks (..., R) in the scheme's region order -> int32 class indices (...).
 
@@ -103,7 +98,7 @@ def compose_regions(on, scheme=None):
     ops = _ops_for(on)
     on = ops.cast(on, "bool")
     classes = ops.zeros_like(on[..., 0], dtype="int32")
-    for channel, class_index in _scheme(scheme).region_composition():
+    for channel, class_index in scheme_or_classic(scheme).region_composition():
         classes = ops.where(on[..., channel], class_index, classes)
     return ops.cast(classes, "int32")
 
@@ -112,7 +107,7 @@ def split_regions(classes, scheme=None):
     """int class indices (...) -> bool region masks (..., R) in the scheme's region order (classic: WT, TC, ET)."""
     ops = _ops_for(classes)
     classes = ops.cast(classes, "int32")
-    return ops.stack([_any_of(classes, members) for _, members in _scheme(scheme).regions], axis=-1)
+    return ops.stack([_any_of(classes, members) for _, members in scheme_or_classic(scheme).regions], axis=-1)
 
 
 @dataclass(frozen=True)
@@ -154,7 +149,7 @@ class Target:
         """Model output channels for `scheme` (None: the classic classes, 4 classes or 3 regions)."""
         if self.fixed_channels is not None:
             return self.fixed_channels
-        scheme = _scheme(scheme)
+        scheme = scheme_or_classic(scheme)
         return len(scheme.labels) if self.name == "classes" else len(scheme.regions)
 
     def y_channels(self, scheme=None):
@@ -245,7 +240,7 @@ def regions_to_classes(regions, scheme=None):
     Inverse of `classes_to_regions` for nested masks (labels.LabelScheme.region_composition).
     """
     regions = np.asarray(regions, dtype=bool)
-    count = len(_scheme(scheme).regions)
+    count = len(scheme_or_classic(scheme).regions)
     if regions.shape[-1:] != (count,):
         raise ValueError(f"regions must have {count} channels last, received shape {regions.shape}")
     return compose_regions(regions, scheme).astype(np.uint8)
