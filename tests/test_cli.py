@@ -4,24 +4,59 @@ import os
 import subprocess
 import sys
 
+import pytest
 
-def _run(*args):
+
+def _env(**changes):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "bratskeras.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return {**env, **changes}
 
 
-def test_tensorflow_start_up_banner_is_not_printed():
-    result = _run("models")
+XLA_CODE = ("from bratskeras.cli.quiet import import_tensorflow_quietly\n"
+            "import_tensorflow_quietly()\n"
+            "import tensorflow as tf\n"
+            "print(float(tf.function(lambda x: x * 2.0, jit_compile=True)(tf.constant(1.0))))\n")
+TERMINALS = {  # name: (command, environment); the user's TF_CPP_MIN_LOG_LEVEL unset unless given
+    "models": ([sys.executable, "-m", "bratskeras.cli", "models"], _env()),
+    "summary of an unknown model": ([sys.executable, "-m", "bratskeras.cli", "summary", "unet-9000"], _env()),
+    "xla quiet": ([sys.executable, "-c", XLA_CODE], _env()),
+    "xla asked": ([sys.executable, "-c", XLA_CODE], _env(TF_CPP_MIN_LOG_LEVEL="0")),
+}
+
+
+@pytest.fixture(scope="module")
+def terminals():
+    """{name: CompletedProcess} of every TERMINALS command, all started at once.
+
+    Each is mostly a TensorFlow import (~7 s of one core), so side by side
+    they take about half as long on 2 cores as one after the other.
+    """
+    started = {name: subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, (command, env) in TERMINALS.items()}
+    finished = {}
+    try:
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=300)
+            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return finished
+
+
+def test_tensorflow_start_up_banner_is_not_printed(terminals):
+    result = terminals["models"]
     assert result.returncode == 0
     assert "340,596" in result.stdout
     assert "oneDNN custom operations" not in result.stderr
     assert "absl::InitializeLog" not in result.stderr
 
 
-def test_errors_still_reach_stderr_after_the_quiet_import():
-    result = _run("summary", "unet-9000")
+def test_errors_still_reach_stderr_after_the_quiet_import(terminals):
+    result = terminals["summary of an unknown model"]
     assert result.returncode == 1
     assert "Error: unknown model 'unet-9000'" in result.stderr
 
@@ -34,16 +69,9 @@ def test_help_does_not_import_tensorflow():
     assert result.stdout.strip() == "ok", result.stderr
 
 
-def test_tensorflow_info_lines_after_start_up_are_hidden_unless_asked_for():
+def test_tensorflow_info_lines_after_start_up_are_hidden_unless_asked_for(terminals):
     """XLA's service start (first compiled augmentation in every fit) printed 3 INFO lines."""
-    code = ("from bratskeras.cli.quiet import import_tensorflow_quietly\n"
-            "import_tensorflow_quietly()\n"
-            "import tensorflow as tf\n"
-            "print(float(tf.function(lambda x: x * 2.0, jit_compile=True)(tf.constant(1.0))))\n")
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    quiet = terminals["xla quiet"]
     assert quiet.stdout.strip() == "2.0" and "XLA service" not in quiet.stderr, quiet.stderr
-    asked = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"},
-                           capture_output=True, text=True, timeout=120)
+    asked = terminals["xla asked"]
     assert "XLA service" in asked.stderr  # the user's own level is kept

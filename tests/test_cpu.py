@@ -54,41 +54,68 @@ def test_enable_onednn_respects_the_user_and_import_order(environ, modules, mach
     assert environ.get("TF_ENABLE_ONEDNN_OPTS") == value
 
 
-def _python(code, **env_changes):
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    env.update(env_changes)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+ONEDNN_STATE = ("import bratskeras, tensorflow\n"
+                "from tensorflow.python.util import _pywrap_util_port as p\n"
+                "print('onednn', p.IsMklEnabled())")
+PYTHONS = {  # name: (code, environment changes); each needs a fresh interpreter
+    "bratskeras first": (ONEDNN_STATE, {}),
+    "user setting": (ONEDNN_STATE, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "tensorflow first": ("import tensorflow\n"
+                         "from tensorflow.python.util import _pywrap_util_port as p\n"
+                         "import bratskeras\n"
+                         "print('onednn', p.IsMklEnabled())", {}),
+    "cli": ("import sys\nfrom bratskeras.cli.quiet import import_tensorflow_quietly\n"
+            "import_tensorflow_quietly()\nfrom bratskeras import cpu\nprint('onednn', cpu.onednn_enabled())", {}),
+}
+
+
+@pytest.fixture(scope="module")
+def pythons():
+    """{name: CompletedProcess} of every PYTHONS interpreter, all started at once.
+
+    Each is little more than a TensorFlow import (~7 s of one core), so side by
+    side they take about half as long on 2 cores as one after the other.
+    """
+    started = {}
+    for name, (code, env_changes) in PYTHONS.items():
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        env.update(env_changes)
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        started[name] = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
+    finished = {}
+    try:
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=300)
+            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return finished
 
 
 needs_x86 = pytest.mark.skipif(not cpu.is_x86(), reason="oneDNN is turned on only on x86 CPUs")
 
 
 @needs_x86
-def test_import_bratskeras_turns_onednn_on_in_tensorflow():
-    result = _python("import bratskeras, tensorflow\n"
-                     "from tensorflow.python.util import _pywrap_util_port as p\n"
-                     "print('onednn', p.IsMklEnabled())")
+def test_import_bratskeras_turns_onednn_on_in_tensorflow(pythons):
+    result = pythons["bratskeras first"]
     assert result.returncode == 0, result.stderr[-2000:]
     assert "onednn True" in result.stdout
     assert "RuntimeWarning" not in result.stderr
 
 
 @needs_x86
-def test_a_user_setting_wins():
-    result = _python("import bratskeras, tensorflow\n"
-                     "from tensorflow.python.util import _pywrap_util_port as p\n"
-                     "print('onednn', p.IsMklEnabled())", TF_ENABLE_ONEDNN_OPTS="0")
+def test_a_user_setting_wins(pythons):
+    result = pythons["user setting"]
     assert "onednn False" in result.stdout and "RuntimeWarning" not in result.stderr
 
 
 @needs_x86
-def test_tensorflow_imported_first_gets_one_warning_when_onednn_is_off():
-    code = ("import tensorflow\n"
-            "from tensorflow.python.util import _pywrap_util_port as p\n"
-            "import bratskeras\n"
-            "print('onednn', p.IsMklEnabled())")
-    result = _python(code)
+def test_tensorflow_imported_first_gets_one_warning_when_onednn_is_off(pythons):
+    result = pythons["tensorflow first"]
     assert result.returncode == 0, result.stderr[-2000:]
     if "onednn True" in result.stdout:
         pytest.skip("TensorFlow turns oneDNN on by itself on this CPU (AVX-512 VNNI/BF16 or AMX)")
@@ -97,9 +124,8 @@ def test_tensorflow_imported_first_gets_one_warning_when_onednn_is_off():
 
 
 @needs_x86
-def test_the_cli_runs_with_onednn_on():
-    result = _python("import sys\nfrom bratskeras.cli.quiet import import_tensorflow_quietly\n"
-                     "import_tensorflow_quietly()\nfrom bratskeras import cpu\nprint('onednn', cpu.onednn_enabled())")
+def test_the_cli_runs_with_onednn_on(pythons):
+    result = pythons["cli"]
     assert "onednn True" in result.stdout, result.stderr[-2000:]
 
 

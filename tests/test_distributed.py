@@ -93,28 +93,48 @@ def _finish(process):
     return out
 
 
+class SingleDeviceRun:
+    """The single-device reference run, started in the background; `finish()` waits for it once."""
+
+    def __init__(self, root, data):
+        self.root, self.data, self.run_dir = root, data, str(root / "single")
+        self.process = _fit(data, self.run_dir, str(root / "cache-single"), "--strategy", "default")
+        self.finished = False
+
+    def finish(self):
+        if not self.finished:
+            _finish(self.process)
+            self.finished = True
+        return self.run_dir
+
+
 @pytest.fixture(scope="module")
 def single_device_run(tmp_path_factory):
+    """Started before a test starts its own strategy's run, so that the two train side by side: each
+    fit process keeps about one core busy, and these runs are deterministic whatever else runs."""
     root = tmp_path_factory.mktemp("dist")
     data = str(root / "data")
     synth.write_dataset(data, cases=5, shape=SHAPE, layout="brats2021", seed=8)
-    run_dir = str(root / "single")
-    _finish(_fit(data, run_dir, str(root / "cache-single"), "--strategy", "default"))
-    return root, data, run_dir
+    run = SingleDeviceRun(root, data)
+    yield run
+    if run.process.poll() is None:  # a test failed before waiting for it
+        run.process.kill()
+        run.process.communicate()
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single_device_run):
-    root, data, single = single_device_run
+    root, data = single_device_run.root, single_device_run.data
     mirrored = str(root / "mirrored")
-    _finish(_fit(data, mirrored, str(root / "cache-mirrored"), "--strategy", "mirrored",
-                 script=MIRRORED_SCRIPT))
+    process = _fit(data, mirrored, str(root / "cache-mirrored"), "--strategy", "mirrored", script=MIRRORED_SCRIPT)
+    single = single_device_run.finish()
+    _finish(process)
     runtime = json.load(open(os.path.join(mirrored, "runtime.json")))
     assert runtime["strategy"] == "MirroredStrategy" and runtime["replicas"] == 2
     assert_same_training(single, mirrored)
 
 
 def test_two_process_multi_worker_matches_single_device_and_only_chief_writes(single_device_run):
-    root, data, single = single_device_run
+    root, data = single_device_run.root, single_device_run.data
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     run_dirs = [str(root / "mw-chief"), str(root / "mw-worker1")]
@@ -123,6 +143,7 @@ def test_two_process_multi_worker_matches_single_device_and_only_chief_writes(si
              env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
         for i in range(2)
     ]
+    single = single_device_run.finish()
     for process in processes:
         _finish(process)
     runtime = json.load(open(os.path.join(run_dirs[0], "runtime.json")))

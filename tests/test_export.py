@@ -90,29 +90,66 @@ def test_saved_model_layout_and_auto_version(models, tmp_path):
     assert independent_diff(models["light"], run_saved_model, first.path, (20, 18, 17, 4)) <= 1e-4
 
 
+# One fresh process loads every SavedModel given to it (path and input size in pairs): a TensorFlow
+# start (~7 s of one core) is paid once, not once per model. "modules" is read after each load.
 FRESH_PROCESS = """
 import json, sys
 import numpy as np, tensorflow as tf
-loaded = tf.saved_model.load(sys.argv[1])
-signature = loaded.signatures["serving_default"]
-spec = signature.structured_input_signature[1]["image"]
-image = np.random.default_rng(0).standard_normal([1, *map(int, sys.argv[2].split(","))]).astype("float32")
-out = signature(image=tf.constant(image))
-print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("bratskeras")),
-                  "input": [spec.dtype.name, spec.shape.as_list()],
-                  "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
-                  "sum": float(out["probabilities"].numpy().sum(axis=-1).mean())}))
+results = {}
+for path, size in zip(sys.argv[1::2], sys.argv[2::2]):
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    spec = signature.structured_input_signature[1]["image"]
+    image = np.random.default_rng(0).standard_normal([1, *map(int, size.split(","))]).astype("float32")
+    out = signature(image=tf.constant(image))
+    results[path] = {"modules": sorted(m for m in sys.modules if m.startswith("bratskeras")),
+                     "input": [spec.dtype.name, spec.shape.as_list()],
+                     "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
+                     "sum": float(out["probabilities"].numpy().sum(axis=-1).mean())}
+print(json.dumps(results))
 """
+FRESH_SIZES = {"light": "20,18,17,4", "flair": "32,32,30,1"}
+
+
+@pytest.fixture(scope="module")
+def saved_models(models, tmp_path_factory):
+    """{which: SavedModel version folder} exported once for the tests that only read them."""
+    root = tmp_path_factory.mktemp("saved_models")
+    return {which: export_model(models[which], "saved_model", out=root / which).path for which in FRESH_SIZES}
+
+
+@pytest.fixture(scope="module")
+def saved_model_processes(saved_models):
+    """The fresh TensorFlow-only process and `saved_model_cli show`, started together (each is mostly a
+    TensorFlow import: side by side on 2 cores). {name: CompletedProcess}."""
+    arguments = [str(value) for which in FRESH_SIZES for value in (saved_models[which], FRESH_SIZES[which])]
+    started = {
+        "fresh": subprocess.Popen([sys.executable, "-c", FRESH_PROCESS, *arguments], cwd=saved_models["light"].parent,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "cli": subprocess.Popen([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+                                 "--dir", str(saved_models["light"]), "--all"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    }
+    finished = {}
+    try:
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=300)
+            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return finished
 
 
 @pytest.mark.parametrize("which", ["light", "flair"])
-def test_saved_model_runs_in_fresh_tensorflow_only_process(models, tmp_path, which):
-    report = export_model(models[which], "saved_model", out=tmp_path / which)
-    size = "20,18,17,4" if which == "light" else "32,32,30,1"
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(report.path), size],
-                            capture_output=True, text=True, check=True, cwd=tmp_path)
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+def test_saved_model_runs_in_fresh_tensorflow_only_process(saved_models, saved_model_processes, which):
+    result = saved_model_processes["fresh"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])[str(saved_models[which])]
     assert info["modules"] == []
+    size = FRESH_SIZES[which]
     spatial = [None, None, None, None, 4] if which == "light" else [None, 32, 32, 30, 1]
     assert info["input"] == ["float32", spatial]
     channels = 4 if which == "light" else 1
@@ -121,11 +158,10 @@ def test_saved_model_runs_in_fresh_tensorflow_only_process(models, tmp_path, whi
         assert abs(info["sum"] - 1.0) < 1e-5
 
 
-def test_saved_model_cli_lists_the_signature(models, tmp_path):
-    report = export_model(models["light"], "saved_model", out=tmp_path / "m")
-    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
-                            "--dir", str(report.path), "--all"], capture_output=True, text=True,
-                           check=True).stdout
+def test_saved_model_cli_lists_the_signature(saved_model_processes):
+    result = saved_model_processes["cli"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = result.stdout
     assert f"signature_def['{SIGNATURE_KEY}']" in shown
     assert f"inputs['{INPUT_NAME}']" in shown and f"outputs['{OUTPUT_NAME}']" in shown
 

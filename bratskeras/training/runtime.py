@@ -126,8 +126,8 @@ def describe(policy, precision_details, strategy, xla):
     """A JSON-able record of the run's hardware decisions.
 
     Includes the CPU class, the oneDNN state and the float32 matmul limit
-    (2048^3, best of 3, ~0.1 s), so a run's speed can be read against the
-    machine it ran on.
+    (2048^3, best of 3 after one warm-up: ~1 s on 2 cores), so a run's speed
+    can be read against the machine it ran on.
     """
     import tensorflow as tf
 
