@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from side_by_side import finish_all
 
 
 def _env(**changes):
@@ -34,17 +35,7 @@ def terminals():
     """
     started = {name: subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for name, (command, env) in TERMINALS.items()}
-    finished = {}
-    try:
-        for name, process in started.items():
-            stdout, stderr = process.communicate(timeout=300)
-            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return finished
+    return finish_all(started)
 
 
 def test_tensorflow_start_up_banner_is_not_printed(terminals):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from side_by_side import finish_all
 
 from bratskeras import cpu
 
@@ -83,17 +84,7 @@ def pythons():
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
         started[name] = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True)
-    finished = {}
-    try:
-        for name, process in started.items():
-            stdout, stderr = process.communicate(timeout=300)
-            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return finished
+    return finish_all(started)
 
 
 needs_x86 = pytest.mark.skipif(not cpu.is_x86(), reason="oneDNN is turned on only on x86 CPUs")

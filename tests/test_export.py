@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from side_by_side import finish_all
 
 from bratskeras.cli import cli
 from bratskeras.export import (
@@ -130,17 +131,7 @@ def saved_model_processes(saved_models):
                                  "--dir", str(saved_models["light"]), "--all"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
     }
-    finished = {}
-    try:
-        for name, process in started.items():
-            stdout, stderr = process.communicate(timeout=300)
-            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return finished
+    return finish_all(started)
 
 
 @pytest.mark.parametrize("which", ["light", "flair"])
