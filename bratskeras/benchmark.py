@@ -194,6 +194,9 @@ def _measure(job):
             y = rng.integers(0, 4, (batch, *shape[:3], 1)).astype(np.uint8)
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss, jit_compile=False)
+        # Built now, not while the first train_on_batch traces its step: tf.function traces a first
+        # call that creates variables twice (see training.fit._compiled_model). Warm-up time only.
+        model.optimizer.build(model.trainable_variables)
         seconds = _median_seconds(lambda: model.train_on_batch(x, y), job["repeats"])
     else:
         forward = tf.function(lambda x: model(x, training=False), jit_compile=False)

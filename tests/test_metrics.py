@@ -224,6 +224,9 @@ def test_classes_model_with_losses_and_metrics_reloads_safe_mode(tmp_path):
         loss=L.DiceCELoss(ce_weight=0.4, dice_weight=0.6),
         metrics=M.dice_metrics("classes", from_logits=True),
     )
+    # As bratskeras' fit does: built inside the first trace, the optimizer's variables would make
+    # tf.function trace the train step twice.
+    model.optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 16, 16, 16, 4)).astype("float32")
     y = rng.integers(0, 4, size=(1, 16, 16, 16, 1)).astype("uint8")

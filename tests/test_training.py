@@ -247,6 +247,20 @@ def test_mixed_float16_compiles_with_loss_scaling():
     assert network.output.dtype == "float32"
 
 
+def test_the_optimizer_is_built_before_the_train_step_is_traced(tmp_path):
+    """Built inside the first trace (Keras' default without a strategy), its variables would make
+    tf.function trace the whole train step twice: seconds of every fit's start."""
+    from bratskeras.training import fit as fit_module
+
+    config = tiny_config()
+    with fit_module.process_settings(config) as (policy, precision_details):
+        strategy = fit_module._strategy(config, None)
+        model, saved = fit_module._compiled_model(config, str(tmp_path / "run"), False, strategy, None, policy,
+                                                  precision_details)
+    assert saved == {} and model.optimizer.built
+    assert len(model.optimizer.variables) > len(model.trainable_variables)  # the Adam moments exist
+
+
 def test_identical_weights_with_seed_and_deterministic_option(dataset, tmp_path):
     config = tiny_config(deterministic=True, epochs=1, checkpoint_every=5)
     fit(config, dataset, str(tmp_path / "a"), verbose=0)

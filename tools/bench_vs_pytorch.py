@@ -95,6 +95,9 @@ class KerasSide:
             model.compile(optimizer=keras.optimizers.AdamW(5e-4, weight_decay=5e-4, global_clipnorm=1.0),
                           loss=get_loss("dice_ce", ce_weight=0.3, dice_weight=0.7, from_logits=True),
                           jit_compile=False)
+            # Built now, not while the first train_on_batch traces its step: tf.function traces a
+            # first call that creates variables twice. Start-up time only; timed steps are the same.
+            model.optimizer.build(model.trainable_variables)
             x, y = _inputs(shape, batch)
             self.trainers[name] = (model, x, y[..., None].astype("uint8"))
         self.info = {"side": "bratskeras", "tensorflow": __import__("tensorflow").__version__,

@@ -233,9 +233,13 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
         if chief:
             run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
                 runtime.describe(policy, precision_details, strategy, xla), indent=2))
+        # The optimizer's variables are made here, not inside the first train step: without a
+        # tf.distribute strategy Keras 3.15 builds them while tracing the train function, and a
+        # tf.function that creates variables on its first call traces that call twice (about 3 s of
+        # every new fit's start on 2 cores). A resumed run needs them built to load its state anyway.
+        model.optimizer.build(model.trainable_variables)
         saved = {}
         if state_folder is not None:
-            model.optimizer.build(model.trainable_variables)
             saved = run_files.load_state(state_folder, network, model.optimizer)
             model.optimizer.learning_rate.assign(saved["learning_rate"])
     return model, saved
