@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from side_by_side import finish_all
 
 from bratskeras import evaluation, inference, inspection, layouts, model_setup, synth, volumes
 from bratskeras.cli import cli
@@ -548,17 +549,7 @@ def test_evaluate_and_predict_print_no_tensorflow_start_up_lines(tmp_path, tiny_
     commands = [["predict", tiny_model, dataset, tmp_path / "out"], ["evaluate", labels, dataset]]
     started = [subprocess.Popen([sys.executable, "-m", "bratskeras.cli", *map(str, command)], env=_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands]
-    finished = []
-    try:
-        for process in started:
-            stdout, stderr = process.communicate(timeout=300)
-            finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    predicted, scored = finished
+    predicted, scored = finish_all(dict(enumerate(started))).values()
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == len(layouts.discover(dataset).cases)
     for result in (predicted, scored):
         assert result.returncode == 0, result.stderr[-2000:]

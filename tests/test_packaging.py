@@ -17,6 +17,7 @@ import venv
 import zipfile
 
 import pytest
+from side_by_side import finish_all
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCE_MODULES = sorted(
@@ -79,17 +80,7 @@ def _start(command, installed, cwd):
 
 def _results(processes):
     """CompletedProcess of each started process, in order."""
-    finished = []
-    try:
-        for process in processes:
-            stdout, stderr = process.communicate(timeout=600)
-            finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return finished
+    return list(finish_all(dict(enumerate(processes)), timeout=600).values())
 
 
 def test_wheel_holds_every_module_and_the_reference_data(wheel):
