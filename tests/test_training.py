@@ -88,6 +88,8 @@ def test_flags_override_presets_and_round_trip_through_json():
     ("lightweight2020", {"folds": 5, "fold": 5}, "--fold"),
     ("lightweight2020", {"patch_size": (64, 64)}, "--patch-size"),
     ("lightweight2020", {"colour": "red"}, "unknown configuration keys"),
+    ("lightweight2020", {"spacing": (2, 0, 2)}, "spacing must be three positive voxel sizes"),
+    ("lightweight2020", {"crop": "weird"}, "crop must be one of"),
 ])
 def test_bad_configuration_is_refused(preset, overrides, message):
     with pytest.raises(ConfigError, match=message):

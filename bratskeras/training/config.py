@@ -116,10 +116,13 @@ class TrainConfig:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
-        if self.spacing is not None:
-            object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
-            _check(len(self.spacing) == 3 and min(self.spacing) > 0,
-                   f"--spacing must be three positive voxel sizes in mm, got {self.spacing}")
+        # PreprocessSettings checks and normalises its own fields (crop, crop size, spacing): one check,
+        # reported here as a one-line ConfigError instead of when the first case is cached.
+        try:
+            settings = self.preprocess_settings()
+        except ValueError as error:
+            raise ConfigError(f"preprocessing: {error}") from None
+        object.__setattr__(self, "spacing", settings.spacing)
         _check(self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         _check(self.augment_on in AUGMENT_ON, f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
