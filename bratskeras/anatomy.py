@@ -30,9 +30,14 @@ One case (`make_case`), all draws from one seeded generator:
 
 Arrays are (D, H, W) = NIfTI axes (i, j, k) on BraTS's grid: 1 mm voxels,
 affine diag(-1, -1, 1) (the template's left-right and anterior-posterior axes
-are reversed to match it). A shape smaller than the brain is a 1 mm window
-centred on the tumor (cheap cases for the demo and the tests; the scale of
-everything stays that of real scans).
+are reversed to match it). A shape smaller than the brain is a window
+centred on the tumor (cheap cases for the tests; the scale of everything
+stays that of real scans). `voxel_mm` > 1 writes the same heads on a coarser
+grid (`grid_shape`): the demo trains at 2 mm, and a 2 mm head costs an
+eighth of a 1 mm one to make, write and cache. Everything is drawn in mm, so
+a case keeps its anatomy, tumor volume (ml), blur and bias field; the noise
+per voxel falls with the voxel's volume, as a scanner's does (and as averaging
+2 x 2 x 2 voxels of a 1 mm scan does).
 """
 
 import functools
@@ -48,6 +53,7 @@ from scipy import ndimage
 from bratskeras.errors import ConfigError
 
 BRATS_SHAPE = (240, 240, 155)
+BRATS_FIELD_MM = BRATS_SHAPE  # BraTS's grid is 1 mm: its field of view in mm
 INSTALL_HINT = 'pip install "bratskeras[anatomy]"'
 _TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 # Flip of the template's i (left-right) and j (anterior-posterior) axes onto BraTS's diag(-1, -1, 1) grid.
@@ -91,17 +97,21 @@ class AnatomySettings:
     whole_tumor_ml: tuple = (10.0, 250.0)
     core_fraction: tuple = (0.15, 0.6)
     necrosis_fraction: tuple = (0.0, 0.7)
-    contrast_jitter: float = 0.08
-    bias: float = 0.2
-    noise: tuple = (0.01, 0.05)
-    blur_mm: tuple = (0.0, 0.8)
-    gamma: tuple = (0.85, 1.2)
-    intensity_scale: tuple = (300.0, 3000.0)
+    contrast_jitter: float = 0.15
+    bias: float = 0.35
+    noise: tuple = (0.01, 0.08)
+    blur_mm: tuple = (0.0, 1.2)
+    gamma: tuple = (0.75, 1.35)
+    intensity_scale: tuple = (200.0, 4000.0)
 
 
 # The demo trains on DEFAULT and scores on HELDOUT: other deformation, contrast
 # and scanner ranges, and tumors of other sizes, so the score is not on cases
-# drawn from the training distribution.
+# drawn from the training distribution: larger rotations, scalings,
+# deformations and mass effects, larger cores and more necrosis. DEFAULT's
+# scanner and contrast ranges are the wider ones (domain randomisation, as
+# SynthSeg trains its models): trained on narrower ones, the model took a
+# strong bias field on an unseen head for tumor more often (README, #16).
 DEFAULT = AnatomySettings()
 HELDOUT = AnatomySettings(rotation_degrees=12.0, scale=(0.82, 1.02), deformation_mm=6.0, mass_effect=0.4,
                           whole_tumor_ml=(15.0, 200.0), core_fraction=(0.2, 0.7), necrosis_fraction=(0.1, 0.8),
@@ -177,14 +187,20 @@ def _brain_box(template):
 # --------------------------------------------------------------------------- one case
 
 
-def make_case(shape=BRATS_SHAPE, seed=0, settings=DEFAULT):
+def grid_shape(voxel_mm):
+    """(D, H, W) of BraTS's 240 x 240 x 155 mm field of view at `voxel_mm` (2 mm: 120 x 120 x 78)."""
+    return tuple(int(math.ceil(extent / voxel_mm)) for extent in BRATS_FIELD_MM)
+
+
+def make_case(shape=BRATS_SHAPE, seed=0, settings=DEFAULT, voxel_mm=1.0):
     """Generates one case on real anatomy.
 
     Args:
-        shape: (D, H, W) voxels at 1 mm; BRATS_SHAPE is the whole head, a
-            smaller shape a window centred on the tumor.
+        shape: (D, H, W) voxels of `voxel_mm`; grid_shape(voxel_mm) (BRATS_SHAPE
+            at 1 mm) is the whole head, a smaller shape a window centred on the tumor.
         seed: int or sequence of ints for numpy's default_rng.
         settings: AnatomySettings (DEFAULT for training, HELDOUT for scoring).
+        voxel_mm: isotropic voxel size in mm (1: BraTS's grid).
 
     Returns:
         images: dict modality -> int16 (D, H, W), background exactly 0.
@@ -193,22 +209,27 @@ def make_case(shape=BRATS_SHAPE, seed=0, settings=DEFAULT):
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
+    if not 0.5 <= voxel_mm <= 4.0:
+        raise ValueError(f"voxel size must be 0.5-4 mm, got {voxel_mm}")
     rng = np.random.default_rng(seed)
     template = load_template()
     tumor_centre = _tumor_centre(template, rng)
+    # Output mm -> template voxels; output voxels are `voxel_mm` mm.
     to_template = _random_affine(rng, settings)
-    grid_centre = _grid_centre(template, tumor_centre, to_template, shape, rng)
+    to_template_voxels = to_template * voxel_mm
+    grid_centre = _grid_centre(template, tumor_centre, to_template_voxels, shape, rng, voxel_mm)
     # Only the box that can hold the brain is computed; the rest is background.
-    low, high = _brain_bounds(template, tumor_centre, to_template, grid_centre, shape, settings)
-    points = _output_points(high - low, grid_centre - low)  # (3, d, h, w) mm offsets from the tumor centre
+    low, high = _brain_bounds(template, tumor_centre, to_template_voxels, grid_centre, shape, settings, voxel_mm)
+    # (3, d, h, w) mm offsets from the tumor centre
+    points = _output_points(high - low, grid_centre - low) * np.float32(voxel_mm)
     points = _mass_effect(points, rng, settings)
     coords = _template_coordinates(points, tumor_centre, to_template, rng, settings)
     tissue = np.stack([ndimage.map_coordinates(m, coords, order=1, mode="constant", cval=0.0, prefilter=False)
                        for m in template[:3]])  # (3, d, h, w): CSF, GM, WM
     tissue = np.concatenate([tissue, tissue.sum(0, keepdims=True)])  # + the brain (their sum)
     brain = tissue[3] > 0.5
-    box_classes = _tumor(points, tissue, brain, rng, settings)
-    box_images = _images(tissue, box_classes, brain | (box_classes > 0), points, rng, settings)
+    box_classes = _tumor(points, tissue, brain, rng, settings, voxel_mm)
+    box_images = _images(tissue, box_classes, brain | (box_classes > 0), points, rng, settings, voxel_mm)
     box = tuple(slice(a, b) for a, b in zip(low, high))
     classes = np.zeros(shape, dtype=np.uint8)
     classes[box] = box_classes
@@ -219,12 +240,15 @@ def make_case(shape=BRATS_SHAPE, seed=0, settings=DEFAULT):
     return images, classes
 
 
-def _brain_bounds(template, tumor_centre, to_template, grid_centre, shape, settings):
-    """(low, high) int (3,) output voxels of the box that holds the deformed brain, within the grid."""
+def _brain_bounds(template, tumor_centre, to_template_voxels, grid_centre, shape, settings, voxel_mm):
+    """(low, high) int (3,) output voxels of the box that holds the deformed brain, within the grid.
+
+    `to_template_voxels` (3, 3) maps output voxels (offsets) to template voxels.
+    """
     centre, extent = _brain_box(template)
     corners = np.array(list(itertools.product(*[(c - e / 2, c + e / 2) for c, e in zip(centre, extent)])))
-    out = np.linalg.solve(to_template, (corners - tumor_centre).T).T + grid_centre
-    margin = settings.deformation_mm + 4
+    out = np.linalg.solve(to_template_voxels, (corners - tumor_centre).T).T + grid_centre
+    margin = (settings.deformation_mm + 4) / voxel_mm
     low = np.clip(np.floor(out.min(0) - margin), 0, shape).astype(int)
     high = np.clip(np.ceil(out.max(0) + margin) + 1, 0, shape).astype(int)
     if (high - low < 8).any():  # a window off the brain cannot happen with a tumor centre in it; stay safe
@@ -255,18 +279,19 @@ def _random_affine(rng, settings):
     return np.diag(_AXIS_SIGNS) @ rotation @ np.diag(scale)
 
 
-def _grid_centre(template, tumor_centre, to_template, shape, rng):
+def _grid_centre(template, tumor_centre, to_template_voxels, shape, rng, voxel_mm):
     """Output voxel (3,) where the tumor centre lands.
 
     On an axis as large as the brain (plus margin) the brain is centred in the
     grid as in BraTS; on a smaller axis the window is centred on the tumor
-    (with a little random offset).
+    (with a little random offset). `to_template_voxels` (3, 3) maps output
+    voxels to template (1 mm) voxels.
     """
     brain_centre, extent = _brain_box(template)
-    # Tumor offset from the brain centre, in output mm.
-    offset = np.linalg.solve(to_template, tumor_centre - brain_centre)
+    # Tumor offset from the brain centre, in output voxels.
+    offset = np.linalg.solve(to_template_voxels, tumor_centre - brain_centre)
     shape = np.asarray(shape, dtype=np.float64)
-    whole = shape >= extent[[0, 1, 2]] + 10
+    whole = shape * voxel_mm >= extent[[0, 1, 2]] + 10
     jitter = rng.uniform(-0.1, 0.1, size=3) * shape
     return np.where(whole, (shape - 1) / 2 + offset, (shape - 1) / 2 + jitter)
 
@@ -306,11 +331,11 @@ def _template_coordinates(points, tumor_centre, to_template, rng, settings):
     return coords + tumor_centre.astype(np.float32)[:, None, None, None]
 
 
-def _tumor(points, tissue, brain, rng, settings):
+def _tumor(points, tissue, brain, rng, settings, voxel_mm):
     """Classes (D, H, W) uint8: an irregular core (NCR inside an ET rim) and edema along white matter.
 
     Volumes come from thresholds at ranks, so the drawn whole-tumor volume is
-    met exactly when the window and the brain can hold it.
+    met exactly (to a voxel of `voxel_mm`) when the window and the brain can hold it.
     """
     csf, wm = tissue[0], tissue[2]
     radii = rng.uniform(0.75, 1.3, size=3)
@@ -321,7 +346,7 @@ def _tumor(points, tissue, brain, rng, settings):
     allowed = brain & (csf < 0.6)
     voxels = int(allowed.sum())
     whole_ml = math.exp(rng.uniform(*np.log(settings.whole_tumor_ml)))
-    whole = min(int(whole_ml * 1000), voxels // 2)
+    whole = min(int(whole_ml * 1000 / voxel_mm**3), voxels // 2)
     core = max(1, int(whole * rng.uniform(*settings.core_fraction)))
     core_threshold = _rank_threshold(core_potential[allowed], core)
     in_core = (core_potential <= core_threshold) & brain
@@ -346,7 +371,7 @@ def _rank_threshold(values, count):
     return np.partition(values, count - 1)[count - 1]
 
 
-def _images(tissue, classes, foreground, points, rng, settings):
+def _images(tissue, classes, foreground, points, rng, settings, voxel_mm):
     """int16 images per modality (D, H, W) from tissue probabilities and tumor classes.
 
     `points` (3, D, H, W) are the voxels' mm offsets from the tumor centre.
@@ -358,7 +383,8 @@ def _images(tissue, classes, foreground, points, rng, settings):
         weights[:, mask] = 0.0
         weights[3 + offset][mask] = 1.0
     # Partial volume at the tumor's borders, as a scan's point-spread would give.
-    weights[3:] = ndimage.gaussian_filter(weights[3:], sigma=(0, 0.8, 0.8, 0.8))
+    border_sigma = 0.8 / voxel_mm
+    weights[3:] = ndimage.gaussian_filter(weights[3:], sigma=(0, border_sigma, border_sigma, border_sigma))
     weights[:3] *= 1.0 - weights[3:].sum(0, keepdims=True)
     texture = 1.0 + _waves(points, rng, 5, (8.0, 20.0), 0.12)
     images = {}
@@ -367,13 +393,17 @@ def _images(tissue, classes, foreground, points, rng, settings):
         means = np.asarray(means, dtype=np.float32) * jitter.astype(np.float32)
         volume = np.tensordot(means, weights, axes=1)
         volume = np.where(classes > 0, volume * texture, volume)
-        images[modality] = _scanner(volume, foreground, points, rng, settings)
+        images[modality] = _scanner(volume, foreground, points, rng, settings, voxel_mm)
     return images
 
 
-def _scanner(volume, foreground, points, rng, settings):
-    """One modality through a scanner: blur, gamma, bias field, noise, scale to int16; 0 outside."""
-    sigma = rng.uniform(*settings.blur_mm)
+def _scanner(volume, foreground, points, rng, settings, voxel_mm):
+    """One modality through a scanner: blur, gamma, bias field, noise, scale to int16; 0 outside.
+
+    The noise level is per 1 mm voxel; a voxel of `voxel_mm` averages voxel_mm**3
+    of them (its standard deviation falls by voxel_mm**1.5).
+    """
+    sigma = rng.uniform(*settings.blur_mm) / voxel_mm
     if sigma > 0.05:
         volume = ndimage.gaussian_filter(volume, sigma)
     volume = np.clip(volume, 0.0, None) ** np.float32(rng.uniform(*settings.gamma))
@@ -381,9 +411,12 @@ def _scanner(volume, foreground, points, rng, settings):
     # Over a head (about +-100 mm) the field varies by about +-`bias` per term.
     x, y, z = points / np.float32(100.0)
     bias = np.exp(coefficients[0] * x + coefficients[1] * y + coefficients[2] * z + coefficients[3] * x * y)
-    level = np.float32(rng.uniform(*settings.noise))
-    real = volume * bias + level * rng.standard_normal(volume.shape, dtype=np.float32)
-    imaginary = level * rng.standard_normal(volume.shape, dtype=np.float32)
+    level = np.float32(rng.uniform(*settings.noise) / voxel_mm**1.5)
+    # The noise has a generator of its own, so that the draws after it (the next
+    # modality's) do not depend on the grid's size: one seed, one case at any voxel size.
+    noise_rng = np.random.default_rng(rng.integers(2**63))
+    real = volume * bias + level * noise_rng.standard_normal(volume.shape, dtype=np.float32)
+    imaginary = level * noise_rng.standard_normal(volume.shape, dtype=np.float32)
     magnitude = np.sqrt(real**2 + imaginary**2)  # magnitude images: Rician noise
     scaled = np.clip(magnitude * np.float32(rng.uniform(*settings.intensity_scale)), 1, 32767)
     return np.where(foreground, scaled, 0).astype(np.int16)

@@ -323,7 +323,7 @@ TUMORS = {"glioma": _glioma, "metastases": _metastases}
 
 
 def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False,
-                  task=None, kind="simple", settings="default"):
+                  task=None, kind="simple", settings="default", voxel_mm=1.0):
     """Writes `cases` phantoms to `out_dir` in a release's on-disk layout.
 
     Args:
@@ -341,6 +341,9 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         settings: the anatomy generator's ranges, a name of anatomy.SETTINGS
             ("default" for training, "heldout" for other ranges) or an
             anatomy.AnatomySettings; ignored for "simple".
+        voxel_mm: isotropic voxel size of anatomy heads (1: BraTS's grid; 2:
+            the demo's cheaper training heads, `shape` anatomy.grid_shape(2)).
+            The NIfTI affines carry it. Anatomy in a NIfTI layout only.
 
     Returns:
         The list of written case folder paths (kaggle-h5: the slice folder).
@@ -358,7 +361,9 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}")
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
-    make = _case_maker(kind, settings, task)
+    if voxel_mm != 1.0 and (kind != "anatomy" or layout == "kaggle-h5"):
+        raise ValueError(f"a voxel size other than 1 mm is for anatomy heads in a NIfTI layout, not {kind} / {layout}")
+    make = _case_maker(kind, settings, task, voxel_mm)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
@@ -371,10 +376,11 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         return [_write_task_case(out_dir, index, shape, (seed, index), labels.get_scheme(task))
                 for index in range(cases)]
     writer = _WRITERS[layout]
-    return [writer(out_dir, index, *make(shape, (seed, index))) for index in range(cases)]
+    extra = {"voxel_mm": voxel_mm} if voxel_mm != 1.0 else {}
+    return [writer(out_dir, index, *make(shape, (seed, index)), **extra) for index in range(cases)]
 
 
-def _case_maker(kind, settings, task):
+def _case_maker(kind, settings, task, voxel_mm=1.0):
     """make_case(shape, seed) -> (images, classes) of the phantom kind asked for.
 
     Raises:
@@ -394,7 +400,7 @@ def _case_maker(kind, settings, task):
             raise ValueError(f"unknown anatomy settings {settings!r}; expected one of {', '.join(anatomy.SETTINGS)}")
         settings = anatomy.SETTINGS[settings]
     anatomy.check_available()
-    return lambda shape, seed: anatomy.make_case(shape, seed, settings)
+    return lambda shape, seed: anatomy.make_case(shape, seed, settings, voxel_mm)
 
 
 def _check_out_dir(out_dir, overwrite):
@@ -415,20 +421,21 @@ def _check_out_dir(out_dir, overwrite):
                                 "--overwrite replaces only synth's own phantoms")
 
 
-def _save_nifti(array, path):
+def _save_nifti(array, path, voxel_mm=1.0):
     import nibabel as nib
 
-    image = nib.Nifti1Image(array, volumes.brats_affine(array.shape))
+    image = nib.Nifti1Image(array, volumes.brats_affine(array.shape, voxel_mm))
     image.header.set_xyzt_units("mm", "sec")
     nib.save(image, path)
 
 
-def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext, label="seg"):
+def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext, label="seg",
+                       voxel_mm=1.0):
     os.makedirs(folder, exist_ok=True)
     for modality, suffix in suffixes.items():
-        _save_nifti(images[modality], os.path.join(folder, f"{case_id}{separator}{suffix}{ext}"))
+        _save_nifti(images[modality], os.path.join(folder, f"{case_id}{separator}{suffix}{ext}"), voxel_mm)
     seg = labels.classes_to_labels(classes, scheme)
-    _save_nifti(seg, os.path.join(folder, f"{case_id}{separator}{label}{ext}"))
+    _save_nifti(seg, os.path.join(folder, f"{case_id}{separator}{label}{ext}"), voxel_mm)
     return folder
 
 
@@ -436,18 +443,18 @@ _OLD_SUFFIXES = layouts.LAYOUTS["brats2021"].suffixes
 _GLI_SUFFIXES = layouts.LAYOUTS["brats2023"].suffixes
 
 
-def _write_brats2017(out_dir, index, images, classes):
+def _write_brats2017(out_dir, index, images, classes, voxel_mm=1.0):
     grade = "HGG" if index % 2 == 0 else "LGG"
     case_id = f"Brats17_SYN_{index + 1:03d}_1"
     return _write_case_folder(os.path.join(out_dir, grade, case_id), case_id, images, classes,
-                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz")
+                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz", voxel_mm=voxel_mm)
 
 
-def _write_brats2020(out_dir, index, images, classes):
+def _write_brats2020(out_dir, index, images, classes, voxel_mm=1.0):
     parent = os.path.join(out_dir, "BraTS2020_TrainingData", "MICCAI_BraTS2020_TrainingData")
     case_id = f"BraTS20_Training_{index + 1:03d}"
     folder = _write_case_folder(os.path.join(parent, case_id), case_id, images, classes,
-                                "brats2020", _OLD_SUFFIXES, "_", ".nii")
+                                "brats2020", _OLD_SUFFIXES, "_", ".nii", voxel_mm=voxel_mm)
     _append_csv_rows(parent, case_id, index)
     return folder
 
@@ -469,16 +476,16 @@ def _append_csv_rows(parent, case_id, index):
             writer.writerow(row)
 
 
-def _write_brats2021(out_dir, index, images, classes):
+def _write_brats2021(out_dir, index, images, classes, voxel_mm=1.0):
     case_id = f"BraTS2021_{index:05d}"
     return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
-                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz")
+                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz", voxel_mm=voxel_mm)
 
 
-def _write_brats2023(out_dir, index, images, classes):
+def _write_brats2023(out_dir, index, images, classes, voxel_mm=1.0):
     case_id = f"BraTS-GLI-{index:05d}-000"
     return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
-                              "brats2023", _GLI_SUFFIXES, "-", ".nii.gz")
+                              "brats2023", _GLI_SUFFIXES, "-", ".nii.gz", voxel_mm=voxel_mm)
 
 
 def task_case_id(scheme, index):

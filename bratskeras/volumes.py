@@ -189,10 +189,13 @@ def _read_h5_case(case, modalities, with_labels=True):
     return np.ascontiguousarray(volume[..., order]), seg, properties
 
 
-def brats_affine(shape):
-    """The 1 mm affine BraTS NIfTI files carry: diag(-1, -1, 1), origin so j runs 0..H-1 mm."""
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
-    affine[1, 3] = shape[1] - 1
+def brats_affine(shape, voxel_mm=1.0):
+    """The affine BraTS NIfTI files carry: diag(-1, -1, 1) at 1 mm, origin so j runs 0..H-1 voxels.
+
+    `voxel_mm` scales it for isotropic voxels of another size (synth's 2 mm anatomy heads).
+    """
+    affine = np.diag([-voxel_mm, -voxel_mm, voxel_mm, 1.0])
+    affine[1, 3] = (shape[1] - 1) * voxel_mm
     return affine
 
 

@@ -81,9 +81,43 @@ def test_edema_follows_white_matter():
     wm = np.where(points[0] > 0, 1.0, 0.0).astype(np.float32)  # white matter on one side only
     tissue = np.stack([np.zeros_like(wm), 1 - wm, wm, np.ones_like(wm)])
     settings = anatomy.AnatomySettings(whole_tumor_ml=(12.0, 12.0), core_fraction=(0.2, 0.2))
-    classes = anatomy._tumor(points, tissue, np.ones(wm.shape, bool), rng, settings)
+    classes = anatomy._tumor(points, tissue, np.ones(wm.shape, bool), rng, settings, voxel_mm=1.0)
     edema = classes == 2
     assert edema[wm > 0].sum() > 5 * edema[wm == 0].sum()
+
+
+def test_one_seed_is_one_head_at_any_voxel_size():
+    """A 2 mm case is the 1 mm case of the same seed on a coarser grid: same tumor (ml), same anatomy."""
+    fine_images, fine = anatomy.make_case((96, 96, 80), seed=(0, 3))
+    coarse_images, coarse = anatomy.make_case((48, 48, 40), seed=(0, 3), voxel_mm=2.0)
+    assert coarse.shape == (48, 48, 40)
+    assert 8 * (coarse > 0).sum() == pytest.approx((fine > 0).sum(), rel=0.03)
+    assert 8 * (coarse == 3).sum() == pytest.approx((fine == 3).sum(), rel=0.1)
+    blocks = fine[::2, ::2, ::2]  # the 1 mm voxel in each 2 x 2 x 2 block's corner, 0.5 mm off the 2 mm centre
+    for region in ((1, 2, 3), (1, 3)):
+        a, b = np.isin(blocks, region), np.isin(coarse, region)
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85
+    brain = (fine_images["t1"][::2, ::2, ::2] > 0) & (coarse_images["t1"] > 0)
+    fine_t1, coarse_t1 = fine_images["t1"][::2, ::2, ::2][brain], coarse_images["t1"][brain]
+    assert np.corrcoef(fine_t1, coarse_t1)[0, 1] > 0.85
+    assert coarse_t1.mean() == pytest.approx(fine_t1.mean(), rel=0.05)
+    with pytest.raises(ValueError, match="voxel size"):
+        anatomy.make_case((16, 16, 16), seed=0, voxel_mm=8.0)
+
+
+def test_synth_cli_writes_2mm_heads_on_bratss_field_of_view(tmp_path):
+    result = CliRunner().invoke(cli_main, ["synth", str(tmp_path / "d"), "--kind", "anatomy", "--cases", "1",
+                                           "--voxel-size", "2"])
+    assert result.exit_code == 0, result.output
+    dataset, report = inspection.inspect_dataset(tmp_path / "d")
+    assert len(dataset.cases) == 1 and not report.problems
+    image, seg, properties = volumes.read_case(dataset.cases[0])
+    assert image.shape[:3] == anatomy.grid_shape(2.0) == (120, 120, 78)
+    assert np.allclose(np.abs(np.diag(properties["affine"])[:3]), 2.0)
+    assert 10 <= (seg > 0).sum() * 8 / 1000 <= 250
+    refused = CliRunner().invoke(cli_main, ["synth", str(tmp_path / "s"), "--voxel-size", "2"])
+    assert refused.exit_code != 0 and "anatomy heads" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
 def test_synth_writes_anatomy_cases_in_every_layout(tmp_path):
