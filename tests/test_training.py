@@ -446,6 +446,25 @@ def test_time_limit_stops_when_the_next_epoch_would_not_fit():
         late.on_train_batch_end(0)
 
 
+def test_time_limit_leaves_the_first_epochs_tracing_out_of_its_estimate():
+    """A first epoch of 30 s (tracing) and later ones of 10 s: within 75 s, 5 epochs fit, not 3."""
+    from bratskeras.training.callbacks import TimeLimit
+
+    readings = iter([0.0] + [t for epoch in range(8) for t in (30 + 10 * (epoch - 1) if epoch else 0,
+                                                                  30 + 10 * epoch)])
+    timer = TimeLimit(75, clock=lambda: next(readings))  # deadline 75
+    model = keras.Sequential()
+    model.stop_training = False
+    timer.set_model(model)
+    finished = 0
+    while not model.stop_training:
+        timer.on_epoch_begin(finished)
+        timer.on_epoch_end(finished)  # epochs end at 30, 40, 50, 60, 70
+        finished += 1
+    # With the slowest epoch (30 s) as the estimate it stopped after the third (50 + 30 > 75).
+    assert finished == 5 and timer.expected_epoch == 10 and timer.reached
+
+
 def test_fit_with_a_time_limit_stops_resumably(dataset, tmp_path, monkeypatch):
     from bratskeras.training import fit as fit_module
     from bratskeras.training.callbacks import TimeLimit
