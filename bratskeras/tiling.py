@@ -212,13 +212,27 @@ def compiled_forward(network, shape, keep=MAX_TRACED_SHAPES, cache=COMPILED_FORW
     if shape in cache:
         cache.move_to_end(shape)
         return cache[shape]
-    # A weak reference: the graph must not keep its own cache key alive.
-    model = weakref.ref(network)
-    function = tf.function(lambda x: model()(x, training=False), reduce_retracing=False)
+    function = tf.function(_Forward(network), reduce_retracing=False)
     cache[shape] = function
     while keep is not None and len(cache) > keep:
         cache.popitem(last=False)
     return function
+
+
+class _Forward:
+    """x -> network(x, training=False), holding the network by a weak reference.
+
+    The graph must not keep its own cache key alive. A callable object, not a
+    lambda: TensorFlow counts traces per Python code object, so one lambda
+    behind many single-shape functions read as one function retraced on every
+    shape and printed a "triggered tf.function retracing" warning.
+    """
+
+    def __init__(self, network):
+        self.network = weakref.ref(network)
+
+    def __call__(self, x):
+        return self.network()(x, training=False)
 
 
 def _network_function(network):
