@@ -72,6 +72,7 @@ def test_plan_demo_claims_the_folder_and_writes_its_phantoms(tmp_path, monkeypat
     assert written == [os.path.join(str(tmp_path / "demo"), plan.DEMO_DATA)]
     assert run.time_limit == demo.DEMO_TIME_LIMIT and run.config.epochs == 1
     assert run.config.patch_size == demo.DEMO_OVERRIDES["patch_size"]
-    assert lines == [f"demo: writing synthetic BraTS 2020 phantoms to {written[0]}"]
+    assert lines == [f"demo: writing synthetic BraTS 2020 phantoms (anatomy) to {written[0]}"]
     assert os.listdir(tmp_path / "demo")  # claimed (its marker) before the phantoms went in
-    assert json.loads(run.config.to_json())["crop"] == "none"
+    saved = json.loads(run.config.to_json())
+    assert saved["crop"] == demo.DEMO_OVERRIDES["crop"] and saved["spacing"] == list(demo.DEMO_OVERRIDES["spacing"])

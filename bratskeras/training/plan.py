@@ -76,12 +76,13 @@ def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     land in someone else's folder. Without a time limit the demo gets
     demo.DEMO_TIME_LIMIT.
     """
+    demo.check_demo_requirements()  # the anatomy template's extra, before anything is written
     run_dir = run_dir or default_run_dir("demo")
     config = resolve_config(preset or DEFAULT_PRESET, {**demo.DEMO_OVERRIDES, **overrides})
     refuse_before_writing(config, run_dir)
     run_files.claim_run_dir(run_dir)
     data_root = os.path.join(run_dir, DEMO_DATA)
-    echo(f"demo: writing synthetic BraTS 2020 phantoms to {data_root}")
+    echo(f"demo: writing synthetic BraTS 2020 phantoms ({demo.DEMO_KIND}) to {data_root}")
     data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
     return RunPlan(config, data_dir, run_dir, heldout_dir=heldout_dir, time_limit=time_limit or demo.DEMO_TIME_LIMIT)
 
