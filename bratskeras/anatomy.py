@@ -33,8 +33,8 @@ affine diag(-1, -1, 1) (the template's left-right and anterior-posterior axes
 are reversed to match it). A shape smaller than the brain is a window
 centred on the tumor (cheap cases for the tests; the scale of everything
 stays that of real scans). `voxel_mm` > 1 writes the same heads on a coarser
-grid (`grid_shape`): the demo trains at 2 mm, and a 2 mm head costs an
-eighth of a 1 mm one to make, write and cache. Everything is drawn in mm, so
+grid (`grid_shape`): the demo trains on 3 mm heads, each 1/27 of a 1 mm
+one to make, write and cache. Everything is drawn in mm, so
 a case keeps its anatomy, tumor volume (ml), blur and bias field; the noise
 per voxel falls with the voxel's volume, as a scanner's does (and as averaging
 2 x 2 x 2 voxels of a 1 mm scan does).

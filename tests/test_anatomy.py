@@ -105,6 +105,13 @@ def test_one_seed_is_one_head_at_any_voxel_size():
         anatomy.make_case((16, 16, 16), seed=0, voxel_mm=8.0)
 
 
+def test_anatomy_demo_heads_cover_bratss_field_of_view():
+    from bratskeras.training import demo
+
+    spec = demo.DEMOS["anatomy"]
+    assert spec.shape == anatomy.grid_shape(spec.voxel_mm) and spec.heldout_shape == anatomy.BRATS_SHAPE
+
+
 def test_synth_cli_writes_2mm_heads_on_bratss_field_of_view(tmp_path):
     result = CliRunner().invoke(cli_main, ["synth", str(tmp_path / "d"), "--kind", "anatomy", "--cases", "1",
                                            "--voxel-size", "2"])
