@@ -69,3 +69,5 @@ def test_side_by_side_pytorch_benchmark_runs(tmp_path):
     assert report["machine"]["isa_class"] and [r["task"] for r in report["rows"]] == [
         "predict", "train_paper", "train_demo"]
     assert all(r["bratskeras"] > 0 and r["pytorch"] > 0 and r["pytorch_over_bratskeras"] > 0 for r in report["rows"])
+    assert all(low <= r["pytorch_over_bratskeras"] <= high
+               for r in report["rows"] for low, high in [r["pytorch_over_bratskeras_range"]])
