@@ -22,8 +22,8 @@ Measurements (lightweight-unet, 340,596 parameters, float32):
 
 Prints the CPU class and oneDNN state, per measurement the median seconds of
 each side, the median of the per-pair ratios (PyTorch time / bratskeras
-time: above 1 means bratskeras is faster) and their range ("pairs"). PyTorch is not a dependency of
-bratskeras: `pip install torch` first.
+time: above 1 means bratskeras is faster) and their range ("pairs").
+PyTorch is not a dependency of bratskeras: `pip install torch` first.
 
 To emulate an AVX2-only CPU on an AVX-512 one, run with
 `ONEDNN_MAX_CPU_ISA=AVX2` in the environment (both TensorFlow's and PyTorch's
@@ -252,7 +252,7 @@ def main():
             row[label] = statistics.median(seconds[(task, label)])
         ratios = [t / k for t, k in zip(seconds[(task, "pytorch")], seconds[(task, "bratskeras")])]
         row["pytorch_over_bratskeras"] = statistics.median(ratios)
-        # The spread of the pairs: a goal at the edge of it is not met on this machine.
+        # The spread of the pairs: a goal that lies inside it is not met reliably on this machine.
         row["pytorch_over_bratskeras_range"] = [min(ratios), max(ratios)]
         if "tf-default" in workers:
             row["tf_default_over_bratskeras"] = statistics.median(
