@@ -341,8 +341,8 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         settings: the anatomy generator's ranges, a name of anatomy.SETTINGS
             ("default" for training, "heldout" for other ranges) or an
             anatomy.AnatomySettings; ignored for "simple".
-        voxel_mm: isotropic voxel size of anatomy heads (1: BraTS's grid; 2:
-            the demo's cheaper training heads, `shape` anatomy.grid_shape(2)).
+        voxel_mm: isotropic voxel size of anatomy heads (1: BraTS's grid; 3:
+            the demo's cheaper training heads, `shape` anatomy.grid_shape(3)).
             The NIfTI affines carry it. Anatomy in a NIfTI layout only.
 
     Returns:

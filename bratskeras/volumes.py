@@ -192,7 +192,7 @@ def _read_h5_case(case, modalities, with_labels=True):
 def brats_affine(shape, voxel_mm=1.0):
     """The affine BraTS NIfTI files carry: diag(-1, -1, 1) at 1 mm, origin so j runs 0..H-1 voxels.
 
-    `voxel_mm` scales it for isotropic voxels of another size (synth's 2 mm anatomy heads).
+    `voxel_mm` scales it for isotropic voxels of another size (synth's anatomy heads at 2 or 3 mm).
     """
     affine = np.diag([-voxel_mm, -voxel_mm, voxel_mm, 1.0])
     affine[1, 3] = (shape[1] - 1) * voxel_mm

@@ -15,7 +15,7 @@ Two kinds of demo data (`DEMOS`):
   budget on 2 AVX2 cores (README).
 - "simple": the geometric phantoms, 48 x 48 x 40. Learnt well in the budget
   (held-out WT about 0.9), but easy in a way real scans are not: a model
-  trained on them scores WT 0.25-0.35 on heads built on real anatomy
+  trained on them scores WT 0.25-0.39 on heads built on real anatomy
   (tools/bench_transfer.py). Kept for comparison and as cheap test data.
 """
 
