@@ -136,3 +136,12 @@ def test_outputs_inside_a_data_dir_are_refused_before_predicting(scored, capsys)
     assert status == 1
     assert f"scores.csv: inside DATA_DIR {data}, which is only read" in capsys.readouterr().err
     assert _snapshot(data) == scored["before"]
+
+
+def test_a_folder_without_label_files_stops_before_predicting(tmp_path, scored, capsys):
+    synth.write_dataset(tmp_path / "unlabelled", cases=1, shape=SHAPE, layout="brats2023", seed=4)
+    for case in layouts.discover(tmp_path / "unlabelled").cases:
+        os.remove(case.seg)
+    status = _tool().main([scored["model"], str(tmp_path / "unlabelled"), "--keep-predictions", str(tmp_path / "p")])
+    assert status == 1 and "no labelled cases" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

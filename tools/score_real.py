@@ -58,7 +58,7 @@ def predict_options():
 def parse_args(argv=None):
     """(argparse namespace, predict's argv tail) from this tool's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="Anything `bratskeras predict` accepts as MODEL, passed unchanged.")
+    parser.add_argument("model", metavar="MODEL", help="Anything `bratskeras predict` accepts as MODEL, passed unchanged.")
     parser.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="Folders of scans with label files.")
     parser.add_argument("--json", action="store_true", help="Print the report as JSON instead of a table.")
     parser.add_argument("--out", help="Write the per-case rows to this CSV file.")
@@ -73,7 +73,7 @@ def parse_args(argv=None):
             group.add_argument(*option.opts, dest=dest, action="store_true", help=option.help)
         else:
             group.add_argument(*option.opts, dest=dest, action="append" if option.multiple else "store",
-                               help=option.help)
+                               metavar=option.metavar or option.name.upper(), help=option.help)
     args = parser.parse_args(argv)
     tail = []
     for option in predict_options():
@@ -203,34 +203,49 @@ def _refuse_inside(path, data_dirs):
             raise OutputError(f"{path}: inside DATA_DIR {data_dir}, which is only read")
 
 
-def run(args, options):
-    """Predicts and scores every DATA_DIR; returns (report dict, ok)."""
-    import shutil
-
-    from bratskeras import outputs
-    from bratskeras.errors import BratsKerasError
+def _check_before_predicting(args, task):
+    """Every refusal that costs nothing: a DATA_DIR that is no folder or has no label files, outputs inside one."""
+    from bratskeras import evaluation, outputs
 
     for data_dir in args.data_dirs:
         if not os.path.isdir(data_dir):
             raise FileNotFoundError(2, "not a folder", data_dir)
+        evaluation.find_references(data_dir, task)
     for path in filter(None, (args.out, args.keep_predictions)):
         _refuse_inside(path, args.data_dirs)
     if args.out:
         outputs.refuse_existing(args.out, args.overwrite)
         outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(args.out)))
-    task = getattr(args, "predict_task", None)
+
+
+def _predict_and_score(args, options, task, pred_dirs):
+    """(rows, folder records, ok) of every DATA_DIR predicted into its folder of `pred_dirs`."""
+    from bratskeras.errors import BratsKerasError
+
     rows, folders, ok = [], [], True
+    for data_dir, pred_dir in zip(args.data_dirs, pred_dirs):
+        status = run_predict(args.model, data_dir, pred_dir, options, overwrite=args.overwrite)
+        if status != 0 and not (os.path.isdir(pred_dir) and os.listdir(pred_dir)):
+            raise BratsKerasError(f"{data_dir}: bratskeras predict wrote no prediction (exit status {status})")
+        folder_rows, record = score_folder(data_dir, pred_dir, task, args.workers)
+        record["predict_exit_status"] = status
+        ok &= status == 0 and not (record["missing"] or record["failed"])
+        rows += folder_rows
+        folders.append(record)
+    return rows, folders, ok
+
+
+def run(args, options):
+    """Predicts and scores every DATA_DIR, writes --out; returns (report dict, ok)."""
+    import shutil
+
+    from bratskeras import outputs
+
+    task = getattr(args, "predict_task", None)
+    _check_before_predicting(args, task)
     pred_dirs = _prediction_folders(args.data_dirs, args.keep_predictions)
     try:
-        for data_dir, pred_dir in zip(args.data_dirs, pred_dirs):
-            status = run_predict(args.model, data_dir, pred_dir, options, overwrite=args.overwrite)
-            if status != 0 and not (os.path.isdir(pred_dir) and os.listdir(pred_dir)):
-                raise BratsKerasError(f"{data_dir}: bratskeras predict wrote no prediction (exit status {status})")
-            folder_rows, record = score_folder(data_dir, pred_dir, task, args.workers)
-            record["predict_exit_status"] = status
-            ok &= status == 0 and not (record["missing"] or record["failed"])
-            rows += folder_rows
-            folders.append(record)
+        rows, folders, ok = _predict_and_score(args, options, task, pred_dirs)
     finally:
         if args.keep_predictions is None:
             for pred_dir in pred_dirs:
