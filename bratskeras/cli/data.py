@@ -18,7 +18,7 @@ TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment g
 @click.option("--task", type=click.Choice(TASKS), help=TASK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(data_dir, layout, task, as_json):
-    """List a dataset's cases and every problem found; exit 1 if any case has one."""
+    """List a dataset's cases, every problem (exit 1) and warning (inputs unlike BraTS's) found."""
     from bratskeras.inspection import inspect_dataset
 
     _, report = inspect_dataset(data_dir, layout, task=task)
@@ -34,7 +34,9 @@ def inspect_command(data_dir, layout, task, as_json):
                        f"{shape:<18}{spacing:<18}{case.labels}")
         for problem in report.problems:
             click.echo(f"problem: {problem}", err=True)
-        click.echo(f"{len(report.problems)} problem(s)")
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
     if report.problems:
         raise SystemExit(1)
 

@@ -113,6 +113,8 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                f"crop {setup.preprocess.crop}", err=True)
 
     def on_case(result):
+        if result.warning:
+            click.echo(f"warning: {result.warning}", err=True)
         if result.error:
             click.echo(f"error: {result.error}", err=True)
         else:
