@@ -199,6 +199,18 @@ def test_export_names_its_outputs_after_the_pretrained_model(shipped, tmp_path, 
     assert sorted(os.listdir(shipped / NAME)) == ["best.keras", "card.json", "config.json"]  # nothing written there
 
 
+def test_summary_takes_a_pretrained_name(shipped):
+    card = json.loads((shipped / NAME / "card.json").read_text())
+    table = CliRunner().invoke(cli, ["summary", f"pretrained:{NAME}", "--json"])
+    assert table.exit_code == 0, table.output
+    assert json.loads(table.output)["params"] == card["architecture"]["parameters"]
+    # Its paper's lightweight-unet has 16 base filters, this one 4: the comparison says so.
+    compared = CliRunner().invoke(cli, ["summary", f"pretrained:{NAME}", "--compare"])
+    assert compared.exit_code == 1 and "MISMATCH" in compared.output and "paper 340,596" in compared.output
+    shaped = CliRunner().invoke(cli, ["summary", f"pretrained:{NAME}", "--input-shape", "32,32,32,4"])
+    assert shaped.exit_code == 1 and "--input-shape builds a registry model" in shaped.output
+
+
 # ------------------------------------------------------------------- the shipped models
 
 
