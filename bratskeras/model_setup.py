@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 
-from bratskeras import targets
+from bratskeras import pretrained, targets
 from bratskeras.errors import ModelError
 from bratskeras.preprocessing import PreprocessSettings
 from bratskeras.tiling import balanced_window
@@ -130,9 +130,10 @@ def run_config(path):
     `path` is a run directory, or a .keras file inside one: its best.keras or
     checkpoints/epoch-NNNN.keras, whose run folder is one level further up.
     What the model's output channels mean (a task's 4 regions or the classic
-    4 classes) is known only from there.
+    4 classes) is known only from there. "pretrained:NAME" is its shipped
+    run folder (bratskeras.pretrained).
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(os.fspath(pretrained.resolve(path)))
     inside_run = not os.path.isdir(path)
     if inside_run:
         folder = os.path.dirname(path)
@@ -160,7 +161,7 @@ def run_task(path):
 
 
 def load_predictor(path):
-    """Loads a `.keras` file or a run directory (its best.keras and config.json).
+    """Loads a `.keras` file, a run directory (its best.keras and config.json) or "pretrained:NAME".
 
     Returns:
         (network, ModelSetup); the network outputs probabilities (softmax or

@@ -18,6 +18,7 @@ import sys
 
 import click
 
+from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, user_message
 from bratskeras.labels import SCHEMES, TASKS
@@ -69,7 +70,7 @@ def _window_progress(case):
 
 
 @click.command("predict")
-@click.argument("model", type=click.Path(exists=True))
+@click.argument("model", type=MODEL_SOURCE)
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -90,7 +91,10 @@ def _window_progress(case):
 @needs_tensorflow
 def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
                     save_probabilities, overwrite):
-    """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid."""
+    """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid.
+
+    MODEL is a run directory, a .keras file or pretrained:NAME (`bratskeras pretrained` lists them).
+    """
     from bratskeras import inference, layouts, model_setup, tiling
     from bratskeras.cli.models import parse_shape
 
