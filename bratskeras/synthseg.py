@@ -176,7 +176,7 @@ class Tumours:
     whole_ml: tuple = (8.0, 300.0)  # the first lesion's whole tumour, log-uniform
     cortical: float = 0.3
     mass_effect: float = 0.45
-    mixed_share: float = 0.2  # satellites of another type than the first lesion
+    mixed_share: float = 0.2  # lesions of a type drawn anew instead of the head's type
 
     def __post_init__(self):
         if len(self.type_weights) != len(TUMOUR_TYPES) or min(self.type_weights) < 0:
@@ -195,7 +195,8 @@ class Tumours:
             volume = math.exp(_uniform(rng, np.log(self.whole_ml)))
             if index:  # satellites are smaller than the first lesion
                 volume *= rng.uniform(0.05, 0.5)
-            head.lesions.append({"type": rng.choice(TUMOUR_TYPES) if index and rng.random() < self.mixed_share else kind,
+            mixed = rng.random() >= 1.0 - self.mixed_share
+            head.lesions.append({"type": rng.choice(TUMOUR_TYPES) if mixed else kind,
                                  "centre": centre_mm.astype(np.float32), "whole_ml": volume,
                                  "push": rng.uniform(0.0, self.mass_effect)})
 
@@ -330,6 +331,37 @@ class Vessels:
         head.labels[vessels] = VESSEL
 
 
+@dataclass(frozen=True)
+class VesselTubes:
+    """Tubular enhancing vessels: random walks from CSF (sulci, ventricles: choroid plexus) through tissue.
+
+    Real T1c scans show veins, sinuses and choroid plexus as bright as
+    enhancing tumour; a model that has seen none calls them ET.
+    """
+
+    name = "vessel_tubes"
+    count: tuple = (10, 60)
+    length_mm: tuple = (10.0, 60.0)
+    radius_mm: tuple = (0.6, 2.0)
+
+    def __call__(self, head, rng):
+        starts = np.argwhere(np.isin(head.labels, (SULCAL_CSF, VENTRICLE)))
+        if not len(starts):
+            return
+        tubes = np.zeros(head.shape, dtype=bool)
+        voxel = head.voxel_mm
+        for start in starts[rng.integers(len(starts), size=int(_uniform(rng, self.count)))]:
+            steps = max(2, int(_uniform(rng, self.length_mm) / voxel))
+            turns = rng.normal(size=(steps, 3)).cumsum(0) * 0.3 + rng.normal(size=3)
+            path = start + np.cumsum(turns / np.linalg.norm(turns, axis=1, keepdims=True), axis=0)
+            inside = np.all((path >= 0) & (path < np.asarray(head.shape) - 0.5), axis=1)
+            tubes[tuple(np.round(path[inside]).astype(int).T)] = True
+        radius = _uniform(rng, self.radius_mm) / voxel
+        if radius > 0.75:
+            tubes = ndimage.binary_dilation(tubes, iterations=int(round(radius)))
+        head.labels[tubes & np.isin(head.labels, HEALTHY)] = VESSEL
+
+
 # --------------------------------------------------------------------------- intensities
 
 
@@ -435,6 +467,29 @@ class SkullStrip:
 
 
 @dataclass(frozen=True)
+class DuraAndScalp:
+    """Paints what skull-stripping left (dura, sinuses) and the scalp beyond the mask (blurred in at its edge).
+
+    Dura and the venous sinuses enhance: on T1c the rim is, in
+    `enhancing_share` of the heads, as bright as enhancing tumour.
+    """
+
+    name = "dura"
+    enhancing_share: float = 0.6
+
+    def __call__(self, head, rng):
+        dura, outside = head.labels == DURA, head.labels == OUTSIDE
+        for modality in MODALITIES:
+            image = head.images[modality]
+            brain = image[head.labels > 0]
+            top = float(np.percentile(brain, 99)) if brain.size else 1.0
+            level = (top * rng.uniform(1.0, 1.6) if modality == "t1ce" and rng.random() < self.enhancing_share
+                     else top * rng.uniform(0.1, 0.9))
+            image[dura] = level * (1 + 0.1 * rng.standard_normal(int(dura.sum()), dtype=np.float32))
+            image[outside] = top * rng.uniform(0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class Scanner:
     """Per modality: thick-slice blur, registration blur, bias field, gamma, Rician noise, intensity scale.
 
@@ -476,14 +531,19 @@ class Scanner:
 
 # --------------------------------------------------------------------------- generators
 
-DEFAULT = (Pose(), Tumours(), Warp(), Atrophy(), GrowTumours(), Vessels(), Contrasts(), SkullStrip(), Scanner())
+DEFAULT = (Pose(), Tumours(), Warp(), Atrophy(), GrowTumours(), Vessels(), VesselTubes(), Contrasts(),
+           SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
+# DEFAULT without the enhancing mimics (tubular vessels, enhancing dura) and with fewer dura rims, draw for
+# draw the heads of the first stage of the shipped model's training (tools/train_pretrained.py).
+BASIC = (Pose(), Tumours(), Warp(), Atrophy(), GrowTumours(), Vessels(), Contrasts(), SkullStrip(), Scanner())
 # Held-out heads: other ranges and another mix of tumours, to score on heads not drawn from the training ones.
 HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=(0.3, 0.3, 0.1, 0.15, 0.15),
                                                                   whole_ml=(5.0, 200.0), mass_effect=0.5),
            Warp(deformation_mm=10.0), Atrophy(sulci_mm=(0.0, 3.0), ventricles_mm=(-1.0, 6.0)), GrowTumours(),
-           Vessels(count=(10, 50)), Contrasts(jitter=0.12, random_share=0.0), SkullStrip(dilate_share=0.2),
+           Vessels(count=(10, 50)), VesselTubes(count=(20, 50)), Contrasts(jitter=0.12, random_share=0.0),
+           SkullStrip(dilate_share=0.3), DuraAndScalp(enhancing_share=0.5),
            Scanner(noise=(0.01, 0.05), scale=(100.0, 3000.0)))
-GENERATORS = {"default": DEFAULT, "heldout": HELDOUT}
+GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC}
 
 
 def make_case(shape=None, seed=0, transforms=DEFAULT, voxel_mm=1.0):

@@ -15,7 +15,8 @@ VOXEL = 4.0  # a whole head at 4 mm: 60 x 60 x 39 voxels, well under a second
 def _only(kind, **options):
     """DEFAULT with one lesion of tumour type `kind`."""
     weights = tuple(float(name == kind) for name in synthseg.TUMOUR_TYPES)
-    tumours = synthseg.Tumours(type_weights=weights, count_weights=(1.0,), whole_ml=(60.0, 80.0), **options)
+    tumours = synthseg.Tumours(type_weights=weights, count_weights=(1.0,), whole_ml=(60.0, 80.0), mixed_share=0.0,
+                               **options)
     return tuple(tumours if t.name == "tumours" else t for t in synthseg.DEFAULT)
 
 
@@ -34,16 +35,20 @@ def test_one_seed_one_head_and_whole_brain_grid():
     assert all(images[m].dtype == np.int16 for m in images)
 
 
-def test_named_streams_a_step_left_out_changes_no_other_steps_draws():
-    """Each transform draws from its own stream: without the vessels the labels differ only where vessels were."""
+@pytest.mark.parametrize("left_out", ["vessels", "vessel_tubes"])
+def test_named_streams_a_step_left_out_changes_no_other_steps_draws(left_out):
+    """Each transform draws from its own stream: without a vessel step the labels differ only at vessels.
+
+    (Vessel tubes start in CSF, so without the vessel blobs they may start elsewhere: a vessel either way.)
+    """
     full = synthseg.Head(shape=(60, 60, 39), voxel_mm=VOXEL)
     without = synthseg.Head(shape=(60, 60, 39), voxel_mm=VOXEL)
-    for transform in synthseg.DEFAULT[:6]:  # up to and with Vessels
+    for transform in synthseg.DEFAULT[:7]:  # up to and with VesselTubes
         transform(full, synthseg.stream(5, transform.name))
-        if transform.name != "vessels":
+        if transform.name != left_out:
             transform(without, synthseg.stream(5, transform.name))
     differ = full.labels != without.labels
-    assert differ.any() and (full.labels[differ] == synthseg.VESSEL).all()
+    assert differ.any() and ((full.labels[differ] == synthseg.VESSEL) | (without.labels[differ] == synthseg.VESSEL)).all()
 
 
 @pytest.mark.parametrize("kind, present, absent", [
@@ -81,6 +86,25 @@ def test_contrasts_keep_what_defines_the_brats_classes_under_random_contrasts():
         assert np.median(images["t1ce"][classes == 3]) > np.percentile(images["t1ce"][normal], 90)
         assert np.median(images["flair"][classes == 2]) > np.median(images["flair"][normal])
         assert np.median(images["t1"][classes == 1]) < np.median(images["t1"][normal])
+
+
+def test_basic_is_default_without_the_enhancing_mimics():
+    names = [t.name for t in synthseg.DEFAULT]
+    assert [t.name for t in synthseg.BASIC] == [n for n in names if n not in ("vessel_tubes", "dura")]
+
+
+def test_dura_left_by_skull_stripping_enhances_on_t1c():
+    transforms = tuple(replace(t, dilate_share=1.0, erode_share=0.0) if t.name == "skull_strip" else
+                       replace(t, enhancing_share=1.0) if t.name == "dura" else
+                       replace(t, noise=(0.0, 0.0), thick_share=0.0, blur_mm=(0.0, 0.0), bias=(0.0, 0.0))
+                       if t.name == "scanner" else t for t in synthseg.DEFAULT)
+    head = synthseg.Head(shape=(60, 60, 39), voxel_mm=VOXEL)
+    for transform in transforms[:-1]:
+        transform(head, synthseg.stream(2, transform.name))
+    dura, brain = head.labels == synthseg.DURA, np.isin(head.labels, synthseg.HEALTHY)
+    assert dura.sum() > 100
+    t1ce = head.images["t1ce"]
+    assert np.median(t1ce[dura]) >= np.percentile(t1ce[brain], 99)
 
 
 def test_skull_strip_mask_and_background():

@@ -1,11 +1,12 @@
 """Trains a shipped pretrained model from scratch: the exact recipe behind its weights.
 
-    python tools/train_pretrained.py NAME OUT_DIR [--data DATA_DIR] [--dry-run]
+    python tools/train_pretrained.py NAME OUT_DIR [--data DATA_DIR] [--stages 1 2] [--dry-run]
 
-Runs two bratskeras commands, printed before they run: `bratskeras synth`
-writes the generated training heads (skipped when DATA_DIR already holds
-them), then `bratskeras fit` trains on them into OUT_DIR/run. Nothing else
-goes into the weights: no BraTS or other real data. The result is a run
+Runs, per training stage, two bratskeras commands, printed before they run:
+`bratskeras synth` writes the stage's generated heads (skipped when its
+folder already holds them), then `bratskeras fit` trains on them into
+OUT_DIR/stage-N (from stage N-1's weights, `--init-from`). Nothing else
+goes into the weights: no BraTS or other real data. The last stage is a run
 folder like any other; the shipped model is its best.keras and config.json
 with a model card (bratskeras/pretrained/).
 
@@ -20,39 +21,58 @@ import subprocess
 import sys
 
 RECIPES = {
-    # lightweight-unet on 320 SynthSeg-style heads (bratskeras.synthseg) at 2 mm; a 64 x 80 x 64 patch at
-    # 2 mm holds most of a brain. 60 epochs of 80 steps, or what fits in 68 minutes on the machine it runs on.
-    "brats-glioma-synth-lightweight": {
-        "synth": ["--kind", "synthseg", "--voxel-size", "2", "--cases", "320", "--seed", "7000"],
-        "fit": ["--model", "lightweight-unet", "--spacing", "2", "--patch-size", "64,80,64", "--batch-size", "2",
-                "--learning-rate", "2e-3", "--epochs", "60", "--steps-per-epoch", "80", "--folds", "20",
-                "--fold", "0", "--seed", "0", "--time-limit", "68m"],
-    },
+    # lightweight-unet on SynthSeg-style heads (bratskeras.synthseg) at 2 mm, in two stages. A 64 x 80 x 64
+    # patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no enhancing mimics),
+    # 60 epochs of 80 steps or what fits in 68 minutes. Stage 2 fine-tunes stage 1's best weights on 160 heads
+    # of the full generator (tubular vessels, enhancing dura: what real T1c scans show besides tumour) with
+    # half the learning rate, for what fits in 25 minutes; its model, spacing and patch come from stage 1.
+    "brats-glioma-synth-lightweight": [
+        {"synth": ["--kind", "synthseg", "--settings", "basic", "--voxel-size", "2", "--cases", "320",
+                   "--seed", "7000"],
+         "fit": ["--model", "lightweight-unet", "--spacing", "2", "--patch-size", "64,80,64", "--batch-size", "2",
+                 "--learning-rate", "2e-3", "--epochs", "60", "--steps-per-epoch", "80", "--folds", "20",
+                 "--fold", "0", "--seed", "0", "--time-limit", "68m"]},
+        {"synth": ["--kind", "synthseg", "--voxel-size", "2", "--cases", "160", "--seed", "7100"],
+         "fit": ["--batch-size", "2", "--learning-rate", "1e-3", "--epochs", "30", "--steps-per-epoch", "80",
+                 "--folds", "20", "--fold", "0", "--seed", "1", "--time-limit", "25m"]},
+    ],
 }
 
 
 def commands(name, out_dir, data_dir):
-    """[synth argv, fit argv] of recipe `name` (each starting with "bratskeras")."""
-    recipe = RECIPES[name]
-    return [["bratskeras", "synth", data_dir, *recipe["synth"]],
-            ["bratskeras", "fit", data_dir, "--out", os.path.join(out_dir, "run"), *recipe["fit"]]]
+    """[(data folder, synth argv, fit argv)] of recipe `name`, one per stage (argv starting with "bratskeras").
+
+    Stage i writes its heads to DATA_DIR/stage-i and trains into OUT_DIR/stage-i, from stage i-1's run.
+    """
+    stages = []
+    for index, stage in enumerate(RECIPES[name], start=1):
+        data = os.path.join(data_dir, f"stage-{index}")
+        init = ["--init-from", os.path.join(out_dir, f"stage-{index - 1}")] if index > 1 else []
+        stages.append((data, ["bratskeras", "synth", data, *stage["synth"]],
+                       ["bratskeras", "fit", data, "--out", os.path.join(out_dir, f"stage-{index}"), *init,
+                        *stage["fit"]]))
+    return stages
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("out_dir")
-    parser.add_argument("--data", help="Where the generated heads go (default OUT_DIR/data)")
+    parser.add_argument("--data", help="Where the generated heads go, a folder per stage (default OUT_DIR/data)")
+    parser.add_argument("--stages", type=int, nargs="+", help="Run only these stages (1-based; default all)")
     parser.add_argument("--dry-run", action="store_true", help="Print the commands only")
     args = parser.parse_args(argv)
     data_dir = args.data or os.path.join(args.out_dir, "data")
-    for index, command in enumerate(commands(args.name, args.out_dir, data_dir)):
-        if index == 0 and os.path.isdir(data_dir) and os.listdir(data_dir):
-            print(f"# {data_dir} exists: not written again ({shlex.join(command)})", flush=True)
+    for index, (data, synth, fit) in enumerate(commands(args.name, args.out_dir, data_dir), start=1):
+        if args.stages and index not in args.stages:
             continue
-        print(shlex.join(command), flush=True)
-        if not args.dry_run and subprocess.call(command) != 0:
-            return 1
+        for command in (synth, fit):
+            if command is synth and os.path.isdir(data) and os.listdir(data):
+                print(f"# {data} exists: not written again ({shlex.join(command)})", flush=True)
+                continue
+            print(shlex.join(command), flush=True)
+            if not args.dry_run and subprocess.call(command) != 0:
+                return 1
     return 0
 
 
