@@ -23,6 +23,10 @@ from scipy import ndimage
 
 CROPS = ("bbox", "center", "none")
 FLAIR_PAPER_CROP = (192, 192, 154)
+# The intensity normalisation `preprocess` applies (`zscore`), by the name a
+# model's input contract (bratskeras.contract) records; the only one so far.
+NORMALISATION = "zscore-nonzero"
+NORMALISATIONS = (NORMALISATION,)
 
 
 @dataclass(frozen=True)
