@@ -35,7 +35,7 @@ def export_command(model, format_, out, version, quantize, input_shape, overwrit
         click.echo(f"warning: {model}: no input contract (no run config.json, none embedded); the export carries "
                    "none, and predict will guess from its channel counts", err=True)
     else:
-        click.echo(f"contract: {report.contract.describe()} (from the {report.contract_source})")
+        click.echo(f"contract: {report.contract.describe()} (source: {report.contract_source})")
 
 
 COMMANDS = [export_command]
