@@ -46,7 +46,9 @@ LOCATIONS = {
 }
 FORMATS = tuple(LOCATIONS)
 SAVED_MODEL_MARKER = "saved_model.pb"
-RUN_DIR_MODEL = "best.keras"  # models.saving.RUN_DIR_MODEL, without importing keras here
+# The model file of a run directory, here (not in models.saving, which loads it) so that reading a
+# contract imports no Keras.
+RUN_DIR_MODEL = "best.keras"
 _KERAS_METADATA = "metadata.json"
 _TFLITE_IDENTIFIER = b"TFL3"
 _DEFAULTS = PreprocessSettings()

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import keras
 
+from bratskeras.contract import RUN_DIR_MODEL
 from bratskeras.errors import ModelError
-
-RUN_DIR_MODEL = "best.keras"
 
 
 def load_model(source):
