@@ -157,9 +157,8 @@ def load_template():
     """
     import nibabel as nib
 
-    folder = template_folder()
-    maps = {name: np.asarray(nib.load(os.path.join(folder, file)).dataobj, dtype=np.float32) / 255.0
-            for name, file in _TEMPLATE_FILES.items()}
+    maps = {name: np.asarray(nib.load(template_file(name)).dataobj, dtype=np.float32) / 255.0
+            for name in _TEMPLATE_FILES}
     brain = (maps["t1"] > 0).astype(np.float32)
     gm, wm = maps["gm"] * brain, maps["wm"] * brain
     total = gm + wm
@@ -173,15 +172,16 @@ def load_template():
 
 
 @functools.lru_cache(maxsize=1)
-def _brain_box_cached():
+def brain_box():
+    """(centre (3,), extent (3,)) of the template's brain in template voxels (computed once)."""
     coords = np.argwhere(load_template()[3] > 0)
     low, high = coords.min(0), coords.max(0)
     return (low + high) / 2.0, high - low + 1
 
 
-def _brain_box(template):
-    """(centre (3,), extent (3,)) of the template's brain in template voxels (computed once)."""
-    return _brain_box_cached()
+def template_file(name):
+    """Path of the template's "t1", "gm" or "wm" NIfTI file inside nilearn's wheel."""
+    return os.path.join(template_folder(), _TEMPLATE_FILES[name])
 
 
 # --------------------------------------------------------------------------- one case
@@ -215,7 +215,7 @@ def make_case(shape=BRATS_SHAPE, seed=0, settings=DEFAULT, voxel_mm=1.0):
     template = load_template()
     tumor_centre = _tumor_centre(template, rng)
     # Output mm -> template voxels; output voxels are `voxel_mm` mm.
-    to_template = _random_affine(rng, settings)
+    to_template = random_affine(rng, settings)
     to_template_voxels = to_template * voxel_mm
     grid_centre = _grid_centre(template, tumor_centre, to_template_voxels, shape, rng, voxel_mm)
     # Only the box that can hold the brain is computed; the rest is background.
@@ -245,7 +245,7 @@ def _brain_bounds(template, tumor_centre, to_template_voxels, grid_centre, shape
 
     `to_template_voxels` (3, 3) maps output voxels (offsets) to template voxels.
     """
-    centre, extent = _brain_box(template)
+    centre, extent = brain_box()
     corners = np.array(list(itertools.product(*[(c - e / 2, c + e / 2) for c, e in zip(centre, extent)])))
     out = np.linalg.solve(to_template_voxels, (corners - tumor_centre).T).T + grid_centre
     margin = (settings.deformation_mm + 4) / voxel_mm
@@ -264,7 +264,7 @@ def _tumor_centre(template, rng):
     return candidates[rng.integers(len(candidates))].astype(np.float64)
 
 
-def _random_affine(rng, settings):
+def random_affine(rng, settings):
     """3x3 matrix: output mm -> template voxels (rotation, scale, BraTS axis flips)."""
     angles = np.radians(rng.uniform(-settings.rotation_degrees, settings.rotation_degrees, size=3))
     rotation = np.eye(3)
@@ -287,7 +287,7 @@ def _grid_centre(template, tumor_centre, to_template_voxels, shape, rng, voxel_m
     (with a little random offset). `to_template_voxels` (3, 3) maps output
     voxels to template (1 mm) voxels.
     """
-    brain_centre, extent = _brain_box(template)
+    brain_centre, extent = brain_box()
     # Tumor offset from the brain centre, in output voxels.
     offset = np.linalg.solve(to_template_voxels, tumor_centre - brain_centre)
     shape = np.asarray(shape, dtype=np.float64)
@@ -310,7 +310,7 @@ def _mass_effect(points, rng, settings):
     return points * (1.0 - strength * np.exp(-squared / (2 * radius**2)))[None]
 
 
-def _waves(points, rng, count, wavelength_mm, amplitude):
+def waves(points, rng, count, wavelength_mm, amplitude):
     """Sum of `count` random plane waves over `points` (3, ...), max about `amplitude`."""
     field = np.zeros(points.shape[1:], dtype=np.float32)
     for _ in range(count):
@@ -325,7 +325,7 @@ def _waves(points, rng, count, wavelength_mm, amplitude):
 
 def _template_coordinates(points, tumor_centre, to_template, rng, settings):
     """(3, D, H, W) template voxel coordinates of each output voxel (affine + smooth displacement)."""
-    displaced = np.stack([points[a] + _waves(points, rng, 3, (60.0, 160.0), settings.deformation_mm)
+    displaced = np.stack([points[a] + waves(points, rng, 3, (60.0, 160.0), settings.deformation_mm)
                           for a in range(3)])
     coords = np.tensordot(to_template.astype(np.float32), displaced, axes=1)
     return coords + tumor_centre.astype(np.float32)[:, None, None, None]
@@ -341,19 +341,19 @@ def _tumor(points, tissue, brain, rng, settings, voxel_mm):
     radii = rng.uniform(0.75, 1.3, size=3)
     distance = np.sqrt(sum((p / r) ** 2 for p, r in zip(points, radii)))  # mm, ellipsoidal
     # Irregular borders: low-frequency waves modulate the distance.
-    lobes = 1.0 + _waves(points, rng, 4, (25.0, 60.0), 0.35)
+    lobes = 1.0 + waves(points, rng, 4, (25.0, 60.0), 0.35)
     core_potential = distance / lobes
     allowed = brain & (csf < 0.6)
     voxels = int(allowed.sum())
     whole_ml = math.exp(rng.uniform(*np.log(settings.whole_tumor_ml)))
     whole = min(int(whole_ml * 1000 / voxel_mm**3), voxels // 2)
     core = max(1, int(whole * rng.uniform(*settings.core_fraction)))
-    core_threshold = _rank_threshold(core_potential[allowed], core)
+    core_threshold = rank_threshold(core_potential[allowed], core)
     in_core = (core_potential <= core_threshold) & brain
     # Edema: distance beyond the core, stretched where white matter is sparse.
     edema_potential = core_threshold + (core_potential - core_threshold) / (0.08 + wm)
     edema_candidates = allowed & ~in_core
-    edema_threshold = _rank_threshold(edema_potential[edema_candidates], max(whole - int(in_core.sum()), 0))
+    edema_threshold = rank_threshold(edema_potential[edema_candidates], max(whole - int(in_core.sum()), 0))
     in_edema = edema_candidates & (edema_potential <= edema_threshold)
     necrosis = rng.uniform(*settings.necrosis_fraction)
     classes = np.zeros(brain.shape, dtype=np.uint8)
@@ -363,7 +363,7 @@ def _tumor(points, tissue, brain, rng, settings, voxel_mm):
     return classes
 
 
-def _rank_threshold(values, count):
+def rank_threshold(values, count):
     """The value below or at which `count` of `values` lie (-inf for 0)."""
     if count <= 0 or values.size == 0:
         return -np.inf
@@ -386,7 +386,7 @@ def _images(tissue, classes, foreground, points, rng, settings, voxel_mm):
     border_sigma = 0.8 / voxel_mm
     weights[3:] = ndimage.gaussian_filter(weights[3:], sigma=(0, border_sigma, border_sigma, border_sigma))
     weights[:3] *= 1.0 - weights[3:].sum(0, keepdims=True)
-    texture = 1.0 + _waves(points, rng, 5, (8.0, 20.0), 0.12)
+    texture = 1.0 + waves(points, rng, 5, (8.0, 20.0), 0.12)
     images = {}
     for modality, means in CONTRASTS.items():
         jitter = 1.0 + rng.uniform(-settings.contrast_jitter, settings.contrast_jitter, size=6)

@@ -26,7 +26,9 @@ import numpy as np
 
 from bratskeras import layouts, preprocessing, volumes
 
-CACHE_VERSION = 1
+# Part of every key: bump when preprocessing changes what a case becomes (2: a constant
+# non-zero background is background, preprocessing.background_value).
+CACHE_VERSION = 2
 # Enough tumor voxels to centre patches anywhere in the tumor, few enough to stay small.
 MAX_FOREGROUND_COORDS = 200_000
 

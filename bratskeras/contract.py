@@ -29,7 +29,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 
-from bratskeras import __version__, labels, targets
+from bratskeras import __version__, labels, pretrained, targets
 from bratskeras.errors import ConfigError, ModelError
 from bratskeras.preprocessing import NORMALISATION, NORMALISATIONS, PreprocessSettings
 
@@ -67,7 +67,8 @@ class InputContract:
         spacing: (d, h, w) voxel size in mm the network works at, or None for
             the source grid (nnU-Net's target spacing; the demo: 3 mm).
         normalisation: a name of preprocessing.NORMALISATIONS (today the
-            per-channel z-score over non-zero brain voxels).
+            per-channel z-score over the brain voxels: not 0, or not the
+            constant background, preprocessing.foreground_mask).
         crop, crop_size, margin: preprocessing.PreprocessSettings' crop.
         patch_size: (d, h, w) training patches, or None when unknown; a
             size-free model's default window follows it.
@@ -259,17 +260,18 @@ def read_contract(path, format=None):
     """The contract stored in a model file, or None when it carries none.
 
     Args:
-        path: a `.keras` file or run directory (its best.keras), a SavedModel
-            folder, a `.onnx` or a `.tflite` file.
+        path: a `.keras` file or run directory (its best.keras), "pretrained:NAME"
+            (a shipped run directory), a SavedModel folder, a `.onnx` or a
+            `.tflite` file.
         format: one of FORMATS; default `model_format(path)`.
 
     Raises:
         ModelError: one line naming the file: a damaged contract, or a file
-            that cannot be read as its format.
+            that cannot be read as its format; an unknown pretrained name.
     """
+    path = os.fspath(pretrained.resolve(path))
     format = format or model_format(path)
     readers = {"keras": _read_keras, "saved_model": _read_saved_model, "onnx": _read_onnx, "tflite": _read_tflite}
-    path = os.fspath(path)
     if format == "keras" and os.path.isdir(path):
         path = os.path.join(path, RUN_DIR_MODEL)
     text = readers[format](path)

@@ -163,20 +163,25 @@ def _load_prediction(path, reference_image, scheme):
 _VALUE_DETECTED = ("brats2020", "brats2023")
 
 
+def _load_pair(reference, prediction_path):
+    """(predicted classes, reference classes, spacing) of one pair in the reference's scheme; empty when None."""
+    ref_classes, ref_image, spacing = reference.load()
+    if prediction_path is None:
+        return np.zeros_like(ref_classes), ref_classes, spacing
+    pred_classes = _load_prediction(prediction_path, ref_image, reference.scheme)
+    if pred_classes.shape != ref_classes.shape:
+        raise DataError(f"{prediction_path}: shape {pred_classes.shape} differs from the reference "
+                        f"{ref_classes.shape}")
+    return pred_classes, ref_classes, spacing
+
+
 def score_case(reference, prediction_path, lesion_wise=False):
     """Metrics dict of one pair; an empty prediction when `prediction_path` is None.
 
     With `lesion_wise`, "lesion_wise" holds lesionwise.case_metrics of the pair
     in the reference's scheme.
     """
-    ref_classes, ref_image, spacing = reference.load()
-    if prediction_path is None:
-        pred_classes = np.zeros_like(ref_classes)
-    else:
-        pred_classes = _load_prediction(prediction_path, ref_image, reference.scheme)
-        if pred_classes.shape != ref_classes.shape:
-            raise DataError(f"{prediction_path}: shape {pred_classes.shape} differs from the reference "
-                            f"{ref_classes.shape}")
+    pred_classes, ref_classes, spacing = _load_pair(reference, prediction_path)
     scheme = labels.get_scheme(reference.scheme)
     scores = metrics.case_metrics(labels.to_classic(pred_classes, scheme), labels.to_classic(ref_classes, scheme),
                                   spacing)
@@ -184,6 +189,17 @@ def score_case(reference, prediction_path, lesion_wise=False):
         values = np.asarray(scheme.labels, dtype=np.uint8)
         scores["lesion_wise"] = lesionwise.case_metrics(values[pred_classes], values[ref_classes], scheme, spacing)
     return scores
+
+
+def structure_voxels(reference, prediction_path, structure):
+    """(reference voxels, predicted voxels) of a metrics.STRUCTURES structure in one pair, as score_case reads it.
+
+    An empty prediction when `prediction_path` is None (a missing or unreadable one, as `evaluate` scores it).
+    """
+    pred_classes, ref_classes, _ = _load_pair(reference, prediction_path)
+    scheme = labels.get_scheme(reference.scheme)
+    return tuple(int(np.count_nonzero(metrics.structure_mask(labels.to_classic(c, scheme), structure)))
+                 for c in (ref_classes, pred_classes))
 
 
 @dataclass

@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from bratskeras import contract as contracts
-from bratskeras import outputs
+from bratskeras import outputs, pretrained
 from bratskeras.errors import ConfigError, ExportError, ModelError
 from bratskeras.model_setup import keras_contract, output_activation
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model, save_model
@@ -359,17 +359,23 @@ def run_keras(path, image):
 # ------------------------------------------------------------------ driver
 
 
-def default_output(source_path, model, format, quantize):
+def default_output(source_path, model, format, quantize, pretrained_name=None):
     """Where an export goes when --out is not given.
 
     saved_model: saved_models/<model name>/ (TF Serving's model base path);
-    other formats: beside the source, e.g. runs/x/best.float16.tflite.
+    other formats: beside the source, e.g. runs/x/best.float16.tflite. A
+    shipped model ("pretrained:NAME", `pretrained_name` NAME) is named after
+    itself, in the working folder: saved_models/NAME/ or NAME.float16.tflite,
+    never inside the installed package.
     """
     if format == "saved_model":
-        return SAVED_MODELS_DIR / model.name.replace("_", "-")
+        return SAVED_MODELS_DIR / (pretrained_name or model.name.replace("_", "-"))
     if source_path is None:
         raise ConfigError(f"--out is needed to export an in-memory model as {format}")
-    stem = source_path / "best" if source_path.is_dir() else source_path.with_suffix("")
+    if pretrained_name is not None:
+        stem = Path(pretrained_name)
+    else:
+        stem = source_path / "best" if source_path.is_dir() else source_path.with_suffix("")
     suffix = {"tflite": ".tflite", "onnx": ".onnx", "keras": ".inference.keras"}[format]
     tag = "" if quantize == "none" else f".{quantize}"
     return stem.with_name(stem.name + tag + suffix)
@@ -412,11 +418,13 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     """Exports `source` in `format`, reloads the artefact and checks it against Keras.
 
     Args:
-        source: a `.keras` file, a run directory with `best.keras`, or a keras.Model.
+        source: a `.keras` file, a run directory with `best.keras`,
+            "pretrained:NAME" (a shipped model) or a keras.Model.
         format: "saved_model", "tflite", "onnx" or "keras".
         out: output path; saved_model: the model base directory that holds
-            integer versions (default saved_models/<model name>); others: the
-            file (default beside the source).
+            integer versions (default saved_models/<model name>, or
+            saved_models/NAME for pretrained:NAME); others: the file (default
+            beside the source; NAME.<format> for pretrained:NAME).
         version: saved_model version; default one above the highest present.
         quantize: "none", "float16" or "dynamic-int8" (tflite only).
         input_shape: (D, H, W, C) to export; default the model's own, with
@@ -445,13 +453,14 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
             existing one is kept).
     """
     _check_arguments(format, quantize)
-    source_path = None if isinstance(source, keras.Model) else Path(source)
+    source_path = None if isinstance(source, keras.Model) else Path(pretrained.resolve(source))
     model = load_model(source_path) if source_path is not None else source
     check_segmentation_model(model, model.name)
     contract, contract_source = _source_contract(source_path, model, contract)
     # The contract's target decides the activation (4 channels are classic classes or a task's regions).
     target = None if contract is None else contract.target
-    out = Path(out) if out is not None else default_output(source_path, model, format, quantize)
+    out = Path(out) if out is not None else default_output(source_path, model, format, quantize,
+                                                           pretrained.pretrained_name(source))
     path = _target_path(format, out, version)
     kind = outputs.KINDS[format]
     # Refused before the minutes a conversion can take; checked again before the rename.

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bratskeras import labels, outputs, postprocessing, targets, volumes
+from bratskeras import inspection, labels, outputs, postprocessing, targets, volumes
 from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError, user_message
 from bratskeras.model_setup import effective_settings
 from bratskeras.preprocessing import preprocess, restore_grid, uncrop
@@ -73,9 +73,13 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
 
     Returns:
         (label_map uint8 (D, H, W) in the chosen scheme, probabilities float32
-        (D, H, W, K) on the source grid or None, properties from volumes.read_case).
+        (D, H, W, K) on the source grid or None, properties from
+        volumes.read_case plus "input_warning": the line naming how the input
+        differs from BraTS's (inspection.case_input_warning), or None).
     """
     image, _, properties = volumes.read_case(case, setup.modalities, with_labels=False)
+    properties["input_warning"] = inspection.case_input_warning(case.id, image, properties["spacing"],
+                                                                setup.modalities)
     cropped, _, geometry = preprocess(image, None, setup.preprocess, spacing=properties["spacing"])
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])
     probabilities = sliding_window_predict(network, cropped, windows, progress)
@@ -130,12 +134,13 @@ def write_probabilities(probabilities, properties, path):
 
 @dataclass
 class CaseResult:
-    """Outcome of one case: its output path and seconds, or the error message."""
+    """Outcome of one case: its output path and seconds, or the error message; a warning about its input."""
 
     case_id: str
     path: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    warning: str | None = None
 
 
 def predict_dataset(network, setup, cases, output_dir, settings=PredictSettings(), overwrite=False,
@@ -207,4 +212,5 @@ def _predict_one(network, setup, case, output_dir, settings, progress):
         if case.id not in message:
             message = f"case {case.id}: {message}"
         return CaseResult(case.id, error=message, seconds=time.perf_counter() - start)
-    return CaseResult(case.id, path=label_path, seconds=time.perf_counter() - start)
+    return CaseResult(case.id, path=label_path, seconds=time.perf_counter() - start,
+                      warning=properties["input_warning"])

@@ -6,6 +6,16 @@ layouts.discover), extra label or unknown file, unreadable / truncated / corrupt
 file, shape or affine mismatch between a case's files, NaN/Inf voxels,
 all-zero modality, label values outside the release's scheme, missing H5
 slices. An empty or wrong folder makes `layouts.discover` raise DataError.
+
+Warnings (not problems: nothing stops on them) name, per case and image file,
+an input unlike what BraTS models are trained on (`input_findings`): voxels
+that are not 1 mm isotropic (the header's zooms), or a volume that does not
+look skull-stripped. The skull-stripping heuristic: a brain with its CSF is
+about BRAIN_ML (1000-1800 ml) and never reaches the edge of the field of view, so a
+foreground (preprocessing.channel_foreground, the brain every other step
+uses) above MAX_BRAIN_ML, or one covering more than MAX_BORDER_FOREGROUND of
+the volume's border voxels, still holds skull and scalp (or the noise around
+a head).
 """
 
 import json
@@ -14,11 +24,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bratskeras import labels, layouts, outputs, volumes
+from bratskeras import labels, layouts, outputs, preprocessing, volumes
 from bratskeras.errors import DataError
 
 # Part of remembered reports' keys: bump when the checks change.
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+# What every input warning says BraTS models are trained on.
+BRATS_INPUT = "BraTS models expect skull-stripped, 1 mm isotropic scans co-registered to SRI24 (240 x 240 x 155)"
+# An adult brain with its CSF, in ml; a foreground far above it holds more than a brain.
+BRAIN_ML = (1000, 1800)
+MAX_BRAIN_ML = 2500.0
+# A skull-stripped brain leaves the field of view's border background; a head with its scalp does not.
+MAX_BORDER_FOREGROUND = 0.5
+# Header zooms within this many mm of 1 count as 1 mm (float32 zooms written from other tools' floats).
+SPACING_TOLERANCE_MM = 0.01
 
 
 @dataclass
@@ -32,10 +51,12 @@ class CaseReport:
     spacing: list | None = None
     labels: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     def to_dict(self):
         return {"id": self.id, "modalities": self.modalities, "seg": self.seg, "shape": self.shape,
-                "spacing": self.spacing, "labels": self.labels, "problems": self.problems}
+                "spacing": self.spacing, "labels": self.labels, "problems": self.problems,
+                "warnings": self.warnings}
 
 
 @dataclass
@@ -50,6 +71,10 @@ class DatasetReport:
     @property
     def problems(self):
         return self.skipped_folders + [p for case in self.cases for p in case.problems]
+
+    @property
+    def warnings(self):
+        return [w for case in self.cases for w in case.warnings]
 
     def to_dict(self):
         return {"layout": self.layout, "label_scheme": self.label_scheme, "cases": [c.to_dict() for c in self.cases],
@@ -111,7 +136,8 @@ def inspect_case(case):
         except DataError as error:
             report.problems.append(f"case {case.id}: {error}")
             continue
-        report.problems += [f"case {case.id}: {p}" for p in volumes.volume_problems(path, array, is_label)]
+        file_problems = volumes.volume_problems(path, array, is_label)
+        report.problems += [f"case {case.id}: {p}" for p in file_problems]
         if reference is None:
             reference = (path, image)
             report.shape = [int(s) for s in image.shape[:3]]
@@ -122,7 +148,62 @@ def inspect_case(case):
         if is_label:
             report.labels, problem = _label_values(array, case.label_scheme, path)
             report.problems += [f"case {case.id}: {problem}"] if problem else []
+        elif not file_problems:
+            zooms = [float(z) for z in image.header.get_zooms()[:3]]
+            report.warnings += [f"case {case.id}: {path}: {finding}; {BRATS_INPUT}"
+                                for finding in input_findings(array, zooms)]
     return report
+
+
+def input_findings(channel, spacing):
+    """What makes one image volume unlike a BraTS model's input (module docstring), one phrase each.
+
+    Args:
+        channel: (D, H, W) intensities of one modality.
+        spacing: its voxel size (3,) in mm.
+
+    Returns:
+        list of str, empty for a BraTS-like volume.
+    """
+    return [f for f in (_spacing_finding(spacing), _skull_finding(channel, spacing)) if f]
+
+
+def case_input_warning(case_id, image, spacing, modalities):
+    """One line naming all of a case's input findings (predict's warning), or None for a BraTS-like case.
+
+    Args:
+        case_id: the case's id.
+        image: (D, H, W, C) intensities, channels in `modalities` order.
+        spacing: voxel size (3,) in mm, shared by the channels.
+        modalities: the channels' names.
+    """
+    findings = [_spacing_finding(spacing)]
+    for c, modality in enumerate(modalities):
+        skull = _skull_finding(image[..., c], spacing)
+        findings.append(f"{modality} {skull}" if skull else None)
+    findings = [f for f in findings if f]
+    return f"case {case_id}: {'; '.join(findings)}; {BRATS_INPUT}" if findings else None
+
+
+def _spacing_finding(spacing):
+    """"voxels 2 x 2 x 2 mm, not 1 mm isotropic" unless `spacing` (3,) is 1 mm on every axis."""
+    if all(abs(float(z) - 1.0) <= SPACING_TOLERANCE_MM for z in spacing):
+        return None
+    return f"voxels {' x '.join(f'{float(z):g}' for z in spacing)} mm, not 1 mm isotropic"
+
+
+def _skull_finding(channel, spacing):
+    """"not skull-stripped? ..." when the foreground of (D, H, W) `channel` is too large or fills the border."""
+    foreground = preprocessing.channel_foreground(channel)
+    millilitres = np.count_nonzero(foreground) * float(np.prod(spacing)) / 1000.0
+    if millilitres > MAX_BRAIN_ML:
+        return (f"not skull-stripped? its foreground is {millilitres:.0f} ml, above any brain's "
+                f"{BRAIN_ML[0]}-{BRAIN_ML[1]} ml with CSF (limit {MAX_BRAIN_ML:.0f} ml)")
+    border = preprocessing.border_values(foreground)
+    share = np.count_nonzero(border) / border.size
+    if share > MAX_BORDER_FOREGROUND:
+        return f"not skull-stripped? its foreground covers {share:.0%} of the field of view's border"
+    return None
 
 
 def _file_set_problems(case):
@@ -164,8 +245,12 @@ def _inspect_h5(case, report):
     report.shape = [int(s) for s in volume.shape[:3]]
     report.spacing = [1.0, 1.0, 1.0]
     for channel, modality in enumerate(case.channel_order):
-        report.problems += [f"case {case.id}: {p}" for p in
-                            volumes.volume_problems(f"{modality} channel of volume {case.id}", volume[..., channel])]
+        name = f"{modality} channel of volume {case.id}"
+        problems = volumes.volume_problems(name, volume[..., channel])
+        report.problems += [f"case {case.id}: {p}" for p in problems]
+        if not problems:
+            report.warnings += [f"case {case.id}: {name}: {finding}; {BRATS_INPUT}"
+                                for finding in input_findings(volume[..., channel], report.spacing)]
     try:
         classes = volumes.h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}")
         report.labels = [int(v) for v in np.unique(classes)]

@@ -1,7 +1,8 @@
 """What a trained model needs around it, shared by `predict` and `export`.
 
-Any model predict takes (a run directory, a .keras file, an exported
-SavedModel, ONNX or LiteRT model) becomes a predictor and a ModelSetup: its
+Any model predict takes (a run directory, a .keras file, "pretrained:NAME"
+(a shipped run directory, bratskeras.pretrained), an exported SavedModel,
+ONNX or LiteRT model) becomes a predictor and a ModelSetup: its
 input contract (bratskeras.contract: modalities, spacing, normalisation, crop,
 target, task), where that contract came from, and its window.
 `output_activation` picks the activation that turns a Keras model's output
@@ -19,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 
-from bratskeras import targets
+from bratskeras import pretrained, targets
 from bratskeras.contract import LOCATIONS, RUN_DIR_MODEL, InputContract, model_format, read_contract, spacing_text
 from bratskeras.errors import ConfigError, ModelError
 from bratskeras.tiling import balanced_window
@@ -239,9 +240,10 @@ def run_config_path(path):
     `path` is a run directory, or a .keras file inside one: its best.keras or
     checkpoints/epoch-NNNN.keras, whose run folder is one level further up.
     Another tool's config.json beside a .keras file is not a run's: a run's
-    names its target and modalities.
+    names its target and modalities. "pretrained:NAME" is its shipped run
+    folder (bratskeras.pretrained).
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(os.fspath(pretrained.resolve(path)))
     inside_run = not os.path.isdir(path)
     if inside_run:
         folder = os.path.dirname(path)
@@ -258,6 +260,7 @@ def run_config_path(path):
 
 def run_config(path):
     """The config.json (a dict) of the run a model belongs to, or None (see `run_config_path`)."""
+    path = pretrained.resolve(path)
     config_path = run_config_path(path) if model_format(path) == "keras" else None
     return None if config_path is None else _read_json(config_path)
 
@@ -271,6 +274,7 @@ def run_task(path):
     whose labels its classes lack). A damaged contract fails here, before
     any work.
     """
+    path = pretrained.resolve(path)
     config = run_config(path)
     if config is not None:
         return config.get("task")
@@ -282,8 +286,9 @@ def load_predictor(path):
     """Loads any model predict takes, with its ModelSetup.
 
     Args:
-        path: a run directory, a .keras file, a SavedModel folder, a .onnx or
-            a .tflite file.
+        path: a run directory, a .keras file, "pretrained:NAME" (a shipped
+            run folder, read like any run directory), a SavedModel folder, a
+            .onnx or a .tflite file.
 
     Returns:
         (predictor, ModelSetup). The predictor maps float32 (B, d, h, w, C) to
@@ -299,7 +304,8 @@ def load_predictor(path):
     """
     from bratskeras.models import load_model
 
-    path = os.fspath(path)
+    # pretrained:NAME is its shipped run folder: config.json and the best.keras' embedded contract, as any run's.
+    path = os.fspath(pretrained.resolve(path))
     format = model_format(path)
     if format != "keras":
         from bratskeras import runtimes

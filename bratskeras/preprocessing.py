@@ -14,6 +14,12 @@ spacing) the crop is then resampled to it, and the geometry gains
 "resampled_size" (d', h', w'); `restore_grid` resamples a prediction back to
 the crop's size before `uncrop`. Order: normalise (whole brain), crop,
 resample, as nnU-Net does.
+
+The brain (`foreground_mask`) is every voxel that is not background, and the
+background is 0 unless a volume says otherwise (`background_value`): some
+preprocessing tools fill the outside of the brain with a constant (the
+image's minimum, a negative value, a small positive one). Such a volume is
+normalised and cropped as if that constant were 0, bit for bit.
 """
 
 from dataclasses import asdict, dataclass
@@ -23,10 +29,23 @@ from scipy import ndimage
 
 CROPS = ("bbox", "center", "none")
 FLAIR_PAPER_CROP = (192, 192, 154)
-# The intensity normalisation `preprocess` applies (`zscore`), by the name a
-# model's input contract (bratskeras.contract) records; the only one so far.
+# The intensity normalisation `preprocess` applies (`zscore`: over the brain,
+# the voxels that are not background, 0 or a constant), by the name a model's
+# input contract (bratskeras.contract) records; the only one so far.
 NORMALISATION = "zscore-nonzero"
 NORMALISATIONS = (NORMALISATION,)
+# A constant is a volume's background when it holds more than this share of
+# the voxels on the volume's six faces (BraTS: all of them; the brain never
+# reaches the edge of the field of view) ...
+BACKGROUND_BORDER_SHARE = 0.5
+# ... and at least this share of the whole volume (BraTS: ~85 %; a volume
+# cropped to the brain's box still ~45 %), so a frame of padding around a
+# volume that is otherwise all tissue is not taken for it.
+BACKGROUND_VOLUME_SHARE = 0.2
+# Magnitudes outside 2**-40 .. 2**40 are brought near 1 by an exact power of
+# two before the z-score: float32 sums of squares over a 240 x 240 x 155
+# volume overflow above ~2**52 and lose precision to underflow below ~2**-60.
+_SAFE_EXPONENT = 40
 
 
 @dataclass(frozen=True)
@@ -77,16 +96,84 @@ class PreprocessSettings:
         return values
 
 
+def border_values(channel):
+    """The voxels on the six faces of a (D, H, W) volume, as one flat array (edges repeated)."""
+    channel = np.asarray(channel)
+    faces = [channel[index] for axis in range(3) for index in
+             ((slice(None),) * axis + (0,), (slice(None),) * axis + (-1,))]
+    return np.concatenate([face.ravel() for face in faces])
+
+
+def background_value(channel):
+    """The intensity of a (D, H, W) volume's background: 0, or the constant a tool filled it with.
+
+    A value that fills more than BACKGROUND_BORDER_SHARE of the volume's
+    border and at least BACKGROUND_VOLUME_SHARE of the volume is background;
+    otherwise 0 is (every BraTS release), also when the brain has no
+    background around it at all. A background must be exactly constant: one
+    with noise (a scan that is not skull-stripped) is not recognised.
+
+        >>> volume = np.full((8, 8, 8), -3.5, np.float32); volume[2:6, 2:6, 2:6] = 7
+        >>> float(background_value(volume))
+        -3.5
+    """
+    border = border_values(channel)
+    # Fast path, and the rule itself for a zero background: zeros fill the border.
+    if 2 * np.count_nonzero(border == 0) > border.size:
+        return channel.dtype.type(0)
+    values, counts = np.unique(border, return_counts=True)
+    value = values[np.argmax(counts)]
+    fills_border = 2 * counts.max() > border.size
+    if fills_border and np.count_nonzero(channel == value) >= BACKGROUND_VOLUME_SHARE * channel.size:
+        return value
+    return channel.dtype.type(0)
+
+
+def channel_foreground(channel):
+    """bool (D, H, W): the voxels of one volume that are not its background (`background_value`)."""
+    channel = np.asarray(channel)
+    return channel != background_value(channel)
+
+
+def foreground_mask(image):
+    """bool (D, H, W): the brain, voxels that are foreground in any channel of image (D, H, W, C).
+
+    The one definition of the brain: the z-score's statistics, the brain box
+    crop and inspection's skull-stripping check all use it.
+    """
+    image = np.asarray(image)
+    mask = channel_foreground(image[..., 0])
+    for c in range(1, image.shape[-1]):
+        mask |= channel_foreground(image[..., c])
+    return mask
+
+
+def _exact_scale(channel):
+    """channel (D, H, W) float32 times a power of two that brings its largest magnitude near 1.
+
+    Only when that magnitude lies outside 2**-40 .. 2**40 (see _SAFE_EXPONENT);
+    multiplying by a power of two is exact, so the z-score does not change.
+    """
+    peak = max(abs(float(channel.max())), abs(float(channel.min()))) if channel.size else 0.0
+    if peak == 0.0:
+        return channel
+    _, exponent = np.frexp(peak)
+    if abs(int(exponent)) <= _SAFE_EXPONENT:
+        return channel
+    return np.ldexp(channel, -int(exponent))
+
+
 def zscore(image):
-    """Per-channel z-score over that channel's non-zero (brain) voxels.
+    """Per-channel z-score over that channel's brain voxels (`channel_foreground`).
 
     Args:
-        image: (D, H, W, C) array.
+        image: (D, H, W, C) array of any real dtype and intensity scale.
 
     Returns:
         float32 (D, H, W, C): inside each channel's mask mean 0 and std 1,
         background exactly 0. A channel whose brain is constant gets 0 std
-        treated as 1 so it stays finite.
+        treated as 1 so it stays finite. A constant background other than 0
+        gives the same result, bit for bit, as a background of 0.
     """
     image = np.asarray(image, dtype=np.float32)
     # Channel-planar work: a channel of a (D, H, W, C) array is a strided view,
@@ -94,7 +181,12 @@ def zscore(image):
     planes = np.empty(image.shape[-1:] + image.shape[:-1], np.float32)
     for c in range(image.shape[-1]):
         channel = np.ascontiguousarray(image[..., c])
-        mask = channel != 0
+        background = background_value(channel)
+        mask = channel != background
+        if background != 0:
+            # From here on the same arithmetic as for a background of 0.
+            channel = np.where(mask, channel, np.float32(0))
+        channel = _exact_scale(channel)
         count = np.count_nonzero(mask)
         out = planes[c]
         if not count:
@@ -111,8 +203,8 @@ def zscore(image):
 
 
 def brain_bbox(image):
-    """(start, stop) of the box around voxels non-zero in any channel of (D, H, W, C)."""
-    mask = np.any(np.asarray(image) != 0, axis=-1)
+    """(start, stop) of the box around the brain (`foreground_mask`) of image (D, H, W, C)."""
+    mask = foreground_mask(image)
     if not mask.any():
         return (0, 0, 0), tuple(mask.shape)
     start, stop = [], []

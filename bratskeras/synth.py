@@ -47,7 +47,8 @@ SYNTH_LAYOUTS = layouts.NAMES
 DEFAULT_SHAPE = (64, 64, 48)
 # "simple": the geometric phantoms of this module (fast, no extra package);
 # "anatomy": bratskeras.anatomy's cases on the MNI152 template (the `anatomy` extra).
-KINDS = ("simple", "anatomy")
+# "synthseg": bratskeras.synthseg's domain-randomised heads on the same template (the pretrained models' data).
+KINDS = ("simple", "anatomy", "synthseg")
 # Left in every folder synth writes: --overwrite writes only into such a folder.
 SYNTH_MARKER = ".bratskeras-synth"
 
@@ -336,12 +337,14 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
             before (SYNTH_MARKER; same-named files are replaced).
         task: a 2023-2025 task (labels.TASKS): the brats2023 layout with that
             task's case folders, modalities and label values (see `task_case_id`).
-        kind: one of KINDS; "anatomy" needs nilearn (see bratskeras.anatomy)
-            and takes `shape` as a 1 mm grid (anatomy.BRATS_SHAPE: whole heads).
+        kind: one of KINDS; "anatomy" and "synthseg" need nilearn (see
+            bratskeras.anatomy) and take `shape` in voxels of `voxel_mm`
+            (anatomy.grid_shape: whole heads).
         settings: the anatomy generator's ranges, a name of anatomy.SETTINGS
             ("default" for training, "heldout" for other ranges) or an
-            anatomy.AnatomySettings; ignored for "simple".
-        voxel_mm: isotropic voxel size of anatomy heads (1: BraTS's grid; 3:
+            anatomy.AnatomySettings; for "synthseg" a synthseg.GENERATORS name
+            or a tuple of its transforms; ignored for "simple".
+        voxel_mm: isotropic voxel size of anatomy and synthseg heads (1: BraTS's grid; 3:
             the demo's cheaper training heads, `shape` anatomy.grid_shape(3)).
             The NIfTI affines carry it. Anatomy in a NIfTI layout only.
 
@@ -361,7 +364,7 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}")
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
-    if voxel_mm != 1.0 and (kind != "anatomy" or layout == "kaggle-h5"):
+    if voxel_mm != 1.0 and (kind == "simple" or layout == "kaggle-h5"):
         raise ValueError(f"a voxel size other than 1 mm is for anatomy heads in a NIfTI layout, not {kind} / {layout}")
     make = _case_maker(kind, settings, task, voxel_mm)
     shape = tuple(int(s) for s in shape)
@@ -394,12 +397,19 @@ def _case_maker(kind, settings, task, voxel_mm=1.0):
     from bratskeras import anatomy
 
     if task is not None:
-        raise ValueError("anatomy phantoms have the classic NCR/ED/ET classes: write a --task with kind simple")
+        raise ValueError(f"{kind} heads have the classic NCR/ED/ET classes: write a --task with kind simple")
+    anatomy.check_available()
+    if kind == "synthseg":
+        from bratskeras import synthseg
+
+        if isinstance(settings, str) and settings not in synthseg.GENERATORS:
+            raise ValueError(f"unknown synthseg generator {settings!r}; expected one of "
+                             f"{', '.join(synthseg.GENERATORS)}")
+        return lambda shape, seed: synthseg.make_case(shape, seed, settings, voxel_mm)
     if isinstance(settings, str):
         if settings not in anatomy.SETTINGS:
             raise ValueError(f"unknown anatomy settings {settings!r}; expected one of {', '.join(anatomy.SETTINGS)}")
         settings = anatomy.SETTINGS[settings]
-    anatomy.check_available()
     return lambda shape, seed: anatomy.make_case(shape, seed, settings, voxel_mm)
 
 

@@ -18,24 +18,54 @@ from bratskeras.layouts import H5_MASK_CLASSES
 def load_nifti(path):
     """Loads one NIfTI file fully.
 
+    Any stored dtype (uint8, int16, uint16, float32, float64, ...) and any
+    scl_slope / scl_inter come back as float32: 7 significant digits, more
+    than an MRI intensity carries, at any intensity scale up to float32's
+    range (3.4e38); a volume with larger values is refused rather than read
+    as Inf.
+
     Returns:
         (array, image): the voxel data as float32 (D, H, W) with nibabel's
         scaling applied, and the nibabel image (affine, header).
 
     Raises:
-        DataError: missing, truncated or corrupt file, or not 3-D.
+        DataError: missing, truncated or corrupt file, not 3-D, or values
+            beyond float32's range.
     """
     import nibabel as nib
 
     try:
         image = nib.load(path)
-        array = np.asarray(image.dataobj, dtype=np.float32)
+        # Values beyond float32's range become Inf here; _refuse_overflow names them.
+        with np.errstate(over="ignore"):
+            array = np.asarray(image.dataobj, dtype=np.float32)
+        if _may_overflow(image):
+            _refuse_overflow(path, array, image)
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(f"{path}: cannot read NIfTI ({reason})") from None
     if array.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, got shape {array.shape}")
     return array, image
+
+
+def _may_overflow(image):
+    """True when a NIfTI's stored values or scaling can exceed float32 (float64, 64-bit integers, a slope)."""
+    # nibabel moves scl_slope / scl_inter from the loaded header into the data proxy.
+    slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+    return slope != 1.0 or inter != 0.0 or image.get_data_dtype().itemsize > 4
+
+
+def _refuse_overflow(path, array, image):
+    """DataError when float32 `array` holds Inf where the stored (scaled) values are finite."""
+    infinite = np.isinf(array)
+    if not infinite.any():
+        return
+    stored = np.asarray(image.dataobj)[infinite]
+    finite = stored[np.isfinite(stored)]
+    if finite.size:
+        raise DataError(f"{path}: values up to {np.max(np.abs(finite)):.3g} exceed float32's range "
+                        "(3.4e38); rescale the volume")
 
 
 def load_label_map(path):

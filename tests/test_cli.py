@@ -60,6 +60,15 @@ def test_help_does_not_import_tensorflow():
     assert result.stdout.strip() == "ok", result.stderr
 
 
+def test_listing_the_pretrained_models_does_not_import_tensorflow():
+    code = ("import sys; from bratskeras.cli import cli; cli.main(['pretrained'], standalone_mode=False); "
+            "cli.main(['pretrained', '--json'], standalone_mode=False); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "ok", result.stderr
+
+
 def test_tensorflow_info_lines_after_start_up_are_hidden_unless_asked_for(terminals):
     """XLA's service start (first compiled augmentation in every fit) printed 3 INFO lines."""
     quiet = terminals["xla quiet"]

@@ -59,12 +59,28 @@ def _one_line_error(result):
 
 
 def _head_dataset(folder, cases=1):
-    """Cases of HEAD whose every voxel is brain (crop = the whole volume)."""
+    """Cases of HEAD whose brain spans the whole volume (crop = the whole volume), like a skull-stripped scan.
+
+    Every voxel is brain (non-zero) but the border's, which are background (0) outside a central patch of
+    each face: the brain touches all six faces, so its box is the volume, yet most of the border is
+    background, as predict's skull-stripping check (bratskeras.inspection) expects of a brain.
+    """
     synth.write_dataset(folder, cases=cases, shape=HEAD, layout="brats2021", seed=5)
+    border = np.zeros(HEAD, bool)
+    for axis in range(3):
+        for index in (0, -1):
+            border[(slice(None),) * axis + (index,)] = True
+    patch = np.zeros(HEAD, bool)
+    for axis in range(3):  # each face's central patch, on the face itself
+        reach = [slice(n // 2 - 6, n // 2 + 6) for n in HEAD]
+        reach[axis] = slice(None)
+        patch[tuple(reach)] = True
+    background = border & ~patch
     for case in layouts.discover(folder).cases:
         for path in case.modalities.values():
             source = nib.load(path)
             values = np.abs(np.asarray(source.dataobj, dtype=np.float32)) + 1.0
+            values[background] = 0.0
             nib.save(nib.Nifti1Image(values, source.affine, source.header), path)
     return folder
 

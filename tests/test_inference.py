@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 
 import keras
 import nibabel as nib
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from bratskeras import inference, layouts, model_setup, synth, tiling, volumes
 from bratskeras.cli import cli
+from bratskeras.contract import InputContract, write_keras
 from bratskeras.errors import ModelError, OutputExistsError
 from bratskeras.models import build_model
 from bratskeras.preprocessing import brain_bbox
@@ -102,12 +104,16 @@ def test_default_tiling_for_a_run_and_a_bare_model(tmp_path, tiny_model_path):
 
 
 def _case_filling_its_volume(folder, shape):
-    """A synthetic case whose brain is the whole volume (every voxel > 0), so the crop is `shape` itself."""
+    """A synthetic case whose brain is the whole volume (every voxel > 0), so the crop is `shape` itself.
+
+    Texture everywhere: a constant around the brain would be a tool's background (preprocessing.background_value).
+    """
     synth.write_dataset(folder, cases=1, shape=shape, layout="brats2021", seed=2)
     (case,) = layouts.discover(folder).cases
+    rng = np.random.default_rng(0)
     for path in case.modalities.values():
         source = nib.load(path)
-        values = np.abs(np.asarray(source.dataobj, dtype=np.float32)) + 1.0
+        values = np.abs(np.asarray(source.dataobj, dtype=np.float32)) + rng.uniform(1, 2, shape).astype(np.float32)
         nib.save(nib.Nifti1Image(values, source.affine, source.header), path)
     return case
 
@@ -364,3 +370,57 @@ def test_parse_postprocess():
     assert parse_postprocess("et_to_ncr:voxels=500") == {"name": "et_to_ncr", "voxels": 500}
     assert parse_postprocess("average_pool:size=16x16x1") == {"name": "average_pool", "size": (16, 16, 1)}
     assert parse_postprocess("average_pool") == {"name": "average_pool"}
+
+
+def _fill_background(path, value, dtype):
+    """Rewrites a synth image with `value` outside the brain, stored as `dtype` (as some tools write scans)."""
+    image = nib.load(path)
+    array = np.asarray(image.dataobj)
+    nib.save(nib.Nifti1Image(np.where(array != 0, array, value).astype(dtype), image.affine), path)
+
+
+def test_constant_background_predicts_like_zero_background(tmp_path, tiny_model_path):
+    """The network sees the same input, and predict writes the same labels, as for a background of 0."""
+    for name in ("zero", "constant"):
+        synth.write_dataset(tmp_path / name, cases=1, shape=SHAPE, layout="brats2023", seed=5)
+    zero, constant = (layouts.discover(tmp_path / n).cases[0] for n in ("zero", "constant"))
+    for (modality, path), (value, dtype) in zip(sorted(constant.modalities.items()),
+                                                [(-1000.0, np.float64), (-0.25, np.float64),
+                                                 (0.5, np.float32), (-3, np.int16)]):
+        _fill_background(path, value, dtype)
+    keras_network, setup = model_setup.load_predictor(tiny_model_path)
+    outputs = []
+    for case in (zero, constant):
+        seen = []
+
+        def network(batch, seen=seen):
+            seen.append(np.array(batch))
+            return keras.ops.convert_to_numpy(keras_network(batch))
+
+        label_map, _, properties = inference.predict_case(network, setup, case)
+        outputs.append((seen, label_map, properties["input_warning"]))
+    (zero_seen, zero_labels, zero_warning), (seen, labels_, warning) = outputs
+    assert len(seen) == len(zero_seen) > 0
+    for batch, expected in zip(seen, zero_seen):
+        np.testing.assert_array_equal(batch, expected)
+    np.testing.assert_array_equal(labels_, zero_labels)
+    assert zero_warning is None and warning is None
+
+
+def test_predict_warns_about_inputs_unlike_brats(tmp_path, tiny_model_path):
+    """A 2 mm case is predicted, with one warning line naming it and what BraTS models expect."""
+    synth.write_dataset(tmp_path / "d", cases=2, shape=SHAPE, layout="brats2021", seed=2)
+    case = layouts.discover(tmp_path / "d").cases[1]
+    for path in case.source_files():
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), volumes.brats_affine(image.shape, 2.0)), path)
+    # A model that carries its input contract: predict guesses nothing, so the only warning is the input's.
+    model = tmp_path / "tiny.keras"
+    shutil.copy(tiny_model_path, model)
+    write_keras(model, InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes"))
+    result = CliRunner().invoke(cli, ["predict", str(model), str(tmp_path / "d"), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: case {case.id}: voxels 2 x 2 x 2 mm, not 1 mm isotropic; BraTS models expect "
+                        "skull-stripped, 1 mm isotropic scans co-registered to SRI24 (240 x 240 x 155)"]
+    assert (tmp_path / "out" / f"{case.id}.nii.gz").exists()

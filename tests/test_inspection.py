@@ -112,7 +112,8 @@ def test_cli_inspect_json_schema_and_exit_codes(tmp_path, bad_dataset):
     payload = json.loads(result.output)
     assert payload["layout"] == "brats2023"
     case = payload["cases"][0]
-    assert set(case) == {"id", "modalities", "seg", "shape", "spacing", "labels", "problems"}
+    assert set(case) == {"id", "modalities", "seg", "shape", "spacing", "labels", "problems", "warnings"}
+    assert case["warnings"] == []
     assert case["shape"] == [16, 16, 12] and case["spacing"] == [1.0, 1.0, 1.0]
     assert case["labels"] == [0, 1, 2, 3] and set(case["modalities"]) == set(layouts.MODALITIES)
 
@@ -155,3 +156,74 @@ def test_remembered_reports_skip_reading_until_a_file_changes(tmp_path, monkeypa
     _, changed = inspect_dataset(root, cache_dir=cache_dir)
     assert len(reads) == 5  # only the changed case was read again
     assert any("flair" in p and "cannot read NIfTI" in p for p in changed.problems)
+
+
+def _with_zooms(path, voxel_mm):
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), volumes.brats_affine(image.shape, voxel_mm)), path)
+
+
+def test_inputs_unlike_brats_are_named_as_warnings(tmp_path):
+    """A head with its 'skull' filling the field of view, and 2 mm voxels: warnings per case and file, exit 0."""
+    root = tmp_path / "d"
+    synth.write_dataset(root, cases=4, shape=(24, 24, 20), layout="brats2021", seed=1)
+    ids = [f"BraTS2021_{i:05d}" for i in range(4)]
+    # Case 1: a bright, textured rim ('skull' and scalp) around the brain out to the edge of the
+    # field of view, in t1 only. (A constant there would be a tool's background: see case 3.)
+    rng = np.random.default_rng(0)
+    _rewrite(_case_file(root, ids[1], "t1"), lambda a: np.where(a == 0, rng.uniform(700, 1100, a.shape), a))
+    # Case 2: every file at 2 mm.
+    for suffix in ("t1", "t1ce", "t2", "flair", "seg"):
+        _with_zooms(_case_file(root, ids[2], suffix), 2.0)
+    # Case 3: a constant background that is not 0 (a tool's minimum): not a skull.
+    _rewrite(_case_file(root, ids[3], "t2"), lambda a: np.where(a == 0, -5.0, a))
+    _, report = inspect_dataset(root)
+    assert report.problems == []
+    warnings = {case.id: case.warnings for case in report.cases}
+    assert warnings[ids[0]] == [] and warnings[ids[3]] == []
+    [skull] = warnings[ids[1]]
+    assert skull.startswith(f"case {ids[1]}: {_case_file(root, ids[1], 't1')}: not skull-stripped? "
+                            "its foreground covers 100% of the field of view's border")
+    assert skull.endswith("; BraTS models expect skull-stripped, 1 mm isotropic scans co-registered to SRI24 "
+                          "(240 x 240 x 155)")
+    assert sorted(w.split(": ")[1] for w in warnings[ids[2]]) == sorted(
+        _case_file(root, ids[2], m) for m in ("t1", "t1ce", "t2", "flair"))  # the label file is not an input
+    assert all(": voxels 2 x 2 x 2 mm, not 1 mm isotropic; BraTS models" in w for w in warnings[ids[2]])
+
+    result = CliRunner().invoke(cli, ["inspect", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "0 problem(s), 5 warning(s)" in result.output
+    assert f"warning: {skull}" in result.output
+
+
+def test_skull_stripping_heuristic_by_volume_and_border():
+    """Foreground above 2500 ml, or on more than half of the border: not skull-stripped (hand-made volumes)."""
+    from bratskeras.inspection import input_findings
+
+    head = np.zeros((150, 150, 150), np.float32)
+    head[5:145, 5:145, 5:145] = 1  # 140^3 voxels = 2744 ml at 1 mm
+    assert input_findings(head, (1, 1, 1)) == [
+        "not skull-stripped? its foreground is 2744 ml, above any brain's 1000-1800 ml with CSF (limit 2500 ml)"]
+    brain = np.zeros((150, 150, 150), np.float32)
+    # 120^3 voxels = 1728 ml: a large brain, with texture (a constant would be a tool's background).
+    brain[15:135, 15:135, 15:135] = np.random.default_rng(0).uniform(1, 2, (120, 120, 120))
+    assert input_findings(brain, (1, 1, 1)) == []
+    assert input_findings(brain[:60, :60, :60], (1, 1, 1.0001)) == []  # one octant, away from 3 faces
+    # Cut by the field of view on three faces: 60 x 60 of their 75 x 75 voxels, 32 % of the border.
+    assert input_findings(brain[:75, :75, :75], (1, 1, 1)) == []
+    # Foreground on every border voxel: 1331 ml, but the field of view cuts through it.
+    assert input_findings(brain[20:130, 20:130, 20:130], (1, 1, 1)) == [
+        "not skull-stripped? its foreground covers 100% of the field of view's border"]
+    assert input_findings(brain[10:140, 10:140, 10:140], (1, 1, 0.5)) == ["voxels 1 x 1 x 0.5 mm, not 1 mm isotropic"]
+
+
+def test_real_scans_have_no_warnings():
+    """Real BraTS scans (skull-stripped, 1 mm) in the folder BRATSKERAS_REAL_SCANS names; skipped without one.
+
+    Real scans are never part of the repository: a user points the variable at their own copy.
+    """
+    real = os.environ.get("BRATSKERAS_REAL_SCANS")
+    if not real:
+        pytest.skip("BRATSKERAS_REAL_SCANS is not set")
+    _, report = inspect_dataset(real)
+    assert report.cases and report.problems == [] and report.warnings == []

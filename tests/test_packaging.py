@@ -6,6 +6,7 @@ installed into a fresh virtual environment, and the CLI and every module are
 run from it with no source tree on sys.path.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -25,6 +26,11 @@ SOURCE_MODULES = sorted(
     for path in (ROOT / "bratskeras").rglob("*.py")
 )
 SOURCE_DATA = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "bratskeras" / "reference").glob("*.json"))
+# Every shipped pretrained model's files, and a model folder added to the copy the wheel is built from,
+# so the package-data patterns are checked whether or not a model is shipped yet.
+SHIPPED_MODEL_FILES = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "bratskeras" / "pretrained").glob("*/*")
+                             if path.parent.name != "__pycache__")
+ADDED_MODEL = "packaging-test"
 
 IMPORT_EVERYTHING = """
 import importlib, sys
@@ -35,14 +41,24 @@ for name in sys.argv[1:]:
         importlib.import_module(name)
 print("imported", len(sys.argv) - 1)
 """
+# Loads pretrained:<argv[1]> from the installed package: prints its folder and parameter count.
+LOAD_PRETRAINED = """
+import sys
+import bratskeras
+from bratskeras import pretrained
+print(pretrained.resolve("pretrained:" + sys.argv[1]), bratskeras.load_model("pretrained:" + sys.argv[1]).count_params())
+"""
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     """The wheel `pip install .` would build, from a copy without setuptools' stale build/ folder."""
+    from model_cards import write_untrained_model
+
     source = tmp_path_factory.mktemp("source") / "bratskeras"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", ".tox", ".venv"))
+    write_untrained_model(source / "bratskeras" / "pretrained" / ADDED_MODEL)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(out), str(source)], check=True, capture_output=True, text=True)
@@ -91,22 +107,32 @@ def test_wheel_holds_every_module_and_the_reference_data(wheel):
     assert "bratskeras/training/__init__.py" in names
     assert [d for d in SOURCE_DATA if d not in names] == []
     assert SOURCE_DATA, "no reference tables found in the source tree"
+    assert [f for f in SHIPPED_MODEL_FILES if f not in names] == []
+    added = [f"bratskeras/pretrained/{ADDED_MODEL}/{f}" for f in ("best.keras", "config.json", "card.json")]
+    assert [f for f in added if f not in names] == []
 
 
 def test_installed_wheel_runs_the_cli_and_imports_every_module(installed, tmp_path):
     env_dir = installed[0]
     # Three independent processes, started together: two of them import TensorFlow (~7 s of one
     # core each), so on 2 cores they run side by side.
-    models, fit_help, imported = _results([
+    models, fit_help, imported, listed, loaded = _results([
         _start(["bratskeras", "models"], installed, tmp_path),
         _start(["bratskeras", "fit", "--help"], installed, tmp_path),
         _start([str(env_dir / "bin" / "python"), "-c", IMPORT_EVERYTHING, *SOURCE_MODULES], installed, tmp_path),
+        _start(["bratskeras", "pretrained", "--json"], installed, tmp_path),
+        _start([str(env_dir / "bin" / "python"), "-c", LOAD_PRETRAINED, ADDED_MODEL], installed, tmp_path),
     ])
     assert models.returncode == 0, models.stderr[-2000:]
     assert "lightweight-unet" in models.stdout and "340,596" in models.stdout
     assert fit_help.returncode == 0 and "--time-limit" in fit_help.stdout, fit_help.stderr[-2000:]
     assert imported.returncode == 0, imported.stderr[-2000:]
     assert f"imported {len(SOURCE_MODULES)}" in imported.stdout
+    # The shipped models are package data read from the installed package, not from a source tree.
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert ADDED_MODEL in [card["name"] for card in json.loads(listed.stdout)]
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[0].startswith(str(env_dir)) and int(loaded.stdout.split()[1]) > 0
 
 
 # --------------------------------------------------------------------------- private Keras behaviour

@@ -109,3 +109,137 @@ def test_resampling_to_a_target_spacing_and_back():
         preprocessing.preprocess(image, None, settings)
     with pytest.raises(ValueError, match="three positive voxel sizes"):
         PreprocessSettings(spacing=(2, 0, 2))
+
+
+# ------------------------------------------------------------- real inputs: backgrounds, dtypes, scales
+
+
+def _synth_image(shape=(32, 30, 24), seed=0):
+    """A synth phantom's four modalities as float32 (D, H, W, 4), background exactly 0."""
+    images, _ = synth.make_case(shape, seed=seed)
+    return np.stack([images[m] for m in layouts.MODALITIES], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("background", [-1024.0, -1.5, 0.5])
+def test_a_constant_background_is_background_bit_for_bit(background):
+    """A tool's constant outside the brain (a negative minimum, a small positive value) acts as 0 does."""
+    image = _synth_image()
+    brain = image != 0
+    assert not np.isin(background, image[brain])
+    filled = np.where(brain, image, np.float32(background))
+    assert preprocessing.background_value(filled[..., 0]) == np.float32(background)
+    np.testing.assert_array_equal(preprocessing.foreground_mask(filled), brain.any(-1))
+    assert preprocessing.brain_bbox(filled) == preprocessing.brain_bbox(image)
+    for settings in (PreprocessSettings(), PreprocessSettings(margin=2, spacing=(2, 2, 2))):
+        expected, _, expected_geometry = preprocessing.preprocess(image, None, settings, spacing=(1, 1, 1))
+        out, _, geometry = preprocessing.preprocess(filled, None, settings, spacing=(1, 1, 1))
+        assert geometry == expected_geometry
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_zero_is_background_unless_a_constant_fills_border_and_volume():
+    rng = np.random.default_rng(0)
+    head = rng.uniform(1, 2, size=(30, 30, 30)).astype(np.float32)
+    # Noise everywhere (a head that is not skull-stripped): no constant, so 0 is background.
+    assert preprocessing.background_value(head) == 0
+    # A constant on more than half the border but under a fifth of the volume: a frame, not background.
+    framed = head.copy()
+    framed[0], framed[-1], framed[:, 0], framed[:, -1] = 5, 5, 5, 5
+    assert np.count_nonzero(framed == 5) < 0.2 * framed.size
+    assert preprocessing.background_value(framed) == 0
+    # The same constant around a smaller brain fills a large share of the volume: background.
+    small = np.full(head.shape, 5, np.float32)
+    small[5:25, 5:25, 5:25] = head[5:25, 5:25, 5:25]
+    assert preprocessing.background_value(small) == 5
+    # A brain that reaches the border on every face keeps the zero rule.
+    touching = np.zeros(head.shape, np.float32)
+    touching[:, 5:25, 5:25] = head[:, 5:25, 5:25]
+    touching[5:25, :, 5:25] = head[5:25, :, 5:25]
+    touching[5:25, 5:25, :] = head[5:25, 5:25, :]
+    assert preprocessing.background_value(touching) == 0
+    np.testing.assert_array_equal(preprocessing.channel_foreground(touching), touching != 0)
+
+
+@pytest.mark.parametrize("exponent", [-100, -60, 60, 100])
+def test_zscore_is_exact_at_any_power_of_two_scale(exponent):
+    """Scales whose squares would underflow or overflow float32 give the very same z-scores."""
+    image = _synth_image()
+    scaled = np.ldexp(image, exponent)
+    assert np.isfinite(scaled).all() and (np.count_nonzero(scaled) == np.count_nonzero(image))
+    np.testing.assert_array_equal(preprocessing.zscore(scaled), preprocessing.zscore(image))
+
+
+@pytest.mark.parametrize("peak", [1.0, 1e6])
+def test_zscore_of_rescaled_float64_intensities(peak):
+    """0..1 and 0..1e6 float64 intensities z-score like the int16 originals (float32 rounding only)."""
+    image = _synth_image()
+    rescaled = image.astype(np.float64) * (peak / image.max())
+    np.testing.assert_allclose(preprocessing.zscore(rescaled), preprocessing.zscore(image), atol=2e-5)
+
+
+def _save(array, path, like, slope_inter=None):
+    """Writes `array` as NIfTI with `like`'s affine; `slope_inter` stores it scaled (scl_slope, scl_inter)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(array, nib.load(like).affine)
+    if slope_inter:
+        image.header.set_slope_inter(*slope_inter)
+    nib.save(image, path)
+
+
+def _rewrite_real_world(case):
+    """Rewrites a synth case's images the ways real files come (the values in the brain kept exactly).
+
+    t1: float64, background the image's minimum minus one (negative); t1ce:
+    int16 raw with scl_slope 0.5, scl_inter -7, so its background reads as
+    -7; t2: uint16; flair: float64 on a 0..1e6 scale (not exact: rescaled).
+    """
+    import nibabel as nib
+
+    arrays = {m: np.asarray(nib.load(p).dataobj) for m, p in case.modalities.items()}
+    brain = arrays["t1"] != 0
+    t1 = arrays["t1"].astype(np.float64)
+    _save(np.where(brain, t1, -1.0 - t1.max()), case.modalities["t1"], case.modalities["t1"])
+    t1ce = arrays["t1ce"].astype(np.int32)
+    raw = np.where(arrays["t1ce"] != 0, 2 * (t1ce + 7), 0).astype(np.int16)
+    _save(raw, case.modalities["t1ce"], case.modalities["t1ce"], slope_inter=(0.5, -7.0))
+    _save(arrays["t2"].astype(np.uint16), case.modalities["t2"], case.modalities["t2"])
+    flair = arrays["flair"].astype(np.float64)
+    _save(flair * (1e6 / flair.max()), case.modalities["flair"], case.modalities["flair"])
+
+
+def test_float64_scaled_and_constant_background_files_cache_like_zero_background(tmp_path):
+    """Through volumes.read_case and fit's cache: dtypes, scl_slope/inter and backgrounds do not change the input."""
+    from bratskeras import volumes
+
+    for name in ("plain", "real"):
+        synth.write_dataset(tmp_path / name, cases=1, shape=(32, 30, 24), layout="brats2021", seed=3)
+    plain, real = (layouts.discover(tmp_path / n).cases[0] for n in ("plain", "real"))
+    _rewrite_real_world(real)
+    image, _, _ = volumes.read_case(real)
+    assert image.dtype == np.float32
+    assert preprocessing.background_value(image[..., layouts.MODALITIES.index("t1ce")]) == -7.0
+    expected = cache.cache_case(plain, tmp_path / "c").load()[0]
+    got = cache.cache_case(real, tmp_path / "c").load()[0]
+    assert got.shape == expected.shape
+    exact = [layouts.MODALITIES.index(m) for m in ("t1", "t1ce", "t2")]
+    np.testing.assert_array_equal(got[..., exact], expected[..., exact])
+    flair = layouts.MODALITIES.index("flair")
+    np.testing.assert_allclose(got[..., flair], expected[..., flair], atol=2e-5)
+
+
+def test_values_beyond_float32_are_refused_by_name(tmp_path):
+    from bratskeras import volumes
+    from bratskeras.errors import DataError
+
+    synth.write_dataset(tmp_path / "d", cases=1, shape=(16, 16, 12), layout="brats2021")
+    path = layouts.discover(tmp_path / "d").cases[0].modalities["t1"]
+    import nibabel as nib
+
+    array = np.asarray(nib.load(path).dataobj).astype(np.float64)
+    array /= array.max()
+    _save(array * 3e38, path, path)
+    np.testing.assert_allclose(volumes.load_nifti(path)[0], array * 3e38, rtol=1e-7)  # within float32: read
+    _save(array * 1e40, path, path)
+    with pytest.raises(DataError, match=r"t1\.nii\.gz: values up to .* exceed float32's range"):
+        volumes.load_nifti(path)

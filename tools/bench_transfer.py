@@ -1,25 +1,35 @@
-"""Does the demo's learning transfer? The old and the new demo, each scored on both kinds of held-out data.
+"""Does the demo's learning transfer? Demos of each kind of data, scored on held-out heads and real scans.
 
     python tools/bench_transfer.py [--out DIR] [--time-limit 255] [--augment paper nnunet]
-                                   [--heldout-dir DIR ...] [--skip-simple]
+                                   [--kinds anatomy synthseg] [--seeds 0 1 2]
+                                   [--heldout-dir DIR ...] [--real-dir DIR ...] [--skip-simple]
 
 Trains, as `bratskeras fit` without DATA_DIR does (the demo's settings and
 time limit, the phantoms' writing counted in it):
 
 - "simple demo": the demo as it was before the anatomy phantoms: the
   geometric phantoms of bratskeras.synth, the paper's augmentation;
-- "anatomy demo (<set>)": bratskeras.anatomy's phantoms, once per
-  augmentation set given with --augment (the demo's own set by default).
+- "<kind> demo (<set>, seed S)": for each --kinds (anatomy: bratskeras.anatomy's
+  heads; synthseg: bratskeras.synthseg's), once per augmentation set given
+  with --augment (the demo's own set by default) and per --seeds (the demo's
+  data and training seed: the spread of one set-up over runs).
 
 Each model is scored (mean Dice of best.keras, sliding window as `predict`)
 on the simple held-out phantoms, on the anatomy held-out cases (another seed
 and anatomy.HELDOUT's other generator ranges) and on every --heldout-dir
-(e.g. whole heads from tools/make_heldout.py), and a table is printed. Each
-training takes the demo's time: on 2 cores, about 5 minutes per row.
+(e.g. whole heads from tools/make_heldout.py), and a table is printed.
+With --real-dir, each model is also scored on those folders of real scans by
+tools/score_real.py (`bratskeras predict` on the source grid, then the
+library's evaluation against the folders' label files): mean WT / TC / ET
+Dice per folder group. Each training takes the demo's time: on 2 cores,
+about 5 minutes per row.
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -53,6 +63,16 @@ def score(run_dir, config, heldout_dir):
                                                                                  _slug(heldout_dir)))
 
 
+def score_real(run_dir, real_dirs):
+    """{"WT": .., "TC": .., "ET": ..} of a run on real scans: tools/score_real.py's means (ET over enhancing cases)."""
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "score_real.py")
+    completed = subprocess.run([sys.executable, tool, run_dir, *real_dirs, "--json"], capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"score_real failed on {run_dir}: {completed.stderr.strip()[-500:]}")
+    summary = json.loads(completed.stdout)["summary"]
+    return {"WT": summary["mean_dice_wt"], "TC": summary["mean_dice_tc"], "ET": summary["mean_dice_et_enhancing"]}
+
+
 def _slug(path):
     return os.path.abspath(path).strip(os.sep).replace(os.sep, "_")
 
@@ -73,7 +93,12 @@ def main(argv=None):
                         help="Seconds per training, phantoms' writing included (the demo's by default).")
     parser.add_argument("--augment", nargs="+", default=[demo.DEMOS["anatomy"].overrides["augmentation"]],
                         choices=["paper", "nnunet"], help="Augmentation sets of the anatomy demo to train.")
+    parser.add_argument("--kinds", nargs="+", default=["anatomy"], choices=["anatomy", "synthseg"],
+                        help="Kinds of demo data to train on (besides the simple phantoms).")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="Demo seeds (data and training).")
     parser.add_argument("--heldout-dir", nargs="*", default=[], help="More labelled folders to score on.")
+    parser.add_argument("--real-dir", nargs="*", default=[],
+                        help="Folders of real scans with references, scored together as one 'real scans' column.")
     parser.add_argument("--epochs", type=int,
                         help="Train this many epochs each, no time limit (a fair comparison on a loaded machine).")
     parser.add_argument("--skip-simple", action="store_true", help="Do not train the simple-phantom demo.")
@@ -81,13 +106,15 @@ def main(argv=None):
     demo.check_demo_requirements("anatomy")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or tmp
-        demos = [] if args.skip_simple else [("simple demo", "simple", "paper")]
-        demos += [(f"anatomy demo ({name})", "anatomy", name) for name in args.augment]
+        demos = [] if args.skip_simple else [("simple demo", "simple", "paper", 0)]
+        demos += [(f"{kind} demo ({name}, seed {seed})", kind, name, seed)
+                  for kind in args.kinds for name in args.augment for seed in args.seeds]
         trained, heldout = [], {}
-        for name, kind, augmentation in demos:
-            folder = os.path.join(root, f"{kind}-{augmentation}")
+        for name, kind, augmentation, seed in demos:
+            folder = os.path.join(root, f"{kind}-{augmentation}-{seed}")
             time_limit = None if args.epochs else args.time_limit
-            run_dir, config, own_heldout, epochs = train_demo(folder, kind, augmentation, time_limit, epochs=args.epochs)
+            run_dir, config, own_heldout, epochs = train_demo(folder, kind, augmentation, time_limit, seed=seed,
+                                                              epochs=args.epochs)
             heldout.setdefault(f"{kind} held-out", own_heldout)
             trained.append((f"{name} ({epochs})", run_dir, config))
             print(f"trained {name}: {epochs} epochs, {run_dir}", flush=True)
@@ -98,6 +125,10 @@ def main(argv=None):
         heldout.update({os.path.basename(os.path.normpath(d)): d for d in args.heldout_dir})
         columns = list(heldout)
         rows = [(name, {c: score(run_dir, config, heldout[c]) for c in columns}) for name, run_dir, config in trained]
+        if args.real_dir:
+            columns.append("real scans")
+            for (_, scores), (_, run_dir, _) in zip(rows, trained):
+                scores["real scans"] = score_real(run_dir, args.real_dir)
         print(format_table(rows, columns))
     return rows
 

@@ -41,6 +41,7 @@ def cli(debug):
 # One module per group of verbs; each exposes COMMANDS, a list of click commands.
 _VERB_MODULES = (
     "models",
+    "pretrained",
     "data",
     "train",
     "export",

@@ -18,7 +18,7 @@ TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment g
 @click.option("--task", type=click.Choice(TASKS), help=TASK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(data_dir, layout, task, as_json):
-    """List a dataset's cases and every problem found; exit 1 if any case has one."""
+    """List a dataset's cases, every problem (exit 1) and warning (inputs unlike BraTS's) found."""
     from bratskeras.inspection import inspect_dataset
 
     _, report = inspect_dataset(data_dir, layout, task=task)
@@ -34,7 +34,9 @@ def inspect_command(data_dir, layout, task, as_json):
                        f"{shape:<18}{spacing:<18}{case.labels}")
         for problem in report.problems:
             click.echo(f"problem: {problem}", err=True)
-        click.echo(f"{len(report.problems)} problem(s)")
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
     if report.problems:
         raise SystemExit(1)
 
@@ -50,17 +52,18 @@ def inspect_command(data_dir, layout, task, as_json):
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
-@click.option("--kind", type=click.Choice(["simple", "anatomy"]), default="simple", show_default=True,
-              help="Geometric phantoms, or heads on the MNI152 template (needs bratskeras[anatomy]).")
+@click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
+              help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
+                   "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
 @click.option("--settings", type=click.Choice(["default", "heldout"]), default="default", show_default=True,
-              help="Anatomy generator ranges: training's, or the held-out set's other ranges.")
+              help="Anatomy/synthseg generator ranges: training's, or the held-out set's other ranges.")
 @click.option("--voxel-size", default=1.0, show_default=True, type=click.FloatRange(0.5, 4.0),
-              help="Isotropic voxel size in mm of anatomy heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
+              help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):
     """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
     from bratskeras.synth import DEFAULT_SHAPE, write_dataset
 
-    if shape is None and kind == "anatomy":
+    if shape is None and kind != "simple":
         from bratskeras.anatomy import grid_shape
 
         shape = ",".join(map(str, grid_shape(voxel_size)))

@@ -10,8 +10,9 @@ from bratskeras.cli.quiet import needs_tensorflow
 @click.argument("model")
 @click.option("--format", "format_", required=True,
               help="saved_model, tflite, onnx or keras (checked by the library: exit 1 if unknown).")
-@click.option("--out", help="saved_model: model base dir (default saved_models/<model name>); "
-                            "else the file (default beside MODEL).")
+@click.option("--out", help="saved_model: model base dir (default saved_models/<model name>, "
+                            "saved_models/NAME for pretrained:NAME); else the file (default beside MODEL, "
+                            "./NAME.<format> for pretrained:NAME).")
 @click.option("--version", type=int, help="saved_model version (default: next free integer).")
 @click.option("--quantize", default="none", help="tflite weights: none, float16 or dynamic-int8.")
 @click.option("--input-shape", help="D,H,W,C to export (tflite default for dynamic models: 128,128,128,C).")
@@ -21,7 +22,7 @@ from bratskeras.cli.quiet import needs_tensorflow
                    "0.25 dynamic-int8).")
 @needs_tensorflow
 def export_command(model, format_, out, version, quantize, input_shape, overwrite, tolerance):
-    """Export MODEL (.keras file or run dir) with its input contract, and check both in its runtime."""
+    """Export MODEL (.keras file, run dir or pretrained:NAME) with its input contract, and check both in its runtime."""
     from bratskeras.export import export_model
 
     shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None

@@ -18,6 +18,7 @@ import sys
 
 import click
 
+from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.errors import ConfigError, user_message
 from bratskeras.labels import SCHEMES, TASKS
@@ -69,7 +70,7 @@ def _window_progress(case):
 
 
 @click.command("predict")
-@click.argument("model", type=click.Path(exists=True))  # run dir, .keras, SavedModel folder, .onnx or .tflite
+@click.argument("model", type=MODEL_SOURCE)  # run dir, .keras, pretrained:NAME, SavedModel folder, .onnx, .tflite
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -94,8 +95,9 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                     save_probabilities, spacing, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid.
 
-    MODEL is a run directory, a .keras file, or an exported SavedModel folder,
-    .onnx or .tflite file; its input contract (modalities, spacing,
+    MODEL is a run directory, a .keras file, pretrained:NAME (`bratskeras
+    pretrained` lists them), or an exported SavedModel folder, .onnx or
+    .tflite file; its input contract (modalities, spacing,
     normalisation, crop, target) says how cases are prepared for it.
     """
     from bratskeras import inference, layouts, model_setup, runtimes, tiling
@@ -129,6 +131,8 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     click.echo(f"{len(cases)} case(s)", err=True)
 
     def on_case(result):
+        if result.warning:
+            click.echo(f"warning: {result.warning}", err=True)
         if result.error:
             click.echo(f"error: {result.error}", err=True)
         else:

@@ -52,6 +52,18 @@ def _format_row(row):
     return f"{row['name']:<22}{row['type']:<18}{row['params']:>12,d}"
 
 
+def _summary_model(name, input_shape):
+    """(the model to summarise, its registry name): built from the registry, or a shipped one loaded."""
+    from bratskeras import pretrained
+    from bratskeras.models import build_model, load_model
+
+    if not pretrained.is_pretrained(name):
+        return build_model(name, input_shape=parse_shape(input_shape, 4, "--input-shape") if input_shape else None), name
+    if input_shape:
+        raise ConfigError(f"--input-shape builds a registry model; {name} is loaded as it was trained")
+    return load_model(name), pretrained.read_model(pretrained.resolve(name)).config["model"]
+
+
 @click.command("summary")
 @click.argument("name")
 @click.option("--input-shape", help="D,H,W,C (use None for a dynamic size).")
@@ -59,24 +71,25 @@ def _format_row(row):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @needs_tensorflow
 def summary_command(name, input_shape, compare, as_json):
-    """Print a model's layer table, optionally side by side with its paper's."""
-    from bratskeras.models import build_model
+    """Print a model's layer table, optionally side by side with its paper's.
+
+    NAME is a registry model (`bratskeras models`) or pretrained:NAME (`bratskeras pretrained`).
+    """
     from bratskeras.models.summary import compare_with_paper, layer_table
 
-    shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
-    model = build_model(name, input_shape=shape)
+    model, registry_name = _summary_model(name, input_shape)
     rows = layer_table(model)
     ok = True
     if as_json:
         payload = {"name": name, "params": int(model.count_params()),
                    "layers": [{k: r[k] for k in ("name", "type", "params")} for r in rows]}
         if compare:
-            lines, ok, expected = compare_with_paper(name, model)
+            lines, ok, expected = compare_with_paper(registry_name, model)
             payload["paper_params"] = expected
             payload["matches_paper"] = ok
         click.echo(json.dumps(payload))
     elif compare:
-        lines, ok, expected = compare_with_paper(name, model)
+        lines, ok, expected = compare_with_paper(registry_name, model)
         click.echo(f"{'paper: name':<22}{'type':<18}{'params':>12}  |  "
                    f"{'bratskeras: name':<22}{'type':<18}{'params':>12}  status")
         for line in lines:

@@ -7,6 +7,7 @@ import time
 import click
 
 from bratskeras.cli.models import parse_shape, parse_spacing
+from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.data import AUGMENT_ON
 from bratskeras.labels import SCHEMES, TASKS
@@ -100,6 +101,10 @@ def _key_values(pairs):
 @click.option("--loss", type=click.Choice(list(LOSS_TARGETS)),
               help="Loss (default: the preset's; with another --target, Dice+CE for classes, Dice+BCE for "
                    "regions).")
+@click.option("--init-from", "init_from", type=MODEL_SOURCE, metavar="MODEL",
+              help="Fine-tune MODEL (pretrained:NAME, a run directory or a .keras file): its weights, "
+                   "architecture, inputs and preprocessing; the preset (default: its own) and flags say how "
+                   "to train.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue a run: RUN_DIR, or the --out folder when given without a value.")
 @click.option("--seed", type=int)
@@ -113,13 +118,17 @@ def _key_values(pairs):
                    f"that fits, and --resume continues it (demo default: {DEMO_TIME_LIMIT:g}s).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @needs_tensorflow
-def fit_command(data_dir, preset, out_dir, resume, cache_dir, skip_bad_cases, time_limit, quiet, **options):
-    """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo)."""
+def fit_command(data_dir, preset, out_dir, init_from, resume, cache_dir, skip_bad_cases, time_limit, quiet,
+                **options):
+    """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo).
+
+    With --init-from MODEL the run fine-tunes MODEL on DATA_DIR.
+    """
     from bratskeras.training import plan
 
     command_start = time.monotonic()
     time_limit = parse_duration(time_limit) if time_limit is not None else None
-    overrides = {k: v for k, v in _overrides(options).items() if v is not None}
+    overrides = {k: v for k, v in {**_overrides(options), "init_from": init_from}.items() if v is not None}
     if resume is not None:
         out_dir = resume or out_dir
         if not out_dir:
@@ -142,6 +151,8 @@ def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
     from bratskeras.training.fit import fit
     from bratskeras.training.heldout import evaluate_heldout
 
+    if run.config.init_from is not None and not run.resume:
+        click.echo(f"fine-tuning {run.config.init_from} (its architecture, inputs and preprocessing)")
     started = time.perf_counter()
     remaining = None if run.time_limit is None else max(1.0, run.time_limit - (time.monotonic() - command_start))
     result = fit(run.config, run.data_dir, run.run_dir, resume=run.resume, skip_bad_cases=skip_bad_cases,

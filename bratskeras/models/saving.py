@@ -11,25 +11,27 @@ from pathlib import Path
 
 import keras
 
+from bratskeras import pretrained
 from bratskeras.contract import RUN_DIR_MODEL
 from bratskeras.errors import ModelError
 
 
 def load_model(source):
-    """Loads a bratskeras model from a `.keras` file or a run directory.
+    """Loads a bratskeras model from a `.keras` file, a run directory or a shipped model.
 
     Args:
-        source: a `.keras` file, or a run directory holding `best.keras`.
+        source: a `.keras` file, a run directory holding `best.keras`, or
+            "pretrained:NAME" (a model shipped in bratskeras/pretrained/).
 
     Returns:
         keras.Model mapping (batch, D, H, W, C) to (batch, D, H, W, classes),
         uncompiled.
 
     Raises:
-        ModelError: missing file, not loadable with safe_mode=True, or not a
-            5-D segmentation model.
+        ModelError: missing file, unknown pretrained name, not loadable with
+            safe_mode=True, or not a 5-D segmentation model.
     """
-    path = Path(source)
+    path = Path(pretrained.resolve(source))
     if path.is_dir():
         path = path / RUN_DIR_MODEL
     if not path.is_file():

@@ -51,6 +51,10 @@ class TrainConfig:
 
     Attributes (groups):
         model, model_overrides: registry name and builder overrides.
+        init_from: the model whose weights the run starts from (`fit
+            --init-from`, training.init_from): "pretrained:NAME" or the
+            absolute path of a run directory or .keras file; None: random
+            initialisation.
         modalities, target: network input channels and training target
             ("classes", "regions" or "whole_tumor", see bratskeras.labels).
         task: None (the classic NCR/ED/ET classes) or a labels.TASKS scheme
@@ -77,6 +81,7 @@ class TrainConfig:
     preset: str = "lightweight2020"
     model: str = "lightweight-unet"
     model_overrides: dict = field(default_factory=dict)
+    init_from: str | None = None
     modalities: tuple = ("flair", "t1", "t1ce", "t2")
     target: str = _PIPELINE.target
     task: str | None = None

@@ -3,9 +3,10 @@
 Data flow, one named step each: prepare the cases (training.prepare:
 inspect, split, cache) -> check the patch size (training.checks) -> process
 settings (seed, determinism, precision policy) and the tf.distribute
-strategy -> the network compiled with its loss, metrics and optimizer (its
-saved state put back on --resume) -> the run's callbacks -> keras fit ->
-held-out Dice of best.keras (training.heldout).
+strategy -> the network (from `config.init_from`'s weights when it
+fine-tunes a model, training.init_from) compiled with its loss, metrics
+and optimizer (its saved state put back on --resume) -> the run's
+callbacks -> keras fit -> held-out Dice of best.keras (training.heldout).
 
 Global state: `fit` changes the process's Keras dtype policy, the Python,
 numpy and TensorFlow random seeds and, with `deterministic`, TensorFlow's op
@@ -26,6 +27,7 @@ import numpy as np
 
 from bratskeras import targets
 from bratskeras.errors import ConfigError
+from bratskeras.training import init_from
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
     ResumableEarlyStopping,
@@ -217,8 +219,13 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
 
     xla = runtime.jit_compile(config.jit_compile)
     chief = runtime.is_chief(strategy)
+    # A new run fine-tuning a model starts from its weights (read outside the strategy's scope); a resumed
+    # run from its own saved state, unless it stopped before saving one.
+    initial = init_from.source_weights(config.init_from) if config.init_from and state_folder is None else None
     with strategy.scope():
         network = build_network(config)
+        if initial is not None:
+            init_from.assign_weights(network, initial, config.init_from)
         if not runtime.gpus():
             check_memory(network, config, available_memory_bytes())
         device_augmentation = config.augment and config.augment_on == "device"

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from bratskeras.errors import ConfigError
-from bratskeras.training import demo
+from bratskeras.training import demo, init_from
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.config import resolve_config, resume_config
 
@@ -61,11 +61,21 @@ def refuse_before_writing(config, run_dir):
 
 
 def plan_new(data_dir, run_dir, preset, overrides, time_limit=None):
-    """A new run on `data_dir` from `preset` (default lightweight2020) with `overrides`."""
+    """A new run on `data_dir` from `preset` (default lightweight2020) with `overrides`.
+
+    With overrides["init_from"] (a model: `fit --init-from`) the run
+    fine-tunes it: architecture and inputs from the model's run, the preset
+    defaulting to the one it was trained with (training.init_from), and its
+    weights checked against the network before anything is written.
+    """
+    if overrides.get("init_from") is not None:
+        preset, overrides = init_from.inherit(overrides["init_from"], preset, overrides)
     preset = preset or DEFAULT_PRESET
     run_dir = run_dir or default_run_dir(preset)
     config = resolve_config(preset, overrides)
     refuse_before_writing(config, run_dir)
+    if config.init_from is not None:
+        init_from.check_fits(config)
     return RunPlan(config, data_dir, run_dir, time_limit=time_limit)
 
 
@@ -76,6 +86,8 @@ def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     land in someone else's folder. Without a time limit the demo gets
     demo.DEMO_TIME_LIMIT.
     """
+    if overrides.get("init_from") is not None:
+        raise ConfigError("--init-from needs a DATA_DIR to fine-tune on; the demo trains from scratch")
     demo.check_demo_requirements()  # the anatomy template's extra, before anything is written
     run_dir = run_dir or default_run_dir("demo")
     config = resolve_config(preset or DEFAULT_PRESET, {**demo.DEMO_OVERRIDES, **overrides})
@@ -96,6 +108,8 @@ def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
         ConfigError: no config.json in run_dir; MissingDataDir (a
             ConfigError): no data_dir for a run that is not a demo.
     """
+    if overrides.get("init_from") is not None:  # compared with the saved one as config.json records it
+        overrides = {**overrides, "init_from": init_from.recorded_source(overrides["init_from"])}
     config = resume_config(run_dir, {**overrides, "preset": preset})
     heldout_dir = None
     if data_dir is None:

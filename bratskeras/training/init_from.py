@@ -1,0 +1,144 @@
+"""Fine-tuning: a new run that starts from a trained model's weights (`fit DATA --init-from MODEL`).
+
+MODEL is "pretrained:NAME" (a shipped model), a run directory, or a .keras
+file: a run's best.keras or checkpoints/epoch-NNNN.keras, or a bare one.
+
+What the new run takes from where:
+- From the source run's config.json, `INHERITED`: the architecture (model,
+  model_overrides) and the contract predict and export read back
+  (modalities, target, task, crop, crop size, spacing), plus the training
+  patch size unless --patch-size is given. A flag asking for another value
+  of any of them but the patch size, or a --preset training another model,
+  is a one-line ConfigError before any work: fine-tuning changes weights,
+  not what the network takes in or puts out.
+- From the preset (default: the one the source was trained with) and the
+  flags: everything else, i.e. how to train (optimizer, learning rate, the
+  loss for the target, epochs, steps, batch size, augmentation). No
+  optimizer state comes along: the source's best.keras has none.
+- A bare .keras outside a run has no config.json: the run is set up from
+  the preset and flags like any new run, and the network they build must
+  have the source's weight shapes (checked before any work).
+
+The run's config.json records `init_from` (pretrained:NAME as given, a path
+made absolute). `--resume` continues from the run's own saved state and
+never reads the source again, except for a run stopped before its first
+epoch was saved, which starts from the source's weights again.
+"""
+
+import json
+import os
+
+from bratskeras import pretrained
+from bratskeras.errors import ConfigError
+
+# TrainConfig fields a fine-tuned run takes from its source's config.json ...
+INHERITED = ("model", "model_overrides", "modalities", "target", "task", "crop", "crop_size", "spacing",
+             "patch_size")
+# ... and those of them a flag may set to another value: a fully convolutional network takes any patch
+# its pooling allows.
+ADJUSTABLE = ("patch_size",)
+# The flag that sets each inherited field, for the error a conflicting one gives (crop and crop size
+# come from presets only; the modalities from --task).
+_FLAGS = {"model": "--model", "model_overrides": "--model-arg", "modalities": "--task", "target": "--target",
+          "task": "--task", "crop": "--preset", "crop_size": "--preset", "spacing": "--spacing"}
+
+
+def recorded_source(source):
+    """What config.json records for `source`: "pretrained:NAME" as given, a path made absolute."""
+    return source if pretrained.is_pretrained(source) else os.path.abspath(os.fspath(source))
+
+
+def source_config(source):
+    """The config.json (a dict) of the run `source` belongs to, or None for a bare .keras file.
+
+    Raises:
+        ConfigError: `source` does not exist; ModelError: an unknown pretrained name.
+    """
+    from bratskeras.model_setup import run_config
+
+    path = pretrained.resolve(source)
+    if not os.path.exists(path):
+        raise ConfigError(f"--init-from {source}: no such run directory or .keras file")
+    return run_config(path)
+
+
+def inherit(source, preset, overrides):
+    """The preset and overrides of a new run fine-tuned from `source`.
+
+    Args:
+        source: "pretrained:NAME", a run directory or a .keras file.
+        preset: the --preset given, or None (then: the source's own preset).
+        overrides: the run's other TrainConfig overrides (None values ignored).
+
+    Returns:
+        (preset or None, overrides with the source's INHERITED fields and
+        `init_from` added; an explicit patch size is kept).
+
+    Raises:
+        ConfigError: an override or preset conflicting with the source (one
+            line naming the flag and both values), or a missing source.
+    """
+    from bratskeras.training.config import PRESETS, TrainConfig
+
+    config = source_config(source)
+    asked = {key: value for key, value in overrides.items() if value is not None}
+    asked["init_from"] = recorded_source(source)
+    if config is None:
+        return preset, asked
+    inherited = {key: config[key] for key in INHERITED if key in config}
+    for key, value in inherited.items():
+        if key in asked and key not in ADJUSTABLE and _as_json(asked[key]) != _as_json(value):
+            raise ConfigError(
+                f"--init-from {source} was trained with {key} {_as_json(value)}, {_FLAGS[key]} asks for "
+                f"{_as_json(asked[key])}: a fine-tuned run keeps its source's architecture and inputs "
+                f"(leave {_FLAGS[key]} out)")
+    preset_model = PRESETS.get(preset, {}).get("model", TrainConfig.model)
+    if preset is not None and preset_model != inherited.get("model"):
+        raise ConfigError(f"--init-from {source} is a {inherited.get('model')}, --preset {preset} trains "
+                          f"{preset_model}: leave --preset out")
+    return preset or config.get("preset"), {**inherited, **asked}
+
+
+def _as_json(value):
+    """`value` as config.json writes it (tuples as lists), so flags and saved values compare."""
+    return json.dumps(value, sort_keys=True)
+
+
+def source_weights(source):
+    """The weights of `source`'s model: [(variable path, numpy array)] in the network's order.
+
+    Load outside a tf.distribute scope: the source model is only read.
+    """
+    from bratskeras.models import load_model
+
+    model = load_model(source)
+    return [(variable.path, variable.numpy()) for variable in model.weights]
+
+
+def assign_weights(network, weights, source):
+    """Sets `network`'s weights to `weights` (`source_weights`), all or none.
+
+    Both come from the same builder with the same arguments, so their
+    weights line up one to one in order; anything else is refused.
+
+    Raises:
+        ConfigError: another number of weights, or another shape, naming the
+            first weight that differs.
+    """
+    ours = network.weights
+    if len(ours) != len(weights):
+        raise ConfigError(f"--init-from {source}: its model has {len(weights)} weight arrays, {network.name} "
+                          f"{len(ours)}; give the --model and --model-arg it was trained with")
+    for variable, (path, array) in zip(ours, weights):
+        if tuple(variable.shape) != array.shape:
+            raise ConfigError(f"--init-from {source}: its weight {path} is {array.shape}, {variable.path} here is "
+                              f"{tuple(variable.shape)}; give the --model, --model-arg, --target and --task it was "
+                              "trained with")
+    network.set_weights([array for _, array in weights])
+
+
+def check_fits(config):
+    """Refuses, before any work, a run whose network cannot take its source's weights (ConfigError)."""
+    from bratskeras.training.fit import build_network
+
+    assign_weights(build_network(config), source_weights(config.init_from), config.init_from)
