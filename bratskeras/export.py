@@ -11,11 +11,16 @@ appends softmax (several classes) or sigmoid (one class) to logits so clients
 always receive probabilities. The `keras` format keeps the model exactly as
 trained (minus optimizer state). D, H, W are the NIfTI voxel axes i, j, k.
 
+Every artefact carries the model's input contract (bratskeras.contract:
+modalities, spacing, normalisation, crop, target, task), so `predict` runs it
+as it was trained without its run folder.
+
 Each export ends by loading the artefact in its own runtime, running it on a
-standard-normal volume (the scale of z-scored MRI) and comparing with Keras;
-the artefact is written under a temporary name and renamed into place only
-once it passes (TF Serving would pick a new version up at once), else
-`ExportError` is raised and an existing artefact is left as it was.
+standard-normal volume (the scale of z-scored MRI), comparing with Keras and
+reading its contract back; the artefact is written under a temporary name
+and renamed into place only once it passes (TF Serving would pick a new
+version up at once), else `ExportError` is raised and an existing artefact
+is left as it was.
 
     >>> report = export_model("runs/exp1", "tflite", input_shape=(128, 128, 128, 4))
     >>> report.max_abs_diff <= report.tolerance
@@ -23,6 +28,7 @@ once it passes (TF Serving would pick a new version up at once), else
 """
 
 import dataclasses
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,16 +36,22 @@ import keras
 import numpy as np
 from keras import ops
 
+from bratskeras import contract as contracts
 from bratskeras import outputs, pretrained
 from bratskeras.errors import ConfigError, ExportError, ModelError
-from bratskeras.model_setup import output_activation, run_config
-from bratskeras.models.saving import check_segmentation_model, inference_model, load_model
+from bratskeras.model_setup import keras_contract, output_activation
+from bratskeras.models.saving import check_segmentation_model, inference_model, load_model, save_model
+from bratskeras.runtimes import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SIGNATURE_KEY,
+    LiteRtPredictor,
+    OnnxPredictor,
+    SavedModelPredictor,
+)
 
 FORMATS = ("saved_model", "tflite", "onnx", "keras")
 QUANTIZE = ("none", "float16", "dynamic-int8")
-SIGNATURE_KEY = "serving_default"
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 SAVED_MODELS_DIR = Path("saved_models")
 
 # Max abs difference of probabilities allowed against float32 Keras. float16
@@ -69,6 +81,9 @@ class ExportReport:
         tolerance: the bound max_abs_diff was held to.
         check_shape: (batch, D, H, W, C) of the check volume.
         ops: operator names in the LiteRT model (tflite only, else empty).
+        contract: the input contract the artefact carries (read back from
+            it), or None for a model whose contract is unknown.
+        contract_source: where that contract came from (model_setup's sources).
     """
 
     path: Path
@@ -79,6 +94,8 @@ class ExportReport:
     tolerance: float
     check_shape: tuple
     ops: tuple = ()
+    contract: object = None
+    contract_source: str | None = None
 
 
 # ---------------------------------------------------------------- loading
@@ -228,10 +245,12 @@ def _signature(input_shape):
 # ----------------------------------------------------------------- writers
 
 
-def write_saved_model(model, path, input_shape, builtin_pooling=False, target=None):
+def write_saved_model(model, path, input_shape, builtin_pooling=False, target=None, contract=None):
     """Writes a TF SavedModel with signature `serving_default`: image -> probabilities.
 
     Loads with `tf.saved_model.load` alone: no bratskeras, no custom objects.
+    `contract` (if any) is a tracked asset, assets/bratskeras_contract.json
+    (bratskeras.contract.saved_model_asset).
     """
     graph = serving_model(model, input_shape, builtin_pooling, target)
     archive = keras.export.ExportArchive()
@@ -241,11 +260,21 @@ def write_saved_model(model, path, input_shape, builtin_pooling=False, target=No
         fn=lambda image: {OUTPUT_NAME: graph(image, training=False)},
         input_signature=_signature(input_shape),
     )
-    archive.write_out(str(path), verbose=False)
+    with tempfile.TemporaryDirectory() as workdir:
+        if contract is not None:
+            # ExportArchive.track takes layers and lookup-table resources only, not an Asset; its
+            # root object (private in Keras 3.15, pinned <3.16) is what tf.saved_model.save writes,
+            # so an attribute on it is saved with the model. tests/test_contract.py loads it back.
+            root = getattr(archive, "_tf_trackable", None)
+            if root is None:
+                raise ExportError(f"{path}: this Keras' ExportArchive has no _tf_trackable; the SavedModel "
+                                  "cannot carry its input contract (bratskeras supports keras<3.16)")
+            setattr(root, contracts.CONTRACT_KEY, contracts.saved_model_asset(contract, workdir))
+        archive.write_out(str(path), verbose=False)
 
 
-def write_tflite(model, path, input_shape, quantize="none", target=None):
-    """Writes a LiteRT flatbuffer with builtin operators only.
+def write_tflite(model, path, input_shape, quantize="none", target=None, contract=None):
+    """Writes a LiteRT flatbuffer with builtin operators only, `contract` (if any) in its metadata.
 
     Converted from a SavedModel of the builtin-pooling export graph; the
     converter is allowed TFLITE_BUILTINS only, so any op that would need Flex
@@ -261,20 +290,25 @@ def write_tflite(model, path, input_shape, quantize="none", target=None):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        Path(path).write_bytes(converter.convert())
+        flatbuffer = converter.convert()
+    if contract is not None:
+        flatbuffer = contracts.with_tflite_contract(flatbuffer, contract, path)
+    Path(path).write_bytes(flatbuffer)
 
 
-def write_onnx(model, path, input_shape, target=None):
-    """Writes an ONNX model (Keras' exporter, tf2onnx underneath)."""
+def write_onnx(model, path, input_shape, target=None, contract=None):
+    """Writes an ONNX model (Keras' exporter, tf2onnx underneath), `contract` (if any) in its metadata_props."""
     graph = serving_model(model, input_shape, target=target)
     graph.export(str(path), format="onnx", input_signature=_signature(input_shape), verbose=False)
+    if contract is not None:
+        contracts.write_onnx(path, contract)
 
 
-def write_keras(model, path):
-    """Writes an inference `.keras`: the same layers, uncompiled, no optimizer state."""
+def write_keras(model, path, contract=None):
+    """Writes an inference `.keras`: the same layers, uncompiled, no optimizer state; `contract` inside."""
     if Path(path).suffix != ".keras":
         raise ConfigError(f"{path}: a keras export needs a .keras file name")
-    inference_model(model).save(path)
+    save_model(inference_model(model), path, contract)
 
 
 # ---------------------------------------------------------------- runtimes
@@ -282,11 +316,7 @@ def write_keras(model, path):
 
 def run_saved_model(path, image):
     """Runs `serving_default` of a SavedModel: (1, D, H, W, C) -> probabilities."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    outputs = loaded.signatures[SIGNATURE_KEY](**{INPUT_NAME: tf.constant(image)})
-    return outputs[OUTPUT_NAME].numpy()
+    return SavedModelPredictor(path)(image)
 
 
 def litert_interpreter(path):
@@ -312,18 +342,12 @@ def tflite_ops(path):
 
 def run_tflite(path, image):
     """Runs a LiteRT model's `serving_default` signature on `image`."""
-    runner = litert_interpreter(path).get_signature_runner(SIGNATURE_KEY)
-    return runner(**{INPUT_NAME: image})[OUTPUT_NAME]
+    return LiteRtPredictor(path, interpreter=litert_interpreter(path))(image)
 
 
 def run_onnx(path, image):
     """Runs an ONNX model in onnxruntime (CPU)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError("ONNX export needs the `onnx` extra: pip install bratskeras[onnx]") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: image})[0]
+    return _onnx_predictor(path)(image)
 
 
 def run_keras(path, image):
@@ -390,7 +414,7 @@ def _check_arguments(format, quantize):
 
 
 def export_model(source, format, out=None, version=None, quantize="none", input_shape=None,
-                 overwrite=False, seed=0, tolerance=None):
+                 overwrite=False, seed=0, tolerance=None, contract=None):
     """Exports `source` in `format`, reloads the artefact and checks it against Keras.
 
     Args:
@@ -410,24 +434,31 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
             kind; bratskeras.outputs).
         seed: seed of the standard-normal check volume.
         tolerance: max abs difference allowed (default TOLERANCES[quantize]).
+        contract: the model's bratskeras.contract.InputContract; default the
+            source's own (its run's config.json or the contract embedded in
+            its .keras). A source with none exports without one (predict then
+            guesses from channel counts, as for any model without one).
 
     Returns:
         ExportReport.
 
     Raises:
         ConfigError: bad format, quantization or flag combination.
-        ModelError: source not a bratskeras model or shape not exportable.
+        ModelError: source not a bratskeras model, shape not exportable, or a
+            contract that does not fit the model.
         OutputExistsError: the artefact exists and overwrite is False, or the
             path holds something that is not this format's artefact.
-        ExportError: the artefact differs from Keras above tolerance (it is
-            not written; an existing one is kept).
+        ExportError: the artefact differs from Keras above tolerance or its
+            contract does not read back equal (it is not written; an
+            existing one is kept).
     """
     _check_arguments(format, quantize)
     source_path = None if isinstance(source, keras.Model) else Path(pretrained.resolve(source))
     model = load_model(source_path) if source_path is not None else source
     check_segmentation_model(model, model.name)
-    # A run's own target decides the activation (4 channels are classic classes or a task's regions).
-    target = (run_config(source_path) or {}).get("target") if source_path is not None else None
+    contract, contract_source = _source_contract(source_path, model, contract)
+    # The contract's target decides the activation (4 channels are classic classes or a task's regions).
+    target = None if contract is None else contract.target
     out = Path(out) if out is not None else default_output(source_path, model, format, quantize,
                                                            pretrained.pretrained_name(source))
     path = _target_path(format, out, version)
@@ -436,29 +467,47 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     outputs.refuse_existing(path, overwrite, kind)
     shape = resolve_input_shape(model, input_shape, static=format == "tflite")
     writers = {
-        "saved_model": lambda tmp: write_saved_model(model, tmp, shape, target=target),
-        "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize, target=target),
-        "onnx": lambda tmp: write_onnx(model, tmp, shape, target=target),
-        "keras": lambda tmp: write_keras(model, tmp),
+        "saved_model": lambda tmp: write_saved_model(model, tmp, shape, target=target, contract=contract),
+        "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize, target=target, contract=contract),
+        "onnx": lambda tmp: write_onnx(model, tmp, shape, target=target, contract=contract),
+        "keras": lambda tmp: write_keras(model, tmp, contract),
     }
     tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
 
     def check(tmp):
-        return _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target)
+        report = _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target, contract)
+        return dataclasses.replace(report, contract_source=contract_source if contract is not None else None)
 
     report = outputs.write_artefact(path, writers[format], check, kind, overwrite)
     return dataclasses.replace(report, path=path)
 
 
-def _verify(model, written, path, format, input_shape, seed, tolerance, quantize, target=None):
-    """Runs the artefact at `written` and Keras on one random volume.
+def _source_contract(source_path, model, given):
+    """(contract or None, where it came from) for an export: `given`, else the source's own."""
+    from bratskeras.model_setup import GUESSED, input_multiple, setup_for
+
+    if given is not None:
+        # Checked against the model's channels as predict would check it.
+        setup_for(model.inputs[0].shape[1:], model.outputs[0].shape[-1], given, "given", model.name,
+                  input_multiple(model))
+        return given, "given"
+    if source_path is None:
+        return None, None
+    contract, source = keras_contract(source_path, model)
+    return (None, None) if source == GUESSED else (contract, source)
+
+
+def _verify(model, written, path, format, input_shape, seed, tolerance, quantize, target=None, contract=None):
+    """Runs the artefact at `written` and Keras on one random volume, and reads its contract back.
 
     Returns:
         ExportReport (its path is `written`; the caller names the target).
 
     Raises:
         ExportError: naming the target `path`, when the artefact is off by more
-            than `tolerance` or needs Flex operators.
+            than `tolerance`, needs Flex operators, or its contract does not
+            read back equal to `contract` (a SavedModel's must also be a
+            tracked asset).
     """
     check_shape = _check_shape(input_shape)
     image = np.random.default_rng(seed).standard_normal(check_shape).astype("float32")
@@ -473,15 +522,47 @@ def _verify(model, written, path, format, input_shape, seed, tolerance, quantize
         # it would only measure the fused kernel's float32 round-off.
         graph = serving_model(model, input_shape, builtin_pooling=format == "tflite", target=target)
         expected = keras.ops.convert_to_numpy(graph(image, training=False))
-    runners = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx,
-               "keras": run_keras}
+    runners = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx, "keras": run_keras}
     found_ops = tflite_ops(written) if format == "tflite" else ()
     flex = [op for op in found_ops if op.startswith("Flex")]
     actual = runners[format](written, image) if not flex else None
     diff = float(np.max(np.abs(actual - expected))) if actual is not None else float("inf")
+    kept = "; the existing one is kept" if path.exists() else ""
     if flex or not diff <= tolerance:
         reason = f"Flex ops {flex}" if flex else f"max abs diff {diff:.3g} > tolerance {tolerance:g}"
-        kept = "; the existing one is kept" if path.exists() else ""
         raise ExportError(f"{path}: {format} export failed its check ({reason}); not written{kept}")
+    found = _read_back_contract(written, format)
+    if found != contract:
+        raise ExportError(f"{path}: {format} export failed its check (its input contract reads back as "
+                          f"{found}, not {contract}); not written{kept}")
     return ExportReport(path=written, format=format, quantize=quantize, size_bytes=_size_bytes(written),
-                        max_abs_diff=diff, tolerance=tolerance, check_shape=check_shape, ops=found_ops)
+                        max_abs_diff=diff, tolerance=tolerance, check_shape=check_shape, ops=found_ops,
+                        contract=found)
+
+
+def _onnx_predictor(path):
+    """OnnxPredictor of `path`, with a one-line ConfigError naming the extra when onnxruntime is missing."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConfigError('ONNX export needs the `onnx` extra: pip install "bratskeras[onnx]"') from None
+    return OnnxPredictor(path)
+
+
+def _read_back_contract(written, format):
+    """The contract the written artefact carries (None if none), or a ModelError's text for a damaged one.
+
+    A SavedModel's contract file counts only as a tracked asset (part of the
+    model: TensorFlow's loaders, TF Serving's included, list it), so it is
+    loaded once more to see it.
+    """
+    try:
+        found = contracts.read_contract(written, format)
+    except ModelError as error:
+        return f"damaged ({error})"
+    if format == "saved_model" and found is not None:
+        tracked = SavedModelPredictor(written).asset_path(contracts.CONTRACT_KEY)
+        expected = written / "assets" / contracts.CONTRACT_FILE
+        if tracked is None or not os.path.samefile(tracked, expected):
+            return f"an untracked {contracts.CONTRACT_FILE} (tracked: {tracked})"
+    return found

@@ -19,7 +19,8 @@ Model outputs (`ModelSetup.target`, a row of bratskeras.targets.TARGETS):
                    (label 2, targets.WHOLE_TUMOR_CLASS): only WT is defined for it
 
 The steps live in their own modules: layouts/volumes (reading), model_setup
-(the model's modalities, target, preprocessing and window), tiling (sliding
+(the model's input contract: modalities, target, preprocessing; and its
+window), tiling (sliding
 windows), targets (probabilities -> classes), postprocessing; this module is
 the predict loop over cases and the files it writes.
 """
@@ -62,8 +63,10 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     """Predicts one case on its source grid.
 
     Args:
-        network: probability model from `load_predictor`.
-        setup: its ModelSetup.
+        network: the predictor from `model_setup.load_predictor`: a Keras
+            probability model or an exported model's runtime
+            (bratskeras.runtimes), (B, d, h, w, C) -> probabilities.
+        setup: its ModelSetup (the contract's modalities, preprocessing and target).
         case: layouts.Case.
         settings: PredictSettings.
         progress: optional callable(done, total) over windows.

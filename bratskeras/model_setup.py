@@ -1,10 +1,19 @@
 """What a trained model needs around it, shared by `predict` and `export`.
 
-A loaded network (a run directory with its config.json, or a bare .keras)
-becomes a ModelSetup: its input modalities, its output's training target
-(bratskeras.targets), the preprocessing it was trained with and its default
-window; `output_activation` picks the activation that turns its output into
-probabilities (export appends the same one as predict).
+Any model predict takes (a run directory, a .keras file, "pretrained:NAME"
+(a shipped run directory, bratskeras.pretrained), an exported SavedModel,
+ONNX or LiteRT model) becomes a predictor and a ModelSetup: its
+input contract (bratskeras.contract: modalities, spacing, normalisation, crop,
+target, task), where that contract came from, and its window.
+`output_activation` picks the activation that turns a Keras model's output
+into probabilities (export appends the same one as predict).
+
+Where the contract comes from, in order:
+
+    a .keras with its run's config.json    the config (the embedded contract must agree)
+    a .keras alone                          the contract embedded in it
+    a SavedModel / ONNX / LiteRT model      the contract in its metadata
+    none of these (an old or foreign file)  guessed from the channel counts, with a warning
 """
 
 import json
@@ -12,19 +21,25 @@ import os
 from dataclasses import dataclass, field, replace
 
 from bratskeras import pretrained, targets
-from bratskeras.errors import ModelError
-from bratskeras.preprocessing import PreprocessSettings
+from bratskeras.contract import LOCATIONS, RUN_DIR_MODEL, InputContract, model_format, read_contract, spacing_text
+from bratskeras.errors import ConfigError, ModelError
 from bratskeras.tiling import balanced_window
 
 # The least default window per axis: the most accurate tiling measured
 # (bratskeras.tiling's comment, docs/benchmarks.md "Tiling").
 MIN_DEFAULT_WINDOW = 160
-# The lightweight2020 preset's patch: the default for a bare .keras without its run's config.
+# The lightweight2020 preset's patch: the default for a model whose contract does not name its patch size.
 DEFAULT_PATCH_SIZE = (128, 128, 128)
+# Where a ModelSetup's contract came from (predict prints it).
+RUN_CONFIG = "run config.json"
+RUN_CONFIG_AND_EMBEDDED = "run config.json, agreeing with the embedded contract"
+EMBEDDED = "embedded in the .keras"
+EXPORTED = "exported metadata"
+GUESSED = "guessed from channel counts"
 
 
 def _modalities_by_channels():
-    """Bare .keras files carry no config: their input channels name the modalities (registry facts)."""
+    """Models without a contract: their input channels name the modalities (registry facts)."""
     from bratskeras.models.registry import list_models, model_facts
 
     by_channels = {}
@@ -36,28 +51,58 @@ def _modalities_by_channels():
 
 @dataclass(frozen=True)
 class ModelSetup:
-    """What a model needs around it: its input modalities, output kind and preprocessing.
+    """A model's input contract, where it came from, and how predict tiles the model.
 
     Attributes:
-        modalities: canonical names in input channel order.
-        target: what the output stands for, a key of bratskeras.targets.TARGETS.
-        preprocess: PreprocessSettings used in training (crop, crop size).
+        contract: bratskeras.contract.InputContract (modalities, spacing,
+            normalisation, crop, target, task, patch size).
         window: default window (d, h, w): the model's fixed input size, or
             for models accepting any size `default_window` of the training
             patch size.
         fixed_input: True when the model only takes `window`-sized inputs.
         multiple: the model's spatial size divisor (`input_multiple`).
-        task: the labels.TASKS scheme whose own classes the model outputs
-            (its run's TrainConfig.task), or None for the classic classes.
+        source: where the contract came from (RUN_CONFIG, EMBEDDED, EXPORTED,
+            GUESSED, ...).
+        spacing_overridden: True when `override_spacing` replaced the
+            contract's spacing (predict --spacing).
+        contract_spacing: the spacing the model's own contract names, when
+            overridden (None: the source grid).
     """
 
-    modalities: tuple
-    target: str
-    preprocess: PreprocessSettings
+    contract: InputContract
     window: tuple = field(default_factory=lambda: default_window())
     fixed_input: bool = False
     multiple: int = 1
-    task: str | None = None
+    source: str = GUESSED
+    spacing_overridden: bool = False
+    contract_spacing: tuple | None = None
+
+    @property
+    def modalities(self):
+        """Canonical modality names in input channel order."""
+        return self.contract.modalities
+
+    @property
+    def target(self):
+        """What the output stands for, a key of bratskeras.targets.TARGETS."""
+        return self.contract.target
+
+    @property
+    def task(self):
+        """The labels.TASKS scheme whose own classes the model outputs, or None for the classic classes."""
+        return self.contract.task
+
+    @property
+    def preprocess(self):
+        """The PreprocessSettings a case is preprocessed with (crop, crop size, margin, spacing)."""
+        return self.contract.preprocess_settings()
+
+    def describe(self):
+        """Two lines for predict's header: the contract, and where it came from."""
+        spacing = ""
+        if self.spacing_overridden:
+            spacing = f"; spacing overridden by --spacing (the contract says {spacing_text(self.contract_spacing)})"
+        return f"contract: {self.contract.describe()}\ncontract source: {self.source}{spacing}"
 
 
 def default_window(patch_size=None):
@@ -83,55 +128,120 @@ def input_multiple(network):
     return max([layer.multiple for layer in network.layers if isinstance(layer, PadToMultiple)] or [1])
 
 
-def setup_from_model(network, config=None):
-    """The ModelSetup of a loaded network, from its run's config.json dict or its shapes.
+def guessed_contract(input_shape, output_channels, multiple, where):
+    """The contract of a model that carries none, from its channel counts (what predict did before contracts).
 
-    Without a config (a bare .keras from `build_model`), input channels decide
-    the modalities (4: flair, t1, t1ce, t2; 1: flair), output channels the
-    target (4: classes logits, 3: regions logits, 1: whole-tumor sigmoid
-    probability), and a fixed spatial input (flair-unet) means a centre crop
-    of that size; a size-free input means the brain bounding box.
+    4 input channels mean flair, t1, t1ce, t2 and 1 means flair; 4 output
+    channels the classes, 3 the regions, 1 the whole tumor; a fixed spatial
+    input (flair-unet) a centre crop of that size, a free one the brain
+    bounding box; the source grid, z-scored.
+
+    Raises:
+        ModelError: channel counts with no default (a task model, say).
+    """
+    channels, spatial = input_shape[-1], tuple(input_shape[:3])
+    by_channels = _modalities_by_channels()
+    target = targets.target_for_channels(output_channels) if output_channels is not None else None
+    if channels not in by_channels or target is None:
+        raise ModelError(f"{where}: no input contract, and no default for {channels} input / {output_channels} "
+                         "output channels; use its run directory (config.json) or a model bratskeras wrote")
+    crop = {"crop": "center", "crop_size": spatial} if all(s is not None for s in spatial) else {}
+    return InputContract(modalities=by_channels[channels], target=target, input_multiple=multiple, **crop)
+
+
+def setup_for(input_shape, output_channels, contract, source, where, multiple=None):
+    """The ModelSetup of a model under `contract` (None: `guessed_contract`, source GUESSED).
+
+    Args:
+        input_shape: (D, H, W, C) the model takes, None where any size.
+        output_channels: its output channels.
+        contract: InputContract or None.
+        source: where `contract` came from (one of this module's sources).
+        where: the model, for messages.
+        multiple: the network's spatial divisor; default the contract's.
+
+    Raises:
+        ModelError: a contract that does not fit the model's channels, or none
+            and no guess.
+    """
+    input_shape = tuple(input_shape)
+    spatial = input_shape[:3]
+    fixed = all(s is not None for s in spatial)
+    multiple = (contract.input_multiple if contract is not None else 1) if multiple is None else multiple
+    if contract is None:
+        contract, source = guessed_contract(input_shape, output_channels, multiple, where), GUESSED
+    if len(contract.modalities) != input_shape[-1] or contract.output_channels() != output_channels:
+        raise ModelError(f"{where}: its contract says {len(contract.modalities)} modalities and target "
+                         f"{contract.target!r}, the network has {input_shape[-1]} input and {output_channels} "
+                         "output channels")
+    return ModelSetup(contract=contract, window=tuple(spatial) if fixed else default_window(contract.patch_size),
+                      fixed_input=fixed, multiple=multiple, source=source)
+
+
+def setup_from_model(network, config=None, where=None):
+    """The ModelSetup of a loaded Keras network, from its run's config.json dict or (None) its shapes.
 
     Raises:
         ModelError: channel counts with no default, or a config that disagrees
             with the network.
     """
-    in_shape = tuple(network.input_shape)
-    out_channels = int(network.output_shape[-1])
-    spatial = in_shape[1:4]
-    fixed = all(s is not None for s in spatial)
-    if config is None:
-        if in_shape[-1] not in _modalities_by_channels() or targets.target_for_channels(out_channels) is None:
-            raise ModelError(f"{network.name}: no default for {in_shape[-1]} input / {out_channels} output "
-                             "channels; use a run directory with config.json")
-        modalities = _modalities_by_channels()[in_shape[-1]]
-        target = targets.target_for_channels(out_channels)
-        settings = PreprocessSettings(crop="center", crop_size=spatial) if fixed else PreprocessSettings()
-    else:
-        modalities = tuple(config.get("modalities", _modalities_by_channels().get(in_shape[-1], ())))
-        target = config.get("target", "classes")
-        defaults = PreprocessSettings()  # a config.json without crop fields trained with these
-        settings = PreprocessSettings(crop=config.get("crop", defaults.crop),
-                                      crop_size=tuple(config.get("crop_size", defaults.crop_size)),
-                                      spacing=config.get("spacing", defaults.spacing))
-        task = config.get("task")
-        if len(modalities) != in_shape[-1] or targets.get_target(target).channels(task) != out_channels:
-            raise ModelError(f"{network.name}: config says {len(modalities)} modalities and target {target!r}, "
-                             f"the network has {in_shape[-1]} input and {out_channels} output channels")
-    patch_size = None if config is None else config.get("patch_size")
-    return ModelSetup(modalities=modalities, target=target, preprocess=settings,
-                      window=tuple(spatial) if fixed else default_window(patch_size), fixed_input=fixed,
-                      multiple=input_multiple(network), task=None if config is None else config.get("task"))
+    where = where or network.name
+    multiple = input_multiple(network)
+    contract = None if config is None else config_contract(config, where, network)
+    return setup_for(network.input_shape[1:], int(network.output_shape[-1]), contract,
+                     GUESSED if config is None else RUN_CONFIG, where, multiple)
 
 
-def run_config(path):
-    """The config.json (a dict) of the run a model belongs to, or None (a bare .keras file).
+def config_contract(config, where, network):
+    """The InputContract of a run's config.json dict for its Keras `network` (bratskeras.contract's one resolution)."""
+    default = _modalities_by_channels().get(network.input_shape[-1], ())
+    return InputContract.from_run_config(config, where, input_multiple(network), default_modalities=default)
+
+
+def keras_contract(path, network):
+    """(contract or None, source) of a `.keras` file or run directory and its loaded `network`.
+
+    The run's config.json, when there is one, is what the run trained with;
+    a contract embedded in the .keras must then agree with it. A bare .keras
+    has only its embedded one; an old or foreign one has none (None, GUESSED).
+
+    Raises:
+        ModelError: a damaged embedded contract, or one that disagrees with
+            the run's config.json (naming the fields).
+    """
+    embedded = read_contract(path, "keras")
+    config_path = run_config_path(path)
+    if config_path is None:
+        return (embedded, EMBEDDED) if embedded is not None else (None, GUESSED)
+    from_config = config_contract(_read_json(config_path), config_path, network)
+    if embedded is None:
+        return from_config, RUN_CONFIG
+    differing = [k for k, v in from_config.needs().items() if embedded.needs()[k] != v]
+    if differing:
+        details = "; ".join(f"{k} {json.dumps(embedded.needs()[k])} vs {json.dumps(from_config.needs()[k])}"
+                            for k in differing)
+        model_file = os.path.join(path, RUN_DIR_MODEL) if os.path.isdir(path) else path
+        raise ModelError(f"{model_file}: its embedded contract and {config_path} disagree ({details})")
+    return from_config, RUN_CONFIG_AND_EMBEDDED
+
+
+def _read_json(path):
+    """A config.json's contents; ConfigError naming the file when it is not JSON."""
+    try:
+        with open(path) as stream:
+            return json.load(stream)
+    except ValueError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
+
+
+def run_config_path(path):
+    """The config.json of the run a `.keras` model belongs to, or None (a bare .keras file).
 
     `path` is a run directory, or a .keras file inside one: its best.keras or
     checkpoints/epoch-NNNN.keras, whose run folder is one level further up.
-    What the model's output channels mean (a task's 4 regions or the classic
-    4 classes) is known only from there. "pretrained:NAME" is its shipped
-    run folder (bratskeras.pretrained).
+    Another tool's config.json beside a .keras file is not a run's: a run's
+    names its target and modalities. "pretrained:NAME" is its shipped run
+    folder (bratskeras.pretrained).
     """
     path = os.path.abspath(os.fspath(pretrained.resolve(path)))
     inside_run = not os.path.isdir(path)
@@ -141,42 +251,81 @@ def run_config(path):
     config_path = os.path.join(path, "config.json")
     if not os.path.exists(config_path):
         return None
-    with open(config_path) as stream:
-        config = json.load(stream)
-    # Another tool's config.json beside a .keras file is not a run's: a run's names its target and modalities.
-    if inside_run and not (isinstance(config, dict) and {"target", "modalities"} <= set(config)):
-        return None
-    return config
+    if inside_run:
+        config = _read_json(config_path)
+        if not (isinstance(config, dict) and {"target", "modalities"} <= set(config)):
+            return None
+    return config_path
+
+
+def run_config(path):
+    """The config.json (a dict) of the run a model belongs to, or None (see `run_config_path`)."""
+    path = pretrained.resolve(path)
+    config_path = run_config_path(path) if model_format(path) == "keras" else None
+    return None if config_path is None else _read_json(config_path)
 
 
 def run_task(path):
-    """The task a run directory's model was trained on (its config's "task"), or None.
+    """The task a model was trained on (its run's config, else its stored contract), or None.
 
-    Cheap (no model load): `predict` uses it as the input's --task by default,
-    so a gli model reads BraTS-GLI folders as post-treatment gli cases (they
-    would otherwise be the 2023 glioma scheme, whose labels its classes lack).
+    Cheap (no model load, beyond an ONNX session): `predict` uses it as the
+    input's --task by default, so a gli model reads BraTS-GLI folders as
+    post-treatment gli cases (they would otherwise be the 2023 glioma scheme,
+    whose labels its classes lack). A damaged contract fails here, before
+    any work.
     """
+    path = pretrained.resolve(path)
     config = run_config(path)
-    return None if config is None else config.get("task")
+    if config is not None:
+        return config.get("task")
+    contract = read_contract(path)
+    return None if contract is None else contract.task
 
 
 def load_predictor(path):
-    """Loads a `.keras` file, a run directory (its best.keras and config.json) or "pretrained:NAME".
+    """Loads any model predict takes, with its ModelSetup.
+
+    Args:
+        path: a run directory, a .keras file, "pretrained:NAME" (a shipped
+            run folder, read like any run directory), a SavedModel folder, a
+            .onnx or a .tflite file.
 
     Returns:
-        (network, ModelSetup); the network outputs probabilities (softmax or
-        sigmoid appended to logit models).
+        (predictor, ModelSetup). The predictor maps float32 (B, d, h, w, C) to
+        probabilities (B, d, h, w, K): for Keras the network with the
+        activation its logits need (a keras.Model, which bratskeras.tiling
+        compiles per window shape), else the format's runtime
+        (bratskeras.runtimes).
 
     Raises:
-        ModelError: missing or unreadable model file, or setup errors.
+        ModelError: missing or unreadable model file, a damaged contract, or
+            setup errors.
+        ConfigError: the format's optional runtime is not installed.
     """
     from bratskeras.models import load_model
 
-    path = os.fspath(path)
-    config = run_config(path)
+    # pretrained:NAME is its shipped run folder: config.json and the best.keras' embedded contract, as any run's.
+    path = os.fspath(pretrained.resolve(path))
+    format = model_format(path)
+    if format != "keras":
+        from bratskeras import runtimes
+
+        predictor = runtimes.load(path, format)
+        setup = setup_for(predictor.input_shape, predictor.output_channels, read_contract(path, format),
+                          f"{EXPORTED} ({LOCATIONS[format]})", path)
+        return predictor, setup
     network = load_model(path)
-    setup = setup_from_model(network, config)
+    contract, source = keras_contract(path, network)
+    setup = setup_for(network.input_shape[1:], int(network.output_shape[-1]), contract, source, path,
+                      input_multiple(network))
     return probability_model(network, setup.target), setup
+
+
+def override_spacing(setup, spacing):
+    """`setup` predicting at `spacing` ((d, h, w) mm, or None: the source grid) instead of its contract's."""
+    original = setup.contract_spacing if setup.spacing_overridden else setup.contract.spacing
+    return replace(setup, contract=replace(setup.contract, spacing=spacing), spacing_overridden=True,
+                   contract_spacing=original)
 
 
 def output_activation(network, target=None):

@@ -29,6 +29,11 @@ from scipy import ndimage
 
 CROPS = ("bbox", "center", "none")
 FLAIR_PAPER_CROP = (192, 192, 154)
+# The intensity normalisation `preprocess` applies (`zscore`: over the brain,
+# the voxels that are not background, 0 or a constant), by the name a model's
+# input contract (bratskeras.contract) records; the only one so far.
+NORMALISATION = "zscore-nonzero"
+NORMALISATIONS = (NORMALISATION,)
 # A constant is a volume's background when it holds more than this share of
 # the voxels on the volume's six faces (BraTS: all of them; the brain never
 # reaches the edge of the field of view) ...

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from side_by_side import finish_all
 
 from bratskeras.cli import cli
+from bratskeras.contract import CONTRACT_FILE, InputContract
 from bratskeras.export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -24,6 +25,7 @@ from bratskeras.export import (
     tflite_ops,
 )
 from bratskeras.models import build_model
+from bratskeras.models.saving import save_model
 
 LIGHT_SHAPE = (16, 16, 16, 4)
 FLAIR_SHAPE = (32, 32, 30, 1)  # 30 is not a multiple of 16: pad/crop layers included
@@ -47,15 +49,25 @@ def independent_diff(model_path, runner, artefact, shape):
     return float(np.max(np.abs(actual - expected)))
 
 
+# The input contracts the models carry, so every export below also writes and checks one (tests/test_contract.py
+# covers the contract itself).
+CONTRACTS = {
+    "light": InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes", spacing=(3, 3, 3),
+                           patch_size=(16, 16, 16), input_multiple=4),
+    "flair": InputContract(modalities=("flair",), target="whole_tumor", crop="center", crop_size=FLAIR_SHAPE[:3],
+                           input_multiple=16),
+}
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Tiny lightweight (dynamic spatial) and FLAIR (static, padded) models saved as .keras."""
+    """Tiny lightweight (dynamic spatial) and FLAIR (static, padded) models saved as .keras with contracts."""
     root = tmp_path_factory.mktemp("models")
     light = build_model("lightweight-unet", base_filters=4)
     flair = build_model("flair-unet", input_shape=FLAIR_SHAPE)
     paths = {"light": root / "light.keras", "flair": root / "flair.keras"}
-    light.save(paths["light"])
-    flair.save(paths["flair"])
+    save_model(light, paths["light"], CONTRACTS["light"])
+    save_model(flair, paths["flair"], CONTRACTS["flair"])
     return paths
 
 
@@ -92,7 +104,9 @@ def test_saved_model_layout_and_auto_version(models, tmp_path):
 
 
 # One fresh process loads every SavedModel given to it (path and input size in pairs): a TensorFlow
-# start (~7 s of one core) is paid once, not once per model. "modules" is read after each load.
+# start (~7 s of one core) is paid once, not once per model. "modules" is read after each load. The
+# SavedModel is also loaded as TF Serving's C++ SavedModelBundle loads it (the TF1 loader: its meta graph,
+# its asset files fed to their placeholders, the signature run in a session).
 FRESH_PROCESS = """
 import json, sys
 import numpy as np, tensorflow as tf
@@ -103,10 +117,16 @@ for path, size in zip(sys.argv[1::2], sys.argv[2::2]):
     spec = signature.structured_input_signature[1]["image"]
     image = np.random.default_rng(0).standard_normal([1, *map(int, size.split(","))]).astype("float32")
     out = signature(image=tf.constant(image))
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], path)
+        served = meta_graph.signature_def["serving_default"]
+        v1_out = session.run(served.outputs["probabilities"].name, {served.inputs["image"].name: image})
     results[path] = {"modules": sorted(m for m in sys.modules if m.startswith("bratskeras")),
                      "input": [spec.dtype.name, spec.shape.as_list()],
                      "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
-                     "sum": float(out["probabilities"].numpy().sum(axis=-1).mean())}
+                     "sum": float(out["probabilities"].numpy().sum(axis=-1).mean()),
+                     "v1_diff": float(np.max(np.abs(v1_out - out["probabilities"].numpy()))),
+                     "v1_assets": [a.filename for a in meta_graph.asset_file_def]}
 print(json.dumps(results))
 """
 FRESH_SIZES = {"light": "20,18,17,4", "flair": "32,32,30,1"}
@@ -147,6 +167,8 @@ def test_saved_model_runs_in_fresh_tensorflow_only_process(saved_models, saved_m
     assert info["outputs"] == {OUTPUT_NAME: ["float32", [1, *map(int, size.split(",")[:3]), channels]]}
     if which == "light":  # softmax over 4 classes sums to one
         assert abs(info["sum"] - 1.0) < 1e-5
+    # TF Serving's loader takes the layout with the input contract as an asset, and serves the same output.
+    assert info["v1_assets"] == [CONTRACT_FILE] and info["v1_diff"] <= 1e-6
 
 
 def test_saved_model_cli_lists_the_signature(saved_model_processes):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 
 import keras
 import nibabel as nib
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from bratskeras import inference, layouts, model_setup, synth, tiling, volumes
 from bratskeras.cli import cli
+from bratskeras.contract import InputContract, write_keras
 from bratskeras.errors import ModelError, OutputExistsError
 from bratskeras.models import build_model
 from bratskeras.preprocessing import brain_bbox
@@ -412,7 +414,11 @@ def test_predict_warns_about_inputs_unlike_brats(tmp_path, tiny_model_path):
     for path in case.source_files():
         image = nib.load(path)
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj), volumes.brats_affine(image.shape, 2.0)), path)
-    result = CliRunner().invoke(cli, ["predict", tiny_model_path, str(tmp_path / "d"), str(tmp_path / "out")])
+    # A model that carries its input contract: predict guesses nothing, so the only warning is the input's.
+    model = tmp_path / "tiny.keras"
+    shutil.copy(tiny_model_path, model)
+    write_keras(model, InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes"))
+    result = CliRunner().invoke(cli, ["predict", str(model), str(tmp_path / "d"), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: case {case.id}: voxels 2 x 2 x 2 mm, not 1 mm isotropic; BraTS models expect "

@@ -154,6 +154,22 @@ def _private_api_problems():
         elif "data_batch" not in inspect.signature(method).parameters:
             problems.append(f"keras {keras.__version__}: Model.{name} no longer takes data_batch "
                             f"(used by bratskeras/{user})")
+    import importlib
+
+    from bratskeras.contract import TFLITE_SCHEMA_MODULES
+
+    if not hasattr(keras.export.ExportArchive(), "_tf_trackable"):
+        problems.append(f"keras {keras.__version__}: ExportArchive has no _tf_trackable, the SavedModel root that "
+                        "bratskeras/export.py:write_saved_model attaches the input contract asset to")
+    # TensorFlow's own copy, not only ai-edge-litert's fallback: TensorFlow is what setup.cfg pins.
+    try:
+        schema = importlib.import_module(TFLITE_SCHEMA_MODULES[0])
+    except ImportError:
+        schema = None
+    missing = [name for name in ("Model", "ModelT", "BufferT", "MetadataT") if not hasattr(schema, name)]
+    if missing:
+        problems.append(f"{TFLITE_SCHEMA_MODULES[0]} is gone or lacks {missing}: bratskeras/contract.py writes and "
+                        "reads the LiteRT input contract with it; re-check it and the tensorflow upper bound")
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:

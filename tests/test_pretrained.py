@@ -183,6 +183,9 @@ def test_load_model_and_predict_take_a_pretrained_name(shipped, data_dir, tmp_pa
     out = tmp_path / "predictions"
     result = CliRunner().invoke(cli, ["predict", f"pretrained:{NAME}", str(data_dir), str(out)])
     assert result.exit_code == 0, result.output
+    # Its run folder's contract: config.json, which the best.keras' embedded one agrees with.
+    assert "contract source: run config.json, agreeing with the embedded contract" in result.output
+    assert "no input contract" not in result.output
     assert sorted(os.listdir(out)) == sorted(f"{case}.nii.gz" for case in os.listdir(data_dir)
                                              if (data_dir / case).is_dir() and not case.startswith("."))
 
@@ -196,6 +199,17 @@ def test_export_names_its_outputs_after_the_pretrained_model(shipped, tmp_path, 
     keras_file = CliRunner().invoke(cli, ["export", f"pretrained:{NAME}", "--format", "keras"])
     assert keras_file.exit_code == 0, keras_file.output
     assert (tmp_path / f"{NAME}.inference.keras").is_file()
+    # Both carry the shipped run's input contract, read back like any export's.
+    from bratskeras.contract import read_contract
+    from bratskeras.model_setup import RUN_CONFIG_AND_EMBEDDED
+
+    expected = read_contract(f"pretrained:{NAME}")
+    assert expected is not None and expected == read_contract(shipped / NAME / "best.keras")
+    for output in (result.output, keras_file.output):
+        assert f"contract: {expected.describe()} (source: {RUN_CONFIG_AND_EMBEDDED})" in output
+        assert "no input contract" not in output
+    for artefact in (tmp_path / "saved_models" / NAME / "1", tmp_path / f"{NAME}.inference.keras"):
+        assert read_contract(artefact).needs() == expected.needs(), artefact
     assert sorted(os.listdir(shipped / NAME)) == ["best.keras", "card.json", "config.json"]  # nothing written there
 
 

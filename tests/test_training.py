@@ -130,6 +130,20 @@ def test_run_directory_holds_every_artefact(finished_run):
         assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == usual, name
 
 
+def test_every_keras_file_of_the_run_carries_its_input_contract(finished_run):
+    from bratskeras.contract import read_contract
+
+    run_dir, _ = finished_run
+    saved = TrainConfig.from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
+    paths = [os.path.join(run_dir, "best.keras")] + sorted(
+        os.path.join(run_dir, "checkpoints", name) for name in os.listdir(os.path.join(run_dir, "checkpoints")))
+    for path in paths:
+        contract = read_contract(path)
+        assert contract is not None, path
+        assert contract.modalities == saved.modalities and contract.target == saved.target, path
+        assert (contract.crop, contract.spacing, contract.patch_size) == (saved.crop, saved.spacing, saved.patch_size)
+
+
 def test_history_logs_loss_learning_rate_and_dice_per_region(finished_run):
     rows = history_rows(finished_run[0])
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -219,6 +233,16 @@ def test_fit_at_a_coarser_spacing_predicts_on_the_source_grid(dataset, tmp_path)
     assert result.exit_code == 0, result.output
     written = sorted(predictions.glob("*.nii.gz"))
     assert len(written) == 5 and all(nib.load(p).shape == SHAPE for p in written)
+    # best.keras copied out of the run folder keeps the run's 2 mm (its embedded contract): the same labels.
+    bare = tmp_path / "elsewhere" / "model.keras"
+    bare.parent.mkdir()
+    bare.write_bytes((out / "best.keras").read_bytes())
+    result = CliRunner().invoke(cli, ["predict", str(bare), dataset, str(tmp_path / "bare")])
+    assert result.exit_code == 0, result.output
+    assert "spacing 2x2x2 mm" in result.output and "warning" not in result.output
+    for path in written:
+        np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "bare" / path.name).dataobj),
+                                      np.asarray(nib.load(path).dataobj))
     bad = CliRunner().invoke(cli, ["fit", dataset, "--out", str(tmp_path / "bad"), "--spacing", "2,0,2"])
     assert bad.exit_code != 0 and "--spacing" in bad.output
 
@@ -589,10 +613,36 @@ def test_init_from_starts_from_the_source_weights_and_resumes_as_any_run(finishe
     resumed = CliRunner().invoke(cli, ["fit", dataset, "--resume", str(out), "--epochs", "2", "--quiet"])
     assert resumed.exit_code == 0, resumed.output
     assert "fine-tuning" not in resumed.output and [int(r["epoch"]) for r in history_rows(out)] == [1, 2]
+    # Its .keras files carry the contract of its own configuration, which inherited its source's inputs.
+    from bratskeras.contract import read_contract
+
+    for path in [out / "best.keras", *sorted((out / "checkpoints").glob("*.keras"))]:
+        contract = read_contract(path)
+        assert contract is not None, path
+        assert contract.needs() == read_contract(source).needs(), path
     other = CliRunner().invoke(cli, ["fit", dataset, "--resume", str(out), "--init-from", str(out / "best.keras")])
     assert other.exit_code == 1 and "init_from: saved" in other.output
     demo = CliRunner().invoke(cli, ["fit", "--init-from", source])
     assert demo.exit_code == 1 and "--init-from needs a DATA_DIR" in demo.output
+
+
+def test_a_fine_tuned_run_stores_its_input_contract_in_best_keras_and_every_checkpoint(finished_run, dataset,
+                                                                                       tmp_path):
+    from bratskeras.contract import read_contract
+    from bratskeras.models import load_model
+    from bratskeras.training import plan
+    from bratskeras.training.fit import run_contract
+
+    source = finished_run[0]
+    how = {key: TINY[key] for key in ("steps_per_epoch", "batch_size", "precision", "checkpoint_every")}
+    run = plan.plan_new(dataset, str(tmp_path / "tuned"), None, {"init_from": source, **how, "epochs": 1})
+    fit(run.config, dataset, run.run_dir, verbose=0)
+    paths = [os.path.join(run.run_dir, "best.keras"), os.path.join(run.run_dir, "checkpoints", "epoch-0001.keras")]
+    for path in paths:
+        contract = read_contract(path)
+        assert contract is not None, path
+        assert contract == run_contract(run.config, load_model(path)), path
+        assert contract.needs() == read_contract(source).needs(), path  # the inputs it inherited
 
 
 # Phantoms with their modality files swapped: contrasts that a model trained on the usual ones has never seen

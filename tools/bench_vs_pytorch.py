@@ -58,9 +58,10 @@ PRESET_PATCH = (128, 128, 128)
 def tiling(case_shape, patch_size):
     """The WindowSettings `predict` uses on a free-size lightweight-unet trained on `patch_size`."""
     from bratskeras import model_setup, tiling
+    from bratskeras.contract import InputContract
 
-    setup = model_setup.ModelSetup(modalities=("flair", "t1", "t1ce", "t2"), target="classes",
-                                 preprocess=None, window=model_setup.default_window(patch_size), multiple=4)
+    setup = model_setup.ModelSetup(InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes"),
+                                   window=model_setup.default_window(patch_size), multiple=4)
     settings = tiling.WindowSettings(window=setup.window, overlap=tiling.DEFAULT_OVERLAP)
     return model_setup.effective_settings(setup, settings, case_shape)
 

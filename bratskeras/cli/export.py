@@ -22,7 +22,7 @@ from bratskeras.cli.quiet import needs_tensorflow
                    "0.25 dynamic-int8).")
 @needs_tensorflow
 def export_command(model, format_, out, version, quantize, input_shape, overwrite, tolerance):
-    """Export MODEL (.keras file, run dir or pretrained:NAME) and check it against Keras in its runtime."""
+    """Export MODEL (.keras file, run dir or pretrained:NAME) with its input contract, and check both in its runtime."""
     from bratskeras.export import export_model
 
     shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
@@ -32,6 +32,11 @@ def export_command(model, format_, out, version, quantize, input_shape, overwrit
     click.echo(f"size: {report.size_bytes:,d} bytes")
     click.echo(f"max abs diff: {report.max_abs_diff:.3g} (tolerance {report.tolerance:g}, "
                f"check volume {report.check_shape})")
+    if report.contract is None:
+        click.echo(f"warning: {model}: no input contract (no run config.json, none embedded); the export carries "
+                   "none, and predict will guess from its channel counts", err=True)
+    else:
+        click.echo(f"contract: {report.contract.describe()} (source: {report.contract_source})")
 
 
 COMMANDS = [export_command]

@@ -70,7 +70,7 @@ def _window_progress(case):
 
 
 @click.command("predict")
-@click.argument("model", type=MODEL_SOURCE)
+@click.argument("model", type=MODEL_SOURCE)  # run dir, .keras, pretrained:NAME, SavedModel folder, .onnx, .tflite
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -87,17 +87,24 @@ def _window_progress(case):
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",
               help="NAME[:KEY=VALUE,...], e.g. min_component:voxels=50; repeatable.")
 @click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
+@click.option("--spacing", help="Voxel size in mm to predict at, overriding the model's contract: 3 or 3,3,2; "
+                                "'source' (or 'none'): the source grid.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @needs_tensorflow
 def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
-                    save_probabilities, overwrite):
+                    save_probabilities, spacing, overwrite):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid.
 
-    MODEL is a run directory, a .keras file or pretrained:NAME (`bratskeras pretrained` lists them).
+    MODEL is a run directory, a .keras file, pretrained:NAME (`bratskeras
+    pretrained` lists them), or an exported SavedModel folder, .onnx or
+    .tflite file; its input contract (modalities, spacing,
+    normalisation, crop, target) says how cases are prepared for it.
     """
-    from bratskeras import inference, layouts, model_setup, tiling
-    from bratskeras.cli.models import parse_shape
+    from bratskeras import inference, layouts, model_setup, runtimes, tiling
+    from bratskeras.cli.models import parse_shape, parse_spacing
 
+    runtimes.check_runtime(model)  # a missing optional runtime is refused before any work
+    spacing_override = parse_spacing(spacing, allow_source=True) if spacing is not None else None
     postprocess = tuple(parse_postprocess(s) for s in steps)
     windows = tiling.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
                                     overlap=overlap, batch_size=batch_size, mirror=tta)
@@ -111,10 +118,17 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
     network, setup = model_setup.load_predictor(model)
+    if spacing is not None:
+        setup = model_setup.override_spacing(setup, spacing_override)
+    if setup.source == model_setup.GUESSED:
+        guess = setup.contract
+        click.echo(f"warning: {model}: no input contract (no run config.json, none stored in the model); guessed "
+                   f"from its channel counts: modalities {','.join(guess.modalities)}, target {guess.target}, "
+                   f"crop {guess.crop}, the source grid", err=True)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
-    click.echo(f"{len(cases)} case(s); modalities {','.join(setup.modalities)}; target {setup.target}; "
-               f"crop {setup.preprocess.crop}", err=True)
+    click.echo(setup.describe(), err=True)
+    click.echo(f"{len(cases)} case(s)", err=True)
 
     def on_case(result):
         if result.warning:

@@ -19,6 +19,23 @@ def parse_shape(text, length, what):
         raise ConfigError(f"{what} must be integers like 128,128,128, got {text!r}") from None
 
 
+def parse_spacing(text, what="--spacing", allow_source=False):
+    """"2" or "2,2,2" (mm) -> (2.0, 2.0, 2.0); with `allow_source`, "source" or "none" -> None (the source grid)."""
+    if allow_source and text.strip().lower() in ("source", "none"):
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) <= 0:
+        source = " or 'source'" if allow_source else ""
+        raise click.BadParameter(f"expected a voxel size in mm like 2 or 1,1,2{source}, got {text!r}",
+                                 param_hint=what)
+    return values
+
+
 @click.command("models")
 @needs_tensorflow
 def models_command():

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from bratskeras.cli.models import parse_shape
+from bratskeras.cli.models import parse_shape, parse_spacing
 from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.data import AUGMENT_ON
@@ -22,17 +22,7 @@ def _shape_option(text, what):
 
 def _spacing_option(text):
     """"2" or "2,2,2" (mm) -> (2.0, 2.0, 2.0); None when not given."""
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or min(values) <= 0:
-        raise click.BadParameter(f"expected a voxel size in mm like 2 or 1,1,2, got {text!r}", param_hint="--spacing")
-    return values
+    return parse_spacing(text) if text else None
 
 
 def _overrides(options):

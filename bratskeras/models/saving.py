@@ -1,8 +1,10 @@
-"""Loading saved bratskeras models, and clean inference copies for saving.
+"""Loading and saving bratskeras models, and clean inference copies for saving.
 
 `.keras` files of bratskeras models use registered layers (PadToMultiple,
 CropToReference); importing this package registers them, so
 `bratskeras.load_model(path)` works in a fresh process with `safe_mode=True`.
+Every `.keras` bratskeras writes goes through `save_model`, which stores the
+model's input contract inside it (bratskeras.contract).
 """
 
 from pathlib import Path
@@ -10,9 +12,8 @@ from pathlib import Path
 import keras
 
 from bratskeras import pretrained
+from bratskeras.contract import RUN_DIR_MODEL
 from bratskeras.errors import ModelError
-
-RUN_DIR_MODEL = "best.keras"
 
 
 def load_model(source):
@@ -49,6 +50,26 @@ def load_model(source):
         raise ModelError(f"{path}: not a loadable bratskeras model ({first})") from None
     check_segmentation_model(model, path)
     return model
+
+
+def save_model(model, path, contract):
+    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.contract.write_keras).
+
+    The file still loads with plain `keras.saving.load_model(path, safe_mode=True)`.
+    Callers write through a temporary path (bratskeras.outputs) so the final
+    path only ever holds a complete file with its contract.
+
+    Args:
+        model: keras.Model.
+        path: a .keras path.
+        contract: bratskeras.contract.InputContract, or None for a model
+            whose needs are unknown (nothing is stored).
+    """
+    from bratskeras.contract import write_keras
+
+    model.save(path)
+    if contract is not None:
+        write_keras(path, contract)
 
 
 def _check_keras_archive(path):

@@ -112,6 +112,8 @@ class RunFiles(keras.callbacks.Callback):
     Args:
         run_dir: the run directory.
         network: the functional model to save (the trained model may wrap it).
+        contract: the run's bratskeras.contract.InputContract, stored in
+            every .keras written (a copied best.keras keeps its spacing).
         monitor: the validation Dice that selects best.keras (higher is better).
         checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.
         stateful_callbacks: {name: callback with get_state()} saved for resume.
@@ -119,11 +121,12 @@ class RunFiles(keras.callbacks.Callback):
         chief: False on non-chief workers, which then write nothing.
     """
 
-    def __init__(self, run_dir, network, monitor, checkpoint_every, stateful_callbacks,
+    def __init__(self, run_dir, network, contract, monitor, checkpoint_every, stateful_callbacks,
                  best_score=None, chief=True):
         super().__init__()
         self.run_dir = run_dir
         self.network = network
+        self.contract = contract
         self.monitor = monitor
         self.checkpoint_every = checkpoint_every
         self.stateful_callbacks = stateful_callbacks
@@ -144,10 +147,10 @@ class RunFiles(keras.callbacks.Callback):
             clean = inference_model(self.network)
         if is_best:
             self.best_score = float(score)
-            run_files.atomic_save_model(clean, os.path.join(self.run_dir, "best.keras"))
+            run_files.atomic_save_model(clean, os.path.join(self.run_dir, "best.keras"), self.contract)
         if is_checkpoint:
             path = os.path.join(self.run_dir, "checkpoints", f"epoch-{finished:04d}.keras")
-            run_files.atomic_save_model(clean, path)
+            run_files.atomic_save_model(clean, path, self.contract)
         run_files.save_state(self.run_dir, finished, self.network, self.model.optimizer, {
             "learning_rate": logs["learning_rate"],
             "best_score": self.best_score,

@@ -276,12 +276,21 @@ def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
                                                      write_graph=False, profile_batch=0))
     callbacks.append(RunFiles(
-        run_dir, model.network, monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
+        run_dir, model.network, run_contract(config, model.network), monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
         stateful_callbacks=stateful, best_score=saved.get("best_score"), chief=chief))
     # After RunFiles: an epoch is saved before the time limit may stop training.
     if timer is not None:
         callbacks.append(timer)
     return callbacks
+
+
+def run_contract(config, network):
+    """The input contract of the run's models (bratskeras.contract), resolved as predict resolves config.json."""
+    import dataclasses
+
+    from bratskeras.model_setup import config_contract
+
+    return config_contract(dataclasses.asdict(config), "the run's configuration", network)
 
 
 def _train(model, config, run_dir, strategy, inputs, finished, steps, callbacks, verbose):

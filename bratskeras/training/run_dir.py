@@ -51,10 +51,12 @@ def atomic_write_text(path, text):
         os.fsync(stream.fileno())
 
 
-def atomic_save_model(model, path):
-    """`model.save(path)` (a .keras file) through a temporary file and a rename."""
+def atomic_save_model(model, path, contract):
+    """`model.save(path)` (a .keras file) with its input `contract`, through a temporary file and a rename."""
+    from bratskeras.models.saving import save_model
+
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        save_model(model, tmp, contract)
 
 
 def _read_marker(run_dir):
