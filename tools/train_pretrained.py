@@ -25,7 +25,7 @@ RECIPES = {
     # patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no enhancing mimics),
     # 60 epochs of 80 steps or what fits in 68 minutes. Stage 2 fine-tunes stage 1's best weights on 160 heads
     # of the full generator (tubular vessels, enhancing dura: what real T1c scans show besides tumour) with
-    # half the learning rate, for what fits in 25 minutes; its model, spacing and patch come from stage 1.
+    # a quarter of the learning rate, for what fits in 25 minutes; its model, spacing and patch come from stage 1.
     "brats-glioma-synth-lightweight": [
         {"synth": ["--kind", "synthseg", "--settings", "basic", "--voxel-size", "2", "--cases", "320",
                    "--seed", "7000"],
@@ -33,7 +33,7 @@ RECIPES = {
                  "--learning-rate", "2e-3", "--epochs", "60", "--steps-per-epoch", "80", "--folds", "20",
                  "--fold", "0", "--seed", "0", "--time-limit", "68m"]},
         {"synth": ["--kind", "synthseg", "--voxel-size", "2", "--cases", "160", "--seed", "7100"],
-         "fit": ["--batch-size", "2", "--learning-rate", "1e-3", "--epochs", "30", "--steps-per-epoch", "80",
+         "fit": ["--batch-size", "2", "--learning-rate", "5e-4", "--epochs", "30", "--steps-per-epoch", "80",
                  "--folds", "20", "--fold", "0", "--seed", "1", "--time-limit", "25m"]},
     ],
 }
