@@ -1,0 +1,44 @@
+"""tools/train_pretrained.py: every shipped model has a recipe whose commands the CLI accepts as written."""
+
+import importlib.util
+import os
+
+import pytest
+
+from bratskeras import pretrained
+from bratskeras.cli import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("train_pretrained", os.path.join(ROOT, "tools", "train_pretrained.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_shipped_model_has_a_recipe_quoted_by_its_card():
+    recipes = _tool().RECIPES
+    for model in pretrained.catalogue():
+        assert model.name in recipes
+        for _, synth, fit in _tool().commands(model.name, "OUT", "DATA"):
+            # the card's command is the recipe's, paths aside
+            assert " ".join(synth[3:]) in model.card["training"]["command"]
+            assert " ".join(fit[fit.index("--out") + 2:]).replace("--init-from OUT/stage-1 ", "") \
+                in model.card["training"]["command"]
+
+
+@pytest.mark.parametrize("name", sorted(_tool().RECIPES))
+def test_recipe_commands_parse_as_the_cli_reads_them(name, tmp_path):
+    """Each synth and fit command line is accepted by click as written (no option renamed or misspelt)."""
+    stages = _tool().commands(name, str(tmp_path / "out"), str(tmp_path / "data"))
+    for index, (data, _, _) in enumerate(stages, start=1):  # the folders earlier stages would have made
+        os.makedirs(data)
+        os.makedirs(tmp_path / "out" / f"stage-{index}")
+    for _, synth, fit in stages:
+        for argv in (synth, fit):
+            command = cli.commands[argv[1]]
+            context = command.make_context(argv[1], list(argv[2:]))
+            assert context.params  # parsed, nothing run
+    assert _tool().RECIPES[name]["ship"].endswith(".keras")
