@@ -397,7 +397,7 @@ def _case_maker(kind, settings, task, voxel_mm=1.0):
     from bratskeras import anatomy
 
     if task is not None:
-        raise ValueError(f"{kind} heads have the classic NCR/ED/ET classes: write a --task with kind simple")
+        raise ValueError(f"{kind} phantoms have the classic NCR/ED/ET classes: write a --task with kind simple")
     anatomy.check_available()
     if kind == "synthseg":
         from bratskeras import synthseg
