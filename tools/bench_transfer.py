@@ -47,7 +47,8 @@ def train_demo(root, kind, augmentation, time_limit, seed=0, epochs=None):
 
     start = time.monotonic()
     base = demo.DEMOS[kind].overrides
-    overrides = {**base, "augmentation": augmentation, "seed": seed, "epochs": epochs}
+    # The demo's own epoch count unless --epochs asks for another (None would fall back to the preset's 100).
+    overrides = {**base, "augmentation": augmentation, "seed": seed, **({"epochs": epochs} if epochs else {})}
     config = train_config.resolve_config("lightweight2020", overrides)
     train_dir, heldout_dir = demo.write_demo_data(os.path.join(root, "data"), seed=seed, kind=kind)
     remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - start))
