@@ -304,6 +304,13 @@ def summarize(rows):
     return summary
 
 
+def metrics_csv_kind():
+    """ArtefactKind of `rows_to_csv`'s file: text whose first line is its header (id,status,dice_wt,...)."""
+    from bratskeras import outputs
+
+    return outputs.text_file_kind("metrics CSV", ",".join(["id", "status", *METRIC_KEYS]))
+
+
 def rows_to_csv(rows):
     """CSV text: id, status, METRIC_KEYS, then any lesion-wise "<group>_<metric>" columns, one line per case."""
     lesion_keys = [f"{g}_{m}" for g, metrics_ in (rows[0].get("lesion_wise", {}) if rows else {}).items()

@@ -453,6 +453,9 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
             existing one is kept).
     """
     _check_arguments(format, quantize)
+    if out is not None:
+        # A folder that cannot be written is refused before the model loads and converts.
+        outputs.ensure_writable_folder(_output_folder(format, Path(out)))
     source_path = None if isinstance(source, keras.Model) else Path(pretrained.resolve(source))
     model = load_model(source_path) if source_path is not None else source
     check_segmentation_model(model, model.name)
@@ -461,25 +464,37 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
     target = None if contract is None else contract.target
     out = Path(out) if out is not None else default_output(source_path, model, format, quantize,
                                                            pretrained.pretrained_name(source))
-    path = _target_path(format, out, version)
-    kind = outputs.KINDS[format]
-    # Refused before the minutes a conversion can take; checked again before the rename.
-    outputs.refuse_existing(path, overwrite, kind)
-    shape = resolve_input_shape(model, input_shape, static=format == "tflite")
-    writers = {
-        "saved_model": lambda tmp: write_saved_model(model, tmp, shape, target=target, contract=contract),
-        "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize, target=target, contract=contract),
-        "onnx": lambda tmp: write_onnx(model, tmp, shape, target=target, contract=contract),
-        "keras": lambda tmp: write_keras(model, tmp, contract),
-    }
-    tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
+    # One writer per output folder (outputs.claim_folder): two exports never pick the same version.
+    with outputs.claim_folder(_output_folder(format, out), "export"):
+        path = _target_path(format, out, version)
+        kind = outputs.KINDS[format]
+        # Refused before the minutes a conversion can take; checked again before the rename.
+        outputs.refuse_existing(path, overwrite, kind)
+        shape = resolve_input_shape(model, input_shape, static=format == "tflite")
+        writers = {
+            "saved_model": lambda tmp: write_saved_model(model, tmp, shape, target=target, contract=contract),
+            "tflite": lambda tmp: write_tflite(model, tmp, shape, quantize, target=target, contract=contract),
+            "onnx": lambda tmp: write_onnx(model, tmp, shape, target=target, contract=contract),
+            "keras": lambda tmp: write_keras(model, tmp, contract),
+        }
+        tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
 
-    def check(tmp):
-        report = _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target, contract)
-        return dataclasses.replace(report, contract_source=contract_source if contract is not None else None)
+        def write(tmp):
+            # A full disk inside TensorFlow (ResourceExhaustedError) is an OSError naming `path`.
+            with outputs.tensorflow_file_errors():
+                writers[format](tmp)
 
-    report = outputs.write_artefact(path, writers[format], check, kind, overwrite)
+        def check(tmp):
+            report = _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target, contract)
+            return dataclasses.replace(report, contract_source=contract_source if contract is not None else None)
+
+        report = outputs.write_artefact(path, write, check, kind, overwrite)
     return dataclasses.replace(report, path=path)
+
+
+def _output_folder(format, out):
+    """The folder an export writes into: the SavedModel base (its versions' parent), else the file's folder."""
+    return out if format == "saved_model" else out.parent
 
 
 def _source_contract(source_path, model, given):

@@ -32,12 +32,60 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bratskeras import inspection, labels, outputs, postprocessing, targets, volumes
-from bratskeras.errors import BratsKerasError, ModelError, OutputExistsError, user_message
+from bratskeras.errors import BratsKerasError, DataError, ModelError, OutputExistsError, user_message
 from bratskeras.model_setup import effective_settings
 from bratskeras.preprocessing import preprocess, restore_grid, uncrop
 from bratskeras.tiling import WindowSettings, sliding_window_predict
 
 PROBABILITIES_DIR = "probabilities"
+# Every on-disk label value of every scheme: what a predicted label map can hold.
+_LABEL_VALUES = frozenset(v for scheme in labels.SCHEMES.values() for v in scheme.labels)
+
+
+def _nifti_header(path):
+    """(nibabel image, None) for a readable NIfTI file, else (None, why not)."""
+    import nibabel as nib
+
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None, "not a regular file"
+    try:
+        return nib.load(path), None
+    except Exception:  # nibabel raises many types for a file that is not NIfTI
+        return None, "not a NIfTI file"
+
+
+def _label_map_problem(path):
+    """None for a label map as predict writes it: 3-D, integer data, only label values of the schemes.
+
+    An MRI scan (float or int16 intensities) or any other NIfTI is not one.
+    """
+    image, problem = _nifti_header(path)
+    if problem:
+        return problem
+    if len(image.shape) != 3 or image.get_data_dtype().kind not in "iu":
+        return f"a {len(image.shape)}-D {image.get_data_dtype()} image, not a 3-D integer label map"
+    try:
+        values = np.unique(np.asarray(image.dataobj))
+    except Exception:  # a truncated file: not something predict finished
+        return "its data cannot be read"
+    foreign = sorted(set(values.tolist()) - _LABEL_VALUES)
+    if foreign:
+        return f"it holds values {foreign[:3]} that are no label (an image, not a label map)"
+    return None
+
+
+def _probability_map_problem(path):
+    """None for a probability map as predict writes it: a 4-D float32 NIfTI (D, H, W, K)."""
+    image, problem = _nifti_header(path)
+    if problem:
+        return problem
+    if len(image.shape) != 4 or image.get_data_dtype() != np.float32:
+        return f"a {len(image.shape)}-D {image.get_data_dtype()} image, not 4-D float32 probabilities"
+    return None
+
+
+LABEL_MAP = outputs.ArtefactKind("predicted label map", False, _label_map_problem)
+PROBABILITY_MAP = outputs.ArtefactKind("probability map", False, _probability_map_problem)
 
 
 @dataclass(frozen=True)
@@ -167,14 +215,17 @@ def predict_dataset(network, setup, cases, output_dir, settings=PredictSettings(
     """
     output_dir = os.fspath(output_dir)
     check_output_folder(output_dir, [c.id for c in cases], settings.save_probabilities, overwrite)
-    os.makedirs(output_dir, exist_ok=True)
     results = []
-    for case in cases:
-        result = _predict_one(network, setup, case, output_dir, settings,
-                              progress_for(case) if progress_for else None)
-        results.append(result)
-        if on_case is not None:
-            on_case(result)
+    # One writer per output folder: a second predict into it is refused (outputs.claim_folder).
+    with outputs.claim_folder(output_dir, "predict"):
+        # Again: what was checked may have changed before the claim.
+        check_output_folder(output_dir, [c.id for c in cases], settings.save_probabilities, overwrite)
+        for case in cases:
+            result = _predict_one(network, setup, case, output_dir, settings,
+                                  progress_for(case) if progress_for else None)
+            results.append(result)
+            if on_case is not None:
+                on_case(result)
     return results
 
 
@@ -183,19 +234,32 @@ def check_output_folder(output_dir, case_ids, save_probabilities=False, overwrit
 
     Raises:
         OutputExistsError: an output exists and `overwrite` is False, or one
-            is a folder (never replaced).
+            is not an output predict writes (LABEL_MAP, PROBABILITY_MAP).
+        DataError: two cases share an id, so one output would replace the other.
         OutputError: the folder cannot be created or written.
     """
-    planned = [p for case_id in case_ids for p in output_paths(output_dir, case_id)[: 1 + save_probabilities]]
-    existing = [p for p in planned if os.path.lexists(p)]
+    kinds = (LABEL_MAP, PROBABILITY_MAP)[: 1 + save_probabilities]
+    planned = [pair for case_id in case_ids for pair in zip(output_paths(output_dir, case_id), kinds)]
+    _refuse_shared_outputs(case_ids, output_dir)
+    existing = [(p, kind) for p, kind in planned if os.path.lexists(p)]
     if existing and not overwrite:
-        raise OutputExistsError(f"{existing[0]}: exists ({len(existing)} output(s) in total); "
+        raise OutputExistsError(f"{existing[0][0]}: exists ({len(existing)} output(s) in total); "
                                 "pass --overwrite to replace")
-    for path in existing:
-        outputs.refuse_existing(path, overwrite)
+    for path, kind in existing:
+        outputs.refuse_existing(path, overwrite, kind)
     outputs.ensure_writable_folder(output_dir)
     if save_probabilities:
         outputs.ensure_writable_folder(os.path.join(output_dir, PROBABILITIES_DIR))
+
+
+def _refuse_shared_outputs(case_ids, output_dir):
+    """DataError when two cases would write the same output file (one prediction would replace the other)."""
+    seen = set()
+    for case_id in case_ids:
+        if case_id in seen:
+            raise DataError(f"case {case_id}: two input cases have this id, so both would be written to "
+                            f"{output_paths(output_dir, case_id)[0]}; rename one")
+        seen.add(case_id)
 
 
 def _predict_one(network, setup, case, output_dir, settings, progress):

@@ -150,7 +150,19 @@ STEP_OPTIONS = {
 REQUIRED_OPTIONS = {"average_pool": set(), "min_component": {"voxels"}, "et_to_ncr": {"voxels"}}
 
 
-def _check_step(step):
+def check_step(step):
+    """Raises ValueError (one line) unless `step` is a well-formed step with valid values.
+
+    Checks the name, the options (unknown, missing) and each value:
+    `voxels` a non-negative integer, `size` a positive integer or three,
+    `per` "region" or "class". Scheme-dependent checks (et_to_ncr needs ET
+    and NCR classes) are `check_steps`'. The CLI calls it on each
+    --postprocess value before any model is loaded.
+
+        >>> check_step({"name": "min_component", "voxels": "abc"})
+        Traceback (most recent call last):
+        ValueError: step 'min_component': voxels must be a non-negative integer, received 'abc'
+    """
     if not isinstance(step, dict) or step.get("name") not in STEP_OPTIONS:
         raise ValueError(
             f"a post-processing step must be a dict with name in {sorted(STEP_OPTIONS)}, "
@@ -165,6 +177,15 @@ def _check_step(step):
             f"step {name!r} takes {sorted(STEP_OPTIONS[name])} (required "
             f"{sorted(REQUIRED_OPTIONS[name])}); received {sorted(options)}"
         )
+    voxels = step.get("voxels", 0)
+    if isinstance(voxels, bool) or not isinstance(voxels, (int, np.integer)) or voxels < 0:
+        raise ValueError(f"step {name!r}: voxels must be a non-negative integer, received {voxels!r}")
+    if "size" in step:
+        try:
+            _check_size(step["size"])
+        except (TypeError, ValueError):
+            raise ValueError(f"step {name!r}: size must be a positive integer or 3 of them (AxBxC), "
+                             f"received {step['size']!r}") from None
     if step.get("per", "region") not in ("region", "class"):
         raise ValueError(f"min_component per must be 'region' or 'class', received {step['per']!r}")
 
@@ -172,7 +193,7 @@ def _check_step(step):
 def check_steps(steps, scheme=None):
     """ValueError (one line) for a step that is malformed or that `scheme`'s classes cannot take."""
     for step in steps:
-        _check_step(step)
+        check_step(step)
         if step["name"] == "et_to_ncr":
             _enhancing_and_core(scheme)
 

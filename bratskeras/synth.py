@@ -34,13 +34,16 @@ Arrays are (D, H, W) = NIfTI axes (i, j, k); the affine is BraTS's
 diag(-1, -1, 1) at 1 mm (volumes.brats_affine).
 """
 
+import contextlib
 import csv
+import json
 import os
+import shutil
 
 import numpy as np
 from scipy import ndimage
 
-from bratskeras import labels, layouts, volumes
+from bratskeras import labels, layouts, outputs, volumes
 from bratskeras.errors import OutputExistsError
 
 SYNTH_LAYOUTS = layouts.NAMES
@@ -49,8 +52,12 @@ DEFAULT_SHAPE = (64, 64, 48)
 # "anatomy": bratskeras.anatomy's cases on the MNI152 template (the `anatomy` extra).
 # "synthseg": bratskeras.synthseg's domain-randomised heads on the same template (the pretrained models' data).
 KINDS = ("simple", "anatomy", "synthseg")
-# Left in every folder synth writes: --overwrite writes only into such a folder.
+# Written last into every dataset synth writes: a JSON manifest of its files
+# ({"written_by": "bratskeras synth", "files": [relative paths]}). --overwrite
+# replaces only a folder whose files are all listed in it.
 SYNTH_MARKER = ".bratskeras-synth"
+# What bratskeras itself adds to a dataset later: the preprocessing cache (fit's default --cache-dir).
+_DERIVED = {".bratskeras_cache"}
 
 # Mean intensity of each tissue per modality, on a 0..1 scale.
 # Tissue order: CSF, GM, WM, NCR, ED, ET, fluid (cavity or cyst: like CSF).
@@ -333,8 +340,9 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         shape: (D, H, W) voxels per case.
         layout: one of SYNTH_LAYOUTS (brats2017 also stands for 2018/2019).
         seed: dataset seed; case i uses (seed, i).
-        overwrite: allow writing into a non-empty folder that synth wrote
-            before (SYNTH_MARKER; same-named files are replaced).
+        overwrite: replace the dataset synth wrote in `out_dir` before, whole
+            (its SYNTH_MARKER manifest lists every file in it; a folder with
+            other files is refused).
         task: a 2023-2025 task (labels.TASKS): the brats2023 layout with that
             task's case folders, modalities and label values (see `task_case_id`).
         kind: one of KINDS; "anatomy" and "synthseg" need nilearn (see
@@ -371,16 +379,61 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
     out_dir = os.fspath(out_dir)
-    _check_out_dir(out_dir, overwrite)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, SYNTH_MARKER), "w") as stream:
-        stream.write("written by bratskeras synth\n")
+    # One writer at a time; the dataset is built beside out_dir and swapped in complete, so a kill or a full
+    # disk leaves out_dir as it was, and --overwrite replaces the whole earlier dataset, never merges into it.
+    with outputs.claim_folder(out_dir, "synth"):
+        _check_out_dir(out_dir, overwrite)
+        staging = outputs.staging_folder(out_dir)
+        try:
+            with _names_final_paths(staging, out_dir):
+                folders = _write_cases(staging, cases, shape, layout, seed, task, make, voxel_mm)
+                _write_manifest(staging)
+            outputs.publish_folder(staging, out_dir, last=SYNTH_MARKER)
+        finally:
+            if os.path.lexists(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+    return [os.path.join(out_dir, os.path.relpath(folder, staging)) for folder in folders]
+
+
+def _write_cases(out_dir, cases, shape, layout, seed, task, make, voxel_mm):
+    """Writes every case into `out_dir` (the staging folder); returns their folders."""
     if task is not None:
         return [_write_task_case(out_dir, index, shape, (seed, index), labels.get_scheme(task))
                 for index in range(cases)]
     writer = _WRITERS[layout]
     extra = {"voxel_mm": voxel_mm} if voxel_mm != 1.0 else {}
     return [writer(out_dir, index, *make(shape, (seed, index)), **extra) for index in range(cases)]
+
+
+def _dataset_files(root):
+    """Relative paths of the files under `root`, bratskeras' own bookkeeping (claim, marker, cache) aside."""
+    found = []
+    for parent, folders, files in os.walk(root):
+        if parent == root:
+            folders[:] = [f for f in folders if f not in _DERIVED]
+            files = [f for f in files if f not in (SYNTH_MARKER, outputs.CLAIM_FILE)]
+        found += [os.path.relpath(os.path.join(parent, name), root) for name in files]
+    return sorted(found)
+
+
+def _write_manifest(root):
+    """Writes SYNTH_MARKER, the list of every file synth wrote under `root`, last."""
+    with outputs.atomic_path(os.path.join(root, SYNTH_MARKER)) as tmp, open(tmp, "w") as stream:
+        json.dump({"written_by": "bratskeras synth", "files": _dataset_files(root)}, stream)
+
+
+@contextlib.contextmanager
+def _names_final_paths(staging, out_dir):
+    """Re-raises an OSError from the block with the file's final path under `out_dir`, not its staging one."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None:
+            raise
+        name = os.fspath(error.filename) if error.filename is not None else out_dir
+        if name.startswith(staging):
+            name = out_dir + name[len(staging):]
+        raise OSError(error.errno, error.strerror or os.strerror(error.errno), name) from None
 
 
 def _case_maker(kind, settings, task, voxel_mm=1.0):
@@ -414,21 +467,39 @@ def _case_maker(kind, settings, task, voxel_mm=1.0):
 
 
 def _check_out_dir(out_dir, overwrite):
-    """Writing into a non-empty folder needs `overwrite`, and only one synth wrote before.
+    """Writing into a non-empty folder needs `overwrite`, and only a dataset synth wrote is replaced.
 
     Raises:
         OutputExistsError: not a folder; not empty without `overwrite`; or
             not empty and not written by synth (a real dataset with the
-            same case names would otherwise be replaced by phantoms).
+            same case names would otherwise be replaced by phantoms), or
+            holding files synth did not write (named).
     """
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"{out_dir}: exists and is not a folder")
-    entries = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    entries = outputs.folder_entries(out_dir) if os.path.isdir(out_dir) else []
     if entries and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder is not empty (pass --overwrite to write into it)")
     if entries and SYNTH_MARKER not in entries:
         raise OutputExistsError(f"{out_dir}: folder is not empty and was not written by bratskeras synth; "
                                 "--overwrite replaces only synth's own phantoms")
+    if entries:
+        foreign = _foreign_files(out_dir)
+        if foreign:
+            raise OutputExistsError(f"{out_dir}: holds files bratskeras synth did not write ({', '.join(foreign[:3])}"
+                                    f"{', ...' if len(foreign) > 3 else ''}); --overwrite replaces a whole synth "
+                                    "dataset, so move them out or choose another folder")
+
+
+def _foreign_files(out_dir):
+    """Files under `out_dir` that its SYNTH_MARKER manifest does not list (all of them for an unreadable one)."""
+    try:
+        with open(os.path.join(out_dir, SYNTH_MARKER)) as stream:
+            listed = set(json.load(stream)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        # A marker of an older bratskeras (one line of text) lists nothing: nothing is known to be synth's.
+        return [f"{SYNTH_MARKER} (no manifest of synth's files)"]
+    return [path for path in _dataset_files(out_dir) if path not in listed]
 
 
 def _save_nifti(array, path, voxel_mm=1.0):
@@ -436,7 +507,8 @@ def _save_nifti(array, path, voxel_mm=1.0):
 
     image = nib.Nifti1Image(array, volumes.brats_affine(array.shape, voxel_mm))
     image.header.set_xyzt_units("mm", "sec")
-    nib.save(image, path)
+    with outputs.names_target(path):
+        nib.save(image, path)
 
 
 def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext, label="seg",
@@ -479,7 +551,7 @@ def _append_csv_rows(parent, case_id, index):
     for name, (header, row) in rows.items():
         path = os.path.join(parent, name)
         new = not os.path.exists(path)
-        with open(path, "a", newline="") as handle:
+        with outputs.names_target(path), open(path, "a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
                 writer.writerow(header)
@@ -535,7 +607,8 @@ def _write_kaggle_h5(out_dir, index, images, classes):
     volume = np.stack([images[m] for m in layouts.H5_CHANNEL_ORDER], axis=-1).astype(np.float32)
     mask = np.stack([classes == c for c in layouts.H5_MASK_CLASSES], axis=-1).astype(np.uint8)
     for s in range(volume.shape[2]):
-        with h5py.File(os.path.join(folder, f"volume_{index + 1}_slice_{s}.h5"), "w") as handle:
+        path = os.path.join(folder, f"volume_{index + 1}_slice_{s}.h5")
+        with outputs.names_target(path), h5py.File(path, "w") as handle:
             handle.create_dataset("image", data=volume[:, :, s])
             handle.create_dataset("mask", data=mask[:, :, s])
     return folder

@@ -172,6 +172,13 @@ def format_report(report):
     return "\n".join(lines)
 
 
+def csv_kind():
+    """ArtefactKind of `rows_to_csv`'s file (its header line), so --overwrite replaces only such a file."""
+    from bratskeras import outputs
+
+    return outputs.text_file_kind("score_real CSV", ",".join(CASE_COLUMNS))
+
+
 def rows_to_csv(rows):
     """CSV text of the per-case rows (CASE_COLUMNS)."""
     import csv
@@ -214,7 +221,7 @@ def _check_before_predicting(args, task):
     for path in filter(None, (args.out, args.keep_predictions)):
         _refuse_inside(path, args.data_dirs)
     if args.out:
-        outputs.refuse_existing(args.out, args.overwrite)
+        outputs.refuse_existing(args.out, args.overwrite, csv_kind())
         outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(args.out)))
 
 
@@ -262,7 +269,7 @@ def run(args, options):
             with open(tmp, "w") as stream:
                 stream.write(text)
 
-        outputs.write_artefact(args.out, write_csv, overwrite=args.overwrite)
+        outputs.write_artefact(args.out, write_csv, kind=csv_kind(), overwrite=args.overwrite)
     return report, ok
 
 

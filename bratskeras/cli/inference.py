@@ -12,6 +12,7 @@
 Values are integers, AxBxC integer triples, or words.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -33,11 +34,11 @@ def parse_postprocess(text):
         if not equals or not key or not value:
             raise ConfigError(f"--postprocess {text!r}: options are KEY=VALUE, got {item!r}")
         step[key.strip()] = _parse_value(value.strip())
-    # Validate now so a typo fails before any case is predicted.
-    from bratskeras.postprocessing import _check_step
+    # Validate now so a typo or a bad value fails before the model is loaded.
+    from bratskeras.postprocessing import check_step
 
     try:
-        _check_step(step)
+        check_step(step)
     except ValueError as error:
         raise ConfigError(f"--postprocess {text!r}: {error}") from None
     return step
@@ -167,18 +168,18 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
     """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise)."""
     from bratskeras import evaluation, outputs
 
-    if out:
-        outputs.refuse_existing(out, overwrite)
-        outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
-    result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
-    if out:
-        csv_text = evaluation.rows_to_csv(result.rows)
+    with outputs.claim_folder(os.path.dirname(os.path.abspath(out)), "evaluate") if out else contextlib.nullcontext():
+        if out:
+            outputs.refuse_existing(out, overwrite, evaluation.metrics_csv_kind())
+        result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
+        if out:
+            csv_text = evaluation.rows_to_csv(result.rows)
 
-        def write_csv(tmp):
-            with open(tmp, "w") as stream:
-                stream.write(csv_text)
+            def write_csv(tmp):
+                with open(tmp, "w") as stream:
+                    stream.write(csv_text)
 
-        outputs.write_artefact(out, write_csv, overwrite=overwrite)
+            outputs.write_artefact(out, write_csv, kind=evaluation.metrics_csv_kind(), overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
@@ -218,19 +219,22 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:
-        outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite)
+        outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite, outputs.KINDS["png"])
     outputs.ensure_writable_folder(out_dir)
     failed = list(dataset.skipped)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
-    for case in cases:
-        try:
-            if case.id not in predictions:
-                raise BratsKerasError(f"case {case.id}: no prediction in {pred_dir}")
-            click.echo(visualize.show_case(case, predictions[case.id], out_dir))
-        except (BratsKerasError, ValueError, OSError) as error:
-            failed.append(case.id)
-            click.echo(f"error: {user_message(error)}", err=True)
+    with outputs.claim_folder(out_dir, "show"):
+        for case in cases:
+            try:
+                if case.id not in predictions:
+                    raise BratsKerasError(f"case {case.id}: no prediction in {pred_dir}")
+                # Again under the claim: another writer may have put a file there before it.
+                outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite, outputs.KINDS["png"])
+                click.echo(visualize.show_case(case, predictions[case.id], out_dir))
+            except (BratsKerasError, ValueError, OSError) as error:
+                failed.append(case.id)
+                click.echo(f"error: {user_message(error)}", err=True)
     if failed:
         sys.exit(1)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import targets
+from bratskeras import outputs, targets
 from bratskeras.errors import ConfigError
 from bratskeras.training import init_from
 from bratskeras.training import run_dir as run_files
@@ -117,9 +117,36 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         FitResult.
 
     Raises:
-        DataError, ConfigError, OutputExistsError: bad data, flags or run dir;
+        DataError, ConfigError, OutputExistsError: bad data, flags or run dir
+        (OutputExistsError also while another process writes into it);
         ConfigError also when the limit ends before the first epoch does.
     """
+    # The run folder is claimed for the whole fit, before its config.json is read or rewritten, so a second
+    # fit or --resume of the same run is refused (outputs.claim_folder).
+    claim = outputs.claim_folder(run_dir, "fit") if _writes_run_dir(config) else contextlib.nullcontext()
+    with claim:
+        return _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit)
+
+
+def _writes_run_dir(config):
+    """False on a worker of a multi-worker run other than the chief (it writes nothing: runtime.is_chief).
+
+    Decided from TF_CONFIG before the strategy exists, so that such a worker never claims (creates) the folder.
+    """
+    if config.strategy != "multi-worker":
+        return True
+    try:
+        cluster_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+        task = cluster_config.get("task", {})
+        if "chief" in cluster_config.get("cluster", {}):
+            return task.get("type") == "chief"
+        return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+    except (ValueError, AttributeError, TypeError):
+        return True  # a malformed TF_CONFIG is reported by TensorFlow when the strategy is made
+
+
+def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit):
+    """`fit`'s work, with the run folder claimed."""
     timer = TimeLimit(time_limit) if time_limit is not None else None  # counts data preparation too
     from bratskeras.training import runtime
 

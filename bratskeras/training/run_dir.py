@@ -20,7 +20,6 @@ once its files and JSON are complete, so a run killed at any moment leaves
 the previous state restorable.
 """
 
-import errno
 import json
 import os
 import re
@@ -84,7 +83,7 @@ def check_new_run_dir(run_dir):
     if not os.path.isdir(run_dir):
         outputs.ensure_writable_folder(run_dir)
         return
-    entries = sorted(os.listdir(run_dir))
+    entries = outputs.folder_entries(run_dir)  # the claim file of this fit (outputs.claim_folder) aside
     if "config.json" in entries:
         raise OutputExistsError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
@@ -125,7 +124,7 @@ def claim_run_dir(run_dir):
     with os.fdopen(descriptor, "w") as stream:
         json.dump({"token": _PROCESS_TOKEN, "pid": os.getpid()}, stream)
     # Someone else's files may have arrived between the check and the marker.
-    others = sorted(set(os.listdir(run_dir)) - {RUN_MARKER})
+    others = sorted(set(outputs.folder_entries(run_dir)) - {RUN_MARKER})
     if others:
         os.remove(os.path.join(run_dir, RUN_MARKER))
         raise OutputExistsError(f"{run_dir}: files appeared while it was being claimed ({others[0]}); "
@@ -204,20 +203,12 @@ def save_state(run_dir, epoch, model, optimizer, extra):
             try:
                 manager.save(checkpoint_number=epoch)
             except tf.errors.OpError as error:
-                raise _as_os_error(error) from None
+                raise outputs.tensorflow_os_error(error) from None
     except Exception:
         if tf.train.latest_checkpoint(state_root) != prefix:
             _remove_unpublished(state_root, os.path.basename(prefix))
         raise
     _remove_stale_states(state_root, keep=os.path.basename(prefix))
-
-
-def _as_os_error(error):
-    """OSError for a TensorFlow file error (a full disk, no permission), so the CLI reports it in one line."""
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.ENOENT):
-        if os.strerror(code) in error.message:
-            return OSError(code, os.strerror(code))
-    return OSError(errno.EIO, error.message.splitlines()[0] if error.message else type(error).__name__)
 
 
 def _remove_unpublished(state_root, name):
