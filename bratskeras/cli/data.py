@@ -55,9 +55,12 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
                    "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
-@click.option("--settings", type=click.Choice(["default", "heldout", "basic"]), default="default", show_default=True,
+@click.option("--settings", type=click.Choice(["default", "heldout", "basic", "mimics"]), default="default",
+              show_default=True,
               help="Generator ranges: training's, or the held-out set's other ranges; synthseg also 'basic' "
-                   "(without the enhancing mimics: the shipped model's first training stage).")
+                   "(without the enhancing mimics: the shipped model's first training stage) and 'mimics' "
+                   "(basic with enhancing vessels and dura: its second stage; default adds ventricle shapes "
+                   "and FLAIR-bright healthy tissue).")
 @click.option("--voxel-size", default=1.0, show_default=True, type=click.FloatRange(0.5, 4.0),
               help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):
