@@ -50,12 +50,15 @@ RECIPES = {
 def commands(name, out_dir, data_dir):
     """[(data folder, synth argv, fit argv)] of recipe `name`, one per stage (argv starting with "bratskeras").
 
-    Stage i writes its heads to DATA_DIR/stage-i and trains into OUT_DIR/stage-i, from stage i-1's run.
+    Stage i writes its heads to DATA_DIR/stage-i and trains into OUT_DIR/stage-i, from stage i-1's run
+    (its best.keras), or from the model at the stage's "init_from" inside that run.
     """
     stages = []
     for index, stage in enumerate(RECIPES[name]["stages"], start=1):
         data = os.path.join(data_dir, f"stage-{index}")
-        init = ["--init-from", os.path.join(out_dir, f"stage-{index - 1}")] if index > 1 else []
+        previous = os.path.join(out_dir, f"stage-{index - 1}")
+        source = os.path.join(previous, stage["init_from"]) if "init_from" in stage else previous
+        init = ["--init-from", source] if index > 1 else []
         stages.append((data, ["bratskeras", "synth", data, *stage["synth"]],
                        ["bratskeras", "fit", data, "--out", os.path.join(out_dir, f"stage-{index}"), *init,
                         *stage["fit"]]))
