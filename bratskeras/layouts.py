@@ -375,9 +375,9 @@ def _nifti_cases(nifti_dirs, skipped, ignored):
             continue
         case_files = [name for name in sorted(names) if _case_id_of_file(name)]
         if case_files:
-            skipped.append(f"{folder}: holds the files of case {_case_id_of_file(case_files[0])} "
-                           f"({case_files[0]}, ...) but is not named like a case folder (a renamed copy?); "
-                           "left out")
+            skipped.append(f"{folder}: holds files of case {_case_id_of_file(case_files[0])} "
+                           f"({case_files[0]}, ...) but is not named like a case folder (a renamed copy, or "
+                           "files outside their case folder?); left out")
         else:
             ignored.append(f"{folder}: {len(names)} NIfTI file(s) in a folder not named like a case "
                            f"({sorted(names)[0]}, ...); not read")
