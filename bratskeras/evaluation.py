@@ -78,7 +78,8 @@ class Pairing:
     pairs: list = field(default_factory=list)  # (Reference, prediction path)
     missing: list = field(default_factory=list)  # References without a prediction
     extra: list = field(default_factory=list)  # prediction paths without a reference
-    skipped: list = field(default_factory=list)  # reference folders that could not be read
+    skipped: list = field(default_factory=list)  # reference inputs discovery left out (problem lines)
+    ignored: list = field(default_factory=list)  # reference inputs not used, with the reason (not problems)
 
 
 def find_references(ref_dir, task=None):
@@ -90,21 +91,26 @@ def find_references(ref_dir, task=None):
             folders, or a flat folder, whose values then need not tell).
 
     Returns:
-        (list of Reference, one line per folder discovery could not read).
+        (list of Reference, one problem line per input discovery left out,
+        one line per input not used with its reason).
 
     Raises:
-        DataError: no labelled case found.
+        DataError: no labelled case found; a case id found in several
+            folders (one prediction cannot be scored against two references);
+            a layout folder discovery refuses (several tasks or layouts: its
+            message says what to pass), which is not read as a flat folder.
     """
     ref_dir = os.fspath(ref_dir)
     try:
         dataset = layouts.discover(ref_dir, task=task)
-    except DataError:
+    except layouts.NoCasesFound:
         dataset = None
     if dataset is not None:
+        dataset.refuse_duplicates()
         refs = [Reference(c.id, c.label_scheme, path=c.seg, case=c) for c in dataset.cases if c.seg]
         if not refs:
             raise DataError(f"{ref_dir}: no labelled cases ({len(dataset.cases)} case(s) without label files)")
-        return refs, list(dataset.skipped)
+        return refs, list(dataset.skipped), list(dataset.ignored)
     refs = {}
     for name in sorted(os.listdir(ref_dir)) if os.path.isdir(ref_dir) else []:
         match = _LABEL_FILE_RE.match(name)
@@ -114,7 +120,7 @@ def find_references(ref_dir, task=None):
                                                          path=os.path.join(ref_dir, name)))
     if not refs:
         raise DataError(f"{ref_dir}: no reference label files (a BraTS layout, or <id>.nii.gz / <id>_seg.nii.gz)")
-    return list(refs.values()), []
+    return list(refs.values()), [], []
 
 
 def find_predictions(pred_dir):
@@ -135,8 +141,8 @@ def find_predictions(pred_dir):
 def pair(pred_dir, ref_dir, task=None):
     """Pairs predictions with references by case id (see Pairing)."""
     predictions = find_predictions(pred_dir)
-    references, skipped = find_references(ref_dir, task)
-    result = Pairing(skipped=skipped)
+    references, skipped, ignored = find_references(ref_dir, task)
+    result = Pairing(skipped=skipped, ignored=ignored)
     for ref in sorted(references, key=lambda r: r.case_id):
         if ref.case_id in predictions:
             result.pairs.append((ref, predictions[ref.case_id]))
@@ -211,6 +217,7 @@ class Evaluation:
     missing: list
     extra: list
     failed: list  # "message" per case that could not be read
+    ignored: list = field(default_factory=list)  # reference inputs not used, with the reason
 
     @property
     def ok(self):
@@ -218,9 +225,9 @@ class Evaluation:
         return not (self.missing or self.failed)
 
     def to_dict(self):
-        """The JSON document: {"cases": [...], "summary": {...}, "missing", "extra", "failed"}."""
+        """The JSON document: {"cases": [...], "summary": {...}, "missing", "extra", "failed", "ignored"}."""
         return {"cases": self.rows, "summary": self.summary, "missing": self.missing,
-                "extra": self.extra, "failed": self.failed}
+                "extra": self.extra, "failed": self.failed, "ignored": self.ignored}
 
 
 def evaluate(pred_dir, ref_dir, on_case=None, lesion_wise=False, task=None, workers=1):
@@ -259,7 +266,7 @@ def evaluate(pred_dir, ref_dir, on_case=None, lesion_wise=False, task=None, work
     if lesion_wise:
         summary["lesion_wise"] = lesionwise_summary(rows)
     return Evaluation(rows=rows, summary=summary, missing=[r.case_id for r in pairing.missing],
-                      extra=pairing.extra, failed=failed)
+                      extra=pairing.extra, failed=failed, ignored=pairing.ignored)
 
 
 def _score_or_empty(job):

@@ -18,7 +18,7 @@ TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment g
 @click.option("--task", type=click.Choice(TASKS), help=TASK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(data_dir, layout, task, as_json):
-    """List a dataset's cases, every problem (exit 1) and warning (inputs unlike BraTS's) found."""
+    """List a dataset's cases, every problem (exit 1), warning (inputs unlike BraTS's) and ignored input found."""
     from bratskeras.inspection import inspect_dataset
 
     _, report = inspect_dataset(data_dir, layout, task=task)
@@ -36,7 +36,10 @@ def inspect_command(data_dir, layout, task, as_json):
             click.echo(f"problem: {problem}", err=True)
         for warning in report.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
+        for line in report.ignored:
+            click.echo(f"ignored: {line}", err=True)
+        ignored = f", {len(report.ignored)} input(s) ignored" if report.ignored else ""
+        click.echo(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s){ignored}")
     if report.problems:
         raise SystemExit(1)
 

@@ -114,6 +114,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     _check_steps_for(postprocess, model_task)
     # A task model reads its input as that task unless the user said otherwise.
     dataset = layouts.discover(input_dir, task=task or model_task)
+    dataset.refuse_duplicates()  # one output file per case id: two cases of one id would overwrite each other
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
@@ -127,6 +128,8 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
                    f"crop {guess.crop}, the source grid", err=True)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
+    for line in dataset.ignored:
+        click.echo(f"ignored: {line}", err=True)
     click.echo(setup.describe(), err=True)
     click.echo(f"{len(cases)} case(s)", err=True)
 
@@ -145,7 +148,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     if failed:
         click.echo(f"error: {len(failed)} case(s) failed: {', '.join(failed)}", err=True)
     if dataset.skipped:
-        click.echo(f"error: {len(dataset.skipped)} input folder(s) could not be read (listed above)", err=True)
+        click.echo(f"error: {len(dataset.skipped)} input(s) left out (listed above)", err=True)
     if failed or dataset.skipped:
         sys.exit(1)
 
@@ -154,7 +157,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="Write per-case metrics to this CSV file.")
-@click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed, ignored} as JSON.")
 @click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--lesion-wise", is_flag=True,
@@ -193,6 +196,8 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
         click.echo(evaluation.comparison_table(result.summary))
     for path in result.extra:
         click.echo(f"warning: {path}: no reference case, not scored", err=True)
+    for line in result.ignored:
+        click.echo(f"ignored: {line}", err=True)
     for case_id in result.missing:
         click.echo(f"error: case {case_id}: no prediction in {pred_dir} (scored as an empty prediction)", err=True)
     for message in result.failed:
@@ -215,6 +220,7 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     from bratskeras.evaluation import find_predictions
 
     dataset = layouts.discover(data_dir)
+    dataset.refuse_duplicates()
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:
@@ -223,6 +229,8 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     failed = list(dataset.skipped)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
+    for line in dataset.ignored:
+        click.echo(f"ignored: {line}", err=True)
     for case in cases:
         try:
             if case.id not in predictions:

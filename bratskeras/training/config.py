@@ -16,6 +16,7 @@ PRESETS), data.AUGMENT_ON and targets.NAMES.
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from bratskeras import labels, targets
@@ -134,6 +135,8 @@ class TrainConfig:
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check(self.augmentation in AUGMENTATIONS,
                f"--augment must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
+        _check(_positive_number(self.learning_rate),
+               f"--learning-rate must be a positive finite number, got {self.learning_rate!r}")
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _check(len(self.patch_size) == 3 and min(self.patch_size) >= 1,
@@ -181,6 +184,11 @@ class TrainConfig:
         values = json.loads(self.to_json())
         values.pop("epochs")
         return values
+
+
+def _positive_number(value):
+    """True for a finite number above 0 (not a bool, NaN, inf or a string from a hand-edited config.json)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _check(condition, message):

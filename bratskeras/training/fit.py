@@ -53,7 +53,8 @@ class FitResult:
         heldout_dice: {"WT": mean Dice, "TC": ..., "ET": ...} of best.keras on
             the validation cases (whole volumes), or {"WT": ...} for the
             whole-tumor target.
-        skipped: problems of cases left out with `skip_bad_cases`.
+        skipped: problems of cases left out with `skip_bad_cases`, then the
+            inputs discovery did not use, with the reason (layouts.Dataset.ignored).
         time_limit_reached: training stopped at the time limit before
             `config.epochs`; `--resume` continues it.
     """
