@@ -156,32 +156,40 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
 @click.command("evaluate")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), help="Write per-case metrics to this CSV file.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write per-case metrics to this CSV file, and the summary to summary.json beside it.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Write the summary JSON (per metric: mean, std, median, quartiles; per case) here "
+                   "[default: summary.json beside --out].")
 @click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed, ignored} as JSON.")
 @click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --out and summary files.")
 @click.option("--lesion-wise", is_flag=True,
               help="Add the official BraTS 2023-2025 lesion-wise metrics of the task's groups.")
 @click.option("--task", type=click.Choice(TASKS), help="Label scheme of REF_DIR when its folders do not say.")
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="all cores",
               help="Processes scoring cases side by side.")
-@needs_tensorflow
-def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite, lesion_wise, task, workers):
-    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise)."""
+def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_papers, overwrite, lesion_wise, task,
+                     workers):
+    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise).
+
+    With --out, the per-case CSV and summary.json beside it (docs/evaluation.md), as nnU-Net writes one.
+    """
     from bratskeras import evaluation, outputs
 
-    if out:
-        outputs.refuse_existing(out, overwrite)
-        outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
+    if out and summary_path is None:
+        summary_path = os.path.join(os.path.dirname(os.path.abspath(out)), "summary.json")
+    files = [path for path in (out, summary_path) if path]
+    if len({os.path.abspath(path) for path in files}) < len(files):
+        raise click.UsageError("--out and --summary name the same file")
+    for path in files:  # before any case is scored: a refusal costs nothing
+        outputs.refuse_existing(path, overwrite)
+        outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(path)))
     result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
     if out:
-        csv_text = evaluation.rows_to_csv(result.rows)
-
-        def write_csv(tmp):
-            with open(tmp, "w") as stream:
-                stream.write(csv_text)
-
-        outputs.write_artefact(out, write_csv, overwrite=overwrite)
+        _write_text(out, evaluation.rows_to_csv(result.rows), overwrite)
+    if summary_path:
+        _write_text(summary_path, result.summary_json(pred_dir, ref_dir, task), overwrite)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
@@ -206,20 +214,35 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
         sys.exit(1)
 
 
+def _write_text(path, text, overwrite):
+    """Writes `text` to `path` atomically, under outputs' --overwrite rules."""
+    from bratskeras import outputs
+
+    def write(tmp):
+        with open(tmp, "w") as stream:
+            stream.write(text)
+
+    outputs.write_artefact(path, write, overwrite=overwrite)
+
+
 @click.command("show")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--case", "case_ids", multiple=True, help="Only this case id (repeatable; default all).")
 @click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")
-@needs_tensorflow
-def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
-    """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes."""
+@click.option("--task", type=click.Choice(TASKS), help="Label scheme of DATA_DIR when its folders do not say.")
+def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite, task):
+    """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes.
+
+    Both columns are drawn in the colours of the case's own structures (one
+    legend), with the case's Dice per region in the title.
+    """
     from bratskeras import layouts, outputs, visualize
     from bratskeras.errors import BratsKerasError
     from bratskeras.evaluation import find_predictions
 
-    dataset = layouts.discover(data_dir)
+    dataset = layouts.discover(data_dir, task=task)
     dataset.refuse_duplicates()
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
