@@ -7,6 +7,7 @@ import click
 from bratskeras.cli.models import parse_shape
 from bratskeras.labels import TASKS
 from bratskeras.layouts import NAMES as LAYOUT_NAMES
+from bratskeras.training.demo import UNSEEN_SEED
 
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
              "whose BraTS-GLI folders look like 2023's.")
@@ -53,7 +54,8 @@ def inspect_command(data_dir, layout, task, as_json):
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
 @click.option("--task", type=click.Choice(TASKS),
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
+@click.option("--seed", default=UNSEEN_SEED, show_default=True, type=int,
+              help="Dataset seed (the default is none the built-in demo trains on).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
 @click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
@@ -69,6 +71,11 @@ def inspect_command(data_dir, layout, task, as_json):
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):
     """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
     from bratskeras.synth import DEFAULT_SHAPE, write_dataset
+    from bratskeras.training.demo import demo_training_seed
+
+    if seed == demo_training_seed():
+        click.echo(f"warning: --seed {seed} is the seed `bratskeras fit`'s demo trains on: these cases may be its "
+                   f"training cases, not new ones (the default, {UNSEEN_SEED}, is not)", err=True)
 
     if shape is None and kind != "simple":
         from bratskeras.anatomy import grid_shape

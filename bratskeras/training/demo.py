@@ -96,12 +96,27 @@ def demo_folders(folder):
     return os.path.join(folder, "train"), os.path.join(folder, "heldout")
 
 
+# The demo's held-out cases use its seed + this (1000 for the default seed 0).
+HELDOUT_SEED_OFFSET = 1000
+# `bratskeras synth`'s default seed: neither the seed the demo trains on by default (TrainConfig.seed, 0)
+# nor its held-out one, so cases written without --seed are new to the demo's models (and the same
+# seed tools/make_heldout.py uses).
+UNSEEN_SEED = 2000
+
+
+def demo_training_seed():
+    """The seed `bratskeras fit` writes the demo's training cases with unless --seed is given (TrainConfig.seed)."""
+    from bratskeras.training.config import TrainConfig
+
+    return TrainConfig.seed
+
+
 def write_demo_data(folder, seed=0, kind=DEMO_KIND):
     """Writes the demo's training and held-out phantoms (BraTS 2020 layout).
 
     Args:
         folder: where train/ and heldout/ go.
-        seed: training cases use `seed`, held-out cases `seed + 1000`.
+        seed: training cases use `seed`, held-out cases `seed + HELDOUT_SEED_OFFSET`.
         kind: a DEMOS name.
 
     Returns:
@@ -113,7 +128,7 @@ def write_demo_data(folder, seed=0, kind=DEMO_KIND):
     spec = DEMOS[kind]
     synth.write_dataset(train_dir, cases=spec.cases, shape=spec.shape, layout="brats2020", seed=seed, kind=kind,
                         voxel_mm=spec.voxel_mm)
-    return train_dir, write_heldout(heldout_dir, seed + 1000, kind)
+    return train_dir, write_heldout(heldout_dir, seed + HELDOUT_SEED_OFFSET, kind)
 
 
 def write_heldout(folder, seed=1000, kind=DEMO_KIND):
