@@ -10,9 +10,10 @@ A device is one of these strings:
 
 `placement` applies one with a `tf.device` scope around the block, so the
 process-wide device settings (`tf.config.set_visible_devices`) are never
-changed behind a caller's back. A Keras model loaded inside the scope has its
-weights there too. ONNX and LiteRT models run in their own CPU runtimes
-(bratskeras.runtimes), where only `auto` and `cpu` mean anything.
+changed behind a caller's back. `predict` also loads each model inside the
+scope, so TensorFlow creates its weights on that device. ONNX and LiteRT
+models run in their own CPU runtimes (bratskeras.runtimes), where only `auto`
+and `cpu` mean anything.
 """
 
 import contextlib

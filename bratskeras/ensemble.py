@@ -11,6 +11,12 @@ Only models whose outputs mean the same thing can be averaged: they must
 agree on what AGREEING_FIELDS names (their contracts' target, task and
 modalities in channel order). How each prepares a case (spacing,
 normalisation, crop, patch size) may differ: each is undone before the mean.
+
+From Python (what `predict RUN1 RUN2 DATA OUT` does):
+
+    members = [Member(path, *model_setup.load_predictor(path)) for path in ("fold0", "fold1")]
+    ensemble = Ensemble(members)
+    inference.predict_dataset(ensemble, ensemble.setup, layouts.discover("DATA").cases, "OUT")
 """
 
 from dataclasses import dataclass
