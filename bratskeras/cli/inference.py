@@ -69,8 +69,82 @@ def _window_progress(case):
     return report
 
 
+class DeviceType(click.ParamType):
+    """--device: auto, cpu, gpu or gpu:N (bratskeras.devices); a malformed one is a usage error."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        from bratskeras.devices import parse_device
+
+        try:
+            return parse_device(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _load_models(models, device, override_spacing=False, spacing=None):
+    """(network, setup) predict runs: one model's, or an ensemble.Ensemble of several and its common setup.
+
+    Each model is loaded on `device` (its weights there) and announced in the
+    header with its contract and where the contract came from. With
+    `override_spacing` (--spacing given) every model predicts at `spacing`
+    ((d, h, w) mm, or None: the source grid).
+
+    Raises:
+        ConfigError: models that disagree on target, task or modalities
+            (ensemble.check_agreement), before any case is predicted.
+    """
+    from bratskeras import devices, model_setup
+    from bratskeras.ensemble import Ensemble, Member
+
+    members = []
+    for model in models:
+        with devices.placement(device):
+            network, setup = model_setup.load_predictor(model)
+        if override_spacing:
+            setup = model_setup.override_spacing(setup, spacing)
+        members.append(Member(model, network, setup))
+    # Refused before the header: the refusal is the only line printed.
+    ensemble = Ensemble(members) if len(members) > 1 else None
+    for index, member in enumerate(members, 1):
+        if member.setup.source == model_setup.GUESSED:
+            guess = member.setup.contract
+            click.echo(f"warning: {member.name}: no input contract (no run config.json, none stored in the "
+                       f"model); guessed from its channel counts: modalities {','.join(guess.modalities)}, "
+                       f"target {guess.target}, crop {guess.crop}, the source grid", err=True)
+        click.echo(f"model {index}/{len(members)}: {member.name}" if ensemble else f"model: {member.name}",
+                   err=True)
+        click.echo(member.setup.describe(), err=True)
+    if ensemble is None:
+        return members[0].predictor, members[0].setup
+    click.echo(f"ensemble: the mean of {len(members)} models' probabilities", err=True)
+    return ensemble, ensemble.setup
+
+
+def _check_models(models, device):
+    """The task the models were trained on; refuses, before any work, what cannot run.
+
+    Raises:
+        ConfigError: a missing optional runtime, --device gpu for an ONNX or
+            LiteRT model, a GPU TensorFlow does not see, or models trained on
+            different tasks.
+    """
+    from bratskeras import devices, model_setup, runtimes
+    from bratskeras.ensemble import check_tasks
+
+    for model in models:
+        runtimes.check_runtime(model)  # a missing optional runtime is refused before any work
+        devices.check_model_device(device, model)
+    devices.tensorflow_device(device)  # a GPU that is not there
+    tasks = [(model, model_setup.run_task(model)) for model in models]
+    check_tasks(tasks)
+    return tasks[0][1]
+
+
 @click.command("predict")
-@click.argument("model", type=MODEL_SOURCE)  # run dir, .keras, pretrained:NAME, SavedModel folder, .onnx, .tflite
+# Each MODEL: run dir, .keras, pretrained:NAME, SavedModel folder, .onnx, .tflite; several are an ensemble.
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=MODEL_SOURCE)
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -90,27 +164,32 @@ def _window_progress(case):
 @click.option("--spacing", help="Voxel size in mm to predict at, overriding the model's contract: 3 or 3,3,2; "
                                 "'source' (or 'none'): the source grid.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--device", default="auto", show_default=True, type=DeviceType(),
+              help="Where Keras and SavedModel models run: auto (TensorFlow's choice), cpu, gpu (GPU 0) or "
+                   "gpu:N. ONNX and LiteRT models run on the CPU.")
 @needs_tensorflow
-def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
-                    save_probabilities, spacing, overwrite):
+def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
+                    save_probabilities, spacing, overwrite, device):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid.
 
     MODEL is a run directory, a .keras file, pretrained:NAME (`bratskeras
     pretrained` lists them), or an exported SavedModel folder, .onnx or
     .tflite file; its input contract (modalities, spacing,
     normalisation, crop, target) says how cases are prepared for it.
+    Several MODELs are an ensemble: each runs on its own contract, and the
+    mean of their probabilities is decoded (they must agree on target,
+    task and modalities).
     """
-    from bratskeras import inference, layouts, model_setup, runtimes, tiling
+    from bratskeras import inference, layouts, tiling
     from bratskeras.cli.models import parse_shape, parse_spacing
 
-    runtimes.check_runtime(model)  # a missing optional runtime is refused before any work
+    model_task = _check_models(models, device)
     spacing_override = parse_spacing(spacing, allow_source=True) if spacing is not None else None
     postprocess = tuple(parse_postprocess(s) for s in steps)
     windows = tiling.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
                                     overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
-                                         save_probabilities=save_probabilities)
-    model_task = model_setup.run_task(model)
+                                         save_probabilities=save_probabilities, device=device)
     _check_steps_for(postprocess, model_task)
     # A task model reads its input as that task unless the user said otherwise.
     dataset = layouts.discover(input_dir, task=task or model_task)
@@ -118,19 +197,11 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
-    network, setup = model_setup.load_predictor(model)
-    if spacing is not None:
-        setup = model_setup.override_spacing(setup, spacing_override)
-    if setup.source == model_setup.GUESSED:
-        guess = setup.contract
-        click.echo(f"warning: {model}: no input contract (no run config.json, none stored in the model); guessed "
-                   f"from its channel counts: modalities {','.join(guess.modalities)}, target {guess.target}, "
-                   f"crop {guess.crop}, the source grid", err=True)
+    network, setup = _load_models(models, device, spacing is not None, spacing_override)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
     for line in dataset.ignored:
         click.echo(f"ignored: {line}", err=True)
-    click.echo(setup.describe(), err=True)
     click.echo(f"{len(cases)} case(s)", err=True)
 
     def on_case(result):
