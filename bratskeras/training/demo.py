@@ -35,6 +35,9 @@ class DemoData:
             anatomy.SETTINGS name), or None for the training ones.
         voxel_mm: voxel size of the training cases (anatomy only).
         heldout_shape: (D, H, W) of the held-out cases, at 1 mm (None: `shape`).
+        generator: the `synth --kind` that writes its phantoms (None: the
+            demo's own name). A demo whose overrides hold "init_from"
+            fine-tunes that model (fit --init-from) instead of training anew.
     """
 
     shape: tuple
@@ -44,6 +47,7 @@ class DemoData:
     heldout_settings: str | None = None
     voxel_mm: float = 1.0
     heldout_shape: tuple | None = None
+    generator: str | None = None  # the synth kind of its phantoms (None: the demo's own name)
 
 
 _COMMON = {"batch_size": 2, "patch_size": (48, 48, 40), "early_stopping_patience": 0, "checkpoint_every": 5}
@@ -72,6 +76,14 @@ DEMOS = {
                          overrides={**_COMMON, "epochs": 40, "steps_per_epoch": 20, "crop": "bbox",
                                     "spacing": (3.0, 3.0, 3.0), "patch_size": (48, 48, 40),
                                     "learning_rate": 2e-3, "augmentation": "paper"}),
+    # The shipped model fine-tuned on SynthSeg-style heads at its own 2 mm (its contract: spacing, crop and
+    # patch come from it), at a tenth of its first stage's rate: what a user does with a pretrained model,
+    # and a demo model that keeps the shipped model's transfer to real scans.
+    "finetune": DemoData(shape=(120, 120, 78), voxel_mm=2.0, cases=12, heldout_cases=2, generator="synthseg",
+                         heldout_shape=(240, 240, 155), heldout_settings="heldout",
+                         overrides={"init_from": "pretrained:brats-glioma-synth-lightweight", "batch_size": 2,
+                                    "early_stopping_patience": 0, "checkpoint_every": 5, "epochs": 12,
+                                    "steps_per_epoch": 20, "learning_rate": 2e-4, "augmentation": "paper"}),
 }
 # What `bratskeras fit` without a DATA_DIR trains on.
 DEMO_KIND = "anatomy"
@@ -126,8 +138,8 @@ def write_demo_data(folder, seed=0, kind=DEMO_KIND):
 
     train_dir, heldout_dir = demo_folders(folder)
     spec = DEMOS[kind]
-    synth.write_dataset(train_dir, cases=spec.cases, shape=spec.shape, layout="brats2020", seed=seed, kind=kind,
-                        voxel_mm=spec.voxel_mm)
+    synth.write_dataset(train_dir, cases=spec.cases, shape=spec.shape, layout="brats2020", seed=seed,
+                        kind=spec.generator or kind, voxel_mm=spec.voxel_mm)
     return train_dir, write_heldout(heldout_dir, seed + HELDOUT_SEED_OFFSET, kind)
 
 
@@ -142,5 +154,5 @@ def write_heldout(folder, seed=1000, kind=DEMO_KIND):
     spec = DEMOS[kind]
     extra = {"settings": spec.heldout_settings} if spec.heldout_settings else {}
     synth.write_dataset(folder, cases=spec.heldout_cases, shape=spec.heldout_shape or spec.shape,
-                        layout="brats2020", seed=seed, kind=kind, **extra)
+                        layout="brats2020", seed=seed, kind=spec.generator or kind, **extra)
     return folder
