@@ -1,7 +1,10 @@
 """`fit`: one function from a TrainConfig and a dataset folder to a trained run.
 
-Data flow, one named step each: prepare the cases (training.prepare:
-inspect, split, cache) -> check the patch size (training.checks) -> process
+Data flow, one named step each: on --resume, verify the run folder
+(run_dir.check_resume: writable, same configuration, a readable state, an
+epoch budget not below the epochs trained) before any data is read, then
+check the data is the run's own (run_dir.check_dataset) -> prepare the
+cases (training.prepare: inspect, split, cache) -> check the patch size (training.checks) -> process
 settings (seed, determinism, precision policy) and the tf.distribute
 strategy -> the network (from `config.init_from`'s weights when it
 fine-tunes a model, training.init_from) compiled with its loss, metrics
@@ -38,7 +41,7 @@ from bratskeras.training.callbacks import (
 )
 from bratskeras.training.checks import available_memory_bytes, check_memory, check_patch_size
 from bratskeras.training.heldout import heldout_dice
-from bratskeras.training.prepare import load_cases, steps_per_epoch, train_input, validation_input
+from bratskeras.training.prepare import case_sizes, load_cases, steps_per_epoch, train_input, validation_input
 from bratskeras.training.training_model import TrainingModel
 from bratskeras.training.validation import ReplicaLossReport, WholeVolumeValidation
 
@@ -124,16 +127,18 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     from bratskeras.training import runtime
 
     runtime.check_precision(config.precision)
+    # Everything a resume can be refused for is checked before the data is read or anything written.
+    state_folder = run_files.check_resume(run_dir, config).prefix if resume else None
+    dataset = run_files.dataset_record(data_dir, case_sizes(data_dir, config.task))
+    if resume:
+        run_files.check_dataset(run_dir, dataset)
     cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
     train_cached, val_cached, skipped = load_cases(data_dir, config, cache_dir, skip_bad_cases)
     check_patch_size(config, train_cached)
-    state_folder = None
-    if resume:
-        run_files.prepare_run_dir(run_dir, config, resume=True)
-        state_folder = run_files.latest_state(run_dir)
     with process_settings(config) as (policy, precision_details):
         strategy = _strategy(config, timer)
-        model, saved = _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details)
+        model, saved = _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details,
+                                       dataset)
         finished = int(saved.get("epoch", 0))
         if saved.get("stopped") or finished >= config.epochs:
             return FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config), skipped)
@@ -208,8 +213,10 @@ def _metrics(config):
     return dice_metrics(config.target, from_logits=outputs_logits(config), scheme=config.task)
 
 
-def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details):
+def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details, dataset):
     """Builds and compiles the TrainingModel in the strategy's scope, writes the run's files.
+
+    `dataset` (run_dir.dataset_record) goes into a new run's dataset.json.
 
     Returns:
         (TrainingModel, the saved state dict of a resumed run or {}).
@@ -235,11 +242,6 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
             multi_worker=_is_multi_worker(strategy))
         model.compile(optimizer=make_optimizer(config), loss=_loss(config), metrics=_metrics(config),
                       jit_compile=xla)
-        if not resume and chief:
-            run_files.prepare_run_dir(run_dir, config, resume=False)
-        if chief:
-            run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
-                runtime.describe(policy, precision_details, strategy, xla), indent=2))
         # The optimizer's variables are made here, not inside the first train step: without a
         # tf.distribute strategy Keras 3.15 builds them while tracing the train function, and a
         # tf.function that creates variables on its first call traces that call twice (about 3 s of
@@ -249,6 +251,12 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
         if state_folder is not None:
             saved = run_files.load_state(state_folder, network, model.optimizer)
             model.optimizer.learning_rate.assign(saved["learning_rate"])
+        # Last: a resumed run's config.json (its epoch budget) and dataset.json change only once its state
+        # has loaded, i.e. after every check passed.
+        if chief:
+            run_files.prepare_run_dir(run_dir, config, resume, dataset)
+            run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
+                runtime.describe(policy, precision_details, strategy, xla), indent=2))
     return model, saved
 
 
