@@ -213,10 +213,10 @@ def _metrics(config):
     return dice_metrics(config.target, from_logits=outputs_logits(config), scheme=config.task)
 
 
-def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details, dataset):
+def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details, dataset=None):
     """Builds and compiles the TrainingModel in the strategy's scope, writes the run's files.
 
-    `dataset` (run_dir.dataset_record) goes into a new run's dataset.json.
+    `dataset` (run_dir.dataset_record, or None) goes into the run's dataset.json.
 
     Returns:
         (TrainingModel, the saved state dict of a resumed run or {}).
