@@ -210,9 +210,10 @@ def check_resume(run_dir, config):
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(config_path):
         raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
-    for folder in (run_dir, os.path.join(run_dir, STATE_DIR), os.path.join(run_dir, "checkpoints")):
-        if folder == run_dir or os.path.isdir(folder):
-            outputs.ensure_writable_folder(folder)
+    outputs.ensure_writable_folder(run_dir)
+    for sub in (STATE_DIR, "checkpoints"):
+        if os.path.isdir(os.path.join(run_dir, sub)):
+            outputs.ensure_writable_folder(os.path.join(run_dir, sub))
     differences = _differences(read_run_config(config_path).comparable(), config.comparable())
     if differences:
         raise ConfigError(f"{run_dir}: cannot resume with a different configuration ({'; '.join(differences)})")
