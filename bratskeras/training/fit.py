@@ -2,14 +2,16 @@
 
 Data flow, one named step each: on --resume, verify the run folder
 (run_dir.check_resume: writable, same configuration, a readable state, an
-epoch budget not below the epochs trained) before any data is read, then
-check the data is the run's own (run_dir.check_dataset) -> prepare the
-cases (training.prepare: inspect, split, cache) -> check the patch size (training.checks) -> process
-settings (seed, determinism, precision policy) and the tf.distribute
-strategy -> the network (from `config.init_from`'s weights when it
-fine-tunes a model, training.init_from) compiled with its loss, metrics
-and optimizer (its saved state put back on --resume) -> the run's
-callbacks -> keras fit -> held-out Dice of best.keras (training.heldout).
+epoch budget not below the epochs trained) before any data is read, and
+that the data is the run's own (run_dir.check_dataset) -> prepare the
+cases (training.prepare: inspect, split, cache) -> check the patch size
+(training.checks) -> process settings (seed, determinism, precision
+policy) and the tf.distribute strategy -> the network (from
+`config.init_from`'s weights when it fine-tunes a model,
+training.init_from) compiled with its loss, metrics and optimizer (its
+saved state put back on --resume) -> the run's files (config.json,
+dataset.json, runtime.json) -> the run's callbacks -> keras fit ->
+held-out Dice of best.keras (training.heldout).
 
 Global state: `fit` changes the process's Keras dtype policy, the Python,
 numpy and TensorFlow random seeds and, with `deterministic`, TensorFlow's op
@@ -121,7 +123,10 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
 
     Raises:
         DataError, ConfigError, OutputExistsError: bad data, flags or run dir;
-        ConfigError also when the limit ends before the first epoch does.
+        ConfigError also when the limit ends before the first epoch does,
+        and for a resume whose state is damaged, whose data is not the
+        run's, or whose --epochs is below the epochs trained.
+        OutputError: a run folder to resume that is not writable.
     """
     timer = TimeLimit(time_limit) if time_limit is not None else None  # counts data preparation too
     from bratskeras.training import runtime
