@@ -429,6 +429,9 @@ def test_cli_resume_starts_from_the_saved_configuration(finished_run, dataset, t
     assert [int(r["epoch"]) for r in history_rows(run_dir)] == [1, 2, 3]
     refused = CliRunner().invoke(cli, ["fit", dataset, "--resume", run_dir, "--learning-rate", "0.1"])
     assert refused.exit_code == 1 and "learning_rate: saved 0.0005, asked 0.1" in refused.output
+    # A run remembers its data folder (dataset.json, tests/test_reliability_resume.py); one written before
+    # runs did needs DATA_DIR.
+    os.remove(os.path.join(run_dir, run_files.DATASET_FILE))
     no_data = CliRunner().invoke(cli, ["fit", "--resume", run_dir])
     assert no_data.exit_code != 0 and "DATA_DIR" in no_data.output
 

@@ -1,6 +1,7 @@
 """`bratskeras models` and `bratskeras summary`: the registry and layer tables."""
 
 import json
+import os
 
 import click
 
@@ -81,7 +82,11 @@ def _summary_model(name, input_shape):
         return build_model(name, input_shape=parse_shape(input_shape, 4, "--input-shape") if input_shape else None), name
     if input_shape:
         raise ConfigError(f"--input-shape builds a registry model; {name} is loaded as it was trained")
-    return load_model(name), pretrained.read_model(pretrained.resolve(name)).config["model"]
+    from bratskeras.training.config import read_config_file
+
+    folder = pretrained.resolve(name)
+    read_config_file(os.path.join(folder, pretrained.CONFIG_FILE))  # every field checked, as predict reads it
+    return load_model(name), pretrained.read_model(folder).config["model"]
 
 
 @click.command("summary")
