@@ -14,13 +14,15 @@ _cpu.prepare_tensorflow()
 
 _LAZY = {
     "build_model": "bratskeras.models",
-    "list_models": "bratskeras.models",
+    "custom_objects": "bratskeras.models",
+    "list_models": "bratskeras.model_presets",
     "load_model": "bratskeras.models",
 }
 
 
 def __getattr__(name):
-    # Lazy so that `import bratskeras` (and `bratskeras --help`) does not pull in TensorFlow.
+    # Lazy so that `import bratskeras` (and `bratskeras --help`) does not pull in TensorFlow;
+    # bratskeras.models imports it without its start-up lines (bratskeras.quiet).
     if name in _LAZY:
         import importlib
 

@@ -131,21 +131,29 @@ def read_patch(array, start, patch_size):
     return preprocessing.crop(array, geometry)
 
 
+def round_order(seed, round_index, n):
+    """The permutation (n,) of case positions for pass `round_index` over `n` cases: a pure function of its arguments."""
+    return np.random.default_rng([seed, round_index]).permutation(n)
+
+
 class _TrainSampler:
-    """numpy side of the training pipeline: element index -> (image, classes)."""
+    """numpy side of the training pipeline: element index -> (image, classes).
+
+    Called from tf.data's parallel map threads, so it keeps no state that a
+    call changes: each call derives its pass's case order from (seed, pass)
+    (a shared "latest order" dict once raced at a pass boundary: KeyError).
+    """
 
     def __init__(self, cached_cases, config):
         self.arrays = [case.load() for case in cached_cases]
         self.config = config
-        self.orders = {}
 
     def case_index(self, index):
+        """The case of element `index`: position index % n of pass index // n's shuffled order."""
         n = len(self.arrays)
         rounds, position = divmod(index, n)
-        if rounds not in self.orders:
-            # One shuffled pass over the cases per `n` elements; only the latest is kept.
-            self.orders = {rounds: np.random.default_rng([self.config.seed, rounds]).permutation(n)}
-        return self.orders[rounds][position]
+        # Drawing an n-permutation costs microseconds beside reading a patch: no cache to share.
+        return round_order(self.config.seed, rounds, n)[position]
 
     def __call__(self, index):
         index = int(index)

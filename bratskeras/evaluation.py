@@ -19,7 +19,7 @@ same in both); for the other 2023-2025 tasks, the reference's task (from its
 case folders, or `task`). `task` also names the scheme of a flat reference
 folder.
 
-Per-case metrics come from `metrics.case_metrics` (keys
+Per-case metrics come from `voxelwise.case_metrics` (keys
 "<metric>_<structure>", see that module) with the reference header's spacing,
 on the classic classes (labels.LabelScheme.classic). With `lesion_wise`,
 every row also has "lesion_wise": {group: {metric: value}} from
@@ -40,11 +40,13 @@ from importlib import resources
 
 import numpy as np
 
-from bratskeras import labels, layouts, lesionwise, metrics, volumes
+from bratskeras import labels, layouts, lesionwise, volumes, voxelwise
 from bratskeras.errors import BratsKerasError, DataError, user_message
 
-METRIC_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in metrics.STRUCTURES)
+METRIC_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in voxelwise.STRUCTURES)
 SUMMARY_STATS = ("mean", "std", "median", "p25", "p75")
+# Version of summary.json's layout (Evaluation.summary_json, docs/evaluation.md).
+SUMMARY_FORMAT = "bratskeras-evaluation-summary/1"
 _LABEL_FILE_RE = re.compile(r"^(?P<id>.+?)(_seg)?\.nii(\.gz)?$")
 
 
@@ -78,7 +80,8 @@ class Pairing:
     pairs: list = field(default_factory=list)  # (Reference, prediction path)
     missing: list = field(default_factory=list)  # References without a prediction
     extra: list = field(default_factory=list)  # prediction paths without a reference
-    skipped: list = field(default_factory=list)  # reference folders that could not be read
+    skipped: list = field(default_factory=list)  # reference inputs discovery left out (problem lines)
+    ignored: list = field(default_factory=list)  # reference inputs not used, with the reason (not problems)
 
 
 def find_references(ref_dir, task=None):
@@ -90,21 +93,26 @@ def find_references(ref_dir, task=None):
             folders, or a flat folder, whose values then need not tell).
 
     Returns:
-        (list of Reference, one line per folder discovery could not read).
+        (list of Reference, one problem line per input discovery left out,
+        one line per input not used with its reason).
 
     Raises:
-        DataError: no labelled case found.
+        DataError: no labelled case found; a case id found in several
+            folders (one prediction cannot be scored against two references);
+            a layout folder discovery refuses (several tasks or layouts: its
+            message says what to pass), which is not read as a flat folder.
     """
     ref_dir = os.fspath(ref_dir)
     try:
         dataset = layouts.discover(ref_dir, task=task)
-    except DataError:
+    except layouts.NoCasesFound:
         dataset = None
     if dataset is not None:
+        dataset.refuse_duplicates()
         refs = [Reference(c.id, c.label_scheme, path=c.seg, case=c) for c in dataset.cases if c.seg]
         if not refs:
             raise DataError(f"{ref_dir}: no labelled cases ({len(dataset.cases)} case(s) without label files)")
-        return refs, list(dataset.skipped)
+        return refs, list(dataset.skipped), list(dataset.ignored)
     refs = {}
     for name in sorted(os.listdir(ref_dir)) if os.path.isdir(ref_dir) else []:
         match = _LABEL_FILE_RE.match(name)
@@ -114,7 +122,7 @@ def find_references(ref_dir, task=None):
                                                          path=os.path.join(ref_dir, name)))
     if not refs:
         raise DataError(f"{ref_dir}: no reference label files (a BraTS layout, or <id>.nii.gz / <id>_seg.nii.gz)")
-    return list(refs.values()), []
+    return list(refs.values()), [], []
 
 
 def find_predictions(pred_dir):
@@ -135,8 +143,8 @@ def find_predictions(pred_dir):
 def pair(pred_dir, ref_dir, task=None):
     """Pairs predictions with references by case id (see Pairing)."""
     predictions = find_predictions(pred_dir)
-    references, skipped = find_references(ref_dir, task)
-    result = Pairing(skipped=skipped)
+    references, skipped, ignored = find_references(ref_dir, task)
+    result = Pairing(skipped=skipped, ignored=ignored)
     for ref in sorted(references, key=lambda r: r.case_id):
         if ref.case_id in predictions:
             result.pairs.append((ref, predictions[ref.case_id]))
@@ -153,9 +161,18 @@ def _load_prediction(path, reference_image, scheme):
         problem = volumes.geometry_problem(path, image, "reference", reference_image)
         if problem:
             raise DataError(problem)
+    return prediction_classes(array, scheme, path)
+
+
+def prediction_classes(values, scheme, source):
+    """A predicted label map -> class indices (D, H, W) uint8 of the reference's `scheme` (module docstring).
+
+    2017-2023 glioma predictions say by their values which release they use
+    (both have the same classes); every other task's are read in its scheme.
+    """
     if scheme not in _VALUE_DETECTED:
-        return labels.labels_to_classes(array, scheme, source=path)
-    classes, _ = labels.label_map_to_classes(array, scheme, path)
+        return labels.labels_to_classes(values, scheme, source=source)
+    classes, _ = labels.label_map_to_classes(values, scheme, source)
     return classes
 
 
@@ -183,7 +200,7 @@ def score_case(reference, prediction_path, lesion_wise=False):
     """
     pred_classes, ref_classes, spacing = _load_pair(reference, prediction_path)
     scheme = labels.get_scheme(reference.scheme)
-    scores = metrics.case_metrics(labels.to_classic(pred_classes, scheme), labels.to_classic(ref_classes, scheme),
+    scores = voxelwise.case_metrics(labels.to_classic(pred_classes, scheme), labels.to_classic(ref_classes, scheme),
                                   spacing)
     if lesion_wise:
         values = np.asarray(scheme.labels, dtype=np.uint8)
@@ -192,13 +209,13 @@ def score_case(reference, prediction_path, lesion_wise=False):
 
 
 def structure_voxels(reference, prediction_path, structure):
-    """(reference voxels, predicted voxels) of a metrics.STRUCTURES structure in one pair, as score_case reads it.
+    """(reference voxels, predicted voxels) of a voxelwise.STRUCTURES structure in one pair, as score_case reads it.
 
     An empty prediction when `prediction_path` is None (a missing or unreadable one, as `evaluate` scores it).
     """
     pred_classes, ref_classes, _ = _load_pair(reference, prediction_path)
     scheme = labels.get_scheme(reference.scheme)
-    return tuple(int(np.count_nonzero(metrics.structure_mask(labels.to_classic(c, scheme), structure)))
+    return tuple(int(np.count_nonzero(voxelwise.structure_mask(labels.to_classic(c, scheme), structure)))
                  for c in (ref_classes, pred_classes))
 
 
@@ -211,6 +228,7 @@ class Evaluation:
     missing: list
     extra: list
     failed: list  # "message" per case that could not be read
+    ignored: list = field(default_factory=list)  # reference inputs not used, with the reason
 
     @property
     def ok(self):
@@ -218,9 +236,20 @@ class Evaluation:
         return not (self.missing or self.failed)
 
     def to_dict(self):
-        """The JSON document: {"cases": [...], "summary": {...}, "missing", "extra", "failed"}."""
+        """The JSON document: {"cases": [...], "summary": {...}, "missing", "extra", "failed", "ignored"}."""
         return {"cases": self.rows, "summary": self.summary, "missing": self.missing,
-                "extra": self.extra, "failed": self.failed}
+                "extra": self.extra, "failed": self.failed, "ignored": self.ignored}
+
+    def summary_json(self, pred_dir, ref_dir, task=None):
+        """The text of summary.json (docs/evaluation.md): to_dict() with a format version and its inputs.
+
+        NaN and infinite values (lesion-wise statistics of an empty group)
+        are written as Python's json writes them (NaN, Infinity).
+        """
+        document = {"format": SUMMARY_FORMAT, "predictions": os.path.abspath(pred_dir),
+                    "references": os.path.abspath(ref_dir), "task": task,
+                    "statistics": list(SUMMARY_STATS) + ["n"], **self.to_dict()}
+        return json.dumps(document, indent=1) + "\n"
 
 
 def evaluate(pred_dir, ref_dir, on_case=None, lesion_wise=False, task=None, workers=1):
@@ -245,7 +274,9 @@ def evaluate(pred_dir, ref_dir, on_case=None, lesion_wise=False, task=None, work
     rows, failed = [], list(pairing.skipped)
     todo = [(ref, path) for ref, path in pairing.pairs] + [(ref, None) for ref in pairing.missing]
     todo.sort(key=lambda item: item[0].case_id)
-    jobs = [(ref, path, lesion_wise) for ref, path in todo]
+    # Without a task, references whose folders another task shares (BraTS-GLI) are read as the
+    # folder's scheme; one with the other task's labels stops the whole run (_score_or_empty).
+    jobs = [(ref, path, lesion_wise, task is None) for ref, path in todo]
     for (ref, path), (scored, errors) in zip(todo, _map(_score_or_empty, jobs, workers)):
         failed.extend(errors)
         if scored is None:
@@ -259,19 +290,29 @@ def evaluate(pred_dir, ref_dir, on_case=None, lesion_wise=False, task=None, work
     if lesion_wise:
         summary["lesion_wise"] = lesionwise_summary(rows)
     return Evaluation(rows=rows, summary=summary, missing=[r.case_id for r in pairing.missing],
-                      extra=pairing.extra, failed=failed)
+                      extra=pairing.extra, failed=failed, ignored=pairing.ignored)
 
 
 def _score_or_empty(job):
-    """((metrics, status) or None, error lines) of one (reference, prediction path, lesion_wise) job.
+    """((metrics, status) or None, error lines) of one (reference, prediction path, lesion_wise, guessed) job.
 
     An unreadable prediction is reported and scored as an empty one (status
     "unreadable"); None when the reference itself cannot be read.
+
+    Raises:
+        labels.ForeignLabelsError: `guessed` (no task was named) and the
+            reference has labels of a task that shares its folders (2024
+            post-treatment gli in BraTS-GLI folders): the dataset's task, not
+            this case, is wrong, and the error's line says which --task to pass.
     """
-    reference, prediction_path, lesion_wise = job
+    reference, prediction_path, lesion_wise, guessed = job
     try:
         return (score_case(reference, prediction_path, lesion_wise),
                 "ok" if prediction_path else "missing"), []
+    except labels.ForeignLabelsError as error:
+        if guessed and error.source == reference.path and labels.folder_twins(error.scheme, error.values):
+            raise
+        errors = [user_message(error)]
     except (BratsKerasError, ValueError) as error:
         errors = [user_message(error)]
     if prediction_path is None:
@@ -287,8 +328,12 @@ def _map(function, items, workers):
     if workers <= 1 or len(items) <= 1:
         yield from map(function, items)
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(items)))
+    try:
         yield from pool.map(function, items)
+    finally:
+        # An error that stops the run (a dataset of another task) need not wait for the queued cases.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def summarize(rows):
@@ -309,6 +354,26 @@ def metrics_csv_kind():
     from bratskeras import outputs
 
     return outputs.text_file_kind("metrics CSV", ",".join(["id", "status", *METRIC_KEYS]))
+
+
+def summary_json_kind():
+    """ArtefactKind of summary.json (`Evaluation.summary_json`): JSON whose "format" is a SUMMARY_FORMAT version."""
+    from bratskeras import outputs
+
+    def problem(path):
+        if os.path.islink(path) or not os.path.isfile(path):
+            return "not a regular file"
+        try:
+            with open(path) as stream:
+                document = json.load(stream)
+        except (OSError, ValueError):
+            return "not JSON"
+        fmt = document.get("format") if isinstance(document, dict) else None
+        if not isinstance(fmt, str) or fmt.rpartition("/")[0] != SUMMARY_FORMAT.rpartition("/")[0]:
+            return f"no \"format\": \"{SUMMARY_FORMAT}\" in it"
+        return None
+
+    return outputs.ArtefactKind("evaluation summary JSON", False, problem)
 
 
 def rows_to_csv(rows):
@@ -365,11 +430,16 @@ def _challenge_value(row, group, name):
 
 
 def lesionwise_table(summary):
-    """The lesion-wise summary's means as aligned text: one line per group, one column per metric."""
-    names = lesionwise.METRICS
-    lines = [f"{'group':<8}" + "".join(f"{n:>16}" for n in names)]
-    for group, stats in summary.items():
-        lines.append(f"{group:<8}" + "".join(f"{stats[n]['mean']:>16.4f}" for n in names))
+    """The lesion-wise summary's means as aligned text: one line per metric, one column per group.
+
+    Metrics down and groups across keeps the table within about 80 columns
+    for every task (ped's six groups: 16 + 6 x 10); the files (--out CSV,
+    summary.json) hold every value.
+    """
+    groups = list(summary)
+    lines = [f"{'metric':<16}" + "".join(f"{g:>10}" for g in groups)]
+    for name in lesionwise.METRICS:
+        lines.append(f"{name:<16}" + "".join(f"{summary[g][name]['mean']:>10.4f}" for g in groups))
     return "\n".join(lines)
 
 

@@ -8,6 +8,11 @@ Data flow of one case (nnU-Net's order):
     source grid -> labels of the chosen scheme -> uint8 NIfTI with the source
     affine and header
 
+An ensemble (bratskeras.ensemble.Ensemble, several models) runs each model
+up to its probabilities, brings them to the source grid and adds them into
+one running sum; the mean goes through classes -> postprocess -> labels
+once, on the source grid.
+
 Arrays are channels last: images (D, H, W, C), probabilities (D, H, W, K);
 D, H, W are the NIfTI voxel axes i, j, k.
 
@@ -32,6 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bratskeras import inspection, labels, outputs, postprocessing, targets, volumes
+from bratskeras.devices import placement
+from bratskeras.ensemble import Ensemble
 from bratskeras.errors import BratsKerasError, DataError, ModelError, OutputExistsError, user_message
 from bratskeras.model_setup import effective_settings
 from bratskeras.preprocessing import preprocess, restore_grid, uncrop
@@ -98,13 +105,18 @@ class PredictSettings:
         label_scheme: a labels.SCHEMES name or None (the input's release or task);
             the model's classic classes are written through LabelScheme.from_classic.
         postprocess: steps for postprocessing.postprocess, applied on the crop.
-        save_probabilities: also write OUTPUT_DIR/probabilities/<id>.nii.gz.
+        save_probabilities: also write OUTPUT_DIR/probabilities/<id>.nii.gz
+            (an ensemble's: the mean).
+        device: where the model runs, a bratskeras.devices string ("auto",
+            "cpu", "gpu", "gpu:N"); None: TensorFlow's default placement. A
+            tf.device scope around the model calls: nothing process-wide changes.
     """
 
     windows: WindowSettings = WindowSettings()
     label_scheme: str | None = None
     postprocess: tuple = field(default_factory=tuple)
     save_probabilities: bool = False
+    device: str | None = None
 
 
 def predict_case(network, setup, case, settings=PredictSettings(), progress=None):
@@ -113,11 +125,13 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     Args:
         network: the predictor from `model_setup.load_predictor`: a Keras
             probability model or an exported model's runtime
-            (bratskeras.runtimes), (B, d, h, w, C) -> probabilities.
-        setup: its ModelSetup (the contract's modalities, preprocessing and target).
+            (bratskeras.runtimes), (B, d, h, w, C) -> probabilities; or an
+            ensemble.Ensemble of such models (`_predict_ensemble_case`).
+        setup: its ModelSetup (the contract's modalities, preprocessing and
+            target); an Ensemble's `.setup`.
         case: layouts.Case.
         settings: PredictSettings.
-        progress: optional callable(done, total) over windows.
+        progress: optional callable(done, total) over windows (per model of an ensemble).
 
     Returns:
         (label_map uint8 (D, H, W) in the chosen scheme, probabilities float32
@@ -125,26 +139,79 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
         volumes.read_case plus "input_warning": the line naming how the input
         differs from BraTS's (inspection.case_input_warning), or None).
     """
-    image, _, properties = volumes.read_case(case, setup.modalities, with_labels=False)
-    properties["input_warning"] = inspection.case_input_warning(case.id, image, properties["spacing"],
-                                                                setup.modalities)
-    cropped, _, geometry = preprocess(image, None, setup.preprocess, spacing=properties["spacing"])
-    windows = effective_settings(setup, settings.windows, cropped.shape[:3])
-    probabilities = sliding_window_predict(network, cropped, windows, progress)
-    # At the model's spacing (if it has one) -> the crop's grid, as probabilities (nnU-Net's order).
-    probabilities = restore_grid(probabilities, geometry)
+    if isinstance(network, Ensemble):
+        return _predict_ensemble_case(network, case, settings, progress)
+    image, properties = _read_input(case, setup.modalities)
+    probabilities, geometry = _crop_probabilities(network, setup, image, properties["spacing"], settings, progress)
     classes = targets.output_to_classes(probabilities, setup.target, scheme=setup.task)
     if settings.postprocess:
         classes = _postprocess(classes, setup, settings.postprocess)
     label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
-        source_probabilities = uncrop(probabilities, geometry)
-        if not targets.get_target(setup.target).binary:
-            # Outside the crop is background (channel 0 of the classes) with certainty.
-            outside = uncrop(np.ones(geometry["size"], dtype=bool), geometry) == 0
-            source_probabilities[outside, 0] = 1.0
+        source_probabilities = _on_source_grid(probabilities, geometry, setup.target)
     return label_map, source_probabilities, properties
+
+
+def _predict_ensemble_case(ensemble, case, settings, progress):
+    """`predict_case` of an Ensemble: the mean of its members' probabilities on the source grid, decoded once.
+
+    Each member is run on its own preprocessing of the case (spacing, crop)
+    and brought back to the source grid; one running sum (D, H, W, K) is
+    kept beside the current member's probabilities. Post-processing runs on
+    the source grid (a single model's runs on its crop; outside every
+    member's crop there is only background, so only average_pool near a
+    crop's edge can differ).
+    """
+    setup = ensemble.setup
+    image, properties = _read_input(case, setup.modalities)
+    total = None
+    for member in ensemble.members:
+        probabilities, geometry = _crop_probabilities(member.predictor, member.setup, image, properties["spacing"],
+                                                      settings, progress)
+        source = _on_source_grid(probabilities, geometry, setup.target)
+        del probabilities  # the crop's copy is no longer needed: keep one member's probabilities at a time
+        if total is None:
+            total = source
+        else:
+            total += source
+    mean = total
+    mean /= len(ensemble.members)  # in place: the sum's memory becomes the mean's
+    classes = targets.output_to_classes(mean, setup.target, scheme=setup.task)
+    if settings.postprocess:
+        classes = _postprocess(classes, setup, settings.postprocess)
+    label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)
+    return label_map, mean if settings.save_probabilities else None, properties
+
+
+def _read_input(case, modalities):
+    """(image (D, H, W, C) of `modalities`, properties from volumes.read_case plus "input_warning")."""
+    image, _, properties = volumes.read_case(case, modalities, with_labels=False)
+    properties["input_warning"] = inspection.case_input_warning(case.id, image, properties["spacing"], modalities)
+    return image, properties
+
+
+def _crop_probabilities(network, setup, image, spacing, settings, progress):
+    """(probabilities float32 (d, h, w, K) on the crop's grid of `setup`'s preprocessing, its crop geometry).
+
+    The model runs on settings.device (bratskeras.devices.placement).
+    """
+    cropped, _, geometry = preprocess(image, None, setup.preprocess, spacing=spacing)
+    windows = effective_settings(setup, settings.windows, cropped.shape[:3])
+    with placement(settings.device):
+        probabilities = sliding_window_predict(network, cropped, windows, progress)
+    # At the model's spacing (if it has one) -> the crop's grid, as probabilities (nnU-Net's order).
+    return restore_grid(probabilities, geometry), geometry
+
+
+def _on_source_grid(probabilities, geometry, target):
+    """Probabilities (d, h, w, K) on a crop -> (D, H, W, K) on the source grid; outside the crop, background."""
+    source_probabilities = uncrop(probabilities, geometry)
+    if not targets.get_target(target).binary:
+        # Outside the crop is background (channel 0 of the classes) with certainty.
+        outside = uncrop(np.ones(geometry["size"], dtype=bool), geometry) == 0
+        source_probabilities[outside, 0] = 1.0
+    return source_probabilities
 
 
 def _postprocess(classes, setup, steps):

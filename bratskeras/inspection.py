@@ -5,7 +5,13 @@ missing modality, missing label file (for cases expected to have one, see
 layouts.discover), extra label or unknown file, unreadable / truncated / corrupt
 file, shape or affine mismatch between a case's files, NaN/Inf voxels,
 all-zero modality, label values outside the release's scheme, missing H5
-slices. An empty or wrong folder makes `layouts.discover` raise DataError.
+slices (gaps or trailing), a header claiming more voxels than
+volumes.MAX_VOXELS or more data than its file holds; and, from discovery,
+every input left out (a duplicate case id, an unreadable folder, a broken
+case-folder symlink, an empty case folder, a renamed copy of a case). An
+empty or wrong folder makes `layouts.discover` raise DataError. Inputs that
+are not used but are no problem (layouts' module docstring) are listed as
+`ignored`, with the reason.
 
 Warnings (not problems: nothing stops on them) name, per case and image file,
 an input unlike what BraTS models are trained on (`input_findings`): voxels
@@ -28,7 +34,7 @@ from bratskeras import labels, layouts, outputs, preprocessing, volumes
 from bratskeras.errors import DataError
 
 # Part of remembered reports' keys: bump when the checks change.
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 # What every input warning says BraTS models are trained on.
 BRATS_INPUT = "BraTS models expect skull-stripped, 1 mm isotropic scans co-registered to SRI24 (240 x 240 x 155)"
 # An adult brain with its CSF, in ml; a foreground far above it holds more than a brain.
@@ -61,16 +67,21 @@ class CaseReport:
 
 @dataclass
 class DatasetReport:
-    """The layout, one CaseReport per case, and the folders discovery left out."""
+    """The layout, one CaseReport per case, and what discovery left out (layouts.Dataset's lines).
+
+    `duplicates` and `skipped_folders` are problems; `ignored` inputs are named, not problems.
+    """
 
     layout: str
     cases: list
     label_scheme: str = ""
     skipped_folders: list = field(default_factory=list)
+    duplicates: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
 
     @property
     def problems(self):
-        return self.skipped_folders + [p for case in self.cases for p in case.problems]
+        return self.duplicates + self.skipped_folders + [p for case in self.cases for p in case.problems]
 
     @property
     def warnings(self):
@@ -78,7 +89,7 @@ class DatasetReport:
 
     def to_dict(self):
         return {"layout": self.layout, "label_scheme": self.label_scheme, "cases": [c.to_dict() for c in self.cases],
-                "skipped_folders": self.skipped_folders}
+                "skipped_folders": self.skipped_folders, "duplicates": self.duplicates, "ignored": self.ignored}
 
 
 def inspect_dataset(root, layout=None, cache_dir=None, task=None):
@@ -100,7 +111,8 @@ def inspect_dataset(root, layout=None, cache_dir=None, task=None):
     dataset = layouts.discover(root, layout, task=task)
     check = inspect_case if cache_dir is None else (lambda case: _remembered_report(case, cache_dir))
     return dataset, DatasetReport(layout=dataset.layout, cases=[check(c) for c in dataset.cases],
-                                  label_scheme=dataset.label_scheme, skipped_folders=list(dataset.skipped))
+                                  label_scheme=dataset.label_scheme, skipped_folders=list(dataset.skipped),
+                                  duplicates=list(dataset.duplicates), ignored=list(dataset.ignored))
 
 
 def _remembered_report(case, cache_dir):
@@ -110,7 +122,8 @@ def _remembered_report(case, cache_dir):
     key = cache.digest({"version": REPORT_VERSION, "scheme": case.label_scheme,
                         "sources": cache.source_stats(case.source_files()),
                         "extra": sorted(case.extra_files), "modalities": sorted(case.modalities),
-                        "seg": case.seg, "expects_seg": case.expects_seg})
+                        "seg": case.seg, "expects_seg": case.expects_seg,
+                        "expected_slices": case.expected_slices})
     path = os.path.join(os.fspath(cache_dir), "inspection", f"{case.id}-{key}.json")
     if os.path.exists(path):
         with open(path) as stream:
@@ -262,15 +275,33 @@ def require_clean(dataset, report, skip_bad=False):
     """The cases to use: all of them, or the clean ones when `skip_bad`.
 
     Returns:
-        (cases without problems, list of "<case id>: <problem>" lines skipped).
+        (cases without problems, lines to print: every problem skipped, then
+        every ignored input with its reason).
 
     Raises:
-        DataError: some case has a problem, or a folder could not be read, and
-            `skip_bad` is False; the message counts them and quotes the first.
+        DataError: some case or input has a problem (a duplicate case id, a
+            folder left out) and `skip_bad` is False; the message counts them
+            and quotes the first. With `skip_bad`, when no case is left: the
+            message counts the bad cases and quotes the first few problems.
     """
     bad = {case.id for case in report.cases if case.problems}
     problems = report.problems
     if problems and not skip_bad:
-        where = f"{len(bad)} case(s)" + (f" and {len(report.skipped_folders)} folder(s)" if report.skipped_folders else "")
-        raise DataError(f"{len(problems)} problem(s) in {where}, first: {problems[0]}")
-    return [case for case in dataset.cases if case.id not in bad], problems
+        raise DataError(f"{len(problems)} problem(s) in {_where(report, bad)}, first: {problems[0]}")
+    clean = [case for case in dataset.cases if case.id not in bad]
+    if problems and not clean:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        raise DataError(f"all {len(bad) + len(report.duplicates)} case(s) have problems, none is left to use "
+                        f"({len(problems)} problem(s) in {_where(report, bad)}): {shown}")
+    # Ignored inputs end in "not read": printed beside the skipped problems, none goes unnamed.
+    return clean, problems + list(report.ignored)
+
+
+def _where(report, bad):
+    """"3 case(s)", "... and 2 duplicate case id(s)", "... and 1 input(s) left out": where problems are."""
+    parts = [f"{len(bad)} case(s)"]
+    if report.duplicates:
+        parts.append(f"{len(report.duplicates)} duplicate case id(s)")
+    if report.skipped_folders:
+        parts.append(f"{len(report.skipped_folders)} input(s) left out")
+    return " and ".join(parts)

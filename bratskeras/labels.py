@@ -47,6 +47,17 @@ REGIONS = ("WT", "TC", "ET")
 # Which classes make up each region, in REGIONS order.
 REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
+# Display colour (RGB in 0..1) of every structure a scheme names, shared by synonyms (the papers' NCR
+# green, ED blue, ET magenta; NETC and SNFH are the 2023+ names of NCR and ED): `show` draws each
+# scheme's classes by their names, never by class index.
+STRUCTURE_COLOURS = {
+    "NCR": (0.0, 0.8, 0.0), "NETC": (0.0, 0.8, 0.0),
+    "ED": (0.0, 0.3, 1.0), "SNFH": (0.0, 0.3, 1.0),
+    "ET": (1.0, 0.0, 1.0),
+    "RC": (1.0, 0.85, 0.0),  # resection cavity: yellow
+    "CC": (0.0, 0.9, 0.9),  # cyst: cyan
+    "GTV": (1.0, 0.45, 0.0),  # radiotherapy target: orange
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,11 @@ class LabelScheme:
         for class_index, value in enumerate(self.labels):
             table[value] = class_index
         return table
+
+    @property
+    def colours(self):
+        """{class index: RGB} of the scheme's structures (STRUCTURE_COLOURS by name), background left out."""
+        return {index: STRUCTURE_COLOURS[name] for index, name in enumerate(self.names) if index}
 
     @property
     def region_names(self):
@@ -209,15 +225,53 @@ def labels_to_classes(seg, scheme, source="segmentation"):
         values = integral_labels(values, source)
     bad = [int(v) for v in distinct_values(values) if v not in scheme.labels]
     if bad:
-        raise DataError(out_of_scheme_message(source, bad, scheme))
+        raise ForeignLabelsError(out_of_scheme_message(source, bad, scheme), scheme.name, bad, source)
     return scheme.lookup_table()[values]
 
 
+class ForeignLabelsError(DataError):
+    """Label values outside a scheme (labels_to_classes); `scheme`, `values` and `source` say which.
+
+    Callers that guessed the scheme from folder names (an ambiguous one:
+    BraTS-GLI folders) can tell it from other data errors and refuse the
+    whole dataset in one line instead of failing case by case.
+    """
+
+    def __init__(self, message, scheme, values, source):
+        super().__init__(message)
+        self.scheme = scheme
+        self.values = tuple(values)
+        self.source = source
+
+    def __reduce__(self):
+        # Raised in evaluate's worker processes: pickled with every field, not only the message.
+        return type(self), (str(self), self.scheme, self.values, self.source)
+
+
+def folder_twins(scheme, bad):
+    """Tasks whose case folders look like ambiguous `scheme`'s and whose labels include `bad` (gli for brats2023).
+
+    The tasks without a folder prefix of their own share their folders with
+    the ambiguous scheme (2024 post-treatment glioma in BraTS-GLI folders).
+    """
+    scheme = get_scheme(scheme)
+    if not scheme.ambiguous:
+        return []
+    return [t for t in TASKS if t != scheme.name and not SCHEMES[t].prefixes and set(bad) <= set(SCHEMES[t].labels)]
+
+
 def out_of_scheme_message(source, bad, scheme):
-    """The one-line problem for label values `bad` outside `scheme`, naming the tasks that have them."""
+    """The one-line problem for label values `bad` outside `scheme`, naming the tasks that have them.
+
+    When `scheme` was read from folders another task shares (BraTS-GLI: 2023
+    glioma or 2024 post-treatment gli), the line says which --task to pass.
+    """
     scheme = get_scheme(scheme)
     others = [t for t in TASKS if t != scheme.name and set(bad) <= set(SCHEMES[t].labels)]
     hint = f" (a task whose scheme has them: {', '.join(others)})" if others else ""
+    for twin in folder_twins(scheme, bad):
+        hint += (f"; pass --task {twin} if these are {twin} cases ({', '.join(SCHEMES[twin].names[1:])}), "
+                 "whose folders look the same")
     return f"{source}: label values {bad} are not in the {scheme.name} scheme {list(scheme.labels)}{hint}"
 
 

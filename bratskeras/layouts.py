@@ -21,6 +21,25 @@ extension), which discovery reads and `synth` writes:
 The root passed to `discover` may be any ancestor of the case folders.
 Modalities always carry the canonical names "flair", "t1", "t1ce", "t2".
 Reading what discovery finds is bratskeras.volumes' job.
+
+Discovery is the one place that decides which inputs are used, and it names
+every data-like input it does not use (`Dataset`):
+
+    problems (`Dataset.skipped`, `Dataset.duplicates`; inspect exits 1, fit
+    refuses unless --skip-bad-cases, predict and evaluate report them):
+        a folder that cannot be read, a second symlink to a folder already read,
+        a case id found in several folders (every copy is left out: which one
+        is meant cannot be guessed), a broken symlink named like a case folder
+        or a data file, a case folder without NIfTI files, a folder of case
+        files not named like a case (a renamed copy such as
+        "BraTS2021_00001 (copy)"), an H5 volume found in several folders
+    ignored inputs (`Dataset.ignored`, named, not problems):
+        NIfTI files in a folder not named like a case that are not case files
+        (e.g. predictions kept beside the data), case folders of another layout
+        than the one asked for, other broken symlinks
+
+Hidden files and folders (".bratskeras_cache", ".tmp-*" leftovers of the
+package's own writers, macOS "._*" files) are not inputs and are not read.
 """
 
 import os
@@ -100,6 +119,8 @@ class Case:
         slices: kaggle-h5 only: slice files ordered by slice index.
         slice_indices: kaggle-h5 only: the slice index of each file in `slices`.
         channel_order: kaggle-h5 only: modality of each `image` channel.
+        expected_slices: kaggle-h5 only: how many slices the volume should
+            have (the dataset's longest volume's), so missing trailing slices show.
     """
 
     id: str
@@ -112,6 +133,7 @@ class Case:
     slices: tuple = ()
     slice_indices: tuple = ()
     channel_order: tuple = H5_CHANNEL_ORDER
+    expected_slices: int = 0
 
     def source_files(self):
         """Every file this case is read from (for cache keys and messages)."""
@@ -123,11 +145,15 @@ class Case:
 
 @dataclass
 class Dataset:
-    """A discovered dataset: its root, layout, label scheme and cases (sorted by id).
+    """A discovered dataset: its root, layout, label scheme and cases (sorted by id, each id once).
 
-    `skipped` has one line per folder that discovery had to leave out (it
-    could not be read, or it was a second symlink to a folder already read):
-    every command reports them, none drops a case in silence.
+    Attributes:
+        skipped: one problem line per input discovery had to leave out (module
+            docstring): every command reports them, none drops a case in silence.
+        duplicates: one problem line per case id found in several folders,
+            naming them all; no copy is in `cases`.
+        ignored: one line per data-like input that is not used, with the
+            reason; not a problem (module docstring).
     """
 
     root: str
@@ -135,6 +161,19 @@ class Dataset:
     label_scheme: str
     cases: list
     skipped: list = field(default_factory=list)
+    duplicates: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+
+    @property
+    def problems(self):
+        """Every dataset-level problem line: duplicate case ids first, then the inputs left out."""
+        return self.duplicates + self.skipped
+
+    def refuse_duplicates(self):
+        """DataError naming the first duplicate case id and its folders, if any (before any work is done)."""
+        if self.duplicates:
+            raise DataError(f"{len(self.duplicates)} case id(s) found in several folders, first: "
+                            f"{self.duplicates[0]}")
 
     def case(self, case_id):
         """The case called `case_id` (DataError if absent)."""
@@ -152,6 +191,10 @@ def label_scheme_for(layout, case_id=None):
     return (match and labels.scheme_for_prefix(match.group("prefix"))) or "brats2023"
 
 
+class NoCasesFound(DataError):
+    """`discover` found no BraTS case under its root (evaluate then reads a flat folder of label files)."""
+
+
 def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
     """Finds every case under `root` (any ancestor of the case folders).
 
@@ -164,40 +207,69 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
             a case whose folder names another task is an error.
 
     Returns:
-        Dataset with cases sorted by id.
+        Dataset with cases sorted by id, each id once; what discovery left
+        out is in its `skipped`, `duplicates` and `ignored` (module docstring).
 
-    Symlinked folders are followed (each real folder once); folders that
-    cannot be read are listed in `Dataset.skipped`.
+    Symlinked folders are followed (each real folder once).
 
     Raises:
-        DataError: root missing or not a folder, no BraTS case found, several
-            layouts found while `layout` is None, cases of several tasks found
-            while `task` is None, or a `task` for a layout older than 2023.
+        NoCasesFound: no BraTS case found (empty or wrong folder).
+        DataError: root missing or not a folder, several layouts found while
+            `layout` is None, cases of several tasks found while `task` is
+            None, or a `task` for a layout older than 2023.
     """
     root = os.fspath(root)
     if layout is not None and layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(NAMES)}")
     if not os.path.isdir(root):
         raise DataError(f"{root}: not a folder")
-    nifti_dirs, h5_files, skipped = _scan(root)
-    found = _nifti_cases(nifti_dirs)
+    nifti_dirs, h5_files, skipped, ignored = _scan(root)
+    found = _nifti_cases(nifti_dirs, skipped, ignored)
     if h5_files:
         found["kaggle-h5"] = _h5_cases(h5_files, tuple(channel_order))
     found = {name: cases for name, cases in found.items() if cases}
     if not found and skipped:
-        raise DataError(f"{root}: no BraTS cases found; {len(skipped)} folder(s) left out, first: {skipped[0]}")
+        raise NoCasesFound(f"{root}: no BraTS cases found; {len(skipped)} input(s) left out, first: {skipped[0]}")
     if not found:
-        raise DataError(f"{root}: no BraTS cases found (empty or wrong folder; layouts: {', '.join(NAMES)})")
+        raise NoCasesFound(f"{root}: no BraTS cases found (empty or wrong folder; layouts: {', '.join(NAMES)})")
     if layout is None:
         if len(found) > 1:
             raise DataError(f"{root}: cases of several layouts found ({', '.join(sorted(found))}); pass a layout")
         layout = next(iter(found))
     if layout not in found:
         raise DataError(f"{root}: no {layout} cases found (found: {', '.join(sorted(found))})")
-    cases = sorted(found[layout], key=lambda c: c.id)
-    _mark_expected_labels(cases)
-    return Dataset(root=root, layout=layout, label_scheme=_dataset_scheme(root, layout, cases, task), cases=cases,
-                   skipped=skipped)
+    for other in sorted(set(found) - {layout}):
+        folders = sorted(_case_folder(c) for c in found[other])
+        ignored.append(f"{folders[0]}: {other} case folder, not read (layout {layout} asked for); "
+                       f"{len(folders)} such folder(s)")
+    every_copy = found[layout]
+    _mark_expected_labels(every_copy)
+    scheme = _dataset_scheme(root, layout, every_copy, task)
+    cases, duplicates = _unique_cases(every_copy)
+    return Dataset(root=root, layout=layout, label_scheme=scheme, cases=cases, skipped=skipped,
+                   duplicates=duplicates, ignored=ignored)
+
+
+def _unique_cases(cases):
+    """(cases whose id is found once, sorted by id; one problem line per id found in several folders).
+
+    Every copy of a duplicate id is left out: which one the user meant cannot
+    be guessed, and two cases of one id would share one prediction file, one
+    cache entry and one reference.
+    """
+    by_id = {}
+    for case in cases:
+        by_id.setdefault(case.id, []).append(case)
+    unique, duplicates = [], []
+    for case_id in sorted(by_id):
+        copies = by_id[case_id]
+        if len(copies) == 1:
+            unique.append(copies[0])
+            continue
+        folders = sorted(_case_folder(c) for c in copies)
+        duplicates.append(f"case {case_id}: found in {len(folders)} folders ({', '.join(folders)}); every copy "
+                          "left out (a case id must be unique within a dataset: remove or rename all but one)")
+    return unique, duplicates
 
 
 def _dataset_scheme(root, layout, cases, task):
@@ -214,8 +286,17 @@ def _dataset_scheme(root, layout, cases, task):
         return task
     schemes = sorted({case.label_scheme for case in cases})
     if len(schemes) > 1:
-        raise DataError(f"{root}: cases of several tasks found ({', '.join(schemes)}); pass a task")
+        raise DataError(f"{root}: cases of several tasks found ({', '.join(schemes)}); a dataset holds one task: "
+                        f"give one task's folder ({_task_folders(cases, schemes)}), or --task where the case "
+                        "folders' names do not tell")
     return schemes[0]
+
+
+def _task_folders(cases, schemes):
+    """"mets: <folder>; ped: <folder>": the folder holding each scheme's cases (their common parent)."""
+    parents = {scheme: os.path.commonpath([os.path.dirname(_case_folder(c)) for c in cases
+                                           if c.label_scheme == scheme]) for scheme in schemes}
+    return "; ".join(f"{scheme}: {parents[scheme]}" for scheme in schemes)
 
 
 def _scan(root):
@@ -223,31 +304,52 @@ def _scan(root):
 
     os.walk does not follow folder symlinks by default, which dropped
     symlinked case folders without a word; here they are followed, each real
-    folder read once (a link back to an ancestor would loop forever).
+    folder read once (a link back to an ancestor would loop forever). Hidden
+    files and folders are not inputs (module docstring) and are not entered.
 
     Returns:
-        ({folder: [NIfTI file names]}, [H5 slice paths], [one line per
-        folder left out: unreadable, or a second link to a folder already read]).
+        ({folder: [NIfTI file names]}, [H5 slice paths], [problem lines: inputs
+        left out], [lines naming ignored inputs]).
     """
-    nifti_dirs, h5_files, skipped, seen = {}, [], [], {}
+    nifti_dirs, h5_files, skipped, ignored, seen = {}, [], [], [], {}
 
     def unreadable(error):
         skipped.append(f"{error.filename}: folder cannot be read ({error.strerror}); cases in it are left out")
 
     for folder, subfolders, files in os.walk(root, onerror=unreadable, followlinks=True):
-        subfolders.sort()
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         real = os.path.realpath(folder)
         if real in seen:
             skipped.append(f"{folder}: same folder as {seen[real]} (symlink), read once")
             subfolders[:] = []
             continue
         seen[real] = folder
-        for name in files:
+        has_data = False
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if name.startswith("."):
+                continue
             if _NIFTI_RE.match(name):
+                # A broken link named like a data file stays: reading it fails by name, in its case.
                 nifti_dirs.setdefault(folder, []).append(name)
+                has_data = True
             elif _H5_RE.match(name):
-                h5_files.append(os.path.join(folder, name))
-    return nifti_dirs, h5_files, skipped
+                h5_files.append(path)
+                has_data = True
+            elif os.path.islink(path) and not os.path.exists(path):
+                _broken_link(path, skipped, ignored)
+        if not has_data and not subfolders and _layout_of(os.path.basename(folder)):
+            skipped.append(f"{folder}: case folder without NIfTI files; case left out")
+    return nifti_dirs, h5_files, skipped, ignored
+
+
+def _broken_link(path, skipped, ignored):
+    """Names a symlink whose target is missing: a problem when named like a case folder, else ignored."""
+    line = f"{path}: broken symlink (its target {os.readlink(path)} does not exist)"
+    if _layout_of(os.path.basename(path)):
+        skipped.append(f"{line}; case left out")
+    else:
+        ignored.append(f"{line}; not read")
 
 
 def _layout_of(case_id):
@@ -257,16 +359,36 @@ def _layout_of(case_id):
     return None
 
 
-def _nifti_cases(nifti_dirs):
-    """{layout: [Case]} for every folder named like a BraTS case."""
+def _nifti_cases(nifti_dirs, skipped, ignored):
+    """{layout: [Case]} for every folder named like a BraTS case; names every other folder of NIfTI files.
+
+    A folder not named like a case that holds case files (<case id>_<suffix>)
+    is a problem (a renamed copy such as "BraTS2021_00001 (copy)"); one with
+    other NIfTI files (predictions kept beside the data) is ignored, by name.
+    """
     found = {}
     for folder, names in nifti_dirs.items():
         case_id = os.path.basename(folder)
         layout = _layout_of(case_id)
-        if layout is None:
+        if layout is not None:
+            found.setdefault(layout, []).append(_nifti_case(folder, case_id, layout, sorted(names)))
             continue
-        found.setdefault(layout, []).append(_nifti_case(folder, case_id, layout, sorted(names)))
+        case_files = [name for name in sorted(names) if _case_id_of_file(name)]
+        if case_files:
+            skipped.append(f"{folder}: holds files of case {_case_id_of_file(case_files[0])} "
+                           f"({case_files[0]}, ...) but is not named like a case folder (a renamed copy, or "
+                           "files outside their case folder?); left out")
+        else:
+            ignored.append(f"{folder}: {len(names)} NIfTI file(s) in a folder not named like a case "
+                           f"({sorted(names)[0]}, ...); not read")
     return found
+
+
+def _case_id_of_file(name):
+    """The case id a NIfTI file's name carries before its modality or label suffix, or None."""
+    stem = _NIFTI_RE.match(name).group("stem")
+    match = _SUFFIX_RE.search(stem)
+    return stem[:match.start()] if match and _layout_of(stem[:match.start()]) else None
 
 
 def _nifti_case(folder, case_id, layout, names):
@@ -308,18 +430,26 @@ def _case_folder(case):
 
 
 def _h5_cases(paths, channel_order):
+    """One Case per (folder, volume number) of slice files; each expects as many slices as the longest volume.
+
+    A volume whose slice files stop early has no gap to show it: the longest
+    volume of the dataset (all BraTS volumes have one size) says how many
+    there should be (volumes.h5_slice_problems).
+    """
     if sorted(channel_order) != sorted(MODALITIES):
         raise DataError(f"channel order {channel_order} must name each of {MODALITIES} once")
     volumes = {}
     for path in paths:
         match = _H5_RE.match(os.path.basename(path))
-        volumes.setdefault(int(match.group("volume")), []).append((int(match.group("slice")), path))
+        key = (os.path.dirname(path), int(match.group("volume")))
+        volumes.setdefault(key, []).append((int(match.group("slice")), path))
+    expected = max(max(s for s, _ in items) + 1 for items in volumes.values())
     cases = []
-    for volume, items in volumes.items():
+    for (_, volume), items in sorted(volumes.items()):
         items.sort()
         first = items[0][1]
         cases.append(Case(
             id=f"volume_{volume}", layout="kaggle-h5", modalities={m: first for m in MODALITIES},
             seg=first, label_scheme="brats2020", slices=tuple(p for _, p in items),
-            slice_indices=tuple(s for s, _ in items), channel_order=channel_order))
+            slice_indices=tuple(s for s, _ in items), channel_order=channel_order, expected_slices=expected))
     return cases

@@ -14,6 +14,10 @@ Where the contract comes from, in order:
     a .keras alone                          the contract embedded in it
     a SavedModel / ONNX / LiteRT model      the contract in its metadata
     none of these (an old or foreign file)  guessed from the channel counts, with a warning
+
+A run's config.json is read by training.config.read_config_file, which
+checks every field it holds (a hand-edited value is one line naming the file
+and field).
 """
 
 import json
@@ -24,6 +28,7 @@ from bratskeras import pretrained, targets
 from bratskeras.contract import LOCATIONS, RUN_DIR_MODEL, InputContract, model_format, read_contract, spacing_text
 from bratskeras.errors import ConfigError, ModelError
 from bratskeras.tiling import balanced_window
+from bratskeras.training.config import read_config_file
 
 # The least default window per axis: the most accurate tiling measured
 # (bratskeras.tiling's comment, docs/benchmarks.md "Tiling").
@@ -213,7 +218,7 @@ def keras_contract(path, network):
     config_path = run_config_path(path)
     if config_path is None:
         return (embedded, EMBEDDED) if embedded is not None else (None, GUESSED)
-    from_config = config_contract(_read_json(config_path), config_path, network)
+    from_config = config_contract(read_config_file(config_path), config_path, network)
     if embedded is None:
         return from_config, RUN_CONFIG
     differing = [k for k, v in from_config.needs().items() if embedded.needs()[k] != v]
@@ -226,11 +231,11 @@ def keras_contract(path, network):
 
 
 def _read_json(path):
-    """A config.json's contents; ConfigError naming the file when it is not JSON."""
+    """A config.json's contents, unchecked (is it a run's at all?); ConfigError naming the file when it is not JSON."""
     try:
         with open(path) as stream:
             return json.load(stream)
-    except ValueError as error:
+    except ValueError as error:  # UnicodeDecodeError included
         raise ConfigError(f"{path}: not valid JSON ({error})") from None
 
 
@@ -262,7 +267,7 @@ def run_config(path):
     """The config.json (a dict) of the run a model belongs to, or None (see `run_config_path`)."""
     path = pretrained.resolve(path)
     config_path = run_config_path(path) if model_format(path) == "keras" else None
-    return None if config_path is None else _read_json(config_path)
+    return None if config_path is None else read_config_file(config_path)
 
 
 def run_task(path):

@@ -247,6 +247,44 @@ class Atrophy:
             head.labels[inside & ~ndimage.binary_erosion(inside, iterations=-ventricles)] = WM_CLUSTERS[1]
 
 
+@dataclass(frozen=True)
+class VentricleShapes:
+    """Ventricles shaped unlike the template's: a smooth warp of their own and a left/right asymmetry.
+
+    Real ventricles differ far more between heads than a deformed template
+    gives (asymmetric, compressed, with wide or slit horns); a network that
+    has seen one ventricle shape calls the others necrosis or oedema. Voxels
+    the ventricles leave become deep white matter; they grow only into
+    healthy tissue.
+    """
+
+    name = "ventricle_shapes"
+    deformation_mm: tuple = (2.0, 7.0)
+    asymmetry_mm: tuple = (-3.0, 3.0)  # one hemisphere's ventricle grown (> 0) or shrunk (< 0)
+
+    def __post_init__(self):
+        _check_range("deformation_mm", self.deformation_mm, 0.0, 20.0)
+        _check_range("asymmetry_mm", self.asymmetry_mm, -10.0, 10.0)
+
+    def __call__(self, head, rng):
+        inside = head.labels == VENTRICLE
+        if not inside.any():
+            return
+        amplitude = _uniform(rng, self.deformation_mm) / head.voxel_mm
+        index = np.indices(head.shape, dtype=np.float32)
+        coords = np.stack([index[a] + anatomy.waves(head.points, rng, 3, (15.0, 45.0), amplitude)
+                           for a in range(3)])
+        warped = ndimage.map_coordinates(inside.astype(np.float32), coords, order=1, mode="constant") > 0.5
+        side = head.points[0] > 0 if rng.random() < 0.5 else head.points[0] <= 0
+        steps = int(round(_uniform(rng, self.asymmetry_mm) / head.voxel_mm))
+        if steps > 0:
+            warped |= ndimage.binary_dilation(warped, iterations=steps) & side
+        elif steps < 0:
+            warped &= ndimage.binary_erosion(warped, iterations=-steps) | ~side
+        head.labels[inside & ~warped] = WM_CLUSTERS[1]
+        head.labels[warped & ~inside & np.isin(head.labels, HEALTHY)] = VENTRICLE
+
+
 # --------------------------------------------------------------------------- tumours
 
 
@@ -438,6 +476,108 @@ class Contrasts:
         means[:] = np.clip(means, 0.02, 2.0)
 
 
+@dataclass(frozen=True)
+class HealthyHyperintensities:
+    """FLAIR- and T2-bright healthy tissue that is not oedema, painted after `Contrasts`; classes unchanged.
+
+    Real scans show, besides tumour: caps and a thin band of FLAIR signal
+    around the ventricles, a bright rim at the cortex's edge (partial volume
+    with CSF and dura, flow), white-matter hyperintensities of small vessel
+    disease, and on FLAIR alone CSF that the inversion did not suppress
+    (flow in the ventricles and basal cisterns). As bright as oedema can be, they are told apart only by
+    where they are and their shape, so a network needs to have seen them
+    labelled healthy. T1 and T1c darken a little there (no enhancement).
+    """
+
+    name = "healthy_bright"
+    flow_share: float = 0.3  # FLAIR's CSF flow artefact: patches of ventricles and cisterns not suppressed
+    caps_share: float = 0.5
+    caps_mm: tuple = (1.0, 5.0)
+    rim_share: float = 0.5
+    rim_mm: tuple = (1.0, 3.0)
+    spots_share: float = 0.4
+    spots: tuple = (1, 30)
+    spot_mm: tuple = (1.5, 5.0)
+    gain: tuple = (-0.05, 0.4)  # above the parenchyma's 95th percentile on FLAIR and T2
+
+    def __post_init__(self):
+        for name in ("flow_share", "caps_share", "rim_share", "spots_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        _check_range("caps_mm", self.caps_mm, 0.0, 20.0)
+        _check_range("rim_mm", self.rim_mm, 0.0, 10.0)
+
+    def __call__(self, head, rng):
+        bright = np.zeros(head.shape, dtype=bool)
+        healthy = np.isin(head.labels, PARENCHYMA)
+        voxel = head.voxel_mm
+        if rng.random() < self.caps_share:
+            ventricles = head.labels == VENTRICLE
+            band = ndimage.distance_transform_edt(~ventricles) * voxel <= _uniform(rng, self.caps_mm)
+            patches = anatomy.waves(head.points, rng, 3, (30.0, 90.0), 1.0) > rng.uniform(-1.0, 0.4)
+            bright |= band & patches & healthy
+        if rng.random() < self.rim_share:
+            depth = ndimage.distance_transform_edt(head.labels > 0) * voxel
+            patches = anatomy.waves(head.points, rng, 3, (40.0, 120.0), 1.0) > rng.uniform(-1.0, 0.5)
+            bright |= (depth <= _uniform(rng, self.rim_mm)) & patches & np.isin(head.labels, GM_CLUSTERS + (SULCAL_CSF,))
+        if rng.random() < self.spots_share:
+            white = np.argwhere(np.isin(head.labels, WM_CLUSTERS))
+            if len(white):
+                seeds = np.zeros(head.shape, dtype=bool)
+                seeds[tuple(white[rng.integers(len(white), size=int(_uniform(rng, self.spots)))].T)] = True
+                distance = ndimage.distance_transform_edt(~seeds) * voxel
+                bright |= (distance <= _uniform(rng, self.spot_mm)) & healthy
+        parenchyma = np.isin(head.labels, PARENCHYMA)
+        if bright.any():
+            weight = np.minimum(np.clip(1.0 + anatomy.waves(head.points, rng, 3, (5.0, 20.0), 0.3), 0.5, 1.5), 1.0)
+            darker = rng.uniform(0.8, 1.0)
+            for modality in MODALITIES:
+                image = head.images[modality]
+                if modality in ("flair", "t2"):
+                    level = np.percentile(image[parenchyma], 95) + _uniform(rng, self.gain)
+                    image[bright] += (level - image[bright]) * weight[bright]
+                else:
+                    image[bright] *= darker
+        if rng.random() < self.flow_share:
+            csf = np.isin(head.labels, (VENTRICLE, SULCAL_CSF))
+            patches = anatomy.waves(head.points, rng, 3, (20.0, 60.0), 1.0) > rng.uniform(0.0, 0.7)
+            flow = csf & patches
+            flair = head.images["flair"]
+            flair[flow] = np.percentile(flair[parenchyma], rng.uniform(30, 99)) * rng.uniform(0.8, 1.3)
+
+
+@dataclass(frozen=True)
+class ChoroidPlexus:
+    """Tufts of choroid plexus inside the ventricles: enhancing like tumour on T1c, not tumour.
+
+    Painted after `Contrasts` over the ventricle label: T1c as bright as
+    enhancing tumour can be, FLAIR from CSF-dark to parenchyma-bright, T2
+    and T1 between CSF and parenchyma. Real T1c scans always show it, and a
+    network that has not seen it calls it enhancing tumour with oedema around.
+    """
+
+    name = "choroid_plexus"
+    tufts: tuple = (2, 8)
+    radius_mm: tuple = (1.5, 4.5)
+
+    def __call__(self, head, rng):
+        ventricles = np.argwhere(head.labels == VENTRICLE)
+        if not len(ventricles):
+            return
+        seeds = np.zeros(head.shape, dtype=bool)
+        seeds[tuple(ventricles[rng.integers(len(ventricles), size=int(_uniform(rng, self.tufts)))].T)] = True
+        distance = ndimage.distance_transform_edt(~seeds) * head.voxel_mm
+        tufts = (distance <= _uniform(rng, self.radius_mm)) & (head.labels == VENTRICLE)
+        healthy = np.isin(head.labels, HEALTHY) & ~tufts
+        for modality in MODALITIES:
+            image = head.images[modality]
+            if modality == "t1ce":
+                level = np.percentile(image[healthy], 99.5) + rng.uniform(0.1, 0.8)
+            else:
+                level = np.percentile(image[healthy], rng.uniform(10, 95))
+            image[tufts] = level * (1 + 0.08 * rng.standard_normal(int(tufts.sum()), dtype=np.float32))
+
+
 # --------------------------------------------------------------------------- acquisition
 
 
@@ -531,11 +671,19 @@ class Scanner:
 
 # --------------------------------------------------------------------------- generators
 
-DEFAULT = (Pose(), Tumours(), Warp(), Atrophy(), GrowTumours(), Vessels(), VesselTubes(), Contrasts(),
-           SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
-# DEFAULT without the enhancing mimics (tubular vessels, enhancing dura) and with fewer dura rims, draw for
-# draw the heads of the first stage of the shipped model's training (tools/train_pretrained.py).
+# The first stage of the shipped model's training, draw for draw (tools/train_pretrained.py): no enhancing
+# mimics, few dura rims.
 BASIC = (Pose(), Tumours(), Warp(), Atrophy(), GrowTumours(), Vessels(), Contrasts(), SkullStrip(), Scanner())
+# BASIC with the enhancing mimics real T1c scans show (tubular vessels, an enhancing dura rim), more dura
+# rims: the second stage.
+MIMICS = (Pose(), Tumours(), Warp(), Atrophy(), GrowTumours(), Vessels(), VesselTubes(), Contrasts(),
+          SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
+# MIMICS with what real scans showed as false positives: ventricles of other shapes, FLAIR-bright healthy
+# tissue (periventricular caps, cortical rim, white-matter spots, unsuppressed CSF), choroid plexus. Each step draws from its own stream, so
+# these heads are MIMICS' heads with those two steps added.
+DEFAULT = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
+           Contrasts(), HealthyHyperintensities(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(),
+           Scanner())
 # Held-out heads: other ranges and another mix of tumours, to score on heads not drawn from the training ones.
 HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=(0.3, 0.3, 0.1, 0.15, 0.15),
                                                                   whole_ml=(5.0, 200.0), mass_effect=0.5),
@@ -543,7 +691,7 @@ HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=
            Vessels(count=(10, 50)), VesselTubes(count=(20, 50)), Contrasts(jitter=0.12, random_share=0.0),
            SkullStrip(dilate_share=0.3), DuraAndScalp(enhancing_share=0.5),
            Scanner(noise=(0.01, 0.05), scale=(100.0, 3000.0)))
-GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC}
+GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS}
 
 
 def make_case(shape=None, seed=0, transforms=DEFAULT, voxel_mm=1.0):

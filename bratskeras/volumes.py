@@ -5,6 +5,7 @@ them (240 x 240 x 155 for BraTS); images gain a trailing channel axis.
 Finding the cases is bratskeras.layouts' job; `read_case` takes its Case.
 """
 
+import math
 import os
 import zlib
 
@@ -13,6 +14,11 @@ import numpy as np
 from bratskeras import labels
 from bratskeras.errors import DataError
 from bratskeras.layouts import H5_MASK_CLASSES
+
+# The most voxels one file (or one H5 slice) may claim: 512^3 is over 3000 times a BraTS volume
+# (240 x 240 x 155) and 512 MiB as float32, yet a damaged 71-byte header claiming 32767^3 voxels
+# is refused before anything is allocated for it.
+MAX_VOXELS = 512 ** 3
 
 
 def load_nifti(path):
@@ -29,13 +35,15 @@ def load_nifti(path):
         scaling applied, and the nibabel image (affine, header).
 
     Raises:
-        DataError: missing, truncated or corrupt file, not 3-D, or values
-            beyond float32's range.
+        DataError: missing, truncated or corrupt file, a header claiming more
+            than MAX_VOXELS voxels or more bytes than the file holds, not 3-D,
+            or values beyond float32's range.
     """
     import nibabel as nib
 
     try:
         image = nib.load(path)
+        check_header_size(path, image)
         # Values beyond float32's range become Inf here; _refuse_overflow names them.
         with np.errstate(over="ignore"):
             array = np.asarray(image.dataobj, dtype=np.float32)
@@ -47,6 +55,33 @@ def load_nifti(path):
     if array.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, got shape {array.shape}")
     return array, image
+
+
+def check_header_size(path, image):
+    """Refuses a NIfTI whose header claims more than MAX_VOXELS voxels, or more data than the file holds.
+
+    Runs after nib.load (which reads the header only) and before the data
+    is read, so a damaged header costs no allocation. The data size is
+    checked against an uncompressed file's size; a .nii.gz's size is known
+    only by decompressing it, which reading it does (and then fails by name).
+
+    Raises:
+        DataError: naming the file, the claimed shape and the limit or the sizes.
+    """
+    shape = tuple(int(s) for s in image.shape)
+    voxels = math.prod(shape)
+    claimed = "x".join(map(str, shape))
+    if voxels > MAX_VOXELS:
+        raise DataError(f"{path}: header claims {claimed} voxels, more than the {MAX_VOXELS} (512^3) "
+                        "a volume may have here; damaged header?")
+    offset = getattr(image.dataobj, "offset", None)
+    if offset is None or os.fspath(path).endswith(".gz"):
+        return
+    needed = int(offset) + voxels * image.get_data_dtype().itemsize
+    size = os.path.getsize(path)
+    if size < needed:
+        raise DataError(f"{path}: holds {size} bytes, its header ({claimed} voxels of "
+                        f"{image.get_data_dtype()}) needs {needed}; truncated file?")
 
 
 def _may_overflow(image):
@@ -80,6 +115,7 @@ def load_label_map(path):
 
     try:
         image = nib.load(path)
+        check_header_size(path, image)
         slope, inter = image.header.get_slope_inter()
         if image.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0):
             array = np.asarray(image.dataobj)
@@ -173,23 +209,46 @@ def _raise_first(problems):
         raise DataError(problems[0])
 
 
-def load_h5_slice(path):
-    """Reads one Kaggle H5 slice: (image float32 (H, W, 4), mask (H, W, 3)); DataError if unreadable."""
+def load_h5_slice(path, with_mask=True):
+    """Reads one Kaggle H5 slice: (image float32 (H, W, 4), mask (H, W, 3) or None).
+
+    `with_mask` False never opens the `mask` dataset (prediction needs none,
+    so an image-only slice set can be predicted).
+
+    Raises:
+        DataError: unreadable file, a missing dataset, or more than MAX_VOXELS
+            values claimed (checked before reading).
+    """
     import h5py
 
     try:
         with h5py.File(path, "r") as handle:
-            return np.asarray(handle["image"], dtype=np.float32), np.asarray(handle["mask"])
+            names = ("image", "mask") if with_mask else ("image",)
+            for name in names:
+                if math.prod(handle[name].shape) > MAX_VOXELS:
+                    raise DataError(f"{path}: H5 dataset {name!r} claims shape {handle[name].shape}, more than "
+                                    f"the {MAX_VOXELS} (512^3) values a volume may have here")
+            image = np.asarray(handle["image"], dtype=np.float32)
+            return image, (np.asarray(handle["mask"]) if with_mask else None)
     except (OSError, KeyError) as error:
         raise DataError(f"{path}: cannot read H5 slice ({error})") from None
 
 
 def h5_slice_problems(case):
-    """One-line problems with a kaggle-h5 case's slice numbering (gaps, not starting at 0)."""
-    expected = tuple(range(len(case.slices)))
-    if case.slice_indices != expected:
-        missing = sorted(set(range(max(case.slice_indices) + 1)) - set(case.slice_indices))
-        return [f"case {case.id}: missing slices {missing[:10]}{' ...' if len(missing) > 10 else ''}"]
+    """One-line problems with a kaggle-h5 case's slice numbering: gaps, missing trailing slices, repeats.
+
+    A volume should have slices 0 .. n-1, n = case.expected_slices (the
+    dataset's longest volume's count, from layouts.discover) or its own.
+    """
+    count = max(case.expected_slices, max(case.slice_indices) + 1)
+    missing = sorted(set(range(count)) - set(case.slice_indices))
+    if missing:
+        shown = f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
+        trailing = missing[-1] > max(case.slice_indices)
+        return [f"case {case.id}: missing slices {shown}"
+                + (f" ({len(missing)} of the {count} slices the dataset's volumes have)" if trailing else "")]
+    if len(case.slice_indices) != count:
+        return [f"case {case.id}: a slice number appears in several files (first file {case.slices[0]})"]
     return []
 
 
@@ -208,7 +267,7 @@ def h5_mask_to_classes(mask, source):
 
 def _read_h5_case(case, modalities, with_labels=True):
     _raise_first(h5_slice_problems(case))
-    images, masks = zip(*(load_h5_slice(p) for p in case.slices))
+    images, masks = zip(*(load_h5_slice(p, with_mask=with_labels) for p in case.slices))
     volume = np.stack(images, axis=2)  # (H, W, S, 4): slices become the last spatial axis
     _raise_first(volume_problems(f"case {case.id}", volume))
     order = [case.channel_order.index(m) for m in modalities]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bratskeras import model_presets
 from bratskeras.cli import cli
 from bratskeras.errors import ModelError
 from bratskeras.models import build_model, list_models
@@ -28,7 +29,10 @@ def test_registry_lists_every_paper_model():
 
 @pytest.mark.parametrize("name", list(PAPER_COUNTS))
 def test_parameter_count_matches_paper(name):
-    assert build_model(name).count_params() == PAPER_COUNTS[name]
+    count = build_model(name).count_params()
+    assert count == PAPER_COUNTS[name]
+    # The count `bratskeras models` prints without building: it cannot drift from the built model.
+    assert model_presets.parameter_count(name) == count
 
 
 def test_flair_unet_layers_follow_table_1_in_order():

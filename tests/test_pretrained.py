@@ -167,7 +167,8 @@ def test_an_unknown_name_is_one_line_listing_the_shipped_ones(shipped, data_dir,
         pretrained.resolve("pretrained:nope")
     result = CliRunner().invoke(cli, ["predict", "pretrained:nope", str(data_dir), str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert f"Error: Invalid value for 'MODEL': unknown pretrained model 'nope' (shipped: {NAME};" in result.output
+    # predict takes several models (an ensemble): click names the argument MODEL...
+    assert f"Error: Invalid value for 'MODEL...': unknown pretrained model 'nope' (shipped: {NAME};" in result.output
     exported = CliRunner().invoke(cli, ["export", "pretrained:nope", "--format", "keras"])
     assert exported.exit_code == 1 and exported.output.startswith("Error: unknown pretrained model 'nope'")
     assert not (tmp_path / "out").exists()

@@ -342,7 +342,7 @@ def test_the_next_writer_removes_temporaries_of_dead_writers_only(dataset, predi
     mine.write_text("a user's file that merely looks alike")
     result = _invoke("evaluate", predictions, dataset, "--out", out / "m.csv", "--workers", "1")
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(out)) == sorted([live.name, mine.name, "m.csv"])
+    assert sorted(os.listdir(out)) == sorted([live.name, mine.name, "m.csv", "summary.json"])
 
 
 def test_a_killed_synths_staging_folder_is_removed_by_the_next_synth(tmp_path):

@@ -43,7 +43,8 @@ def test_named_streams_a_step_left_out_changes_no_other_steps_draws(left_out):
     """
     full = synthseg.Head(shape=(60, 60, 39), voxel_mm=VOXEL)
     without = synthseg.Head(shape=(60, 60, 39), voxel_mm=VOXEL)
-    for transform in synthseg.DEFAULT[:7]:  # up to and with VesselTubes
+    names = [t.name for t in synthseg.DEFAULT]
+    for transform in synthseg.DEFAULT[:names.index("vessel_tubes") + 1]:
         transform(full, synthseg.stream(5, transform.name))
         if transform.name != left_out:
             transform(without, synthseg.stream(5, transform.name))
@@ -88,9 +89,41 @@ def test_contrasts_keep_what_defines_the_brats_classes_under_random_contrasts():
         assert np.median(images["t1"][classes == 1]) < np.median(images["t1"][normal])
 
 
-def test_basic_is_default_without_the_enhancing_mimics():
+def test_each_generator_adds_steps_to_the_one_before():
+    """basic (stage 1) < mimics (stage 2: enhancing mimics) < default (real scans' other false positives)."""
     names = [t.name for t in synthseg.DEFAULT]
-    assert [t.name for t in synthseg.BASIC] == [n for n in names if n not in ("vessel_tubes", "dura")]
+    mimics = [n for n in names if n not in ("ventricle_shapes", "healthy_bright", "choroid_plexus")]
+    assert [t.name for t in synthseg.MIMICS] == mimics
+    assert [t.name for t in synthseg.BASIC] == [n for n in mimics if n not in ("vessel_tubes", "dura")]
+
+
+def test_healthy_mimics_change_images_not_classes():
+    """Choroid plexus and FLAIR-bright healthy tissue: the same tumour classes; plexus enhances like ET."""
+    seed = (4, 2)
+    plain = tuple(t for t in synthseg.DEFAULT if t.name not in ("healthy_bright", "choroid_plexus"))
+    painted = tuple(replace(t, flow_share=1.0, caps_share=1.0, rim_share=1.0, spots_share=1.0)
+                    if t.name == "healthy_bright" else t for t in synthseg.DEFAULT)
+    images, classes = _make(seed, painted)
+    plain_images, plain_classes = _make(seed, plain)
+    assert np.array_equal(classes, plain_classes)
+    assert not np.array_equal(images["flair"], plain_images["flair"])
+    head = synthseg.Head(shape=classes.shape, voxel_mm=VOXEL)
+    for transform in painted[:[t.name for t in painted].index("choroid_plexus") + 1]:
+        transform(head, synthseg.stream(seed, transform.name))
+    t1ce, ventricles = head.images["t1ce"], head.labels == synthseg.VENTRICLE
+    parenchyma = np.isin(head.labels, synthseg.PARENCHYMA)
+    assert (t1ce[ventricles] > np.percentile(t1ce[parenchyma], 99)).sum() >= 3  # enhancing tufts
+
+
+def test_ventricle_shapes_move_only_ventricles_and_healthy_tissue():
+    head = synthseg.Head(shape=(60, 60, 39), voxel_mm=VOXEL)
+    for transform in synthseg.DEFAULT[:[t.name for t in synthseg.DEFAULT].index("atrophy") + 1]:
+        transform(head, synthseg.stream(1, transform.name))
+    before = head.labels.copy()
+    synthseg.VentricleShapes(deformation_mm=(6.0, 6.0), asymmetry_mm=(4.0, 4.0))(head, synthseg.stream(1, "v"))
+    changed = before != head.labels
+    assert changed.any()
+    assert np.isin(before[changed], synthseg.HEALTHY).all() and np.isin(head.labels[changed], synthseg.HEALTHY).all()
 
 
 def test_dura_left_by_skull_stripping_enhances_on_t1c():

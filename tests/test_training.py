@@ -429,6 +429,9 @@ def test_cli_resume_starts_from_the_saved_configuration(finished_run, dataset, t
     assert [int(r["epoch"]) for r in history_rows(run_dir)] == [1, 2, 3]
     refused = CliRunner().invoke(cli, ["fit", dataset, "--resume", run_dir, "--learning-rate", "0.1"])
     assert refused.exit_code == 1 and "learning_rate: saved 0.0005, asked 0.1" in refused.output
+    # A run remembers its data folder (dataset.json, tests/test_reliability_resume.py); one written before
+    # runs did needs DATA_DIR.
+    os.remove(os.path.join(run_dir, run_files.DATASET_FILE))
     no_data = CliRunner().invoke(cli, ["fit", "--resume", run_dir])
     assert no_data.exit_code != 0 and "DATA_DIR" in no_data.output
 
@@ -578,8 +581,10 @@ def test_init_from_with_a_conflicting_option_is_a_one_line_error_before_any_work
     assert not out.exists()
 
 
-def test_init_from_a_bare_keras_file_needs_a_network_of_its_shapes(finished_run, dataset, tmp_path):
-    """Outside a run there is no config.json: the flags set the run up, and the weights must fit it."""
+def test_init_from_a_bare_keras_file_takes_its_contract_and_needs_a_network_of_its_shapes(finished_run, dataset,
+                                                                                         tmp_path):
+    """Outside a run there is no config.json: the embedded contract gives the inputs, the flags the
+    architecture, and the weights must fit it."""
     import shutil
 
     from bratskeras.training import plan
@@ -589,7 +594,12 @@ def test_init_from_a_bare_keras_file_needs_a_network_of_its_shapes(finished_run,
     shutil.copy(os.path.join(finished_run[0], "best.keras"), bare)
     fitting = {"init_from": str(bare), "model_overrides": {"base_filters": 4}}
     run = plan.plan_new(dataset, str(tmp_path / "run"), None, fitting)
-    assert run.config.init_from == str(bare) and run.config.crop == TrainConfig.crop  # nothing inherited
+    assert run.config.init_from == str(bare)
+    # The source's inputs (crop "none", 16^3 patches: not TrainConfig's defaults) came from its contract.
+    assert (run.config.crop, run.config.patch_size) == ("none", (16, 16, 16)) != (TrainConfig.crop,
+                                                                                  TrainConfig.patch_size)
+    with pytest.raises(ConfigError, match="trained with target \"classes\", --target asks for \"regions\""):
+        plan.plan_new(dataset, str(tmp_path / "run"), None, {**fitting, "target": "regions"})
     with pytest.raises(ConfigError, match=r"model.keras: its weight .* is \(3, 3, 3, 4, 4\), .* here is "
                                           r"\(3, 3, 3, 4, 16\)"):
         plan.plan_new(dataset, str(tmp_path / "run"), None, {"init_from": str(bare)})

@@ -43,13 +43,17 @@ def train_demo(root, kind, augmentation, time_limit, seed=0, epochs=None):
         (run directory, TrainConfig, the demo's own held-out folder, epochs trained).
     """
     from bratskeras.training import config as train_config
+    from bratskeras.training import init_from
     from bratskeras.training.fit import fit
 
     start = time.monotonic()
     base = demo.DEMOS[kind].overrides
     # The demo's own epoch count unless --epochs asks for another (None would fall back to the preset's 100).
     overrides = {**base, "augmentation": augmentation, "seed": seed, **({"epochs": epochs} if epochs else {})}
-    config = train_config.resolve_config("lightweight2020", overrides)
+    preset = "lightweight2020"
+    if overrides.get("init_from"):  # a fine-tuning demo: the source's architecture and inputs
+        preset, overrides = init_from.inherit(overrides["init_from"], None, overrides)
+    config = train_config.resolve_config(preset or "lightweight2020", overrides)
     train_dir, heldout_dir = demo.write_demo_data(os.path.join(root, "data"), seed=seed, kind=kind)
     remaining = None if time_limit is None else max(1.0, time_limit - (time.monotonic() - start))
     result = fit(config, train_dir, os.path.join(root, "run"), verbose=0, time_limit=remaining)
@@ -94,7 +98,7 @@ def main(argv=None):
                         help="Seconds per training, phantoms' writing included (the demo's by default).")
     parser.add_argument("--augment", nargs="+", default=[demo.DEMOS["anatomy"].overrides["augmentation"]],
                         choices=["paper", "nnunet"], help="Augmentation sets of the anatomy demo to train.")
-    parser.add_argument("--kinds", nargs="+", default=["anatomy"], choices=["anatomy", "synthseg"],
+    parser.add_argument("--kinds", nargs="+", default=["anatomy"], choices=["anatomy", "synthseg", "finetune"],
                         help="Kinds of demo data to train on (besides the simple phantoms).")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="Demo seeds (data and training).")
     parser.add_argument("--heldout-dir", nargs="*", default=[], help="More labelled folders to score on.")

@@ -24,7 +24,7 @@ RECIPES = {
     # lightweight-unet on SynthSeg-style heads (bratskeras.synthseg) at 2 mm, in two stages. A 64 x 80 x 64
     # patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no enhancing mimics),
     # 38 epochs of 80 steps (what 68 minutes held on the 2-core AMX machine it was first trained on, sharing
-    # it with other work). Stage 2 fine-tunes stage 1's best weights on 160 heads of the full generator
+    # it with other work). Stage 2 fine-tunes stage 1's best weights on 160 heads of the "mimics" generator
     # (tubular vessels, enhancing dura: what real T1c scans show besides tumour) at a quarter of the learning
     # rate for 15 epochs; its model, spacing and patch come from stage 1 (--init-from). The shipped weights
     # are stage 2's last epoch ("ship"), not its best.keras: by the plateau schedule its learning rate had
@@ -37,7 +37,8 @@ RECIPES = {
              "fit": ["--model", "lightweight-unet", "--spacing", "2", "--patch-size", "64,80,64",
                      "--batch-size", "2", "--learning-rate", "2e-3", "--epochs", "38", "--steps-per-epoch", "80",
                      "--folds", "20", "--fold", "0", "--seed", "0"]},
-            {"synth": ["--kind", "synthseg", "--voxel-size", "2", "--cases", "160", "--seed", "7100"],
+            {"synth": ["--kind", "synthseg", "--settings", "mimics", "--voxel-size", "2", "--cases", "160",
+                       "--seed", "7100"],
              "fit": ["--batch-size", "2", "--learning-rate", "5e-4", "--epochs", "15", "--steps-per-epoch", "80",
                      "--folds", "20", "--fold", "0", "--seed", "1"]},
         ],
@@ -49,12 +50,15 @@ RECIPES = {
 def commands(name, out_dir, data_dir):
     """[(data folder, synth argv, fit argv)] of recipe `name`, one per stage (argv starting with "bratskeras").
 
-    Stage i writes its heads to DATA_DIR/stage-i and trains into OUT_DIR/stage-i, from stage i-1's run.
+    Stage i writes its heads to DATA_DIR/stage-i and trains into OUT_DIR/stage-i, from stage i-1's run
+    (its best.keras), or from the model at the stage's "init_from" inside that run.
     """
     stages = []
     for index, stage in enumerate(RECIPES[name]["stages"], start=1):
         data = os.path.join(data_dir, f"stage-{index}")
-        init = ["--init-from", os.path.join(out_dir, f"stage-{index - 1}")] if index > 1 else []
+        previous = os.path.join(out_dir, f"stage-{index - 1}")
+        source = os.path.join(previous, stage["init_from"]) if "init_from" in stage else previous
+        init = ["--init-from", source] if index > 1 else []
         stages.append((data, ["bratskeras", "synth", data, *stage["synth"]],
                        ["bratskeras", "fit", data, "--out", os.path.join(out_dir, f"stage-{index}"), *init,
                         *stage["fit"]]))

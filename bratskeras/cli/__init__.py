@@ -6,9 +6,12 @@ here. Commands import TensorFlow lazily inside their body so `bratskeras
 raised for bad arguments, `OSError` such as a full disk or a folder without
 permission) become one line on stderr naming the file, with exit status 1;
 `bratskeras --debug VERB ...` shows their traceback instead. Any other
-exception is a bug and keeps its traceback.
+exception is a bug and keeps its traceback. A reader that closes the pipe
+early (`bratskeras inspect DIR | head -4`) is not an error: the command stops
+quietly, as Python's documentation recommends (exit status 1, nothing printed).
 """
 
+import os
 import sys
 
 import click
@@ -25,6 +28,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # the reader went away: main() stops quietly
         except USER_ERRORS as error:
             if ctx.params.get("debug"):
                 raise
@@ -64,7 +69,21 @@ _register_commands()
 
 def main(argv=None):
     """Console-script entry point (`bratskeras = bratskeras.cli:main`)."""
-    return cli.main(args=argv, prog_name="bratskeras", standalone_mode=True)
+    try:
+        return cli.main(args=argv, prog_name="bratskeras", standalone_mode=True)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+
+
+def _quiet_broken_pipe():
+    """Exits 1 without a message after stdout's reader closed the pipe (Python docs, "Note on SIGPIPE").
+
+    stdout is pointed at /dev/null first: Python flushes it at exit, which
+    would raise BrokenPipeError again and print "Exception ignored".
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
 
 
 if __name__ == "__main__":

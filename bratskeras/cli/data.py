@@ -7,6 +7,7 @@ import click
 from bratskeras.cli.models import parse_shape
 from bratskeras.labels import TASKS
 from bratskeras.layouts import NAMES as LAYOUT_NAMES
+from bratskeras.training.demo import UNSEEN_SEED
 
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
              "whose BraTS-GLI folders look like 2023's.")
@@ -18,7 +19,7 @@ TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment g
 @click.option("--task", type=click.Choice(TASKS), help=TASK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(data_dir, layout, task, as_json):
-    """List a dataset's cases, every problem (exit 1) and warning (inputs unlike BraTS's) found."""
+    """List a dataset's cases, every problem (exit 1), warning (inputs unlike BraTS's) and ignored input found."""
     from bratskeras.inspection import inspect_dataset
 
     _, report = inspect_dataset(data_dir, layout, task=task)
@@ -36,7 +37,10 @@ def inspect_command(data_dir, layout, task, as_json):
             click.echo(f"problem: {problem}", err=True)
         for warning in report.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)")
+        for line in report.ignored:
+            click.echo(f"ignored: {line}", err=True)
+        ignored = f", {len(report.ignored)} input(s) ignored" if report.ignored else ""
+        click.echo(f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s){ignored}")
     if report.problems:
         raise SystemExit(1)
 
@@ -50,19 +54,28 @@ def inspect_command(data_dir, layout, task, as_json):
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
 @click.option("--task", type=click.Choice(TASKS),
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Dataset seed.")
+@click.option("--seed", default=UNSEEN_SEED, show_default=True, type=int,
+              help="Dataset seed (the default is none the built-in demo trains on).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
 @click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
                    "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
-@click.option("--settings", type=click.Choice(["default", "heldout", "basic"]), default="default", show_default=True,
+@click.option("--settings", type=click.Choice(["default", "heldout", "basic", "mimics"]), default="default",
+              show_default=True,
               help="Generator ranges: training's, or the held-out set's other ranges; synthseg also 'basic' "
-                   "(without the enhancing mimics: the shipped model's first training stage).")
+                   "(without the enhancing mimics: the shipped model's first training stage) and 'mimics' "
+                   "(basic with enhancing vessels and dura: its second stage; default adds ventricle shapes "
+                   "and FLAIR-bright healthy tissue).")
 @click.option("--voxel-size", default=1.0, show_default=True, type=click.FloatRange(0.5, 4.0),
               help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):
     """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
     from bratskeras.synth import DEFAULT_SHAPE, write_dataset
+    from bratskeras.training.demo import demo_training_seed
+
+    if seed == demo_training_seed():
+        click.echo(f"warning: --seed {seed} is the seed `bratskeras fit`'s demo trains on: these cases may be its "
+                   f"training cases, not new ones (the default, {UNSEEN_SEED}, is not)", err=True)
 
     if shape is None and kind != "simple":
         from bratskeras.anatomy import grid_shape

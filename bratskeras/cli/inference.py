@@ -70,8 +70,82 @@ def _window_progress(case):
     return report
 
 
+class DeviceType(click.ParamType):
+    """--device: auto, cpu, gpu or gpu:N (bratskeras.devices); a malformed one is a usage error."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        from bratskeras.devices import parse_device
+
+        try:
+            return parse_device(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _load_models(models, device, override_spacing=False, spacing=None):
+    """(network, setup) predict runs: one model's, or an ensemble.Ensemble of several and its common setup.
+
+    Each model is loaded on `device` (its weights there) and announced in the
+    header with its contract and where the contract came from. With
+    `override_spacing` (--spacing given) every model predicts at `spacing`
+    ((d, h, w) mm, or None: the source grid).
+
+    Raises:
+        ConfigError: models that disagree on target, task or modalities
+            (ensemble.check_agreement), before any case is predicted.
+    """
+    from bratskeras import devices, model_setup
+    from bratskeras.ensemble import Ensemble, Member
+
+    members = []
+    for model in models:
+        with devices.placement(device):
+            network, setup = model_setup.load_predictor(model)
+        if override_spacing:
+            setup = model_setup.override_spacing(setup, spacing)
+        members.append(Member(model, network, setup))
+    # Refused before the header: the refusal is the only line printed.
+    ensemble = Ensemble(members) if len(members) > 1 else None
+    for index, member in enumerate(members, 1):
+        if member.setup.source == model_setup.GUESSED:
+            guess = member.setup.contract
+            click.echo(f"warning: {member.name}: no input contract (no run config.json, none stored in the "
+                       f"model); guessed from its channel counts: modalities {','.join(guess.modalities)}, "
+                       f"target {guess.target}, crop {guess.crop}, the source grid", err=True)
+        click.echo(f"model {index}/{len(members)}: {member.name}" if ensemble else f"model: {member.name}",
+                   err=True)
+        click.echo(member.setup.describe(), err=True)
+    if ensemble is None:
+        return members[0].predictor, members[0].setup
+    click.echo(f"ensemble: the mean of {len(members)} models' probabilities", err=True)
+    return ensemble, ensemble.setup
+
+
+def _check_models(models, device):
+    """The task the models were trained on; refuses, before any work, what cannot run.
+
+    Raises:
+        ConfigError: a missing optional runtime, --device gpu for an ONNX or
+            LiteRT model, a GPU TensorFlow does not see, or models trained on
+            different tasks.
+    """
+    from bratskeras import devices, model_setup, runtimes
+    from bratskeras.ensemble import check_tasks
+
+    for model in models:
+        runtimes.check_runtime(model)  # a missing optional runtime is refused before any work
+        devices.check_model_device(device, model)
+    devices.tensorflow_device(device)  # a GPU that is not there
+    tasks = [(model, model_setup.run_task(model)) for model in models]
+    check_tasks(tasks)
+    return tasks[0][1]
+
+
 @click.command("predict")
-@click.argument("model", type=MODEL_SOURCE)  # run dir, .keras, pretrained:NAME, SavedModel folder, .onnx, .tflite
+# Each MODEL: run dir, .keras, pretrained:NAME, SavedModel folder, .onnx, .tflite; several are an ensemble.
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=MODEL_SOURCE)
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -91,44 +165,44 @@ def _window_progress(case):
 @click.option("--spacing", help="Voxel size in mm to predict at, overriding the model's contract: 3 or 3,3,2; "
                                 "'source' (or 'none'): the source grid.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--device", default="auto", show_default=True, type=DeviceType(),
+              help="Where Keras and SavedModel models run: auto (TensorFlow's choice), cpu, gpu (GPU 0) or "
+                   "gpu:N. ONNX and LiteRT models run on the CPU.")
 @needs_tensorflow
-def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
-                    save_probabilities, spacing, overwrite):
+def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_size, label_scheme, task, steps,
+                    save_probabilities, spacing, overwrite, device):
     """Segment every case of INPUT_DIR into OUTPUT_DIR/<case id>.nii.gz on the source grid.
 
     MODEL is a run directory, a .keras file, pretrained:NAME (`bratskeras
     pretrained` lists them), or an exported SavedModel folder, .onnx or
     .tflite file; its input contract (modalities, spacing,
     normalisation, crop, target) says how cases are prepared for it.
+    Several MODELs are an ensemble: each runs on its own contract, and the
+    mean of their probabilities is decoded (they must agree on target,
+    task and modalities).
     """
-    from bratskeras import inference, layouts, model_setup, runtimes, tiling
+    from bratskeras import inference, layouts, tiling
     from bratskeras.cli.models import parse_shape, parse_spacing
 
-    runtimes.check_runtime(model)  # a missing optional runtime is refused before any work
+    model_task = _check_models(models, device)
     spacing_override = parse_spacing(spacing, allow_source=True) if spacing is not None else None
     postprocess = tuple(parse_postprocess(s) for s in steps)
     windows = tiling.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
                                     overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
-                                         save_probabilities=save_probabilities)
-    model_task = model_setup.run_task(model)
+                                         save_probabilities=save_probabilities, device=device)
     _check_steps_for(postprocess, model_task)
     # A task model reads its input as that task unless the user said otherwise.
     dataset = layouts.discover(input_dir, task=task or model_task)
+    dataset.refuse_duplicates()  # one output file per case id: two cases of one id would overwrite each other
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
-    network, setup = model_setup.load_predictor(model)
-    if spacing is not None:
-        setup = model_setup.override_spacing(setup, spacing_override)
-    if setup.source == model_setup.GUESSED:
-        guess = setup.contract
-        click.echo(f"warning: {model}: no input contract (no run config.json, none stored in the model); guessed "
-                   f"from its channel counts: modalities {','.join(guess.modalities)}, target {guess.target}, "
-                   f"crop {guess.crop}, the source grid", err=True)
+    network, setup = _load_models(models, device, spacing is not None, spacing_override)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
-    click.echo(setup.describe(), err=True)
+    for line in dataset.ignored:
+        click.echo(f"ignored: {line}", err=True)
     click.echo(f"{len(cases)} case(s)", err=True)
 
     def on_case(result):
@@ -146,7 +220,7 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
     if failed:
         click.echo(f"error: {len(failed)} case(s) failed: {', '.join(failed)}", err=True)
     if dataset.skipped:
-        click.echo(f"error: {len(dataset.skipped)} input folder(s) could not be read (listed above)", err=True)
+        click.echo(f"error: {len(dataset.skipped)} input(s) left out (listed above)", err=True)
     if failed or dataset.skipped:
         sys.exit(1)
 
@@ -154,32 +228,46 @@ def predict_command(model, input_dir, output_dir, overlap, window, tta, batch_si
 @click.command("evaluate")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), help="Write per-case metrics to this CSV file.")
-@click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed} as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write per-case metrics to this CSV file, and the summary to summary.json beside it.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Write the summary JSON (per metric: mean, std, median, quartiles; per case) here "
+                   "[default: summary.json beside --out].")
+@click.option("--json", "as_json", is_flag=True, help="Print {cases, summary, missing, extra, failed, ignored} as JSON.")
 @click.option("--compare-papers", is_flag=True, help="Also print the papers' reported figures beside the means.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --out and summary files.")
 @click.option("--lesion-wise", is_flag=True,
               help="Add the official BraTS 2023-2025 lesion-wise metrics of the task's groups.")
 @click.option("--task", type=click.Choice(TASKS), help="Label scheme of REF_DIR when its folders do not say.")
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="all cores",
               help="Processes scoring cases side by side.")
-@needs_tensorflow
-def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite, lesion_wise, task, workers):
-    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise)."""
+def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_papers, overwrite, lesion_wise, task,
+                     workers):
+    """Score PRED_DIR's label maps against REF_DIR's (Dice, HD95, sensitivity, specificity; lesion-wise).
+
+    With --out, the per-case CSV and summary.json beside it (docs/evaluation.md), as nnU-Net writes one.
+    """
     from bratskeras import evaluation, outputs
 
-    with outputs.claim_folder(os.path.dirname(os.path.abspath(out)), "evaluate") if out else contextlib.nullcontext():
-        if out:
-            outputs.refuse_existing(out, overwrite, evaluation.metrics_csv_kind())
+    if out and summary_path is None:
+        summary_path = os.path.join(os.path.dirname(os.path.abspath(out)), "summary.json")
+    files = [(path, kind) for path, kind in ((out, evaluation.metrics_csv_kind()),
+                                             (summary_path, evaluation.summary_json_kind())) if path]
+    if len({os.path.abspath(path) for path, _ in files}) < len(files):
+        raise click.UsageError("--out and --summary name the same file")
+    for path, kind in files:  # before any case is scored: a refusal costs nothing
+        outputs.refuse_existing(path, overwrite, kind)
+        outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(path)))
+    with contextlib.ExitStack() as claims:
+        # One writer per output folder (outputs.claim_folder): a second writer there is refused.
+        for folder in sorted({os.path.dirname(os.path.abspath(path)) for path, _ in files}):
+            claims.enter_context(outputs.claim_folder(folder, "evaluate"))
         result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
         if out:
-            csv_text = evaluation.rows_to_csv(result.rows)
-
-            def write_csv(tmp):
-                with open(tmp, "w") as stream:
-                    stream.write(csv_text)
-
-            outputs.write_artefact(out, write_csv, kind=evaluation.metrics_csv_kind(), overwrite=overwrite)
+            _write_text(out, evaluation.rows_to_csv(result.rows), overwrite, evaluation.metrics_csv_kind())
+        if summary_path:
+            _write_text(summary_path, result.summary_json(pred_dir, ref_dir, task), overwrite,
+                        evaluation.summary_json_kind())
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
@@ -194,6 +282,8 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
         click.echo(evaluation.comparison_table(result.summary))
     for path in result.extra:
         click.echo(f"warning: {path}: no reference case, not scored", err=True)
+    for line in result.ignored:
+        click.echo(f"ignored: {line}", err=True)
     for case_id in result.missing:
         click.echo(f"error: case {case_id}: no prediction in {pred_dir} (scored as an empty prediction)", err=True)
     for message in result.failed:
@@ -202,20 +292,36 @@ def evaluate_command(pred_dir, ref_dir, out, as_json, compare_papers, overwrite,
         sys.exit(1)
 
 
+def _write_text(path, text, overwrite, kind):
+    """Writes `text` to `path` atomically, under outputs' --overwrite rules (`kind`: outputs.ArtefactKind)."""
+    from bratskeras import outputs
+
+    def write(tmp):
+        with open(tmp, "w") as stream:
+            stream.write(text)
+
+    outputs.write_artefact(path, write, kind=kind, overwrite=overwrite)
+
+
 @click.command("show")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--case", "case_ids", multiple=True, help="Only this case id (repeatable; default all).")
 @click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")
-@needs_tensorflow
-def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
-    """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes."""
+@click.option("--task", type=click.Choice(TASKS), help="Label scheme of DATA_DIR when its folders do not say.")
+def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite, task):
+    """Write OUT_DIR/<case id>.png: reference and prediction over FLAIR in three planes.
+
+    Both columns are drawn in the colours of the case's own structures (one
+    legend), with the case's Dice per region in the title.
+    """
     from bratskeras import layouts, outputs, visualize
     from bratskeras.errors import BratsKerasError
     from bratskeras.evaluation import find_predictions
 
-    dataset = layouts.discover(data_dir)
+    dataset = layouts.discover(data_dir, task=task)
+    dataset.refuse_duplicates()
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:
@@ -224,6 +330,8 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite):
     failed = list(dataset.skipped)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
+    for line in dataset.ignored:
+        click.echo(f"ignored: {line}", err=True)
     with outputs.claim_folder(out_dir, "show"):
         for case in cases:
             try:

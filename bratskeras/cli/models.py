@@ -1,6 +1,7 @@
 """`bratskeras models` and `bratskeras summary`: the registry and layer tables."""
 
 import json
+import os
 
 import click
 
@@ -37,19 +38,39 @@ def parse_spacing(text, what="--spacing", allow_source=False):
 
 
 @click.command("models")
-@needs_tensorflow
 def models_command():
     """List the registered models with their parameter counts."""
-    from bratskeras.models import build_model, list_models
+    # The registry's stored facts: no model is built, no TensorFlow imported.
+    from bratskeras.model_presets import list_models, parameter_count
 
     for name in list_models():
-        click.echo(f"{name:<18} {build_model(name).count_params():>12,d} parameters")
+        click.echo(f"{name:<18} {parameter_count(name):>12,d} parameters")
 
 
-def _format_row(row):
-    if row is None:
-        return f"{'':<22}{'':<18}{'':>12}"
-    return f"{row['name']:<22}{row['type']:<18}{row['params']:>12,d}"
+def comparison_lines(lines, expected, actual, ok):
+    """The paper-vs-bratskeras table of `summary --compare` as text lines, columns as wide as their cells.
+
+    Args:
+        lines: models.summary.compare_with_paper's lines ({"paper", "model", "status"}).
+        expected, actual: the paper's and the model's total parameter counts.
+        ok: compare_with_paper's verdict.
+    """
+    rows = [row for line in lines for row in (line["paper"], line["model"]) if row is not None]
+    name_width = max([len("bratskeras: name")] + [len(row["name"]) for row in rows]) + 2
+    type_width = max([len("type")] + [len(row["type"]) for row in rows]) + 2
+    params_width = max([len("params")] + [len(f"{row['params']:,d}") for row in rows])
+
+    def cells(row):
+        if row is None:
+            return " " * (name_width + type_width + params_width)
+        return f"{row['name']:<{name_width}}{row['type']:<{type_width}}{row['params']:>{params_width},d}"
+
+    text = [f"{'paper: name':<{name_width}}{'type':<{type_width}}{'params':>{params_width}}  |  "
+            f"{'bratskeras: name':<{name_width}}{'type':<{type_width}}{'params':>{params_width}}  status"]
+    text += [f"{cells(line['paper'])}  |  {cells(line['model'])}  {line['status']}" for line in lines]
+    verdict = "all rows match" if ok else "MISMATCH"
+    text.append(f"total: paper {expected:,d}, bratskeras {actual:,d} -> {verdict}")
+    return text
 
 
 def _summary_model(name, input_shape):
@@ -61,7 +82,11 @@ def _summary_model(name, input_shape):
         return build_model(name, input_shape=parse_shape(input_shape, 4, "--input-shape") if input_shape else None), name
     if input_shape:
         raise ConfigError(f"--input-shape builds a registry model; {name} is loaded as it was trained")
-    return load_model(name), pretrained.read_model(pretrained.resolve(name)).config["model"]
+    from bratskeras.training.config import read_config_file
+
+    folder = pretrained.resolve(name)
+    read_config_file(os.path.join(folder, pretrained.CONFIG_FILE))  # every field checked, as predict reads it
+    return load_model(name), pretrained.read_model(folder).config["model"]
 
 
 @click.command("summary")
@@ -90,12 +115,8 @@ def summary_command(name, input_shape, compare, as_json):
         click.echo(json.dumps(payload))
     elif compare:
         lines, ok, expected = compare_with_paper(registry_name, model)
-        click.echo(f"{'paper: name':<22}{'type':<18}{'params':>12}  |  "
-                   f"{'bratskeras: name':<22}{'type':<18}{'params':>12}  status")
-        for line in lines:
-            click.echo(f"{_format_row(line['paper'])}  |  {_format_row(line['model'])}  {line['status']}")
-        verdict = "all rows match" if ok else "MISMATCH"
-        click.echo(f"total: paper {expected:,d}, bratskeras {model.count_params():,d} -> {verdict}")
+        for text in comparison_lines(lines, expected, int(model.count_params()), ok):
+            click.echo(text)
     else:
         click.echo(f"{'layer':<22}{'type':<22}{'output shape':<30}{'params':>12}")
         for row in rows:

@@ -106,7 +106,8 @@ def _key_values(pairs):
                    "architecture, inputs and preprocessing; the preset (default: its own) and flags say how "
                    "to train.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
-              help="Continue a run: RUN_DIR, or the --out folder when given without a value.")
+              help="Continue a run: RUN_DIR, or the --out folder when given without a value. Without "
+                   "DATA_DIR it trains on the data folder the run remembers (RUN_DIR/dataset.json).")
 @click.option("--seed", type=int)
 @click.option("--deterministic", is_flag=True, help="Deterministic TF ops (reproducible on CPU).")
 @click.option("--folds", type=int, help="k for k-fold cross-validation (default: 80/20 split).")

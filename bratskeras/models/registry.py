@@ -1,4 +1,4 @@
-"""Model registry: names -> builder and preset arguments (plain data).
+"""Model registry: names -> builder and preset arguments (the data: bratskeras.model_presets).
 
     >>> import bratskeras
     >>> model = bratskeras.build_model("lightweight-unet", input_shape=(64, 64, 64, 4))
@@ -9,10 +9,9 @@
 from dataclasses import dataclass
 
 from bratskeras.errors import ModelError
+from bratskeras.model_presets import ALL_MODALITIES, MODEL_PRESETS, list_models  # noqa: F401  (re-exported)
 from bratskeras.models.flair_unet import FLAIR_UNET_FILTERS, build_flair_unet
 from bratskeras.models.unet3d import build_unet3d
-
-ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass(frozen=True)
@@ -41,32 +40,8 @@ BUILDERS = {
 }
 
 
-def _unet3d(levels, base_filters, convs_per_block):
-    return {
-        "builder": "unet3d",
-        "args": {"input_shape": (None, None, None, 4), "levels": levels, "base_filters": base_filters,
-                 "convs_per_block": convs_per_block, "dropout": 0.3, "num_classes": 4},
-        "modalities": ALL_MODALITIES,
-        "targets": ("classes", "regions", "whole_tumor"),
-    }
-
-
-# Each entry: the builder, its arguments, and the model's facts (as keras-hub
-# presets carry metadata): the input modalities it is made for and the
-# training targets its output can stand for.
-MODEL_PRESETS = {
-    "flair-unet": {
-        "builder": "flair_unet",
-        "args": {"input_shape": (192, 192, 154, 1), "dropout": 0.2},
-        "modalities": ("flair",),
-        "targets": ("whole_tumor",),
-    },
-    "lightweight-unet": _unet3d(levels=3, base_filters=16, convs_per_block=2),
-    "medium-unet-16": _unet3d(levels=4, base_filters=16, convs_per_block=4),
-    "medium-unet-32": _unet3d(levels=4, base_filters=32, convs_per_block=4),
-    "deep-unet-16": _unet3d(levels=5, base_filters=16, convs_per_block=4),
-    "deep-unet-32": _unet3d(levels=5, base_filters=32, convs_per_block=4),
-}
+# The presets themselves (arguments, modalities, targets, parameter counts) are plain data in
+# bratskeras.model_presets, readable without TensorFlow.
 
 
 @dataclass(frozen=True)
@@ -92,11 +67,6 @@ class ModelFacts:
     @property
     def outputs_logits(self):
         return self.output == "logits"
-
-
-def list_models():
-    """Names accepted by `build_model`, in registry order."""
-    return list(MODEL_PRESETS)
 
 
 def model_spec(name):

@@ -52,6 +52,27 @@ def load_model(source):
     return model
 
 
+# The package name every bratskeras layer, loss and metric is registered under ("bratskeras>PadToMultiple").
+CUSTOM_PACKAGE = "bratskeras"
+
+
+def custom_objects():
+    """{registered name: class} of every object bratskeras registers with Keras (package "bratskeras").
+
+    For loading a bratskeras `.keras` file with plain Keras:
+    `keras.saving.load_model(path, custom_objects=bratskeras.custom_objects())`
+    (docs/python-api.md). Keras cannot import a package's classes by itself
+    (only its own), so without `import bratskeras.models` (or this) it fails
+    with "Could not locate class 'PadToMultiple'".
+    """
+    import bratskeras.losses  # noqa: F401  (registers the losses and metrics of compiled models)
+    import bratskeras.metrics  # noqa: F401
+    import bratskeras.models.layers  # noqa: F401
+
+    return {name: obj for name, obj in keras.saving.get_custom_objects().items()
+            if name.startswith(f"{CUSTOM_PACKAGE}>")}
+
+
 def save_model(model, path, contract):
     """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.contract.write_keras).
 

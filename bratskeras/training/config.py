@@ -16,13 +16,15 @@ PRESETS), data.AUGMENT_ON and targets.NAMES.
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 
 from bratskeras import labels, targets
 from bratskeras.augment import AUGMENTATION_SETS
 from bratskeras.data import AUGMENT_ON, PipelineConfig
 from bratskeras.errors import ConfigError
-from bratskeras.preprocessing import PreprocessSettings
+from bratskeras.preprocessing import CROPS, PreprocessSettings
 
 _PIPELINE = PipelineConfig()
 _PREPROCESS = PreprocessSettings()
@@ -41,6 +43,8 @@ LOSS_TARGETS = {
 TARGET_LOSSES = {"classes": "dice_ce", "regions": "region_dice_bce", "whole_tumor": "flair_dice"}
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adamw", "adam")
+# config.json's jit_compile: "auto" (XLA on GPUs only, runtime.jit_compile), or XLA on or off.
+JIT_COMPILE = ("auto", "true", "false", True, False)
 # The named augmentation sets of bratskeras.augment (fit --augment).
 AUGMENTATIONS = tuple(AUGMENTATION_SETS)
 
@@ -134,6 +138,8 @@ class TrainConfig:
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check(self.augmentation in AUGMENTATIONS,
                f"--augment must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
+        _check(_positive_number(self.learning_rate),
+               f"--learning-rate must be a positive finite number, got {self.learning_rate!r}")
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _check(len(self.patch_size) == 3 and min(self.patch_size) >= 1,
@@ -181,6 +187,11 @@ class TrainConfig:
         values = json.loads(self.to_json())
         values.pop("epochs")
         return values
+
+
+def _positive_number(value):
+    """True for a finite number above 0 (not a bool, NaN, inf or a string from a hand-edited config.json)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _check(condition, message):
@@ -244,15 +255,171 @@ def resume_config(run_dir, overrides=None):
     (anything but a larger epoch budget).
 
     Raises:
-        ConfigError: no config.json in run_dir, or an invalid value.
+        ConfigError: no config.json in run_dir, a damaged one (naming the
+            file and field, `read_run_config`), or an invalid override.
     """
-    import os
-
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
-    with open(path) as stream:
-        values = json.load(stream)
+    values = dataclasses.asdict(read_run_config(path))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return TrainConfig.from_dict(values)
 
+
+# ---------------------------------------------------------------- reading config.json
+# A run's config.json is written by fit, but users edit it by hand and other tools copy it: every
+# reader (predict, export, fit --resume, --init-from) goes through `read_config_file`, which checks
+# each field's type and range, so a bad value is one line naming the file and field, not a TypeError
+# deep inside whatever reads it first.
+
+CONFIG_FILE = "config.json"
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_sizes(value):
+    """Three positive integers (a list in JSON)."""
+    return isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_integer(v) and v >= 1 for v in value)
+
+
+def _is_spacing(value):
+    return value is None or (isinstance(value, (list, tuple)) and len(value) == 3
+                             and all(_is_number(v) and v > 0 for v in value))
+
+
+def _is_options(value):
+    """A JSON object of builder or loss options: string keys, scalar values."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, (str, bool)) or _is_number(v)) for k, v in value.items())
+
+
+def _is_modalities(value):
+    return (isinstance(value, (list, tuple)) and len(value) >= 1 and len(set(map(str, value))) == len(value)
+            and all(isinstance(v, str) and v in labels.ALL_MODALITIES for v in value))
+
+
+def _one_of(choices):
+    return (lambda value: isinstance(value, (str, bool)) and value in choices), f"one of {', '.join(map(str, choices))}"
+
+
+def _between(low, high, low_open=False, high_open=False):
+    def check(value):
+        return (_is_number(value) and (value > low if low_open else value >= low)
+                and (high is None or (value < high if high_open else value <= high)))
+    brackets = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (
+        ")" if high_open else "]"))
+    return check, f"a number in {brackets}"
+
+
+def _integer_from(low):
+    return (lambda value: _is_integer(value) and value >= low), f"an integer >= {low}"
+
+
+def _string_or_null(value):
+    return value is None or (isinstance(value, str) and value != "")
+
+
+# What each field of a config.json may hold: (check, what it must be). TrainConfig's fields, plus the
+# crop margin a hand-written config may give predict (bratskeras.contract reads it).
+FIELD_RULES = {
+    "preset": (lambda v: isinstance(v, str) and v != "", "a preset name"),
+    "model": (lambda v: isinstance(v, str) and v != "", "a registry model name"),
+    "model_overrides": (_is_options, "an object of builder options (name: number)"),
+    "init_from": (_string_or_null, "null or the model the run was fine-tuned from"),
+    "modalities": (_is_modalities, f"a list of distinct modality names ({', '.join(labels.ALL_MODALITIES)})"),
+    "target": _one_of(targets.NAMES),
+    "task": (lambda v: v is None or v in labels.TASKS, f"null or one of {', '.join(labels.TASKS)}"),
+    "loss": _one_of(tuple(LOSS_TARGETS)),
+    "loss_kwargs": (_is_options, "an object of loss options (name: number)"),
+    "optimizer": _one_of(OPTIMIZERS),
+    "learning_rate": _between(0, None),
+    "weight_decay": _between(0, None),
+    "clipnorm": _between(0, None),
+    "epochs": _integer_from(1),
+    "steps_per_epoch": _integer_from(0),
+    "batch_size": _integer_from(1),
+    "patch_size": (_is_sizes, "three positive integers"),
+    "crop": _one_of(CROPS),
+    "crop_size": (_is_sizes, "three positive integers"),
+    "spacing": (_is_spacing, "null (the source grid) or three positive voxel sizes in mm"),
+    "margin": _integer_from(0),
+    "foreground_fraction": _between(0, 1),
+    "augment": (lambda v: isinstance(v, bool), "true or false"),
+    "augment_on": _one_of(AUGMENT_ON),
+    "augmentation": _one_of(AUGMENTATIONS),
+    "reduce_lr_factor": _between(0, 1, low_open=True, high_open=True),
+    "reduce_lr_patience": _integer_from(0),
+    "reduce_lr_min": _between(0, None),
+    "early_stopping_patience": _integer_from(0),
+    "checkpoint_every": _integer_from(1),
+    "val_fraction": _between(0, 1, low_open=True, high_open=True),
+    "folds": (lambda v: _is_integer(v) and (v == 0 or v >= 2), "0 (80/20 split) or an integer >= 2"),
+    "fold": _integer_from(0),
+    "split_seed": (_is_integer, "an integer"),
+    "precision": _one_of(PRECISIONS),
+    "strategy": _one_of(STRATEGIES),
+    "seed": (_is_integer, "an integer"),
+    "deterministic": (lambda v: isinstance(v, bool), "true or false"),
+    "jit_compile": (lambda v: isinstance(v, (str, bool)) and v in JIT_COMPILE, '"auto", "true", "false", true or false'),
+}
+
+
+def check_config_values(values, where):
+    """Checks the type and range of every field `values` (a config.json's dict) holds.
+
+    Fields it lacks are not required (a hand-written config for predict;
+    `TrainConfig.from_dict` fills its defaults); fields no run has are refused.
+
+    Raises:
+        ConfigError: "<where>: field <name> must be <what>, got <value>"
+            for the first bad field, or naming the first unknown one.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: must hold a JSON object of training settings, found a "
+                          f"{type(values).__name__}")
+    unknown = sorted(set(values) - set(FIELD_RULES))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} (a run's config.json holds TrainConfig's fields)")
+    for name, (check, what) in FIELD_RULES.items():
+        if name in values and not check(values[name]):
+            shown = json.dumps(values[name])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ConfigError(f"{where}: field {name} must be {what}, got {shown}")
+
+
+def read_config_file(path):
+    """A run's config.json as a dict, every field it holds checked (`check_config_values`).
+
+    Raises:
+        ConfigError: one line naming `path`: not JSON, not an object, or
+            the first field of a wrong type or out of range.
+        OSError: the file cannot be read (the CLI names it).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            values = json.load(stream)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise ConfigError(f"{path}: not valid JSON ({str(error).splitlines()[0] if str(error) else 'empty'})") from None
+    check_config_values(values, path)
+    return values
+
+
+def read_run_config(path):
+    """The TrainConfig a run's config.json holds (`read_config_file`, then TrainConfig's own checks).
+
+    Raises:
+        ConfigError: one line naming `path` and the field that is wrong
+            (also fields that contradict each other, e.g. a loss and target).
+    """
+    values = read_config_file(path)
+    try:
+        return TrainConfig.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -35,6 +35,9 @@ class DemoData:
             anatomy.SETTINGS name), or None for the training ones.
         voxel_mm: voxel size of the training cases (anatomy only).
         heldout_shape: (D, H, W) of the held-out cases, at 1 mm (None: `shape`).
+        generator: the `synth --kind` that writes its phantoms (None: the
+            demo's own name). A demo whose overrides hold "init_from"
+            fine-tunes that model (fit --init-from) instead of training anew.
     """
 
     shape: tuple
@@ -44,6 +47,7 @@ class DemoData:
     heldout_settings: str | None = None
     voxel_mm: float = 1.0
     heldout_shape: tuple | None = None
+    generator: str | None = None  # the synth kind of its phantoms (None: the demo's own name)
 
 
 _COMMON = {"batch_size": 2, "patch_size": (48, 48, 40), "early_stopping_patience": 0, "checkpoint_every": 5}
@@ -72,6 +76,14 @@ DEMOS = {
                          overrides={**_COMMON, "epochs": 40, "steps_per_epoch": 20, "crop": "bbox",
                                     "spacing": (3.0, 3.0, 3.0), "patch_size": (48, 48, 40),
                                     "learning_rate": 2e-3, "augmentation": "paper"}),
+    # The shipped model fine-tuned on SynthSeg-style heads at its own 2 mm (its contract: spacing, crop and
+    # patch come from it), at a tenth of its first stage's rate: what a user does with a pretrained model,
+    # and a demo model that keeps the shipped model's transfer to real scans.
+    "finetune": DemoData(shape=(120, 120, 78), voxel_mm=2.0, cases=12, heldout_cases=2, generator="synthseg",
+                         heldout_shape=(240, 240, 155), heldout_settings="heldout",
+                         overrides={"init_from": "pretrained:brats-glioma-synth-lightweight", "batch_size": 2,
+                                    "early_stopping_patience": 0, "checkpoint_every": 5, "epochs": 12,
+                                    "steps_per_epoch": 20, "learning_rate": 2e-4, "augmentation": "paper"}),
 }
 # What `bratskeras fit` without a DATA_DIR trains on.
 DEMO_KIND = "anatomy"
@@ -96,12 +108,27 @@ def demo_folders(folder):
     return os.path.join(folder, "train"), os.path.join(folder, "heldout")
 
 
+# The demo's held-out cases use its seed + this (1000 for the default seed 0).
+HELDOUT_SEED_OFFSET = 1000
+# `bratskeras synth`'s default seed: neither the seed the demo trains on by default (TrainConfig.seed, 0)
+# nor its held-out one, so cases written without --seed are new to the demo's models (and the same
+# seed tools/make_heldout.py uses).
+UNSEEN_SEED = 2000
+
+
+def demo_training_seed():
+    """The seed `bratskeras fit` writes the demo's training cases with unless --seed is given (TrainConfig.seed)."""
+    from bratskeras.training.config import TrainConfig
+
+    return TrainConfig.seed
+
+
 def write_demo_data(folder, seed=0, kind=DEMO_KIND):
     """Writes the demo's training and held-out phantoms (BraTS 2020 layout).
 
     Args:
         folder: where train/ and heldout/ go.
-        seed: training cases use `seed`, held-out cases `seed + 1000`.
+        seed: training cases use `seed`, held-out cases `seed + HELDOUT_SEED_OFFSET`.
         kind: a DEMOS name.
 
     Returns:
@@ -111,9 +138,9 @@ def write_demo_data(folder, seed=0, kind=DEMO_KIND):
 
     train_dir, heldout_dir = demo_folders(folder)
     spec = DEMOS[kind]
-    synth.write_dataset(train_dir, cases=spec.cases, shape=spec.shape, layout="brats2020", seed=seed, kind=kind,
-                        voxel_mm=spec.voxel_mm)
-    return train_dir, write_heldout(heldout_dir, seed + 1000, kind)
+    synth.write_dataset(train_dir, cases=spec.cases, shape=spec.shape, layout="brats2020", seed=seed,
+                        kind=spec.generator or kind, voxel_mm=spec.voxel_mm)
+    return train_dir, write_heldout(heldout_dir, seed + HELDOUT_SEED_OFFSET, kind)
 
 
 def write_heldout(folder, seed=1000, kind=DEMO_KIND):
@@ -127,5 +154,5 @@ def write_heldout(folder, seed=1000, kind=DEMO_KIND):
     spec = DEMOS[kind]
     extra = {"settings": spec.heldout_settings} if spec.heldout_settings else {}
     synth.write_dataset(folder, cases=spec.heldout_cases, shape=spec.heldout_shape or spec.shape,
-                        layout="brats2020", seed=seed, kind=kind, **extra)
+                        layout="brats2020", seed=seed, kind=spec.generator or kind, **extra)
     return folder

@@ -1,12 +1,17 @@
 """`fit`: one function from a TrainConfig and a dataset folder to a trained run.
 
-Data flow, one named step each: prepare the cases (training.prepare:
-inspect, split, cache) -> check the patch size (training.checks) -> process
-settings (seed, determinism, precision policy) and the tf.distribute
-strategy -> the network (from `config.init_from`'s weights when it
-fine-tunes a model, training.init_from) compiled with its loss, metrics
-and optimizer (its saved state put back on --resume) -> the run's
-callbacks -> keras fit -> held-out Dice of best.keras (training.heldout).
+Data flow, one named step each: on --resume, verify the run folder
+(run_dir.check_resume: writable, same configuration, a readable state, an
+epoch budget not below the epochs trained) before any data is read, and
+that the data is the run's own (run_dir.check_dataset) -> prepare the
+cases (training.prepare: inspect, split, cache) -> check the patch size
+(training.checks) -> process settings (seed, determinism, precision
+policy) and the tf.distribute strategy -> the network (from
+`config.init_from`'s weights when it fine-tunes a model,
+training.init_from) compiled with its loss, metrics and optimizer (its
+saved state put back on --resume) -> the run's files (config.json,
+dataset.json, runtime.json) -> the run's callbacks -> keras fit ->
+held-out Dice of best.keras (training.heldout).
 
 Global state: `fit` changes the process's Keras dtype policy, the Python,
 numpy and TensorFlow random seeds and, with `deterministic`, TensorFlow's op
@@ -38,7 +43,7 @@ from bratskeras.training.callbacks import (
 )
 from bratskeras.training.checks import available_memory_bytes, check_memory, check_patch_size
 from bratskeras.training.heldout import heldout_dice
-from bratskeras.training.prepare import load_cases, steps_per_epoch, train_input, validation_input
+from bratskeras.training.prepare import case_sizes, load_cases, steps_per_epoch, train_input, validation_input
 from bratskeras.training.training_model import TrainingModel
 from bratskeras.training.validation import ReplicaLossReport, WholeVolumeValidation
 
@@ -53,7 +58,8 @@ class FitResult:
         heldout_dice: {"WT": mean Dice, "TC": ..., "ET": ...} of best.keras on
             the validation cases (whole volumes), or {"WT": ...} for the
             whole-tumor target.
-        skipped: problems of cases left out with `skip_bad_cases`.
+        skipped: problems of cases left out with `skip_bad_cases`, then the
+            inputs discovery did not use, with the reason (layouts.Dataset.ignored).
         time_limit_reached: training stopped at the time limit before
             `config.epochs`; `--resume` continues it.
     """
@@ -119,7 +125,10 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     Raises:
         DataError, ConfigError, OutputExistsError: bad data, flags or run dir
         (OutputExistsError also while another process writes into it);
-        ConfigError also when the limit ends before the first epoch does.
+        ConfigError also when the limit ends before the first epoch does,
+        and for a resume whose state is damaged, whose data is not the
+        run's, or whose --epochs is below the epochs trained.
+        OutputError: a run folder to resume that is not writable.
     """
     # The run folder is claimed for the whole fit, before its config.json is read or rewritten, so a second
     # fit or --resume of the same run is refused (outputs.claim_folder).
@@ -151,16 +160,18 @@ def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, v
     from bratskeras.training import runtime
 
     runtime.check_precision(config.precision)
+    # Everything a resume can be refused for is checked before the data is read or anything written.
+    state_folder = run_files.check_resume(run_dir, config).prefix if resume else None
+    dataset = run_files.dataset_record(data_dir, case_sizes(data_dir, config.task))
+    if resume:
+        run_files.check_dataset(run_dir, dataset)
     cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
     train_cached, val_cached, skipped = load_cases(data_dir, config, cache_dir, skip_bad_cases)
     check_patch_size(config, train_cached)
-    state_folder = None
-    if resume:
-        run_files.prepare_run_dir(run_dir, config, resume=True)
-        state_folder = run_files.latest_state(run_dir)
     with process_settings(config) as (policy, precision_details):
         strategy = _strategy(config, timer)
-        model, saved = _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details)
+        model, saved = _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details,
+                                       dataset)
         finished = int(saved.get("epoch", 0))
         if saved.get("stopped") or finished >= config.epochs:
             return FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config), skipped)
@@ -235,8 +246,10 @@ def _metrics(config):
     return dice_metrics(config.target, from_logits=outputs_logits(config), scheme=config.task)
 
 
-def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details):
+def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details, dataset=None):
     """Builds and compiles the TrainingModel in the strategy's scope, writes the run's files.
+
+    `dataset` (run_dir.dataset_record, or None) goes into the run's dataset.json.
 
     Returns:
         (TrainingModel, the saved state dict of a resumed run or {}).
@@ -262,11 +275,6 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
             multi_worker=_is_multi_worker(strategy))
         model.compile(optimizer=make_optimizer(config), loss=_loss(config), metrics=_metrics(config),
                       jit_compile=xla)
-        if not resume and chief:
-            run_files.prepare_run_dir(run_dir, config, resume=False)
-        if chief:
-            run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
-                runtime.describe(policy, precision_details, strategy, xla), indent=2))
         # The optimizer's variables are made here, not inside the first train step: without a
         # tf.distribute strategy Keras 3.15 builds them while tracing the train function, and a
         # tf.function that creates variables on its first call traces that call twice (about 3 s of
@@ -276,6 +284,12 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
         if state_folder is not None:
             saved = run_files.load_state(state_folder, network, model.optimizer)
             model.optimizer.learning_rate.assign(saved["learning_rate"])
+        # Last: a resumed run's config.json (its epoch budget) and dataset.json change only once its state
+        # has loaded, i.e. after every check passed.
+        if chief:
+            run_files.prepare_run_dir(run_dir, config, resume, dataset)
+            run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
+                runtime.describe(policy, precision_details, strategy, xla), indent=2))
     return model, saved
 
 

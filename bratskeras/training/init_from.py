@@ -15,9 +15,13 @@ What the new run takes from where:
   flags: everything else, i.e. how to train (optimizer, learning rate, the
   loss for the target, epochs, steps, batch size, augmentation). No
   optimizer state comes along: the source's best.keras has none.
-- A bare .keras outside a run has no config.json: the run is set up from
-  the preset and flags like any new run, and the network they build must
-  have the source's weight shapes (checked before any work).
+- A bare .keras outside a run has no config.json: its embedded input
+  contract (bratskeras.contract, written by fit and export) gives the same
+  inherited fields but the architecture (modalities, target, task, crop,
+  crop size, spacing, patch size); the architecture and how to train come
+  from the preset and flags like any new run, and the network they build
+  must have the source's weight shapes (checked before any work). A .keras
+  with neither (made outside bratskeras) is set up from flags alone.
 
 The run's config.json records `init_from` (pretrained:NAME as given, a path
 made absolute). `--resume` continues from the run's own saved state and
@@ -84,7 +88,9 @@ def inherit(source, preset, overrides):
     asked = {key: value for key, value in overrides.items() if value is not None}
     asked["init_from"] = recorded_source(source)
     if config is None:
-        return preset, asked
+        config = contract_fields(source)
+        if config is None:
+            return preset, asked
     inherited = {key: config[key] for key in INHERITED if key in config}
     for key, value in inherited.items():
         if key in asked and key not in ADJUSTABLE and _as_json(asked[key]) != _as_json(value):
@@ -93,10 +99,29 @@ def inherit(source, preset, overrides):
                 f"{_as_json(asked[key])}: a fine-tuned run keeps its source's architecture and inputs "
                 f"(leave {_FLAGS[key]} out)")
     preset_model = PRESETS.get(preset, {}).get("model", TrainConfig.model)
-    if preset is not None and preset_model != inherited.get("model"):
+    if preset is not None and "model" in inherited and preset_model != inherited["model"]:
         raise ConfigError(f"--init-from {source} is a {inherited.get('model')}, --preset {preset} trains "
                           f"{preset_model}: leave --preset out")
     return preset or config.get("preset"), {**inherited, **asked}
+
+
+def contract_fields(source):
+    """The INHERITED fields a bare .keras `source` carries in its input contract (a dict), or None without one.
+
+    The contract has no architecture: "model" and "model_overrides" are left
+    to the flags (a wrong one is caught by the weight shapes).
+    """
+    from bratskeras.contract import read_contract
+
+    contract = read_contract(source, "keras")
+    if contract is None:
+        return None
+    fields = {"modalities": list(contract.modalities), "target": contract.target, "task": contract.task,
+              "crop": contract.crop, "crop_size": list(contract.crop_size),
+              "spacing": None if contract.spacing is None else list(contract.spacing)}
+    if contract.patch_size is not None:
+        fields["patch_size"] = list(contract.patch_size)
+    return fields
 
 
 def _as_json(value):

@@ -102,11 +102,13 @@ def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
 def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
     """Continues the run in `run_dir`: its saved configuration is the base, `overrides` are compared with it.
 
-    Without `data_dir`, a demo run continues on the phantoms in its folder.
+    Without `data_dir`, a demo run continues on the phantoms in its folder,
+    any other on the data folder its dataset.json remembers.
 
     Raises:
-        ConfigError: no config.json in run_dir; MissingDataDir (a
-            ConfigError): no data_dir for a run that is not a demo.
+        ConfigError: no config.json in run_dir, or the remembered data
+            folder is gone; MissingDataDir (a ConfigError): no data_dir for
+            a run that remembers none (written before runs did).
     """
     if overrides.get("init_from") is not None:  # compared with the saved one as config.json records it
         overrides = {**overrides, "init_from": init_from.recorded_source(overrides["init_from"])}
@@ -114,7 +116,23 @@ def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
     heldout_dir = None
     if data_dir is None:
         demo_root = os.path.join(run_dir, DEMO_DATA)
-        if not os.path.isdir(demo_root):
-            raise MissingDataDir(f"resuming {run_dir} needs the DATA_DIR it was trained on")
-        data_dir, heldout_dir = demo.demo_folders(demo_root)
+        if os.path.isdir(demo_root):
+            data_dir, heldout_dir = demo.demo_folders(demo_root)
+        else:
+            data_dir = remembered_data_dir(run_dir)
     return RunPlan(config, data_dir, run_dir, resume=True, heldout_dir=heldout_dir, time_limit=time_limit)
+
+
+def remembered_data_dir(run_dir):
+    """The data folder the run's dataset.json names, for a resume given no DATA_DIR.
+
+    Raises:
+        MissingDataDir: the run remembers none; ConfigError: that folder is gone.
+    """
+    record = run_files.recorded_dataset(run_dir)
+    if record is None:
+        raise MissingDataDir(f"resuming {run_dir} needs the DATA_DIR it was trained on")
+    if not os.path.isdir(record["data_dir"]):
+        raise ConfigError(f"{run_dir} was trained on {record['data_dir']} ({run_files.DATASET_FILE}), which is no "
+                          "longer a folder: give the DATA_DIR it was moved to")
+    return record["data_dir"]

@@ -6,6 +6,8 @@ Data flow: a dataset folder -> its clean labelled cases (`labelled_cases`)
 dataset (`train_input`, `validation_input`) that `fit` hands to Keras.
 """
 
+import os
+
 from bratskeras import labels
 from bratskeras.errors import ConfigError, DataError
 
@@ -22,6 +24,30 @@ def split_cases(case_ids, config):
             raise ConfigError(f"--folds {config.folds} is more than the {len(case_ids)} cases")
         return data.kfold_splits(case_ids, config.folds, config.split_seed)[config.fold]
     return data.train_val_split(case_ids, config.val_fraction, config.split_seed)
+
+
+def case_sizes(data_dir, task=None):
+    """{case id: bytes of its files} of the labelled cases under `data_dir`: what a run remembers of its data.
+
+    Only the folder is listed (layouts.discover) and its files' sizes read,
+    so `fit --resume` can refuse other data before inspecting or caching it.
+    A file that cannot be read counts -1 (inspection names it later).
+
+    Raises:
+        DataError: an empty or unrecognised folder (layouts.discover).
+    """
+    from bratskeras import layouts
+
+    dataset = layouts.discover(data_dir, task=task)
+    return {case.id: sum(_size(path) for path in case.source_files()) for case in dataset.cases
+            if case.seg is not None}
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
 
 
 def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None, task=None):

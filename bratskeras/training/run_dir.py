@@ -2,6 +2,8 @@
 
     RUN_DIR/.bratskeras-run      marker: the process that created the run (O_EXCL)
     RUN_DIR/config.json          resolved TrainConfig
+    RUN_DIR/dataset.json         the data folder it trains on (absolute) and its labelled cases'
+                                 sizes, checked by --resume (`check_dataset`)
     RUN_DIR/runtime.json         precision, strategy, devices chosen
     RUN_DIR/history.csv          one row per finished epoch
     RUN_DIR/curves.png           loss, Dice per region, learning rate
@@ -18,13 +20,22 @@ Every file is written next to its destination and renamed into place
 `tf.train.CheckpointManager` rewriting `state/checkpoint` (atomically) only
 once its files and JSON are complete, so a run killed at any moment leaves
 the previous state restorable.
+
+`--resume` verifies everything before it writes or deletes anything
+(`check_resume`, then `check_dataset`): the run folder is writable, its
+config.json is readable and asks for the same run, its newest state is read
+in full, and history.csv and checkpoints/ record no epoch beyond it. A run
+whose state cannot be read is refused, never restarted at epoch 0.
 """
 
+import csv
+import glob
 import json
 import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 
 from bratskeras import outputs
 from bratskeras.errors import ConfigError, OutputExistsError
@@ -36,6 +47,10 @@ from bratskeras.outputs import atomic_path
 STATE_DIR = "state"
 # Resume states are STATE_DIR/epoch-N.{index,data-*,json} (N finished epochs).
 STATE_PREFIX = "epoch"
+# tf.train.CheckpointManager's pointer to the newest published state, in STATE_DIR.
+STATE_POINTER = "checkpoint"
+# The run's dataset: {"data_dir": absolute path, "cases": {case id: bytes of its files}}.
+DATASET_FILE = "dataset.json"
 # Created first, with O_EXCL, by the one process that makes a folder a run.
 RUN_MARKER = ".bratskeras-run"
 # Tells this process's claim from another's (pids repeat across containers).
@@ -136,35 +151,76 @@ def is_run_dir(folder):
     return os.path.isfile(os.path.join(folder, "config.json"))
 
 
-def prepare_run_dir(run_dir, config, resume):
-    """Claims RUN_DIR for a new run, or checks it for `--resume`, and writes config.json.
+def prepare_run_dir(run_dir, config, resume, dataset=None):
+    """Claims RUN_DIR for a new run, or continues a resumed one, and writes config.json and dataset.json.
 
     A run folder is created fresh (`claim_run_dir`) or resumed, never merged
-    into a folder that is not a run.
+    into a folder that is not a run. A resumed run must have passed
+    `check_resume` and `check_dataset`: its config.json (a larger epoch
+    budget) and dataset.json are rewritten, each atomically, only then.
+
+    Args:
+        dataset: `dataset_record` of the data the run trains on, or None.
 
     Raises:
         OutputExistsError: a new run into a folder that already holds a run,
             or that holds anything else.
-        ConfigError: resuming with a configuration other than the saved one,
-            or resuming a folder that holds no run.
     """
-    config_path = os.path.join(run_dir, "config.json")
-    if resume:
-        if not os.path.exists(config_path):
-            raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
-        saved = json.loads(open(config_path).read())
-        from bratskeras.training.config import TrainConfig
-
-        differences = _differences(TrainConfig.from_dict(saved).comparable(), config.comparable())
-        if differences:
-            raise ConfigError(
-                f"{run_dir}: cannot resume with a different configuration ({'; '.join(differences)})"
-            )
-    else:
+    if not resume:
         claim_run_dir(run_dir)
     for sub in ("checkpoints", STATE_DIR):
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
-    atomic_write_text(config_path, config.to_json())
+    atomic_write_text(os.path.join(run_dir, "config.json"), config.to_json())
+    if dataset is not None:
+        atomic_write_text(os.path.join(run_dir, DATASET_FILE), json.dumps(dataset, indent=2, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a verified run continues.
+
+    Attributes:
+        prefix: its newest resume state (RUN_DIR/state/epoch-N), or None
+            when it stopped before saving its first.
+        epochs: epochs it has finished (N, or 0).
+    """
+
+    prefix: str | None
+    epochs: int
+
+
+def check_resume(run_dir, config):
+    """Every check `fit --resume` can make on the run folder alone, before any data is read; writes nothing.
+
+    The folder (and its state/ and checkpoints/) must be writable, its
+    config.json must hold the run `config` asks for (a larger epoch budget
+    aside), its newest state must be readable in full (`verified_state`),
+    and `config.epochs` must not be fewer than the epochs already trained.
+
+    Returns:
+        ResumePoint.
+
+    Raises:
+        ConfigError: one line naming the file or flag that is wrong.
+        OutputError: the run folder is not writable.
+    """
+    from bratskeras.training.config import read_run_config
+
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.json)")
+    outputs.ensure_writable_folder(run_dir)
+    for sub in (STATE_DIR, "checkpoints"):
+        if os.path.isdir(os.path.join(run_dir, sub)):
+            outputs.ensure_writable_folder(os.path.join(run_dir, sub))
+    differences = _differences(read_run_config(config_path).comparable(), config.comparable())
+    if differences:
+        raise ConfigError(f"{run_dir}: cannot resume with a different configuration ({'; '.join(differences)})")
+    point = verified_state(run_dir)
+    if config.epochs < point.epochs:
+        raise ConfigError(f"{run_dir}: --epochs {config.epochs} is fewer than the {point.epochs} epochs it has "
+                          f"trained; give --epochs {point.epochs} or more (nothing was changed)")
+    return point
 
 
 def _differences(saved, requested):
@@ -193,6 +249,9 @@ def save_state(run_dir, epoch, model, optimizer, extra):
 
     state_root = os.path.join(run_dir, STATE_DIR)
     os.makedirs(state_root, exist_ok=True)
+    # A pointer damaged since the run started would be ignored by the manager, which then forgets the
+    # states it named: refuse (ConfigError) instead of publishing over it.
+    _pointed_state(run_dir)
     prefix = os.path.join(state_root, f"{STATE_PREFIX}-{epoch}")
     # model.variables, not weights: they include the dropout layers' random
     # seed states, so a resumed run draws the same dropout masks.
@@ -220,28 +279,236 @@ def _remove_unpublished(state_root, name):
 
 
 def latest_state(run_dir):
-    """The newest complete resume state of a run (a checkpoint prefix, RUN_DIR/state/epoch-N), or None.
+    """The newest published resume state of a run (a checkpoint prefix, RUN_DIR/state/epoch-N), or None.
+
+    None only when the run has no pointer (state/checkpoint) at all: it
+    stopped before saving its first state.
 
     Raises:
         ConfigError: the run holds a state in the positional npz format of
-            older bratskeras versions, which cannot be restored by name, or
+            older bratskeras versions, which cannot be restored by name; the
+            pointer is damaged or names a state whose files are missing; or
             the newest state's JSON is missing.
     """
-    import tensorflow as tf
-
     state_root = os.path.join(run_dir, STATE_DIR)
     _refuse_positional_state(state_root)
-    prefix = tf.train.latest_checkpoint(state_root)
+    prefix = _pointed_state(run_dir)
     if prefix is not None and not os.path.exists(prefix + ".json"):
         # save_state writes the JSON before the pointer moves: it was removed since.
-        raise ConfigError(f"{prefix}.json: missing, so the resume state {prefix} is incomplete")
+        raise ConfigError(f"{prefix}.json: missing, so the resume state {prefix} is incomplete; "
+                          + _nothing_changed(run_dir))
     return prefix
 
 
+def verified_state(run_dir):
+    """The run's newest resume state, read in full, and the epochs it finished.
+
+    Every variable of the state is read (a truncated index or data file
+    fails here, not halfway through a restore), its JSON is checked, and
+    history.csv and checkpoints/epoch-NNNN.keras must record no epoch past
+    the one after it (a run killed between its history row and its state
+    records one more): more means newer states were lost, and resuming
+    would silently train those epochs again over their files.
+
+    Returns:
+        ResumePoint (prefix None and 0 epochs for a run that saved no state).
+
+    Raises:
+        ConfigError: one line naming the damaged or missing file and what
+            to do; nothing is changed.
+    """
+    prefix = latest_state(run_dir)
+    epochs = 0
+    if prefix is not None:
+        epochs = read_state(prefix)["epoch"]
+        _read_every_variable(run_dir, prefix)
+    recorded, where = _recorded_epochs(run_dir)
+    if recorded > epochs + 1:
+        newest = f"the newest resume state is {os.path.basename(prefix)}" if prefix else "there is no resume state"
+        raise ConfigError(f"{where}: records {recorded} finished epochs, but {newest} in "
+                          f"{os.path.join(run_dir, STATE_DIR)} (state files lost); " + _nothing_changed(run_dir))
+    return ResumePoint(prefix, epochs)
+
+
+def _nothing_changed(run_dir):
+    """What a user can do about a run whose resume state is damaged (the tail of each such error)."""
+    return (f"nothing was changed: restore the file from a backup, or start a new run from this one's weights "
+            f"(fit DATA_DIR --init-from {run_dir})")
+
+
+_POINTER_LINE = re.compile(r'(model_checkpoint_path|all_model_checkpoint_paths): "([^"\\]+)"'
+                           r"|(all_model_checkpoint_timestamps|last_preserved_timestamp): [-+.0-9eE]+")
+
+
+def _pointed_state(run_dir):
+    """The state prefix state/checkpoint points to, None without a pointer; ConfigError when it is damaged.
+
+    Read here, not by tf.train.latest_checkpoint: that logs a warning and
+    returns None for a damaged pointer, which a resume would take for a run
+    that never saved a state (and restart at epoch 0).
+    """
+    state_root = os.path.join(run_dir, STATE_DIR)
+    pointer = os.path.join(state_root, STATE_POINTER)
+    if not os.path.lexists(pointer):
+        return None
+    try:
+        with open(pointer, encoding="utf-8") as stream:
+            lines = [line.strip() for line in stream if line.strip()]
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{pointer}: unreadable resume-state pointer ({_first_line(error)}); "
+                          + _nothing_changed(run_dir)) from None
+    matches = [_POINTER_LINE.fullmatch(line) for line in lines]
+    named = [m.group(2) for m in matches if m is not None and m.group(1) == "model_checkpoint_path"]
+    if None in matches or len(named) != 1:
+        raise ConfigError(f"{pointer}: damaged resume-state pointer{_pointer_hint(state_root)}; "
+                          + _nothing_changed(run_dir))
+    prefix = os.path.join(state_root, named[0])  # fit writes it relative; os.path.join keeps an absolute one
+    if not os.path.exists(prefix + ".index"):
+        raise ConfigError(f"{pointer}: points to {named[0]}, whose files ({prefix}.index) are missing; "
+                          + _nothing_changed(run_dir))
+    return prefix
+
+
+def _pointer_hint(state_root):
+    """" (...)": which complete-looking state a damaged pointer could be pointed back at, if any."""
+    found = [int(m.group(1)) for m in (re.fullmatch(rf"{STATE_PREFIX}-([0-9]+)\.index", e)
+                                       for e in os.listdir(state_root)) if m]
+    complete = [n for n in found if os.path.exists(os.path.join(state_root, f"{STATE_PREFIX}-{n}.json"))]
+    if not complete:
+        return ""
+    name = f"{STATE_PREFIX}-{max(complete)}"
+    return f" ({name} beside it may be intact: the line model_checkpoint_path: \"{name}\" in it resumes from that)"
+
+
+def _read_every_variable(run_dir, prefix):
+    """Reads every tensor of a state; ConfigError naming its index or data file when one cannot be read."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as error:
+        raise ConfigError(f"{prefix}.index: damaged resume state ({_first_line(error)}); "
+                          + _nothing_changed(run_dir)) from None
+    data_files = sorted(glob.glob(glob.escape(prefix) + ".data-*")) or [prefix + ".data-00000-of-00001"]
+    try:
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as error:
+        # A truncated data file: TensorFlow's reader raises IndexError ("Read less bytes than requested").
+        where = data_files[0] if len(data_files) == 1 else f"{prefix}.data-*"
+        raise ConfigError(f"{where}: damaged resume state ({_first_line(error)}); "
+                          + _nothing_changed(run_dir)) from None
+
+
+def _recorded_epochs(run_dir):
+    """(the most finished epochs history.csv or checkpoints/ record, which of them says so); (0, None) if none."""
+    found = [(0, None)]
+    history = os.path.join(run_dir, "history.csv")
+    try:
+        with open(history, newline="") as stream:
+            found.append((max((int(row["epoch"]) for row in csv.DictReader(stream)), default=0), history))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no or unreadable history: no evidence either way (it is rewritten after the next epoch)
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "checkpoints", "epoch-*.keras")):
+        match = re.fullmatch(r"epoch-([0-9]+)\.keras", os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found, key=lambda item: item[0])
+
+
+def _first_line(error):
+    """The first line of an error's text, or its class name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def read_state(prefix):
-    """The JSON part of a resume state (epoch, learning rate, callback states)."""
-    with open(prefix + ".json") as stream:
-        return json.load(stream)
+    """The JSON part of a resume state (epoch, learning rate, callback states).
+
+    Raises:
+        ConfigError: naming the JSON file when it is missing, not JSON, or
+            lacks its finished epoch count and learning rate.
+    """
+    path = prefix + ".json"
+    try:
+        with open(path, encoding="utf-8") as stream:
+            state = json.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing, so the resume state {prefix} is incomplete") from None
+    except ValueError as error:  # UnicodeDecodeError included
+        raise ConfigError(f"{path}: damaged resume state (not valid JSON: {_first_line(error)}); "
+                          + _nothing_changed(_run_of_state(prefix))) from None
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    rate = state.get("learning_rate") if isinstance(state, dict) else None
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1) or not (
+            isinstance(rate, (int, float)) and not isinstance(rate, bool)):
+        raise ConfigError(f"{path}: damaged resume state (needs an epoch >= 1 and a learning_rate); "
+                          + _nothing_changed(_run_of_state(prefix)))
+    return state
+
+
+def _run_of_state(prefix):
+    """RUN_DIR of a state prefix RUN_DIR/state/epoch-N."""
+    return os.path.dirname(os.path.dirname(prefix))
+
+
+def dataset_record(data_dir, cases):
+    """What dataset.json remembers: the data folder (absolute) and {case id: bytes of its files}."""
+    return {"data_dir": os.path.abspath(os.fspath(data_dir)), "cases": dict(sorted(cases.items()))}
+
+
+def recorded_dataset(run_dir):
+    """The run's dataset.json (`dataset_record`), or None for a run written before runs remembered it.
+
+    Raises:
+        ConfigError: naming the file when it is not such a record.
+    """
+    path = os.path.join(run_dir, DATASET_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as stream:
+            record = json.load(stream)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise ConfigError(f"{path}: not valid JSON ({_first_line(error)})") from None
+    valid = (isinstance(record, dict) and isinstance(record.get("data_dir"), str)
+             and isinstance(record.get("cases"), dict)
+             and all(isinstance(size, int) and not isinstance(size, bool) for size in record["cases"].values()))
+    if not valid:
+        raise ConfigError(f"{path}: damaged (needs data_dir, a folder, and cases, {{case id: bytes}})")
+    return record
+
+
+def check_dataset(run_dir, record):
+    """Refuses to resume a run on data other than its own (`record`: `dataset_record` of the data given).
+
+    The same cases with the same file sizes in another folder (a moved or
+    copied dataset) are the same data; a run older than dataset.json is not
+    checked.
+
+    Raises:
+        ConfigError: one line naming the recorded folder and the one given
+            (one folder when its cases changed) and the first difference.
+    """
+    recorded = recorded_dataset(run_dir)
+    if recorded is None or recorded["cases"] == record["cases"]:
+        return
+    before, now = recorded["cases"], record["cases"]
+    added, removed = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+    if added:
+        detail = f"case {added[0]} is not in the data it was trained on"
+    elif removed:
+        detail = f"its case {removed[0]} is missing"
+    else:
+        changed = sorted(case for case in now if now[case] != before[case])
+        detail = f"the files of case {changed[0]} changed size"
+    trained_on = f"{run_dir} was trained on {recorded['data_dir']} ({len(before)} labelled cases)"
+    if os.path.abspath(recorded["data_dir"]) == record["data_dir"]:
+        problem = f"{trained_on}, whose cases have changed since ({detail})"
+    else:
+        problem = f"{trained_on}; DATA_DIR {record['data_dir']} holds other data ({detail})"
+    raise ConfigError(f"{problem}: resume on the data it was trained on, or start a new run from its weights "
+                      f"(fit DATA_DIR --init-from {run_dir})")
 
 
 def load_state(prefix, model, optimizer):
@@ -363,7 +630,7 @@ def _check_saved_variables(prefix, variables):
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as error:
-        raise ConfigError(f"{prefix}: unreadable resume state ({str(error).splitlines()[0]})") from None
+        raise ConfigError(f"{prefix}: unreadable resume state ({_first_line(error)})") from None
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
     saved = _saved_names(reader)
@@ -392,9 +659,16 @@ def _manager(state_root, variables):
 
 
 def _remove_stale_states(state_root, keep):
-    """Deletes the JSON of states the pointer has moved past, and temp files a killed save left."""
+    """Deletes the JSON of states the pointer has moved past, and temp files a killed save left.
+
+    Only states older than `keep` (epoch-N, N fewer epochs) are stale: a
+    newer one is not this run's to delete (`verified_state` refuses to resume
+    a run whose history is ahead of its pointer).
+    """
+    kept_epoch = int(keep.rsplit("-", 1)[1])
     for entry in os.listdir(state_root):
-        stale_json = entry.endswith(".json") and entry != keep + ".json"
+        match = re.fullmatch(rf"{STATE_PREFIX}-([0-9]+)\.json", entry)
+        stale_json = match is not None and int(match.group(1)) < kept_epoch
         if stale_json or entry.startswith(".tmp-") or entry.endswith("_temp"):
             path = os.path.join(state_root, entry)
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
