@@ -75,7 +75,7 @@ def test_fit_prints_a_header_before_training(trained):
         "split: 4 training, 1 validation cases (80/20 split, split seed 42)",
         "preprocessing/caching 5 cases (cases already cached are reused)",
         "precision: float32 (as configured)",
-        "training epochs 1-2 of 2, 1 steps of 2 patches each",
+        "training epochs 1-2 of 2: 1 step of 2 patches per epoch",
     ]
     for line in expected:
         assert line in header, (line, header)

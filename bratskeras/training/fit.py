@@ -173,8 +173,8 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
             return _finish(run_dir, strategy, FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config),
                                                         skipped), len(val_cached))
         steps = steps_per_epoch(config, len(train_cached))
-        log.line(f"training epochs {finished + 1}-{config.epochs} of {config.epochs}, {steps} steps of "
-                 f"{config.batch_size} patches each")
+        log.line(f"training epochs {finished + 1}-{config.epochs} of {config.epochs}: {steps} "
+                 f"step{'s' if steps != 1 else ''} of {config.batch_size} patches per epoch")
         callbacks = _callbacks(config, run_dir, model, strategy, val_cached, saved, timer)
         _train(model, config, run_dir, strategy, train_input(config, train_cached, strategy, finished * steps),
                finished, steps, callbacks, verbose)
