@@ -12,6 +12,13 @@ the preprocessing settings, so a rewritten file or a changed setting gives a
 new key and is never served stale. Entries are written into a temporary
 folder and renamed into place, so a crash never leaves a half-written entry.
 Old entries are left in place (a setting switched back is served again).
+
+Where the cache lives (`cache_dir_for`): a folder the user names
+(`--cache-dir`), else a per-user cache, never the dataset folder (shared
+datasets are often read-only): `$BRATSKERAS_CACHE`, else
+`$XDG_CACHE_HOME/bratskeras`, else `~/.cache/bratskeras`, with one
+sub-folder per dataset (its folder name and a hash of its absolute path), so
+one dataset's cache can be found and deleted on its own.
 """
 
 import hashlib
@@ -26,11 +33,32 @@ import numpy as np
 
 from bratskeras import layouts, preprocessing, volumes
 
+# The per-user cache root: this variable names it, else CACHE_FOLDER under the user's cache home.
+CACHE_ENV = "BRATSKERAS_CACHE"
+CACHE_FOLDER = "bratskeras"
 # Part of every key: bump when preprocessing changes what a case becomes (2: a constant
 # non-zero background is background, preprocessing.background_value).
 CACHE_VERSION = 2
 # Enough tumor voxels to centre patches anywhere in the tumor, few enough to stay small.
 MAX_FOREGROUND_COORDS = 200_000
+
+
+def cache_root():
+    """The per-user cache folder: $BRATSKERAS_CACHE, else $XDG_CACHE_HOME/bratskeras or ~/.cache/bratskeras."""
+    if os.environ.get(CACHE_ENV):
+        return os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV]))
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(home), CACHE_FOLDER)
+
+
+def cache_dir_for(data_dir, cache_dir=None):
+    """The cache folder of dataset `data_dir`: `cache_dir` when given (used as is), else
+    cache_root()/<data folder name>-<12 hex digits of its absolute path's hash>."""
+    if cache_dir:
+        return os.fspath(cache_dir)
+    absolute = os.path.abspath(os.fspath(data_dir))
+    name = os.path.basename(absolute.rstrip(os.sep)) or "root"
+    return os.path.join(cache_root(), f"{name}-{hashlib.sha256(absolute.encode()).hexdigest()[:12]}")
 
 
 @dataclass
@@ -129,8 +157,12 @@ def _foreground_coords(seg, key):
 
 
 def cache_dataset(cases, cache_dir, modalities=layouts.MODALITIES, settings=preprocessing.PreprocessSettings(),
-                  workers=2):
+                  workers=2, progress=None):
     """Caches every case (in `workers` threads; gzip and file reads release the GIL).
+
+    Args:
+        progress: called as progress(done, total) each time a case is
+            ready (in the calling thread), or None.
 
     Returns:
         list of CachedCase in the order of `cases`.
@@ -138,7 +170,20 @@ def cache_dataset(cases, cache_dir, modalities=layouts.MODALITIES, settings=prep
     def one(case):
         return cache_case(case, cache_dir, modalities, settings)
 
+    cases = list(cases)
+    results = []
     if workers <= 1:
-        return [one(case) for case in cases]
+        for case in cases:
+            results.append(one(case))
+            _report(progress, len(results), len(cases))
+        return results
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, cases))
+        for cached in pool.map(one, cases):  # in order: a slow case holds back the count, never the result
+            results.append(cached)
+            _report(progress, len(results), len(cases))
+    return results
+
+
+def _report(progress, done, total):
+    if progress is not None:
+        progress(done, total)

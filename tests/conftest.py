@@ -1,4 +1,4 @@
-"""Shared test settings: quiet TensorFlow, float32 policy restored after each test."""
+"""Shared test settings: quiet TensorFlow, a session cache folder, float32 policy restored after each test."""
 
 import os
 
@@ -10,6 +10,18 @@ import bratskeras  # noqa: E402,F401
 # isort: split
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """Preprocessing caches go to a folder of this test session, never the user's ~/.cache.
+
+    Set in the environment (bratskeras.cache.CACHE_ENV), so the CLI run in
+    subprocesses uses it too.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRATSKERAS_CACHE", str(tmp_path_factory.mktemp("bratskeras-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 import time
 
 import click
@@ -112,12 +113,16 @@ def _key_values(pairs):
 @click.option("--deterministic", is_flag=True, help="Deterministic TF ops (reproducible on CPU).")
 @click.option("--folds", type=int, help="k for k-fold cross-validation (default: 80/20 split).")
 @click.option("--fold", type=int, help="Which fold to train (0-based).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Preprocessing cache folder.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Preprocessing cache folder, used as is (default: a folder per dataset under $BRATSKERAS_CACHE, "
+                   "else $XDG_CACHE_HOME/bratskeras or ~/.cache/bratskeras; the demo's is in its demo_data).")
 @click.option("--skip-bad-cases", is_flag=True, help="Leave out cases with problems (reported).")
 @click.option("--time-limit", metavar="DURATION",
               help="Wall-clock budget for this command, e.g. 20m or 2h: training stops after the last epoch "
                    f"that fits, and --resume continues it (demo default: {DEMO_TIME_LIMIT:g}s).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True,
+              help="Print only warnings and the final summary: no header, caching progress or epoch lines "
+                   "(default: a progress bar on a terminal, one line per epoch otherwise).")
 @needs_tensorflow
 def fit_command(data_dir, preset, out_dir, init_from, resume, cache_dir, skip_bad_cases, time_limit, quiet,
                 **options):
@@ -147,17 +152,30 @@ def fit_command(data_dir, preset, out_dir, init_from, resume, cache_dir, skip_ba
     _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet)
 
 
+def keras_verbosity(quiet, stream=None):
+    """Keras fit's verbose: 0 with --quiet, a progress bar (1) on a terminal, one line per epoch (2) otherwise."""
+    if quiet:
+        return 0
+    stream = stream or sys.stdout
+    return 1 if stream.isatty() else 2
+
+
 def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
     """Trains the plan within what is left of the time limit and prints the run's summary lines."""
+    from bratskeras.training import records
     from bratskeras.training.fit import fit
     from bratskeras.training.heldout import evaluate_heldout
+    from bratskeras.training.report import FitLog
 
     if run.config.init_from is not None and not run.resume:
         click.echo(f"fine-tuning {run.config.init_from} (its architecture, inputs and preprocessing)")
+    cache_dir = cache_dir or run.cache_dir
     started = time.perf_counter()
     remaining = None if run.time_limit is None else max(1.0, run.time_limit - (time.monotonic() - command_start))
+    log = FitLog(click.echo, quiet=quiet, warn=lambda line: click.echo(line, err=True))
     result = fit(run.config, run.data_dir, run.run_dir, resume=run.resume, skip_bad_cases=skip_bad_cases,
-                 cache_dir=cache_dir, verbose=0 if quiet else 2, time_limit=remaining)
+                 cache_dir=cache_dir, verbose=keras_verbosity(quiet), time_limit=remaining, log=log,
+                 command=list(sys.argv))
     for line in result.skipped:
         click.echo(f"skipped: {line}")
     click.echo(f"run directory: {result.run_dir} ({result.epochs} epochs, "
@@ -169,8 +187,36 @@ def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
     label = "validation Dice"
     if run.heldout_dir is not None:
         dice = evaluate_heldout(result.run_dir, run.heldout_dir, run.config, cache_dir)
+        records.add_heldout(result.run_dir, run.heldout_dir, dice)
         label = "held-out Dice"
     click.echo(f"{label}: " + "  ".join(f"{region} {value:.2f}" for region, value in dice.items()))
+    click.echo(f"results: {os.path.join(result.run_dir, records.RESULTS_FILE)}")
+    note = demo_data_note(result.run_dir)
+    if note:
+        click.echo(note)
+
+
+def demo_data_note(run_dir):
+    """The line that tells a demo's user how much of its run folder is generated data, or None (not a demo)."""
+    from bratskeras.training.plan import DEMO_DATA
+
+    folder = os.path.join(run_dir, DEMO_DATA)
+    if not os.path.isdir(folder):
+        return None
+    return (f"demo data: {folder} holds {_folder_bytes(folder) / 1e6:.0f} MB of generated phantoms and their cache; "
+            f"delete it to free the space (best.keras and the records stay; fit --resume {run_dir} needs it)")
+
+
+def _folder_bytes(folder):
+    """Bytes of the files under `folder` (files that vanish while counting are left out)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 COMMANDS = [fit_command]

@@ -107,7 +107,9 @@ class RunFiles(keras.callbacks.Callback):
     """Writes history.csv, best.keras, periodic checkpoints, resume state and curves.png.
 
     Runs last among the callbacks of an epoch, so the states it saves include
-    the learning-rate and early-stopping decisions of that epoch.
+    the learning-rate and early-stopping decisions of that epoch. history.csv's
+    epoch_seconds is the wall-clock time from the epoch's start to its end
+    (training steps and whole-volume validation, before this epoch's files).
 
     Args:
         run_dir: the run directory.
@@ -132,10 +134,16 @@ class RunFiles(keras.callbacks.Callback):
         self.stateful_callbacks = stateful_callbacks
         self.best_score = best_score
         self.chief = chief
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         logs["learning_rate"] = _learning_rate(self.model)
+        if self._epoch_start is not None:
+            logs["epoch_seconds"] = round(time.monotonic() - self._epoch_start, 3)
         finished = epoch + 1
         if not self.chief:
             return
@@ -162,7 +170,7 @@ class RunFiles(keras.callbacks.Callback):
 
     def _append_history(self, epoch, logs):
         path = os.path.join(self.run_dir, "history.csv")
-        rows = _read_history(path)
+        rows = read_history(path)
         # A resumed run re-does the epoch that was in progress: drop any later rows.
         rows = [row for row in rows if int(row["epoch"]) < epoch]
         rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
@@ -174,7 +182,8 @@ class RunFiles(keras.callbacks.Callback):
         run_files.atomic_write_text(path, buffer.getvalue())
 
 
-def _read_history(path):
+def read_history(path):
+    """history.csv's rows as dicts of strings ([] when there is no file yet)."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as stream:
@@ -186,7 +195,7 @@ def plot_curves(history_csv, png_path):
     # A Figure without pyplot leaves the user's matplotlib backend alone (see visualize.write_overlay).
     from matplotlib.figure import Figure
 
-    rows = _read_history(history_csv)
+    rows = read_history(history_csv)
     if not rows:
         return
     epochs = [int(r["epoch"]) for r in rows]

@@ -52,3 +52,43 @@ def check_memory(network, config, limit_bytes):
             f"{','.join(map(str, config.patch_size))} needs about {needed / 2**30:.1f} GiB for "
             f"training, more than the {limit_bytes / 2**30:.1f} GiB available: lower either"
         )
+
+
+def volume_sizes(cached_cases):
+    """{"median", "min", "max"}: (D, H, W) per axis over the preprocessed cases (cache meta "shape")."""
+    shapes = np.array([case.meta["shape"] for case in cached_cases], dtype=np.int64).reshape(-1, 3)
+    return {"median": tuple(int(round(v)) for v in np.median(shapes, axis=0)),
+            "min": tuple(int(v) for v in shapes.min(axis=0)), "max": tuple(int(v) for v in shapes.max(axis=0))}
+
+
+def _dims(sizes):
+    return "x".join(str(s) for s in sizes)
+
+
+def describe_patch(config, sizes):
+    """One line: the training patch against the median (min-max) preprocessed volume."""
+    spread = "" if sizes["min"] == sizes["max"] else f" (min {_dims(sizes['min'])}, max {_dims(sizes['max'])})"
+    return (f"patch {_dims(config.patch_size)} on volumes of median size {_dims(sizes['median'])}{spread} "
+            "after preprocessing")
+
+
+def patch_padding_warning(config, sizes):
+    """The warning for a patch larger than some preprocessed volume along an axis, or None.
+
+    Such volumes are zero-padded up to the patch (data.py), which costs time and
+    memory and shows the network mostly padding. Suggests the largest patch
+    the model accepts that fits every volume, when there is one.
+    """
+    from bratskeras.models import model_facts
+
+    axes = [name for name, patch, smallest in zip("DHW", config.patch_size, sizes["min"]) if patch > smallest]
+    if not axes:
+        return None
+    message = (f"patch {_dims(config.patch_size)} is larger than the preprocessed volumes along "
+               f"{', '.join(axes)} (smallest {_dims(sizes['min'])}): volumes are zero-padded to the patch, "
+               "which costs time and memory")
+    multiple = model_facts(config.model, **config.model_overrides).pooling_multiple
+    fitting = [min(p, s // multiple * multiple) for p, s in zip(config.patch_size, sizes["min"])]
+    if min(fitting) >= multiple:
+        message += f"; --patch-size {','.join(map(str, fitting))} fits them"
+    return message

@@ -10,8 +10,10 @@ policy) and the tf.distribute strategy -> the network (from
 `config.init_from`'s weights when it fine-tunes a model,
 training.init_from) compiled with its loss, metrics and optimizer (its
 saved state put back on --resume) -> the run's files (config.json,
-dataset.json, runtime.json) -> the run's callbacks -> keras fit ->
-held-out Dice of best.keras (training.heldout).
+dataset.json, runtime.json; splits.json, environment.json,
+preset_changes.json: training.records) -> the run's callbacks -> keras fit
+-> held-out Dice of best.keras (training.heldout) -> results.json. Each step
+says what it found on the run's report.FitLog (the header before training).
 
 Global state: `fit` changes the process's Keras dtype policy, the Python,
 numpy and TensorFlow random seeds and, with `deterministic`, TensorFlow's op
@@ -30,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import outputs, targets
+from bratskeras import cache, outputs, targets
 from bratskeras.errors import ConfigError
-from bratskeras.training import init_from
+from bratskeras.training import init_from, records, report
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
     ResumableEarlyStopping,
@@ -41,7 +43,14 @@ from bratskeras.training.callbacks import (
     TimeLimit,
     TimeLimitReached,
 )
-from bratskeras.training.checks import available_memory_bytes, check_memory, check_patch_size
+from bratskeras.training.checks import (
+    available_memory_bytes,
+    check_memory,
+    check_patch_size,
+    describe_patch,
+    patch_padding_warning,
+    volume_sizes,
+)
 from bratskeras.training.heldout import heldout_dice
 from bratskeras.training.prepare import case_sizes, load_cases, steps_per_epoch, train_input, validation_input
 from bratskeras.training.training_model import TrainingModel
@@ -102,7 +111,7 @@ def make_optimizer(config):
 
 
 def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1,
-        time_limit=None):
+        time_limit=None, log=None, command=None):
     """Trains a model as `config` says and writes the run directory.
 
     Args:
@@ -111,13 +120,18 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         run_dir: the run directory (created; must not hold a run unless resume).
         resume: continue the run in run_dir from its last complete state.
         skip_bad_cases: leave out cases with problems instead of stopping.
-        cache_dir: preprocessing cache (default: <data_dir>/.bratskeras_cache).
+        cache_dir: preprocessing cache folder (default: the per-user cache's
+            folder for this dataset, cache.cache_dir_for).
         verbose: Keras progress bar setting.
         time_limit: wall-clock seconds for this call, data preparation
             included, or None. Training stops after the last epoch that is
             expected to end within it (`callbacks.TimeLimit`); the run stays
             resumable. A time limit is not part of the configuration: a
             resumed run gets a new one.
+        log: report.FitLog for the header, progress and warnings (default:
+            printed, the header and progress only when `verbose`).
+        command: the command line (sys.argv) to record in environment.json,
+            or None (the Python API).
 
     Returns:
         FitResult.
@@ -134,7 +148,8 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
     # fit or --resume of the same run is refused (outputs.claim_folder).
     claim = outputs.claim_folder(run_dir, "fit") if _writes_run_dir(config) else contextlib.nullcontext()
     with claim:
-        return _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit)
+        return _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit,
+                            log, command)
 
 
 def _writes_run_dir(config):
@@ -154,7 +169,7 @@ def _writes_run_dir(config):
         return True  # a malformed TF_CONFIG is reported by TensorFlow when the strategy is made
 
 
-def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit):
+def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit, log, command):
     """`fit`'s work, with the run folder claimed."""
     timer = TimeLimit(time_limit) if time_limit is not None else None  # counts data preparation too
     from bratskeras.training import runtime
@@ -162,20 +177,32 @@ def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, v
     runtime.check_precision(config.precision)
     # Everything a resume can be refused for is checked before the data is read or anything written.
     state_folder = run_files.check_resume(run_dir, config).prefix if resume else None
+    log = log or report.FitLog(quiet=not verbose)
     dataset = run_files.dataset_record(data_dir, case_sizes(data_dir, config.task))
     if resume:
         run_files.check_dataset(run_dir, dataset)
-    cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
-    train_cached, val_cached, skipped = load_cases(data_dir, config, cache_dir, skip_bad_cases)
+    cache_dir = cache.cache_dir_for(data_dir, cache_dir)
+    log.line(f"{'resuming' if resume else 'run folder'}: {run_dir}")
+    log.line(f"data: {dataset['data_dir']} ({len(dataset['cases'])} labelled cases found)")
+    log.line(f"cache: {os.path.abspath(cache_dir)}")
+    train_cached, val_cached, skipped = load_cases(data_dir, config, cache_dir, skip_bad_cases, log)
     check_patch_size(config, train_cached)
+    _report_patch(config, train_cached + val_cached, log)
     with process_settings(config) as (policy, precision_details):
+        log.line(report.describe_precision(policy, precision_details))
         strategy = _strategy(config, timer)
         model, saved = _compiled_model(config, run_dir, resume, strategy, state_folder, policy, precision_details,
                                        dataset)
+        _record_start(config, run_dir, strategy, train_cached, val_cached, command, resume)
+        log.line(f"model: {config.model}, {model.network.count_params():,} parameters")
+        log.line(report.describe_preset(config.preset, records.preset_changes(config)))
         finished = int(saved.get("epoch", 0))
         if saved.get("stopped") or finished >= config.epochs:
-            return FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config), skipped)
+            return _finish(run_dir, strategy, FitResult(run_dir, finished, heldout_dice(run_dir, val_cached, config),
+                                                        skipped), len(val_cached))
         steps = steps_per_epoch(config, len(train_cached))
+        log.line(f"training epochs {finished + 1}-{config.epochs} of {config.epochs}: {steps} "
+                 f"step{'s' if steps != 1 else ''} of {config.batch_size} patches per epoch")
         callbacks = _callbacks(config, run_dir, model, strategy, val_cached, saved, timer)
         _train(model, config, run_dir, strategy, train_input(config, train_cached, strategy, finished * steps),
                finished, steps, callbacks, verbose)
@@ -184,8 +211,38 @@ def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, v
             raise ConfigError(f"--time-limit {time_limit:g}s ended before the first epoch finished; {run_dir} "
                               "holds no trained model: give more time or fewer --steps-per-epoch")
         stopped_early = timer is not None and timer.reached and epochs_done < config.epochs
-        return FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config), skipped,
-                         time_limit_reached=stopped_early)
+        return _finish(run_dir, strategy, FitResult(run_dir, epochs_done, heldout_dice(run_dir, val_cached, config),
+                                                    skipped, time_limit_reached=stopped_early), len(val_cached))
+
+
+def _report_patch(config, cached_cases, log):
+    """The patch against the preprocessed volume sizes, and a warning when volumes will be padded."""
+    sizes = volume_sizes(cached_cases)
+    log.line(describe_patch(config, sizes))
+    warning = patch_padding_warning(config, sizes)
+    if warning:
+        log.warning(warning)
+
+
+def _record_start(config, run_dir, strategy, train_cached, val_cached, command, resume):
+    """splits.json, environment.json and preset_changes.json (training.records), on the chief only."""
+    from bratskeras.training import runtime
+
+    if not runtime.is_chief(strategy):
+        return
+    records.write_splits(run_dir, config, [c.id for c in train_cached], [c.id for c in val_cached])
+    records.write_environment(run_dir, command, resume)
+    records.write_preset_changes(run_dir, config)
+
+
+def _finish(run_dir, strategy, result, validation_cases):
+    """Writes results.json (on the chief) and returns `result`."""
+    from bratskeras.training import runtime
+
+    if runtime.is_chief(strategy):
+        records.write_results(run_dir, result.epochs, result.heldout_dice, validation_cases,
+                              result.time_limit_reached)
+    return result
 
 
 @contextlib.contextmanager

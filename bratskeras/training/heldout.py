@@ -37,8 +37,13 @@ def heldout_dice(run_dir, cached_cases, config):
 
 
 def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
-    """Mean Dice per region of a run's best.keras on another labelled dataset."""
-    cache_dir = cache_dir or os.path.join(data_dir, ".bratskeras_cache")
+    """Mean Dice per region of a run's best.keras on another labelled dataset.
+
+    `cache_dir`: its preprocessing cache (default: cache.cache_dir_for).
+    """
+    from bratskeras import cache
+
+    cache_dir = cache.cache_dir_for(data_dir, cache_dir)
     cases, _ = labelled_cases(data_dir, cache_dir=cache_dir, task=config.task)
     cached = cache_cases(cases, config, cache_dir)
     return heldout_dice(run_dir, cached, config)

@@ -19,6 +19,8 @@ from bratskeras.training.config import resolve_config, resume_config
 DEFAULT_PRESET = "lightweight2020"
 # Inside a demo's run folder: its phantoms (train/ and heldout/), so that --resume finds them.
 DEMO_DATA = "demo_data"
+# Inside DEMO_DATA: the demo phantoms' preprocessing cache, so that deleting the demo data deletes all of it.
+DEMO_CACHE = "cache"
 
 
 class MissingDataDir(ConfigError):
@@ -37,6 +39,8 @@ class RunPlan:
         heldout_dir: a labelled folder to score best.keras on after training
             (the demo's held-out phantoms), or None (validation Dice only).
         time_limit: seconds for the command, or None.
+        cache_dir: the preprocessing cache when the plan has its own (the
+            demo's, inside its demo data), or None (the per-user cache).
     """
 
     config: object
@@ -45,6 +49,7 @@ class RunPlan:
     resume: bool = False
     heldout_dir: str | None = None
     time_limit: float | None = None
+    cache_dir: str | None = None
 
 
 def default_run_dir(name):
@@ -82,6 +87,9 @@ def plan_new(data_dir, run_dir, preset, overrides, time_limit=None):
 def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     """The built-in demo: phantoms written into the claimed run folder, held-out phantoms scored after.
 
+    The demo's preprocessing cache goes into its data folder too (DEMO_CACHE),
+    not the per-user cache: deleting the demo data leaves nothing behind.
+
     The run folder is claimed before the phantoms go into it, so they never
     land in someone else's folder. Without a time limit the demo gets
     demo.DEMO_TIME_LIMIT.
@@ -96,7 +104,8 @@ def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     data_root = os.path.join(run_dir, DEMO_DATA)
     echo(f"demo: writing synthetic BraTS 2020 phantoms ({demo.DEMO_KIND}) to {data_root}")
     data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
-    return RunPlan(config, data_dir, run_dir, heldout_dir=heldout_dir, time_limit=time_limit or demo.DEMO_TIME_LIMIT)
+    return RunPlan(config, data_dir, run_dir, heldout_dir=heldout_dir, time_limit=time_limit or demo.DEMO_TIME_LIMIT,
+                   cache_dir=os.path.join(data_root, DEMO_CACHE))
 
 
 def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
@@ -113,14 +122,16 @@ def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
     if overrides.get("init_from") is not None:  # compared with the saved one as config.json records it
         overrides = {**overrides, "init_from": init_from.recorded_source(overrides["init_from"])}
     config = resume_config(run_dir, {**overrides, "preset": preset})
-    heldout_dir = None
+    heldout_dir = cache_dir = None
     if data_dir is None:
         demo_root = os.path.join(run_dir, DEMO_DATA)
         if os.path.isdir(demo_root):
             data_dir, heldout_dir = demo.demo_folders(demo_root)
+            cache_dir = os.path.join(demo_root, DEMO_CACHE)
         else:
             data_dir = remembered_data_dir(run_dir)
-    return RunPlan(config, data_dir, run_dir, resume=True, heldout_dir=heldout_dir, time_limit=time_limit)
+    return RunPlan(config, data_dir, run_dir, resume=True, heldout_dir=heldout_dir, time_limit=time_limit,
+                   cache_dir=cache_dir)
 
 
 def remembered_data_dir(run_dir):

@@ -71,23 +71,31 @@ def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None, task=None):
     return labelled, skipped
 
 
-def cache_cases(cases, config, cache_dir):
-    """Preprocesses `cases` into the cache with the config's modalities and crop."""
+def cache_cases(cases, config, cache_dir, progress=None):
+    """Preprocesses `cases` into the cache with the config's modalities and crop.
+
+    `progress(done, total)` is called as cases are ready (cache.cache_dataset).
+    """
     from bratskeras import cache
 
-    return cache.cache_dataset(cases, cache_dir, config.modalities, config.preprocess_settings())
+    return cache.cache_dataset(cases, cache_dir, config.modalities, config.preprocess_settings(), progress=progress)
 
 
-def load_cases(data_dir, config, cache_dir, skip_bad_cases):
-    """Inspects, splits and caches the dataset.
+def load_cases(data_dir, config, cache_dir, skip_bad_cases, log=None):
+    """Inspects, splits and caches the dataset, saying so on `log` (report.FitLog) when given.
 
     Returns:
         (train CachedCases, validation CachedCases, skipped problem lines).
     """
+    from bratskeras.training import report
+
+    log = log or report.FitLog(quiet=True)
     labelled, skipped = labelled_cases(data_dir, skip_bad_cases, cache_dir, config.task)
     train_ids, val_ids = split_cases([case.id for case in labelled], config)
+    log.line(report.describe_split(config, len(train_ids), len(val_ids)))
     by_id = {case.id: case for case in labelled}
-    cached = cache_cases([by_id[i] for i in train_ids + val_ids], config, cache_dir)
+    log.line(f"preprocessing/caching {len(train_ids) + len(val_ids)} cases (cases already cached are reused)")
+    cached = cache_cases([by_id[i] for i in train_ids + val_ids], config, cache_dir, log.progress("cached"))
     return cached[:len(train_ids)], cached[len(train_ids):], skipped
 
 

@@ -5,7 +5,10 @@
     RUN_DIR/dataset.json         the data folder it trains on (absolute) and its labelled cases'
                                  sizes, checked by --resume (`check_dataset`)
     RUN_DIR/runtime.json         precision, strategy, devices chosen
-    RUN_DIR/history.csv          one row per finished epoch
+    RUN_DIR/splits.json, environment.json, preset_changes.json, results.json
+                                 the split, versions and command line, changes from the preset,
+                                 final figures (bratskeras.training.records)
+    RUN_DIR/history.csv          one row per finished epoch (with its epoch_seconds)
     RUN_DIR/curves.png           loss, Dice per region, learning rate
     RUN_DIR/tensorboard/         TensorBoard logs
     RUN_DIR/best.keras           inference model at the best validation Dice
