@@ -6,6 +6,11 @@ output with stable names:
     image          float32 (batch, D, H, W, channels), channels last
     probabilities  float32 (batch, D, H, W, classes)
 
+(SavedModel and LiteRT: the `serving_default` signature's names; ONNX: the
+graph's, with free dimensions named batch, depth, height, width.) A format's
+optional extra (bratskeras.extras) is checked before any work, and each
+stage is announced through export_model's `announce`.
+
 The models end in logits (multiclass) or a sigmoid (FLAIR); the export graph
 appends softmax (several classes) or sigmoid (one class) to logits so clients
 always receive probabilities. The `keras` format keeps the model exactly as
@@ -17,7 +22,8 @@ as it was trained without its run folder.
 
 Each export ends by loading the artefact in its own runtime, running it on a
 standard-normal volume (the scale of z-scored MRI), comparing with Keras and
-reading its contract back; the artefact is written under a temporary name
+reading its contract back (a LiteRT export too large to run cheaply is run
+through a smaller twin: LITERT_CHECK_SPATIAL); the artefact is written under a temporary name
 and renamed into place only once it passes (TF Serving would pick a new
 version up at once), else `ExportError` is raised and an existing artefact
 is left as it was.
@@ -48,6 +54,7 @@ from bratskeras.models.saving import check_segmentation_model, inference_model, 
 from bratskeras.quiet import filtered_stderr
 from bratskeras.runtimes import (
     INPUT_NAME,
+    LITERT_NOISE,
     OUTPUT_NAME,
     SIGNATURE_KEY,
     LiteRtPredictor,
@@ -78,10 +85,6 @@ CHECK_SPATIAL = (32, 32, 30)
 LITERT_CHECK_SPATIAL = (64, 64, 64)
 # Names of the ONNX input's and output's free dimensions, in axis order (the channels are fixed).
 ONNX_DIMENSIONS = ("batch", "depth", "height", "width")
-# What the converters print that says nothing to a user (bratskeras.quiet.filtered_stderr):
-# the LiteRT converter's notes on flags it ignores, and the interpreter's CPU delegate announcement.
-LITERT_NOISE = (r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored ",
-                r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -384,8 +387,7 @@ def litert_interpreter(path):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    with filtered_stderr(LITERT_NOISE):
-        return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+    return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
 
 
 def tflite_ops(path):
@@ -396,9 +398,7 @@ def tflite_ops(path):
 
 def run_tflite(path, image):
     """Runs a LiteRT model's `serving_default` signature on `image`."""
-    predictor = LiteRtPredictor(path, interpreter=litert_interpreter(path))
-    with filtered_stderr(LITERT_NOISE):
-        return predictor(image)
+    return LiteRtPredictor(path, interpreter=litert_interpreter(path))(image)
 
 
 def run_onnx(path, image):

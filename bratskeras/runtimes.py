@@ -23,10 +23,15 @@ import numpy as np
 from bratskeras.contract import model_format, onnx_session
 from bratskeras.errors import ModelError
 from bratskeras.extras import require_extra
+from bratskeras.quiet import filtered_stderr
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# What LiteRT prints to stderr that says nothing to a user (bratskeras.quiet.filtered_stderr): the
+# interpreter's CPU delegate announcement on its first run, the converter's notes on flags it ignores.
+LITERT_NOISE = (r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
+                r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored ")
 # format: (the extra whose runtime module runs it (bratskeras.extras.EXTRAS), that module, what the model is).
 RUNTIMES = {
     "onnx": ("onnx", "onnxruntime", "an ONNX model"),
@@ -168,4 +173,5 @@ class LiteRtPredictor:
         self.output_channels = int(outputs[self._output]["shape"][-1])
 
     def __call__(self, batch):
-        return self._runner(**{self._input: np.asarray(batch, np.float32)})[self._output]
+        with filtered_stderr(LITERT_NOISE):
+            return self._runner(**{self._input: np.asarray(batch, np.float32)})[self._output]
