@@ -132,7 +132,7 @@ def template_folder():
     Raises:
         ConfigError: nilearn is not installed, or its wheel lacks the files.
     """
-    require_extra("anatomy", "anatomy phantoms")
+    require_extra("anatomy", "the MNI152 template (anatomy phantoms)")
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"anatomy phantoms need the MNI152 template that nilearn ships: {INSTALL_HINT}")

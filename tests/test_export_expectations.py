@@ -199,3 +199,18 @@ def test_a_litert_export_within_the_check_size_is_checked_as_it_is():
     assert export._litert_twin_shape(model, (128, 128, 40, 4)) == (64, 64, 40, 4)
     fixed = build_model("flair-unet", input_shape=(32, 32, 30, 1))
     assert export._litert_twin_shape(fixed, (32, 32, 30, 1)) is None
+
+
+def test_the_extras_table_matches_setup_cfg():
+    """Each extra's modules are the import names of the distributions setup.cfg installs for it."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).parents[1] / "setup.cfg")
+    declared = config["options.extras_require"]
+    for name, modules in extras.EXTRAS.items():
+        requirements = [line.strip() for line in declared[name].splitlines() if line.strip()]
+        distributions = {re.split(r"[<>=\[ ]", line)[0].lower().replace("-", "_") for line in requirements}
+        assert distributions == set(modules), name
