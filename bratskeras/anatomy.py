@@ -51,10 +51,11 @@ import numpy as np
 from scipy import ndimage
 
 from bratskeras.errors import ConfigError
+from bratskeras.extras import install_command, require_extra
 
 BRATS_SHAPE = (240, 240, 155)
 BRATS_FIELD_MM = BRATS_SHAPE  # BraTS's grid is 1 mm: its field of view in mm
-INSTALL_HINT = 'pip install "bratskeras[anatomy]"'
+INSTALL_HINT = install_command("anatomy")
 _TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 # Flip of the template's i (left-right) and j (anterior-posterior) axes onto BraTS's diag(-1, -1, 1) grid.
 _AXIS_SIGNS = np.array([-1.0, -1.0, 1.0])
@@ -131,6 +132,7 @@ def template_folder():
     Raises:
         ConfigError: nilearn is not installed, or its wheel lacks the files.
     """
+    require_extra("anatomy", "the MNI152 template (anatomy phantoms)")
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"anatomy phantoms need the MNI152 template that nilearn ships: {INSTALL_HINT}")

@@ -6,6 +6,11 @@ output with stable names:
     image          float32 (batch, D, H, W, channels), channels last
     probabilities  float32 (batch, D, H, W, classes)
 
+(SavedModel and LiteRT: the `serving_default` signature's names; ONNX: the
+graph's, with free dimensions named batch, depth, height, width.) A format's
+optional extra (bratskeras.extras) is checked before any work, and each
+stage is announced through export_model's `announce`.
+
 The models end in logits (multiclass) or a sigmoid (FLAIR); the export graph
 appends softmax (several classes) or sigmoid (one class) to logits so clients
 always receive probabilities. The `keras` format keeps the model exactly as
@@ -17,7 +22,8 @@ as it was trained without its run folder.
 
 Each export ends by loading the artefact in its own runtime, running it on a
 standard-normal volume (the scale of z-scored MRI), comparing with Keras and
-reading its contract back; the artefact is written under a temporary name
+reading its contract back (a LiteRT export too large to run cheaply is run
+through a smaller twin: LITERT_CHECK_SPATIAL); the artefact is written under a temporary name
 and renamed into place only once it passes (TF Serving would pick a new
 version up at once), else `ExportError` is raised and an existing artefact
 is left as it was.
@@ -30,6 +36,7 @@ is left as it was.
 import dataclasses
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
@@ -39,10 +46,15 @@ from keras import ops
 from bratskeras import contract as contracts
 from bratskeras import outputs, pretrained
 from bratskeras.errors import ConfigError, ExportError, ModelError
+from bratskeras.export_formats import FORMATS as FORMAT_TABLE
+from bratskeras.export_formats import QUANTIZE
+from bratskeras.extras import require_extra
 from bratskeras.model_setup import keras_contract, output_activation
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model, save_model
+from bratskeras.quiet import filtered_stderr
 from bratskeras.runtimes import (
     INPUT_NAME,
+    LITERT_NOISE,
     OUTPUT_NAME,
     SIGNATURE_KEY,
     LiteRtPredictor,
@@ -50,8 +62,7 @@ from bratskeras.runtimes import (
     SavedModelPredictor,
 )
 
-FORMATS = ("saved_model", "tflite", "onnx", "keras")
-QUANTIZE = ("none", "float16", "dynamic-int8")
+FORMATS = tuple(FORMAT_TABLE)
 SAVED_MODELS_DIR = Path("saved_models")
 
 # Max abs difference of probabilities allowed against float32 Keras. float16
@@ -66,6 +77,14 @@ DEFAULT_STATIC_SPATIAL = (128, 128, 128)
 # Spatial size of the random check volume where the artefact accepts any size;
 # 30 is not a multiple of 4 or 16, so the check also runs the pad/crop path.
 CHECK_SPATIAL = (32, 32, 30)
+# The largest LiteRT input checked as it is. LiteRT's reference CONV_3D needs
+# about 17 GB and 40 s (2 cores) for one 128^3 pass of lightweight-unet, so a
+# larger LiteRT export of a size-free model is checked through a twin: the
+# same export graph and weights converted with the same settings at this
+# size (an axis already smaller keeps its size), run in LiteRT against Keras.
+LITERT_CHECK_SPATIAL = (64, 64, 64)
+# Names of the ONNX input's and output's free dimensions, in axis order (the channels are fixed).
+ONNX_DIMENSIONS = ("batch", "depth", "height", "width")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +100,8 @@ class ExportReport:
         tolerance: the bound max_abs_diff was held to.
         check_shape: (batch, D, H, W, C) of the check volume.
         ops: operator names in the LiteRT model (tflite only, else empty).
+        twin: True when the numbers come from a LiteRT twin converted at
+            check_shape (LITERT_CHECK_SPATIAL), not the artefact's own size.
         contract: the input contract the artefact carries (read back from
             it), or None for a model whose contract is unknown.
         contract_source: where that contract came from (model_setup's sources).
@@ -94,6 +115,7 @@ class ExportReport:
     tolerance: float
     check_shape: tuple
     ops: tuple = ()
+    twin: bool = False
     contract: object = None
     contract_source: str | None = None
 
@@ -290,18 +312,56 @@ def write_tflite(model, path, input_shape, quantize="none", target=None, contrac
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        flatbuffer = converter.convert()
+        with filtered_stderr(LITERT_NOISE):
+            flatbuffer = converter.convert()
     if contract is not None:
         flatbuffer = contracts.with_tflite_contract(flatbuffer, contract, path)
     Path(path).write_bytes(flatbuffer)
 
 
 def write_onnx(model, path, input_shape, target=None, contract=None):
-    """Writes an ONNX model (Keras' exporter, tf2onnx underneath), `contract` (if any) in its metadata_props."""
+    """Writes an ONNX model (Keras' exporter, tf2onnx underneath), `contract` (if any) in its metadata_props.
+
+    Input `image`, output `probabilities`, free dimensions named as ONNX_DIMENSIONS (name_onnx_io).
+    """
+    import onnx
+
     graph = serving_model(model, input_shape, target=target)
-    graph.export(str(path), format="onnx", input_signature=_signature(input_shape), verbose=False)
+    with warnings.catch_warnings():
+        # Keras' tf2onnx patch for NumPy 2 (keras/src/export/tf2onnx_lib.py) probes np.object, which
+        # NumPy answers with a FutureWarning about a future np.object: nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r"In the future `np\.object`", category=FutureWarning)
+        graph.export(str(path), format="onnx", input_signature=_signature(input_shape), verbose=False)
+    proto = onnx.load(os.fspath(path))
+    name_onnx_io(proto.graph)
+    onnx.save(proto, os.fspath(path))
     if contract is not None:
         contracts.write_onnx(path, contract)
+
+
+def name_onnx_io(graph):
+    """Names an ONNX graph's input `image`, its output `probabilities` and their free dimensions, in place.
+
+    tf2onnx names the output after the function's last op (`Identity:0`) and
+    free dimensions `unk__<n>`; the other formats' signatures say `image` and
+    `probabilities`. Free dimensions become ONNX_DIMENSIONS in axis order:
+    (batch, depth, height, width, C) in, (batch, depth, height, width, K) out
+    (the output has the input's spatial size, so the shared names are true).
+
+    Args:
+        graph: an onnx GraphProto with one input and one output.
+    """
+    renames = {graph.input[0].name: INPUT_NAME, graph.output[0].name: OUTPUT_NAME}
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    for value in graph.value_info:
+        value.name = renames.get(value.name, value.name)
+    for value in (graph.input[0], graph.output[0]):
+        value.name = renames[value.name]
+        for dim, name in zip(value.type.tensor_type.shape.dim, ONNX_DIMENSIONS):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = name
 
 
 def write_keras(model, path, contract=None):
@@ -320,18 +380,14 @@ def run_saved_model(path, image):
 
 
 def litert_interpreter(path):
-    """The standard LiteRT interpreter, builtin operators only.
+    """ai-edge-litert's interpreter (extra `litert`, checked before the export), a thread per core.
 
-    ai-edge-litert (extra `litert`) is the standalone runtime and has no Flex
-    delegate; TensorFlow's bundled interpreter is the fallback.
+    The standalone runtime has no Flex delegate, as on devices. (TensorFlow's
+    bundled tf.lite.Interpreter is deprecated and is not used.)
     """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
 
-        Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=str(path))
+    return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
 
 
 def tflite_ops(path):
@@ -347,7 +403,7 @@ def run_tflite(path, image):
 
 def run_onnx(path, image):
     """Runs an ONNX model in onnxruntime (CPU)."""
-    return _onnx_predictor(path)(image)
+    return OnnxPredictor(path)(image)
 
 
 def run_keras(path, image):
@@ -405,16 +461,20 @@ def _size_bytes(path):
 
 
 def _check_arguments(format, quantize):
+    """Refuses a bad format or quantization, or a format whose optional extra is missing, before any work."""
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; expected one of: {', '.join(FORMATS)}")
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantization {quantize!r}; expected one of: {', '.join(QUANTIZE)}")
     if quantize != "none" and format != "tflite":
         raise ConfigError(f"--quantize {quantize} applies to --format tflite only")
+    extra = FORMAT_TABLE[format][0]
+    if extra is not None:
+        require_extra(extra, f"export as {format}")
 
 
 def export_model(source, format, out=None, version=None, quantize="none", input_shape=None,
-                 overwrite=False, seed=0, tolerance=None, contract=None):
+                 overwrite=False, seed=0, tolerance=None, contract=None, announce=None):
     """Exports `source` in `format`, reloads the artefact and checks it against Keras.
 
     Args:
@@ -438,12 +498,15 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
             source's own (its run's config.json or the contract embedded in
             its .keras). A source with none exports without one (predict then
             guesses from channel counts, as for any model without one).
+        announce: called with one line as each stage starts ("converting to
+            LiteRT...", "checking on a 64x64x64 input..."); default silent.
 
     Returns:
         ExportReport.
 
     Raises:
-        ConfigError: bad format, quantization or flag combination.
+        ConfigError: bad format, quantization or flag combination, or the
+            format's optional extra is not installed (before any work).
         ModelError: source not a bratskeras model, shape not exportable, or a
             contract that does not fit the model.
         OutputExistsError: the artefact exists and overwrite is False, or the
@@ -453,6 +516,7 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
             existing one is kept).
     """
     _check_arguments(format, quantize)
+    announce = announce or _silent
     if out is not None:
         # A folder that cannot be written is refused before the model loads and converts.
         outputs.ensure_writable_folder(_output_folder(format, Path(out)))
@@ -480,16 +544,42 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
         tolerance = TOLERANCES[quantize] if tolerance is None else float(tolerance)
 
         def write(tmp):
+            verb = "converting to" if format in ("tflite", "onnx") else "writing"
+            size = f" at {_describe(shape)}" if None not in shape[:3] else ""
+            announce(f"{verb} {FORMAT_TABLE[format][1]}{size}...")
             # A full disk inside TensorFlow (ResourceExhaustedError) is an OSError naming `path`.
             with outputs.tensorflow_file_errors():
                 writers[format](tmp)
 
         def check(tmp):
-            report = _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target, contract)
+            report = _verify(model, Path(tmp), path, format, shape, seed, tolerance, quantize, target, contract,
+                             announce)
             return dataclasses.replace(report, contract_source=contract_source if contract is not None else None)
 
         report = outputs.write_artefact(path, write, check, kind, overwrite)
     return dataclasses.replace(report, path=path)
+
+
+def _silent(line):
+    """The default `announce` of export_model: the library prints nothing."""
+
+
+def _describe(shape):
+    """'DxHxW' of a static (D, H, W, C) shape, e.g. '64x64x64'."""
+    return "x".join(str(s) for s in shape[:3])
+
+
+def _litert_twin_shape(model, input_shape):
+    """(D, H, W, C) of the LiteRT twin that checks a LiteRT export too large to run (None: check it as it is).
+
+    Only a size-free model has a twin: a model with fixed sizes has no other size to convert at.
+    """
+    spatial = input_shape[:3]
+    if any(s is not None for s in model.inputs[0].shape[1:4]):
+        return None
+    if np.prod(spatial) <= np.prod(LITERT_CHECK_SPATIAL):
+        return None
+    return tuple(min(s, c) for s, c in zip(spatial, LITERT_CHECK_SPATIAL)) + tuple(input_shape[3:])
 
 
 def _output_folder(format, out):
@@ -512,8 +602,14 @@ def _source_contract(source_path, model, given):
     return (None, None) if source == GUESSED else (contract, source)
 
 
-def _verify(model, written, path, format, input_shape, seed, tolerance, quantize, target=None, contract=None):
+def _verify(model, written, path, format, input_shape, seed, tolerance, quantize, target=None, contract=None,
+            announce=_silent):
     """Runs the artefact at `written` and Keras on one random volume, and reads its contract back.
+
+    A LiteRT export larger than LITERT_CHECK_SPATIAL of a size-free model is
+    run through its twin (_litert_twin_shape): the same graph, weights and
+    converter settings at the smaller size; the artefact itself is still
+    scanned for Flex operators and has its contract read back.
 
     Returns:
         ExportReport (its path is `written`; the caller names the target).
@@ -524,7 +620,40 @@ def _verify(model, written, path, format, input_shape, seed, tolerance, quantize
             read back equal to `contract` (a SavedModel's must also be a
             tracked asset).
     """
-    check_shape = _check_shape(input_shape)
+    kept = "; the existing one is kept" if path.exists() else ""
+    twin_shape = _litert_twin_shape(model, input_shape) if format == "tflite" else None
+    found_ops = tflite_ops(written) if format == "tflite" else ()
+    flex = [op for op in found_ops if op.startswith("Flex")]
+    check_shape = _check_shape(twin_shape or input_shape)
+    diff = float("inf")
+    if not flex and twin_shape is not None:
+        announce(f"checking on a {_describe(twin_shape)} input: converting a LiteRT twin of the "
+                 f"{_describe(input_shape)} model at that size...")
+        with tempfile.TemporaryDirectory() as workdir:
+            twin = Path(workdir) / "twin.tflite"
+            write_tflite(model, twin, twin_shape, quantize, target=target)
+            announce(f"checking on a {_describe(twin_shape)} input: LiteRT against Keras...")
+            diff = _max_abs_diff(model, twin, format, twin_shape, check_shape, seed, target)
+    elif not flex:
+        announce(f"checking on a {_describe(check_shape[1:])} input: {FORMAT_TABLE[format][1]} against Keras...")
+        diff = _max_abs_diff(model, written, format, input_shape, check_shape, seed, target)
+    if flex or not diff <= tolerance:
+        reason = f"Flex ops {flex}" if flex else f"max abs diff {diff:.3g} > tolerance {tolerance:g}"
+        raise ExportError(f"{path}: {format} export failed its check ({reason}); not written{kept}")
+    found = _read_back_contract(written, format)
+    if found != contract:
+        raise ExportError(f"{path}: {format} export failed its check (its input contract reads back as "
+                          f"{found}, not {contract}); not written{kept}")
+    return ExportReport(path=written, format=format, quantize=quantize, size_bytes=_size_bytes(written),
+                        max_abs_diff=diff, tolerance=tolerance, check_shape=check_shape, ops=found_ops,
+                        twin=twin_shape is not None, contract=found)
+
+
+def _max_abs_diff(model, artefact, format, input_shape, check_shape, seed, target):
+    """max |artefact - Keras| on a standard-normal volume of `check_shape` (1, D, H, W, C).
+
+    `input_shape` is the (D, H, W, C) the artefact was exported with.
+    """
     image = np.random.default_rng(seed).standard_normal(check_shape).astype("float32")
     if format == "keras":
         expected = keras.ops.convert_to_numpy(model(image, training=False))
@@ -538,30 +667,8 @@ def _verify(model, written, path, format, input_shape, seed, tolerance, quantize
         graph = serving_model(model, input_shape, builtin_pooling=format == "tflite", target=target)
         expected = keras.ops.convert_to_numpy(graph(image, training=False))
     runners = {"saved_model": run_saved_model, "tflite": run_tflite, "onnx": run_onnx, "keras": run_keras}
-    found_ops = tflite_ops(written) if format == "tflite" else ()
-    flex = [op for op in found_ops if op.startswith("Flex")]
-    actual = runners[format](written, image) if not flex else None
-    diff = float(np.max(np.abs(actual - expected))) if actual is not None else float("inf")
-    kept = "; the existing one is kept" if path.exists() else ""
-    if flex or not diff <= tolerance:
-        reason = f"Flex ops {flex}" if flex else f"max abs diff {diff:.3g} > tolerance {tolerance:g}"
-        raise ExportError(f"{path}: {format} export failed its check ({reason}); not written{kept}")
-    found = _read_back_contract(written, format)
-    if found != contract:
-        raise ExportError(f"{path}: {format} export failed its check (its input contract reads back as "
-                          f"{found}, not {contract}); not written{kept}")
-    return ExportReport(path=written, format=format, quantize=quantize, size_bytes=_size_bytes(written),
-                        max_abs_diff=diff, tolerance=tolerance, check_shape=check_shape, ops=found_ops,
-                        contract=found)
-
-
-def _onnx_predictor(path):
-    """OnnxPredictor of `path`, with a one-line ConfigError naming the extra when onnxruntime is missing."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ConfigError('ONNX export needs the `onnx` extra: pip install "bratskeras[onnx]"') from None
-    return OnnxPredictor(path)
+    actual = runners[format](artefact, image)
+    return float(np.max(np.abs(actual - expected)))
 
 
 def _read_back_contract(written, format):

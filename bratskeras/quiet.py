@@ -22,8 +22,11 @@ show. It is not set when TensorFlow was imported before bratskeras touched
 it: TensorFlow has read its settings then, and they are the caller's.
 """
 
+import contextlib
 import os
+import re
 import sys
+import tempfile
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 
@@ -46,3 +49,31 @@ def import_tensorflow_quietly():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise):
+    """Runs the block with file descriptor 2 captured, then shows every captured line not matching `noise`.
+
+    For C++ libraries (the LiteRT converter and interpreter) that print known,
+    harmless lines straight to stderr, where no Python or TF_CPP setting
+    reaches them once TensorFlow has loaded. Only lines matching one of the
+    `noise` regexes are dropped: anything else they print, a real error
+    included, is shown once the block ends (raising or not).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if not any(re.search(pattern, line) for pattern in noise)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

@@ -16,21 +16,26 @@ runtimes take whatever single input and output a model has, so an export of
 an older bratskeras (or another tool) runs too.
 """
 
-import importlib.util
 import os
 
 import numpy as np
 
 from bratskeras.contract import model_format, onnx_session
-from bratskeras.errors import ConfigError, ModelError
+from bratskeras.errors import ModelError
+from bratskeras.extras import require_extra
+from bratskeras.quiet import filtered_stderr
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
-# format: (the runtime's module, the pip extra that installs it, what the runtime is called).
+# What LiteRT prints to stderr that says nothing to a user (bratskeras.quiet.filtered_stderr): the
+# interpreter's CPU delegate announcement on its first run, the converter's notes on flags it ignores.
+LITERT_NOISE = (r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
+                r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored ")
+# format: (the extra whose runtime module runs it (bratskeras.extras.EXTRAS), that module, what the model is).
 RUNTIMES = {
-    "onnx": ("onnxruntime", "onnx", "onnxruntime"),
-    "tflite": ("ai_edge_litert", "litert", "ai-edge-litert"),
+    "onnx": ("onnx", "onnxruntime", "an ONNX model"),
+    "tflite": ("litert", "ai_edge_litert", "a LiteRT model"),
 }
 
 
@@ -41,12 +46,9 @@ def check_runtime(path):
         ConfigError: one line naming the model and the pip extra to install.
     """
     format = model_format(path)
-    if format not in RUNTIMES:
-        return
-    module, extra, name = RUNTIMES[format]
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f'{path}: {format} models run in {name}, which is not installed: '
-                          f'pip install "bratskeras[{extra}]"')
+    if format in RUNTIMES:
+        extra, module, what = RUNTIMES[format]
+        require_extra(extra, f"{path}: {what}", modules=(module,))
 
 
 def load(path, format=None):
@@ -171,4 +173,5 @@ class LiteRtPredictor:
         self.output_channels = int(outputs[self._output]["shape"][-1])
 
     def __call__(self, batch):
-        return self._runner(**{self._input: np.asarray(batch, np.float32)})[self._output]
+        with filtered_stderr(LITERT_NOISE):
+            return self._runner(**{self._input: np.asarray(batch, np.float32)})[self._output]

@@ -265,7 +265,7 @@ def test_predict_on_an_export_matches_the_keras_model(exported, heads, keras_pre
 
 def test_a_missing_runtime_is_refused_before_any_work(tmp_path, monkeypatch):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(runtimes.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("onnxruntime", "ai_edge_litert") else find_spec(name, *a))
     for name, extra in (("m.onnx", "onnx"), ("m.tflite", "litert")):
         (tmp_path / name).write_bytes(b"never read")

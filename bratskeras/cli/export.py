@@ -4,17 +4,19 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
+from bratskeras.export_formats import FORMATS, QUANTIZE
 
 
 @click.command("export")
 @click.argument("model")
-@click.option("--format", "format_", required=True,
-              help="saved_model, tflite, onnx or keras (checked by the library: exit 1 if unknown).")
+@click.option("--format", "format_", required=True, type=click.Choice(tuple(FORMATS)),
+              help="saved_model; tflite (extra litert); onnx (extra onnx); keras.")
 @click.option("--out", help="saved_model: model base dir (default saved_models/<model name>, "
                             "saved_models/NAME for pretrained:NAME); else the file (default beside MODEL, "
                             "./NAME.<format> for pretrained:NAME).")
 @click.option("--version", type=int, help="saved_model version (default: next free integer).")
-@click.option("--quantize", default="none", help="tflite weights: none, float16 or dynamic-int8.")
+@click.option("--quantize", default="none", show_default=True, type=click.Choice(QUANTIZE),
+              help="tflite weights.")
 @click.option("--input-shape", help="D,H,W,C to export (tflite default for dynamic models: 128,128,128,C).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artefact.")
 @click.option("--tolerance", type=click.FloatRange(min=0),
@@ -27,11 +29,12 @@ def export_command(model, format_, out, version, quantize, input_shape, overwrit
 
     shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
     report = export_model(model, format_, out=out, version=version, quantize=quantize, tolerance=tolerance,
-                          input_shape=shape, overwrite=overwrite)
+                          input_shape=shape, overwrite=overwrite, announce=lambda line: click.echo(line, err=True))
     click.echo(f"path: {report.path}")
     click.echo(f"size: {report.size_bytes:,d} bytes")
+    twin = ", on a LiteRT twin converted at that size" if report.twin else ""
     click.echo(f"max abs diff: {report.max_abs_diff:.3g} (tolerance {report.tolerance:g}, "
-               f"check volume {report.check_shape})")
+               f"check volume {report.check_shape}{twin})")
     if report.contract is None:
         click.echo(f"warning: {model}: no input contract (no run config.json, none embedded); the export carries "
                    "none, and predict will guess from its channel counts", err=True)
