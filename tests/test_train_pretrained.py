@@ -33,9 +33,12 @@ def test_every_shipped_model_has_a_recipe_quoted_by_its_card():
 def test_recipe_commands_parse_as_the_cli_reads_them(name, tmp_path):
     """Each synth and fit command line is accepted by click as written (no option renamed or misspelt)."""
     stages = _tool().commands(name, str(tmp_path / "out"), str(tmp_path / "data"))
-    for index, (data, _, _) in enumerate(stages, start=1):  # the folders earlier stages would have made
+    for index, (data, _, _) in enumerate(stages, start=1):  # the folders and files earlier stages would have made
         os.makedirs(data)
-        os.makedirs(tmp_path / "out" / f"stage-{index}")
+        os.makedirs(tmp_path / "out" / f"stage-{index}" / "checkpoints")
+    for stage, (_, _, fit) in zip(_tool().RECIPES[name]["stages"], stages):
+        if "init_from" in stage:  # a checkpoint file inside the previous stage's run
+            open(fit[fit.index("--init-from") + 1], "w").close()
     for _, synth, fit in stages:
         for argv in (synth, fit):
             command = cli.commands[argv[1]]
