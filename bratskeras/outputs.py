@@ -359,7 +359,8 @@ def folder_entries(folder):
 def claim_folder(folder, command):
     """Makes this process the one writer of `folder` for the block; a second writer is refused.
 
-    The folder is created when absent. Its claim is an exclusive
+    The folder is created when absent (and removed again on exit when the
+    block left it empty). Its claim is an exclusive
     `fcntl.flock` on the hidden file CLAIM_FILE, which records this
     process's pid, host and `command`; the kernel drops the lock when the
     process ends, kill -9 included, so a dead writer never blocks the next
@@ -392,6 +393,7 @@ def claim_folder(folder, command):
         return
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise OutputExistsError(f"{folder}: exists and is not a folder")
+    created = not os.path.lexists(folder)
     ensure_writable_folder(folder)
     descriptor = _lock(folder, command)
     key = os.path.realpath(folder)  # the folder exists now
@@ -406,6 +408,9 @@ def claim_folder(folder, command):
         with _HELD_LOCK:
             _HELD.pop(key, None)
         _unlock(folder, descriptor)
+        if created:  # a command refused before it wrote anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty
 
 
 def _lock(folder, command, attempts=5):
