@@ -71,8 +71,17 @@ def test_plan_demo_claims_the_folder_and_writes_its_phantoms(tmp_path, monkeypat
     run = plan.plan_demo(str(tmp_path / "demo"), None, {"epochs": 1}, echo=lines.append)
     assert written == [os.path.join(str(tmp_path / "demo"), plan.DEMO_DATA)]
     assert run.time_limit == demo.DEMO_TIME_LIMIT and run.config.epochs == 1
-    assert run.config.patch_size == demo.DEMO_OVERRIDES["patch_size"]
-    assert lines == [f"demo: writing synthetic BraTS 2020 phantoms (anatomy) to {written[0]}"]
+    assert lines == [f"demo: writing synthetic BraTS 2020 phantoms ({demo.DEMO_KIND}) to {written[0]}"]
     assert os.listdir(tmp_path / "demo")  # claimed (its marker) before the phantoms went in
     saved = json.loads(run.config.to_json())
-    assert saved["crop"] == demo.DEMO_OVERRIDES["crop"] and saved["spacing"] == list(demo.DEMO_OVERRIDES["spacing"])
+    if demo.DEMO_OVERRIDES.get("init_from"):  # a fine-tuning demo: architecture and inputs from its source
+        from bratskeras.training.init_from import source_config
+
+        source = source_config(demo.DEMO_OVERRIDES["init_from"])
+        assert saved["init_from"] == demo.DEMO_OVERRIDES["init_from"]
+        assert all(saved[key] == source[key] for key in ("model", "spacing", "crop", "patch_size", "modalities"))
+        assert saved["learning_rate"] == demo.DEMO_OVERRIDES["learning_rate"] != source["learning_rate"]
+    else:
+        assert run.config.patch_size == demo.DEMO_OVERRIDES["patch_size"]
+        assert saved["crop"] == demo.DEMO_OVERRIDES["crop"]
+        assert saved["spacing"] == list(demo.DEMO_OVERRIDES["spacing"])

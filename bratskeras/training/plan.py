@@ -95,10 +95,14 @@ def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     demo.DEMO_TIME_LIMIT.
     """
     if overrides.get("init_from") is not None:
-        raise ConfigError("--init-from needs a DATA_DIR to fine-tune on; the demo trains from scratch")
+        raise ConfigError("--init-from needs a DATA_DIR to fine-tune on; the demo fine-tunes "
+                          f"{demo.DEMO_OVERRIDES.get('init_from') or 'nothing'} on its own phantoms")
     demo.check_demo_requirements()  # the anatomy template's extra, before anything is written
     run_dir = run_dir or default_run_dir("demo")
-    config = resolve_config(preset or DEFAULT_PRESET, {**demo.DEMO_OVERRIDES, **overrides})
+    overrides = {**demo.DEMO_OVERRIDES, **overrides}
+    if overrides.get("init_from") is not None:  # a fine-tuning demo: the source's architecture and inputs
+        preset, overrides = init_from.inherit(overrides["init_from"], preset, overrides)
+    config = resolve_config(preset or DEFAULT_PRESET, overrides)
     refuse_before_writing(config, run_dir)
     run_files.claim_run_dir(run_dir)
     data_root = os.path.join(run_dir, DEMO_DATA)
