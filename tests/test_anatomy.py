@@ -60,6 +60,7 @@ def test_tumor_classes_and_contrasts_follow_real_mri(case):
     assert np.abs(np.argwhere(core).mean(0) - np.argwhere(classes > 0).mean(0)).max() < 12
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_whole_tumor_volumes_span_brats_range():
     """Whole heads at 1 mm: the drawn WT volume (10-250 ml) is met; the brain is patient-sized."""
     images, classes = anatomy.make_case(anatomy.BRATS_SHAPE, seed=(5, 0))

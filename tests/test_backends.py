@@ -124,6 +124,7 @@ def jax_predictions(tmp_path_factory):
     return {name: (reported.get(name, {"error": "not reported"}), expected[name]) for name in JAX_CASES}
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 @pytest.mark.parametrize("name", list(JAX_CASES))
 def test_saved_model_predicts_the_same_under_jax(jax_predictions, name):
     info, expected = jax_predictions[name]

@@ -24,6 +24,7 @@ def test_conv_flops_counts_each_conv_from_its_shapes():
     assert conv_flops(model) == 2 * macs
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_bench_quick_runs_and_prints_well_formed_figures():
     from bratskeras.benchmark import Report, format_report
 

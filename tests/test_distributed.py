@@ -122,6 +122,7 @@ def single_device_run(tmp_path_factory):
         run.process.communicate()
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single_device_run):
     root, data = single_device_run.root, single_device_run.data
     mirrored = str(root / "mirrored")
@@ -133,6 +134,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single_devi
     assert_same_training(single, mirrored)
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_two_process_multi_worker_matches_single_device_and_only_chief_writes(single_device_run):
     root, data = single_device_run.root, single_device_run.data
     ports = [_free_port(), _free_port()]

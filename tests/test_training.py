@@ -366,6 +366,7 @@ def _latest_epoch(run_dir):
     return int(prefix.rsplit("-", 1)[1]) if prefix else 0
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tmp_path):
     # The dataset's cache is shared, so both runs read identical preprocessed arrays (two processes
     # building the same entry is safe: cache._write_entry renames one complete copy into place).
@@ -675,6 +676,7 @@ def _swapped_phantoms(root, cases, seed):
     return str(root)
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_init_from_fine_tunes_to_shifted_data_far_better_than_training_from_scratch(tmp_path):
     """A model of usual phantoms, fine-tuned for 16 steps on swapped ones, against its start and a fresh network.
 
