@@ -258,6 +258,7 @@ def test_cli_tolerance_flag_fails_and_removes_the_artefact(models, tmp_path):
     assert not target.exists()
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_model_trained_in_mixed_precision_exports_as_float32(tmp_path):
     from bratskeras.models import inference_model
 

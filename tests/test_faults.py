@@ -148,6 +148,7 @@ def test_export_overwrite_keeps_the_old_artefact_when_the_new_one_fails(tiny_mod
     assert target.read_bytes() != good and sorted(os.listdir(tmp_path)) == ["m.tflite"]
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_path, monkeypatch):
     from bratskeras import export
 
@@ -344,6 +345,7 @@ def test_disk_full_during_fit_is_one_line_and_leaves_no_partial_file(dataset, tm
     assert [p.name for p in (run / "state").iterdir() if p.name.startswith("epoch-1")] == []
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_kill_during_checkpoint_write_leaves_complete_files_and_resumes(dataset, tmp_path):
     run = tmp_path / "run"
     flag = tmp_path / "saving"
@@ -421,7 +423,7 @@ def test_a_failed_write_names_the_output_not_its_temporary_name(tmp_path, tiny_m
     (result,) = inference.predict_dataset(network, setup, [case], tmp_path / "out")
     assert str(tmp_path / "out" / f"{case.id}.nii.gz") in result.error
     assert ".tmp-" not in result.error and "No space left" in result.error
-    assert os.listdir(tmp_path / "out") == []
+    assert not os.path.exists(tmp_path / "out")  # nothing written: not even the folder predict's claim made
 
 
 def test_predict_refusal_names_the_flag(tmp_path, tiny_model, dataset):

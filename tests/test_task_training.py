@@ -14,6 +14,7 @@ TINY = {"model_overrides": {"base_filters": 4}, "epochs": 1, "steps_per_epoch": 
         "patch_size": (16, 16, 16), "crop": "none", "precision": "float32", "checkpoint_every": 1}
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 @pytest.mark.parametrize("task, target, outputs, modalities", [
     ("gli", "classes", 5, ("flair", "t1", "t1ce", "t2")),
     ("menrt", "classes", 2, ("t1ce",)),

@@ -287,6 +287,7 @@ def test_the_optimizer_is_built_before_the_train_step_is_traced(tmp_path):
     assert len(model.optimizer.variables) > len(model.trainable_variables)  # the Adam moments exist
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_identical_weights_with_seed_and_deterministic_option(dataset, tmp_path):
     config = tiny_config(deterministic=True, epochs=1, checkpoint_every=5)
     fit(config, dataset, str(tmp_path / "a"), verbose=0)
@@ -418,6 +419,7 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tm
         assert stream.read(2) == b"PK"  # a complete zip, never a torn write
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_cli_resume_starts_from_the_saved_configuration(finished_run, dataset, tmp_path):
     # Also a finished run (2 epochs) resumed to a larger budget: --epochs 3 trains the third.
     import shutil
@@ -493,6 +495,7 @@ def test_time_limit_leaves_the_first_epochs_tracing_out_of_its_estimate():
     assert finished == 5 and timer.expected_epoch == 10 and timer.reached
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_fit_with_a_time_limit_stops_resumably(dataset, tmp_path, monkeypatch):
     from bratskeras.training import fit as fit_module
     from bratskeras.training.callbacks import TimeLimit
