@@ -29,3 +29,14 @@ def _float32_policy():
     """Tests that change the global dtype policy never leak it into others."""
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained lightweight-unet (base_filters 4) saved as a .keras file without a contract."""
+    from bratskeras.models import build_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    keras.utils.set_random_seed(0)
+    build_model("lightweight-unet", base_filters=4).save(path)
+    return path

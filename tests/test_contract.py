@@ -18,6 +18,7 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import only_line
 from click.testing import CliRunner
 
 from bratskeras import contract as contracts
@@ -48,14 +49,6 @@ def _contract(**changes):
 
 def _predict(*args):
     return CliRunner().invoke(cli, ["predict", *map(str, args)])
-
-
-def _one_line_error(result):
-    """The error line of a failed command (exit 1, exactly one line that is not a TensorFlow notice)."""
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def _head_dataset(folder, cases=1):
@@ -269,7 +262,7 @@ def test_a_missing_runtime_is_refused_before_any_work(tmp_path, monkeypatch):
                         lambda name, *a: None if name in ("onnxruntime", "ai_edge_litert") else find_spec(name, *a))
     for name, extra in (("m.onnx", "onnx"), ("m.tflite", "litert")):
         (tmp_path / name).write_bytes(b"never read")
-        line = _one_line_error(_predict(tmp_path / name, tmp_path, tmp_path / "out"))
+        line = only_line(_predict(tmp_path / name, tmp_path, tmp_path / "out"))
         assert name in line and f'pip install "bratskeras[{extra}]"' in line
     assert not (tmp_path / "out").exists()
 
@@ -325,7 +318,7 @@ def test_a_run_config_that_disagrees_with_the_embedded_contract_is_refused(three
     shutil.copytree(three_mm_run, run)
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "spacing": [1, 1, 1]}))
-    line = _one_line_error(_predict(run, heads, tmp_path / "out"))
+    line = only_line(_predict(run, heads, tmp_path / "out"))
     assert "best.keras: its embedded contract and" in line and "config.json disagree (spacing" in line
 
 
@@ -351,7 +344,7 @@ def test_no_contract_warns_and_says_what_it_guessed(heads, tmp_path, exported):
 def test_no_contract_and_no_guess_is_refused_in_one_line(heads, tmp_path):
     two = tmp_path / "two.keras"
     build_model("lightweight-unet", base_filters=4, num_classes=2).save(two)
-    line = _one_line_error(_predict(two, heads, tmp_path / "out"))
+    line = only_line(_predict(two, heads, tmp_path / "out"))
     assert "two.keras: no input contract, and no default for 4 input / 2 output channels" in line
 
 
@@ -381,7 +374,7 @@ def test_a_damaged_contract_in_any_format_stops_predict_in_one_line(exported, he
             contracts.write_onnx(damaged, bad)
         else:
             damaged.write_bytes(contracts.with_tflite_contract(exported[format].read_bytes(), bad, damaged))
-    line = _one_line_error(_predict(damaged, heads, tmp_path / "out"))
+    line = only_line(_predict(damaged, heads, tmp_path / "out"))
     assert line.startswith(f"Error: {damaged}") and f"damaged {contracts.CONTRACT_KEY}" in line
     assert not (tmp_path / "out").exists()
 

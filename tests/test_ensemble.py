@@ -12,6 +12,7 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import only_line
 from click.testing import CliRunner
 
 from bratskeras import labels, synth, targets, tiling
@@ -28,14 +29,6 @@ SHAPE = (32, 32, 24)
 
 def _predict(*args):
     return CliRunner().invoke(cli, ["predict", *map(str, args)])
-
-
-def _one_line_error(result):
-    """The only line of a refused command (exit 1)."""
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def _bare_model(path, seed, target="classes", modalities=("flair", "t1", "t1ce", "t2")):
@@ -117,7 +110,7 @@ def test_the_same_model_twice_predicts_as_once(models, data, alone, tmp_path):
 
 
 def test_models_that_disagree_on_the_target_are_refused_in_one_line(models, data, tmp_path):
-    line = _one_line_error(_predict(models["bare"], models["regions"], data, tmp_path / "out"))
+    line = only_line(_predict(models["bare"], models["regions"], data, tmp_path / "out"))
     assert str(models["bare"]) in line and str(models["regions"]) in line
     assert "disagree on target (classes vs regions)" in line
     assert not (tmp_path / "out").exists()
@@ -125,7 +118,7 @@ def test_models_that_disagree_on_the_target_are_refused_in_one_line(models, data
 
 def test_models_that_disagree_on_the_modalities_are_refused_in_one_line(models, data, tmp_path):
     flair_only = _bare_model(tmp_path / "flair.keras", 5, modalities=("flair",))
-    line = _one_line_error(_predict(models["bare"], flair_only, data, tmp_path / "out"))
+    line = only_line(_predict(models["bare"], flair_only, data, tmp_path / "out"))
     assert "disagree on modalities (flair,t1,t1ce,t2 vs flair)" in line and str(flair_only) in line
     assert not (tmp_path / "out").exists()
 
@@ -136,7 +129,7 @@ def test_a_gpu_that_is_not_there_is_refused_in_one_line(models, data, tmp_path, 
 
     if tf.config.list_logical_devices("GPU"):
         pytest.skip("this machine has a GPU")
-    line = _one_line_error(_predict(models["bare"], data, tmp_path / "out", "--device", device))
+    line = only_line(_predict(models["bare"], data, tmp_path / "out", "--device", device))
     assert line.startswith(f"Error: --device {device}: TensorFlow sees no GPU (its devices: CPU:0")
     assert not (tmp_path / "out").exists()
 
@@ -163,6 +156,6 @@ def test_device_is_a_usage_error_when_malformed_and_refused_for_cpu_runtimes(dat
     assert result.exit_code == 2 and "expected auto, cpu, gpu or gpu:N" in result.output
     model = tmp_path / "m.onnx"
     model.write_bytes(b"never read")
-    line = _one_line_error(_predict(model, data, tmp_path / "out", "--device", "gpu"))
+    line = only_line(_predict(model, data, tmp_path / "out", "--device", "gpu"))
     assert "m.onnx runs in onnxruntime on the CPU" in line
     assert not (tmp_path / "out").exists()

@@ -23,13 +23,13 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import one_line_error, tree
 from click.testing import CliRunner
 from side_by_side import finish_all
 
 from bratskeras import evaluation, inference, inspection, layouts, model_setup, synth, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import DataError, OutputExistsError
-from bratskeras.models import build_model
 from bratskeras.training import run_dir as run_files
 
 SHAPE = (16, 16, 16)
@@ -45,40 +45,6 @@ def _env():
 
 def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _error_lines(output):
-    return [line for line in output.splitlines() if line.startswith("Error")]
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = _error_lines(result.output)
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert str(needle) in lines[0], lines[0]
-    return lines[0]
-
-
-def _tree(folder):
-    """{relative path: bytes or None for folders} of everything under `folder`."""
-    found = {}
-    for parent, folders, files in os.walk(folder):
-        for name in folders:
-            found[os.path.relpath(os.path.join(parent, name), folder)] = None
-        for name in files:
-            path = os.path.join(parent, name)
-            found[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return found
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    keras.utils.set_random_seed(0)
-    build_model("lightweight-unet", base_filters=4).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +82,11 @@ def test_export_overwrite_never_deletes_a_folder_it_did_not_write(tiny_model, tm
     (other_run / "state").mkdir(parents=True)
     (other_run / "best.keras").write_bytes(b"PK weights")
     (other_run / "notes.txt").write_text("my notes")
-    before = _tree(other_run)
+    before = tree(other_run)
     result = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
                      "--out", other_run, "--overwrite")
-    _one_line_error(result, other_run, "not a LiteRT model")
-    assert _tree(other_run) == before
+    one_line_error(result, other_run, "not a LiteRT model")
+    assert tree(other_run) == before
 
 
 def test_export_overwrite_never_replaces_a_file_of_another_kind(tiny_model, tmp_path):
@@ -128,7 +94,7 @@ def test_export_overwrite_never_replaces_a_file_of_another_kind(tiny_model, tmp_
     notes.write_text("not a model, a user's file")
     result = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
                      "--out", notes, "--overwrite")
-    _one_line_error(result, notes)
+    one_line_error(result, notes)
     assert notes.read_text() == "not a model, a user's file"
 
 
@@ -139,7 +105,7 @@ def test_export_overwrite_keeps_the_old_artefact_when_the_new_one_fails(tiny_mod
     good = target.read_bytes()
     result = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT, "--out", target,
                      "--overwrite", "--quantize", "float16", "--tolerance", "0")
-    _one_line_error(result, target, "failed its check", "existing one is kept")
+    one_line_error(result, target, "failed its check", "existing one is kept")
     assert target.read_bytes() == good
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
     replaced = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
@@ -154,13 +120,13 @@ def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_pat
 
     base = tmp_path / "sm"
     assert _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1").exit_code == 0
-    before = _tree(base / "1")
+    before = tree(base / "1")
     with monkeypatch.context() as patched:  # a SavedModel that computes something else
         patched.setattr(export, "run_saved_model", lambda path, image: np.zeros_like(image[..., :4]))
         failed = _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
                          "--overwrite")
-    _one_line_error(failed, base / "1", "existing one is kept")
-    assert _tree(base / "1") == before
+    one_line_error(failed, base / "1", "existing one is kept")
+    assert tree(base / "1") == before
     replaced = _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
                        "--overwrite")
     assert replaced.exit_code == 0, replaced.output
@@ -169,7 +135,7 @@ def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_pat
     (base / "2" / "readme.txt").write_text("not a SavedModel")
     foreign = _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "2",
                       "--overwrite")
-    _one_line_error(foreign, base / "2", "not a SavedModel folder")
+    one_line_error(foreign, base / "2", "not a SavedModel folder")
     assert (base / "2" / "readme.txt").read_text() == "not a SavedModel"
     assert sorted(os.listdir(base)) == ["1", "2"]
 
@@ -266,8 +232,8 @@ def test_fit_never_writes_into_a_folder_that_is_not_a_run(dataset, tmp_path):
     folder.mkdir()
     (folder / "history.csv").write_text("my own history\n")
     result = _invoke("fit", dataset, "--out", folder, *TINY_FIT)
-    _one_line_error(result, folder, "not a bratskeras run")
-    assert _tree(folder) == {"history.csv": b"my own history\n"}
+    one_line_error(result, folder, "not a bratskeras run")
+    assert tree(folder) == {"history.csv": b"my own history\n"}
 
 
 def test_library_fit_refuses_a_folder_that_is_not_a_run(dataset, tmp_path):
@@ -282,7 +248,7 @@ def test_library_fit_refuses_a_folder_that_is_not_a_run(dataset, tmp_path):
                                                 "crop": "none", "precision": "float32"})
     with pytest.raises(OutputExistsError, match="not a bratskeras run"):
         fit(config, str(dataset), str(folder), verbose=0)
-    assert _tree(folder) == {"history.csv": b"my own history\n"}
+    assert tree(folder) == {"history.csv": b"my own history\n"}
 
 
 def test_only_one_of_two_concurrent_claims_wins(tmp_path):
@@ -320,7 +286,7 @@ def test_mixed_float16_on_a_cpu_is_refused_before_anything_is_written(dataset, t
     run = tmp_path / "run"
     args = [a for a in TINY_FIT if a not in ("--precision", "float32")]
     result = _invoke("fit", dataset, "--out", run, *args, "--precision", "mixed_float16")
-    _one_line_error(result, "mixed_float16 needs a GPU")
+    one_line_error(result, "mixed_float16 needs a GPU")
     assert not run.exists()
     assert _invoke("fit", dataset, "--out", run, *TINY_FIT).exit_code == 0
 
@@ -339,7 +305,7 @@ def test_disk_full_during_fit_is_one_line_and_leaves_no_partial_file(dataset, tm
     monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
     run = tmp_path / "run"
     result = _invoke("fit", dataset, "--out", run, *TINY_FIT)
-    _one_line_error(result, os.path.join(run, "state", "epoch-1"), "No space left on device")
+    one_line_error(result, os.path.join(run, "state", "epoch-1"), "No space left on device")
     leftovers = [p for p in run.rglob("*") if p.name.startswith(".tmp")]
     assert leftovers == []
     assert [p.name for p in (run / "state").iterdir() if p.name.startswith("epoch-1")] == []
@@ -391,7 +357,7 @@ def test_predict_into_a_folder_that_cannot_be_created_is_one_line(tmp_path, tiny
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     result = _invoke("predict", tiny_model, dataset, blocker / "out")
-    _one_line_error(result, blocker / "out", "cannot create")
+    one_line_error(result, blocker / "out", "cannot create")
 
 
 def test_predict_into_an_unwritable_folder_stops_before_any_work(tmp_path, tiny_model, dataset, monkeypatch):
@@ -406,7 +372,7 @@ def test_predict_into_an_unwritable_folder_stops_before_any_work(tmp_path, tiny_
 
     monkeypatch.setattr(model_setup, "load_predictor", must_not_run)
     result = _invoke("predict", tiny_model, dataset, out)
-    _one_line_error(result, out, "not writable")
+    one_line_error(result, out, "not writable")
     from bratskeras.errors import OutputError
 
     with pytest.raises(OutputError, match="not writable"):
@@ -429,7 +395,7 @@ def test_a_failed_write_names_the_output_not_its_temporary_name(tmp_path, tiny_m
 def test_predict_refusal_names_the_flag(tmp_path, tiny_model, dataset):
     out = tmp_path / "out"
     assert _invoke("predict", tiny_model, dataset, out).exit_code == 0
-    _one_line_error(_invoke("predict", tiny_model, dataset, out), "pass --overwrite")
+    one_line_error(_invoke("predict", tiny_model, dataset, out), "pass --overwrite")
 
 
 def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
@@ -499,7 +465,7 @@ def test_evaluate_out_into_a_missing_parent_file_is_one_line(tmp_path, dataset):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     result = _invoke("evaluate", dataset, dataset, "--out", blocker / "m.csv")
-    _one_line_error(result, blocker)
+    one_line_error(result, blocker)
 
 
 # ------------------------------------------------------------------ messages (items 6, 10)
@@ -508,7 +474,7 @@ def test_evaluate_out_into_a_missing_parent_file_is_one_line(tmp_path, dataset):
 def test_debug_flag_shows_the_traceback_on_demand(tmp_path):
     missing = tmp_path / "absent.keras"
     plain = _invoke("export", missing, "--format", "keras", "--out", tmp_path / "x.keras")
-    _one_line_error(plain, missing)
+    one_line_error(plain, missing)
     debug = _invoke("--debug", "export", missing, "--format", "keras", "--out", tmp_path / "x.keras")
     assert debug.exit_code != 0 and type(debug.exception).__name__ == "ModelError"
 
@@ -529,14 +495,14 @@ def test_os_errors_become_one_line_naming_the_file(monkeypatch, tmp_path):
 def test_garbage_and_lambda_models_are_explained(tmp_path):
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(os.urandom(2000))
-    line = _one_line_error(_invoke("export", garbage, "--format", "keras", "--out", tmp_path / "x.keras"), garbage)
+    line = one_line_error(_invoke("export", garbage, "--format", "keras", "--out", tmp_path / "x.keras"), garbage)
     assert "not a .keras model file" in line and "File not found" not in line
 
     inputs = keras.Input((None, None, None, 4))
     lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     path = tmp_path / "lambda.keras"
     lambda_model.save(path)
-    line = _one_line_error(_invoke("export", path, "--format", "keras", "--out", tmp_path / "y.keras"), path)
+    line = one_line_error(_invoke("export", path, "--format", "keras", "--out", tmp_path / "y.keras"), path)
     # Keras' whole sentence, not the first 200 characters of it.
     assert line.rstrip(")").rstrip().endswith(".") and "safe_mode" in line
 
@@ -563,10 +529,10 @@ def test_synth_overwrite_writes_only_into_its_own_folder(tmp_path):
     real = tmp_path / "real"
     (real / "BraTS2021_00000").mkdir(parents=True)
     (real / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz").write_bytes(b"a real scan")
-    before = _tree(real)
+    before = tree(real)
     result = _invoke("synth", real, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16", "--overwrite")
-    _one_line_error(result, real, "not written by bratskeras synth")
-    assert _tree(real) == before
+    one_line_error(result, real, "not written by bratskeras synth")
+    assert tree(real) == before
     mine = tmp_path / "mine"
     for seed in ("0", "1"):
         assert _invoke("synth", mine, "--cases", "1", "--shape", "16,16,16", "--seed", seed,
@@ -576,4 +542,4 @@ def test_synth_overwrite_writes_only_into_its_own_folder(tmp_path):
 def test_fit_out_that_cannot_be_created_is_refused_before_any_work(dataset, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    _one_line_error(_invoke("fit", dataset, "--out", blocker / "run", *TINY_FIT), blocker / "run", "cannot create")
+    one_line_error(_invoke("fit", dataset, "--out", blocker / "run", *TINY_FIT), blocker / "run", "cannot create")

@@ -18,16 +18,15 @@ import shutil
 import threading
 
 import h5py
-import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import one_line_error
 from click.testing import CliRunner
 
 from bratskeras import data, evaluation, inspection, layouts, synth, volumes
 from bratskeras.cli import cli
 from bratskeras.errors import ConfigError, DataError
-from bratskeras.models import build_model
 from bratskeras.training.config import TrainConfig
 
 SHAPE = (16, 16, 16)
@@ -37,25 +36,6 @@ TINY_FIT = ["--model-arg", "base_filters=4", "--epochs", "1", "--steps-per-epoch
 
 def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line_error(result, *needles):
-    """The one "Error: ..." line of a failed command, holding every needle (no traceback)."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert str(needle) in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    keras.utils.set_random_seed(0)
-    build_model("lightweight-unet", base_filters=4).save(path)
-    return path
 
 
 def _write(root, cases=2, seed=1, **options):
@@ -97,13 +77,13 @@ def test_inspect_reports_a_duplicate_case_id_as_a_problem(duplicated):
 def test_predict_refuses_a_duplicate_case_id_before_any_work(duplicated, tiny_model, tmp_path):
     root, copies = duplicated
     out = tmp_path / "out"
-    _one_line_error(_invoke("predict", tiny_model, root, out), "BraTS2021_00000", *copies)
+    one_line_error(_invoke("predict", tiny_model, root, out), "BraTS2021_00000", *copies)
     assert not out.exists()
 
 
 def test_fit_refuses_a_duplicate_case_id_and_skips_every_copy_when_asked(duplicated, tmp_path):
     root, copies = duplicated
-    _one_line_error(_invoke("fit", root, "--out", tmp_path / "run", *TINY_FIT), "BraTS2021_00000", *copies)
+    one_line_error(_invoke("fit", root, "--out", tmp_path / "run", *TINY_FIT), "BraTS2021_00000", *copies)
     dataset, report = inspection.inspect_dataset(root)
     cases, lines = inspection.require_clean(dataset, report, skip_bad=True)
     assert [c.id for c in cases] == ["BraTS2021_00001"]
@@ -119,7 +99,7 @@ def test_evaluate_refuses_to_score_one_prediction_against_two_references(duplica
         shutil.copy(os.path.join(folder, f"{name}_seg.nii.gz"), predictions / f"{name}.nii.gz")
     with pytest.raises(DataError, match="BraTS2021_00000"):
         evaluation.evaluate(predictions, root)
-    _one_line_error(_invoke("evaluate", predictions, root), *copies)
+    one_line_error(_invoke("evaluate", predictions, root), *copies)
 
 
 def test_one_h5_volume_in_two_folders_is_a_duplicate(tmp_path):
@@ -263,7 +243,7 @@ def test_evaluate_on_a_root_of_several_tasks_names_them_and_their_folders(tmp_pa
     with pytest.raises(DataError, match="several tasks") as error:
         evaluation.evaluate(tmp_path / "pred", tmp_path / "ref")
     assert str(tmp_path / "ref" / "a") in str(error.value) and "--task" in str(error.value)
-    _one_line_error(_invoke("evaluate", tmp_path / "pred", tmp_path / "ref"), "several tasks",
+    one_line_error(_invoke("evaluate", tmp_path / "pred", tmp_path / "ref"), "several tasks",
                     tmp_path / "ref" / "b")
 
 
@@ -272,7 +252,7 @@ def test_fit_skip_bad_cases_with_every_case_bad_names_them(tmp_path):
     for folder in folders:
         case_id = os.path.basename(folder)
         os.remove(os.path.join(folder, f"{case_id}_t1ce.nii.gz"))
-    line = _one_line_error(_invoke("fit", tmp_path / "data", "--skip-bad-cases", "--out", tmp_path / "run",
+    line = one_line_error(_invoke("fit", tmp_path / "data", "--skip-bad-cases", "--out", tmp_path / "run",
                                    *TINY_FIT), "all 2 case(s) have problems", "BraTS2021_00000", "BraTS2021_00001")
     assert "t1ce" in line
 
@@ -310,7 +290,7 @@ def test_learning_rate_must_be_positive_and_finite(rate):
 
 def test_fit_refuses_a_negative_learning_rate_in_one_line(tmp_path):
     _write(tmp_path / "data", cases=2)
-    _one_line_error(_invoke("fit", tmp_path / "data", "--out", tmp_path / "run", "--learning-rate", "-1", *TINY_FIT),
+    one_line_error(_invoke("fit", tmp_path / "data", "--out", tmp_path / "run", "--learning-rate", "-1", *TINY_FIT),
                     "--learning-rate", "-1")
 
 

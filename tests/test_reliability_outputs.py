@@ -24,12 +24,12 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import one_line_error, tree
 from click.testing import CliRunner
 
 from bratskeras import export, inference, layouts, model_setup, outputs, synth
 from bratskeras.cli import cli
 from bratskeras.errors import DataError
-from bratskeras.models import build_model
 
 SHAPE = (16, 16, 16)
 
@@ -41,36 +41,6 @@ def _env():
 
 def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert str(needle) in lines[0], lines[0]
-    return lines[0]
-
-
-def _tree(folder):
-    """{relative path: bytes or None for folders} of everything under `folder`."""
-    found = {}
-    for parent, folders, files in os.walk(folder):
-        for name in folders:
-            found[os.path.relpath(os.path.join(parent, name), folder)] = None
-        for name in files:
-            path = os.path.join(parent, name)
-            found[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return found
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    keras.utils.set_random_seed(0)
-    build_model("lightweight-unet", base_filters=4).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +97,11 @@ def held(tmp_path):
 def test_every_writer_is_refused_while_another_process_writes_the_folder(held, tiny_model, dataset, predictions):
     folder, holder = held
     pid = f"pid {holder.process.pid}"
-    _one_line_error(_invoke("predict", tiny_model, dataset, folder), folder, "in use by bratskeras predict", pid)
-    _one_line_error(_invoke("evaluate", predictions, dataset, "--out", folder / "m.csv"), folder, pid)
-    _one_line_error(_invoke("show", predictions, dataset, folder), folder, pid)
-    _one_line_error(_invoke("synth", folder, "--cases", "1", "--shape", "16,16,16"), folder, pid)
-    _one_line_error(_invoke("export", tiny_model, "--format", "keras", "--out", folder / "m.keras"), folder, pid)
+    one_line_error(_invoke("predict", tiny_model, dataset, folder), folder, "in use by bratskeras predict", pid)
+    one_line_error(_invoke("evaluate", predictions, dataset, "--out", folder / "m.csv"), folder, pid)
+    one_line_error(_invoke("show", predictions, dataset, folder), folder, pid)
+    one_line_error(_invoke("synth", folder, "--cases", "1", "--shape", "16,16,16"), folder, pid)
+    one_line_error(_invoke("export", tiny_model, "--format", "keras", "--out", folder / "m.keras"), folder, pid)
     assert os.listdir(folder) == [outputs.CLAIM_FILE]  # nothing written by any of them
 
 
@@ -143,10 +113,10 @@ def test_fit_resume_is_refused_before_config_json_while_the_run_trains(held, dat
                                                 "steps_per_epoch": 1, "batch_size": 2, "patch_size": (16, 16, 16),
                                                 "precision": "float32"})
     (run / "config.json").write_text(config.to_json())
-    before = _tree(run)
+    before = tree(run)
     result = _invoke("fit", dataset, "--resume", run, "--quiet")
-    _one_line_error(result, run, "in use by bratskeras predict")
-    assert _tree(run) == before
+    one_line_error(result, run, "in use by bratskeras predict")
+    assert tree(run) == before
 
 
 def test_a_killed_writer_leaves_no_claim_behind(held, tiny_model, dataset):
@@ -170,7 +140,7 @@ def test_evaluate_overwrite_never_replaces_an_input_scan(dataset):
     case = layouts.discover(dataset).cases[0]
     scan = case.modalities["t1"]
     before = open(scan, "rb").read()
-    line = _one_line_error(_invoke("evaluate", dataset, dataset, "--out", scan, "--overwrite"), scan)
+    line = one_line_error(_invoke("evaluate", dataset, dataset, "--out", scan, "--overwrite"), scan)
     assert "not a metrics CSV" in line
     assert open(scan, "rb").read() == before
 
@@ -183,11 +153,11 @@ def test_predict_overwrite_replaces_its_own_label_map_only(tiny_model, tmp_path)
     out.mkdir()
     target = out / f"{case.id}.nii.gz"
     target.write_text("my notes")
-    _one_line_error(_invoke("predict", tiny_model, data, out, "--overwrite"), target, "not a predicted label map")
+    one_line_error(_invoke("predict", tiny_model, data, out, "--overwrite"), target, "not a predicted label map")
     assert target.read_text() == "my notes"
     nib.save(nib.load(case.modalities["flair"]), target)  # an MRI scan (int16 intensities), not a label map
     scan = target.read_bytes()
-    _one_line_error(_invoke("predict", tiny_model, data, out, "--overwrite"), target, "no label")
+    one_line_error(_invoke("predict", tiny_model, data, out, "--overwrite"), target, "no label")
     assert target.read_bytes() == scan
     target.unlink()
     assert _invoke("predict", tiny_model, data, out).exit_code == 0
@@ -202,7 +172,7 @@ def test_show_overwrite_never_replaces_a_text_png(dataset, tmp_path):
     out.mkdir()
     fake = out / f"{case.id}.png"
     fake.write_text("not an image")
-    _one_line_error(_invoke("show", dataset, dataset, out, "--case", case.id, "--overwrite"), fake, "not a PNG image")
+    one_line_error(_invoke("show", dataset, dataset, out, "--case", case.id, "--overwrite"), fake, "not a PNG image")
     assert fake.read_text() == "not an image"
 
 
@@ -232,12 +202,12 @@ def test_export_saved_model_overwrite_never_deletes_the_users_files(tiny_model, 
     (version / "variables" / "variables.index").write_bytes(b"")
     (version / "notes.txt").write_text("my notes")
     (version / "mydata" / "x.csv").write_text("1,2")
-    before = _tree(version)
+    before = tree(version)
     result = _invoke("export", tiny_model, "--format", "saved_model", "--out", tmp_path / "sm", "--version", "1",
                      "--overwrite")
-    line = _one_line_error(result, version, "not a SavedModel folder")
+    line = one_line_error(result, version, "not a SavedModel folder")
     assert "mydata" in line and "notes.txt" in line
-    assert _tree(version) == before
+    assert tree(version) == before
 
 
 # ------------------------------------------------------------------ item 7: synth
@@ -256,7 +226,7 @@ def test_synth_full_disk_leaves_no_partial_file_and_names_it(tmp_path, monkeypat
 
     monkeypatch.setattr(nib, "save", full_disk)
     out = tmp_path / "synth"
-    line = _one_line_error(_invoke("synth", out, "--layout", "brats2021", "--cases", "2", "--shape", "16,16,16"),
+    line = one_line_error(_invoke("synth", out, "--layout", "brats2021", "--cases", "2", "--shape", "16,16,16"),
                            "No space left on device")
     assert f"{out}{os.sep}BraTS2021_00000{os.sep}" in line and ".tmp-" not in line
     assert os.listdir(tmp_path) == []  # no partial file, and not the folder the failed synth created
@@ -272,7 +242,7 @@ def test_synth_overwrite_replaces_its_dataset_whole(tmp_path):
                    "--overwrite").exit_code == 0
     assert sorted(p for p in os.listdir(out) if not p.startswith(".")) == ["BraTS2021_00000"]
     (out / "BraTS2021_00000" / "my_notes.txt").write_text("mine")
-    _one_line_error(_invoke("synth", out, "--cases", "1", "--shape", "16,16,16", "--overwrite"),
+    one_line_error(_invoke("synth", out, "--cases", "1", "--shape", "16,16,16", "--overwrite"),
                     out, "my_notes.txt")
     assert (out / "BraTS2021_00000" / "my_notes.txt").read_text() == "mine"
 
@@ -289,7 +259,7 @@ def test_full_disk_during_saved_model_export_is_one_line_naming_the_target(tiny_
     # ExportArchive() makes the backend's subclass, whose write_out tf.saved_model.save runs in.
     monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full_disk)
     base = tmp_path / "sm"
-    line = _one_line_error(_invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1"),
+    line = one_line_error(_invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1"),
                            base / "1", "No space left on device")
     assert ".tmp-" not in line
     assert not base.exists()  # nothing partial, not even the base folder the failed export created
@@ -305,7 +275,7 @@ def test_bad_postprocess_values_are_refused_before_the_model_loads(step, message
         raise AssertionError("the model was loaded for a --postprocess that cannot run")
 
     monkeypatch.setattr(model_setup, "load_predictor", must_not_run)
-    _one_line_error(_invoke("predict", tiny_model, dataset, tmp_path / "out", "--postprocess", step), step, message)
+    one_line_error(_invoke("predict", tiny_model, dataset, tmp_path / "out", "--postprocess", step), step, message)
     assert not (tmp_path / "out").exists()
 
 
@@ -320,7 +290,7 @@ def test_export_into_an_unwritable_folder_is_refused_before_the_model_loads(tiny
         raise AssertionError("the model was loaded for an export that cannot be written")
 
     monkeypatch.setattr(export, "load_model", must_not_run)
-    _one_line_error(_invoke("export", tiny_model, "--format", "tflite", "--out", out / "m.tflite"), out,
+    one_line_error(_invoke("export", tiny_model, "--format", "tflite", "--out", out / "m.tflite"), out,
                     "not writable")
 
 
