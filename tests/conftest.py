@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 def _session_cache(tmp_path_factory):
     """Preprocessing caches go to a folder of this test session, never the user's ~/.cache.
 
-    Set in the environment (bratskeras.cache.CACHE_ENV), so the CLI run in
+    Set in the environment (bratskeras.data.cache.CACHE_ENV), so the CLI run in
     subprocesses uses it too.
     """
     with pytest.MonkeyPatch.context() as patch:

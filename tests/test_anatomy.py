@@ -1,4 +1,4 @@
-"""Phantoms on the MNI152 anatomy (bratskeras.anatomy) and synth's --kind anatomy."""
+"""Phantoms on the MNI152 anatomy (bratskeras.synth.anatomy) and synth's --kind anatomy."""
 
 import importlib.util
 import os
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import anatomy, inspection, layouts, synth, volumes
 from bratskeras.cli import cli as cli_main
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
+from bratskeras.data import inspection, layouts, volumes
+from bratskeras.synth import anatomy
+from bratskeras.synth import phantoms as synth
 
 WINDOW = (64, 64, 48)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""nnU-Net's augmentation set (bratskeras.augment): seeded, image and label alike, CPU = device."""
+"""nnU-Net's augmentation set (bratskeras.data.augment): seeded, image and label alike, CPU = device."""
 
 from dataclasses import replace
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bratskeras import augment, data, resampling
-from bratskeras.augment import AUGMENTATION_SETS, AugmentConfig
+from bratskeras.data import augment, resampling
+from bratskeras.data import pipeline as data
+from bratskeras.data.augment import AUGMENTATION_SETS, AugmentConfig
 
 NNUNET = AUGMENTATION_SETS["nnunet"]
 NOTHING = AugmentConfig(flip_probability=0.0, rot90=False, scale=0.0, shift=0.0, gamma_probability=0.0)

@@ -11,7 +11,7 @@ from bratskeras.models.registry import build_model
 
 
 def test_conv_flops_counts_each_conv_from_its_shapes():
-    from bratskeras.benchmark import conv_flops
+    from bratskeras.platform.benchmark import conv_flops
 
     model = build_model("lightweight-unet", input_shape=(8, 8, 8, 4), base_filters=2)
     # enc0: 4->2, 2->2 at 8^3; enc1: 2->4, 4->4 at 4^3; enc2: 4->8, 8->8 at 2^3;
@@ -26,7 +26,7 @@ def test_conv_flops_counts_each_conv_from_its_shapes():
 
 @pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_bench_quick_runs_and_prints_well_formed_figures():
-    from bratskeras.benchmark import Report, format_report
+    from bratskeras.platform.benchmark import Report, format_report
 
     result = CliRunner().invoke(cli, ["bench", "--quick", "--json"])
     assert result.exit_code == 0, result.output
@@ -48,7 +48,7 @@ def test_bench_quick_runs_and_prints_well_formed_figures():
         assert re.fullmatch(r"\S+ +\S+ +\S+ +[\dx]+( +\d+\.\d+){4} +\d+", row), row
     assert re.search(r"CPU augmentation \d+\.\d patches/s", table)
     # The text `bench` prints without --json is this table: it states the CPU class and oneDNN's state.
-    from bratskeras.cpu import ISA_CLASS_NAMES
+    from bratskeras.platform.cpu import ISA_CLASS_NAMES
 
     match = re.search(r"\(CPU class ([^)]+)\)", table)
     assert match and match.group(1) in ISA_CLASS_NAMES, table

@@ -21,14 +21,16 @@ import pytest
 from cli_checks import only_line
 from click.testing import CliRunner
 
-from bratskeras import contract as contracts
-from bratskeras import layouts, model_setup, runtimes, synth, tiling
 from bratskeras.cli import cli
-from bratskeras.contract import InputContract, read_contract
-from bratskeras.errors import ExportError, ModelError
-from bratskeras.export import export_model
+from bratskeras.core import contract as contracts
+from bratskeras.core.contract import InputContract, read_contract
+from bratskeras.core.errors import ExportError, ModelError
+from bratskeras.data import layouts
+from bratskeras.export.exporter import export_model
 from bratskeras.models import build_model, inference_model
 from bratskeras.models.saving import save_model
+from bratskeras.predict import model_setup, runtimes, tiling
+from bratskeras.synth import phantoms as synth
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import run_contract
@@ -56,7 +58,7 @@ def _head_dataset(folder, cases=1):
 
     Every voxel is brain (non-zero) but the border's, which are background (0) outside a central patch of
     each face: the brain touches all six faces, so its box is the volume, yet most of the border is
-    background, as predict's skull-stripping check (bratskeras.inspection) expects of a brain.
+    background, as predict's skull-stripping check (bratskeras.data.inspection) expects of a brain.
     """
     synth.write_dataset(folder, cases=cases, shape=HEAD, layout="brats2021", seed=5)
     border = np.zeros(HEAD, bool)

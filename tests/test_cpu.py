@@ -7,7 +7,7 @@ import sys
 import pytest
 from side_by_side import finish_all
 
-from bratskeras import cpu
+from bratskeras.platform import cpu
 
 AVX2 = {"sse4_2", "avx", "avx2", "fma"}
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
@@ -66,7 +66,7 @@ PYTHONS = {  # name: (code, environment changes); each needs a fresh interpreter
                          "import bratskeras\n"
                          "print('onednn', p.IsMklEnabled())", {}),
     "cli": ("import sys\nfrom bratskeras.cli.quiet import import_tensorflow_quietly\n"
-            "import_tensorflow_quietly()\nfrom bratskeras import cpu\nprint('onednn', cpu.onednn_enabled())", {}),
+            "import_tensorflow_quietly()\nfrom bratskeras.platform import cpu\nprint('onednn', cpu.onednn_enabled())", {}),
 }
 
 

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bratskeras import cache, data, layouts, synth
-from bratskeras.data import AugmentConfig, PipelineConfig
+from bratskeras.data import cache, layouts
+from bratskeras.data import pipeline as data
+from bratskeras.data.pipeline import AugmentConfig, PipelineConfig
+from bratskeras.synth import phantoms as synth
 
 
 @pytest.fixture(scope="module")

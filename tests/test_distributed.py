@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from bratskeras import synth
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (24, 24, 16)
 FIT_FLAGS = ["--model-arg", "base_filters=4", "--model-arg", "dropout=0", "--loss", "cross_entropy",

@@ -9,16 +9,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import evaluation, labels, layouts, metrics, synth, volumes
 from bratskeras.cli import cli
-from bratskeras.errors import DataError
+from bratskeras.core import labels
+from bratskeras.core.errors import DataError
+from bratskeras.data import layouts, volumes
+from bratskeras.evaluate import scoring as evaluation
+from bratskeras.synth import phantoms as synth
+from bratskeras.training import metrics
 
 SHAPE = (32, 32, 24)
 
 
 def copy_labels(dataset, out_dir, scheme=None):
     """Writes each case's reference as <id>.nii.gz (a perfect prediction), optionally relabelled."""
-    from bratskeras import labels
+    from bratskeras.core import labels
 
     os.makedirs(out_dir, exist_ok=True)
     for case in dataset.cases:

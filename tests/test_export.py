@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from side_by_side import finish_all
 
 from bratskeras.cli import cli
-from bratskeras.contract import CONTRACT_FILE, InputContract
-from bratskeras.export import (
+from bratskeras.core.contract import CONTRACT_FILE, InputContract
+from bratskeras.export.exporter import (
     INPUT_NAME,
     OUTPUT_NAME,
     SIGNATURE_KEY,
@@ -239,7 +239,7 @@ def test_cli_existing_output_needs_overwrite(models, tmp_path):
 
 
 def test_builtin_instance_norm_matches_the_models_instance_norm():
-    from bratskeras.export import BuiltinInstanceNormalization
+    from bratskeras.export.exporter import BuiltinInstanceNormalization
     from bratskeras.models.layers import InstanceNormalization
 
     x = np.random.default_rng(4).normal(3.0, 2.0, size=(2, 12, 10, 8, 5)).astype(np.float32)

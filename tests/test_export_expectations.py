@@ -16,12 +16,13 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import export, extras
 from bratskeras.cli import cli
-from bratskeras.contract import InputContract
-from bratskeras.export_formats import FORMATS
+from bratskeras.core.contract import InputContract
+from bratskeras.export import exporter as export
+from bratskeras.export.formats import FORMATS
 from bratskeras.models import build_model
 from bratskeras.models.saving import save_model
+from bratskeras.platform import extras
 
 CONTRACT = InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes", spacing=(3, 3, 3),
                          patch_size=(16, 16, 16), input_multiple=4)

@@ -27,9 +27,12 @@ from cli_checks import one_line_error, tree
 from click.testing import CliRunner
 from side_by_side import finish_all
 
-from bratskeras import evaluation, inference, inspection, layouts, model_setup, synth, volumes
 from bratskeras.cli import cli
-from bratskeras.errors import DataError, OutputExistsError
+from bratskeras.core.errors import DataError, OutputExistsError
+from bratskeras.data import inspection, layouts, volumes
+from bratskeras.evaluate import scoring as evaluation
+from bratskeras.predict import inference, model_setup
+from bratskeras.synth import phantoms as synth
 from bratskeras.training import run_dir as run_files
 
 SHAPE = (16, 16, 16)
@@ -116,7 +119,7 @@ def test_export_overwrite_keeps_the_old_artefact_when_the_new_one_fails(tiny_mod
 
 @pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_path, monkeypatch):
-    from bratskeras import export
+    from bratskeras.export import exporter as export
 
     base = tmp_path / "sm"
     assert _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1").exit_code == 0
@@ -147,7 +150,7 @@ def test_kill_during_export_leaves_the_old_artefact(tiny_model, tmp_path):
     flag = tmp_path / "checking"
     process = _spawn("""
         import sys, time
-        from bratskeras import export
+        from bratskeras.export import exporter as export
         from bratskeras.cli import main
         def hang(*args, **kwargs):
             open(sys.argv[1], "w").close()
@@ -254,7 +257,7 @@ def test_library_fit_refuses_a_folder_that_is_not_a_run(dataset, tmp_path):
 def test_only_one_of_two_concurrent_claims_wins(tmp_path):
     script = """
         import sys
-        from bratskeras.errors import OutputExistsError
+        from bratskeras.core.errors import OutputExistsError
         from bratskeras.training.run_dir import claim_run_dir
         try:
             claim_run_dir(sys.argv[1])
@@ -373,7 +376,7 @@ def test_predict_into_an_unwritable_folder_stops_before_any_work(tmp_path, tiny_
     monkeypatch.setattr(model_setup, "load_predictor", must_not_run)
     result = _invoke("predict", tiny_model, dataset, out)
     one_line_error(result, out, "not writable")
-    from bratskeras.errors import OutputError
+    from bratskeras.core.errors import OutputError
 
     with pytest.raises(OutputError, match="not writable"):
         inference.predict_dataset(None, None, layouts.discover(dataset).cases, out)
@@ -404,7 +407,7 @@ def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
     out, flag = tmp_path / "out", tmp_path / "writing"
     process = _spawn("""
         import sys, time
-        from bratskeras import volumes
+        from bratskeras.data import volumes
         from bratskeras.cli import main
         write = volumes.write_label_map
         def write_then_hang(label_map, properties, path):
@@ -421,14 +424,15 @@ def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
 
 
 def test_kill_during_cache_build_never_serves_a_partial_entry(tmp_path):
-    from bratskeras import cache
+    from bratskeras.data import cache
 
     data, store = tmp_path / "data", tmp_path / "cache"
     synth.write_dataset(data, cases=1, shape=SHAPE, layout="brats2021", seed=7)
     flag = tmp_path / "caching"
     process = _spawn("""
         import sys, time
-        from bratskeras import cache, layouts
+        from bratskeras.data import cache
+        from bratskeras.data import layouts
         def hang(seg, key):
             open(sys.argv[1], "w").close()
             time.sleep(300)
@@ -480,8 +484,8 @@ def test_debug_flag_shows_the_traceback_on_demand(tmp_path):
 
 
 def test_os_errors_become_one_line_naming_the_file(monkeypatch, tmp_path):
-    from bratskeras import outputs
-    from bratskeras.errors import user_message
+    from bratskeras.core.errors import user_message
+    from bratskeras.platform import outputs
 
     assert user_message(PermissionError(errno.EACCES, "Permission denied", "/x/y.nii.gz")) == \
         "/x/y.nii.gz: Permission denied"

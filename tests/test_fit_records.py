@@ -13,9 +13,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import cache, synth
 from bratskeras.cli import cli
 from bratskeras.cli.train import fit_command
+from bratskeras.data import cache
+from bratskeras.synth import phantoms as synth
 from bratskeras.training import plan
 from bratskeras.training.config import resolve_config
 

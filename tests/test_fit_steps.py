@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from bratskeras.errors import ConfigError, OutputExistsError
+from bratskeras.core.errors import ConfigError, OutputExistsError
 from bratskeras.training import demo, plan
 from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import process_settings

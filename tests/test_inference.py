@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import inference, layouts, model_setup, synth, tiling, volumes
 from bratskeras.cli import cli
-from bratskeras.contract import InputContract, write_keras
-from bratskeras.errors import ModelError, OutputExistsError
+from bratskeras.core.contract import InputContract, write_keras
+from bratskeras.core.errors import ModelError, OutputExistsError
+from bratskeras.data import layouts, volumes
+from bratskeras.data.preprocessing import brain_bbox
 from bratskeras.models import build_model
-from bratskeras.preprocessing import brain_bbox
+from bratskeras.predict import inference, model_setup, tiling
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (32, 32, 24)
 

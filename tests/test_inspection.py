@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import layouts, synth, volumes
 from bratskeras.cli import cli
-from bratskeras.errors import DataError
-from bratskeras.inspection import inspect_dataset, require_clean
+from bratskeras.core.errors import DataError
+from bratskeras.data import layouts, volumes
+from bratskeras.data.inspection import inspect_dataset, require_clean
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (16, 16, 12)
 
@@ -198,7 +199,7 @@ def test_inputs_unlike_brats_are_named_as_warnings(tmp_path):
 
 def test_skull_stripping_heuristic_by_volume_and_border():
     """Foreground above 2500 ml, or on more than half of the border: not skull-stripped (hand-made volumes)."""
-    from bratskeras.inspection import input_findings
+    from bratskeras.data.inspection import input_findings
 
     head = np.zeros((150, 150, 150), np.float32)
     head[5:145, 5:145, 5:145] = 1  # 140^3 voxels = 2744 ml at 1 mm

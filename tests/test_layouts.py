@@ -4,8 +4,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bratskeras import labels, layouts, synth, volumes
-from bratskeras.errors import DataError
+from bratskeras.core import labels
+from bratskeras.core.errors import DataError
+from bratskeras.data import layouts, volumes
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (20, 20, 16)
 

@@ -10,8 +10,11 @@ import pytest
 from click.testing import CliRunner
 from scipy import ndimage
 
-from bratskeras import evaluation, labels, lesionwise, surface, synth
 from bratskeras.cli import cli
+from bratskeras.core import labels
+from bratskeras.evaluate import lesionwise, surface
+from bratskeras.evaluate import scoring as evaluation
+from bratskeras.synth import phantoms as synth
 
 NAN, INF = math.nan, math.inf
 

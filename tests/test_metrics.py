@@ -4,10 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from bratskeras import losses as L
-from bratskeras import metrics as M
-from bratskeras.labels import get_scheme, labels_to_classes, to_classic
-from bratskeras.targets import classes_to_target
+from bratskeras.core.labels import get_scheme, labels_to_classes, to_classic
+from bratskeras.core.targets import classes_to_target
+from bratskeras.training import losses as L
+from bratskeras.training import metrics as M
 
 # ---------------------------------------------------------------- per-case numpy
 

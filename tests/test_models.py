@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import model_presets
 from bratskeras.cli import cli
-from bratskeras.errors import ModelError
+from bratskeras.core import model_presets
+from bratskeras.core.errors import ModelError
 from bratskeras.models import build_model, list_models
 from bratskeras.models.summary import compare_with_paper, layer_table, load_reference
 

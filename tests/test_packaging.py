@@ -156,11 +156,11 @@ def _private_api_problems():
                             f"(used by bratskeras/{user})")
     import importlib
 
-    from bratskeras.contract import TFLITE_SCHEMA_MODULES
+    from bratskeras.core.contract import TFLITE_SCHEMA_MODULES
 
     if not hasattr(keras.export.ExportArchive(), "_tf_trackable"):
         problems.append(f"keras {keras.__version__}: ExportArchive has no _tf_trackable, the SavedModel root that "
-                        "bratskeras/export.py:write_saved_model attaches the input contract asset to")
+                        "bratskeras/export/exporter.py:write_saved_model attaches the input contract asset to")
     # TensorFlow's own copy, not only ai-edge-litert's fallback: TensorFlow is what setup.cfg pins.
     try:
         schema = importlib.import_module(TFLITE_SCHEMA_MODULES[0])
@@ -168,7 +168,7 @@ def _private_api_problems():
         schema = None
     missing = [name for name in ("Model", "ModelT", "BufferT", "MetadataT") if not hasattr(schema, name)]
     if missing:
-        problems.append(f"{TFLITE_SCHEMA_MODULES[0]} is gone or lacks {missing}: bratskeras/contract.py writes and "
+        problems.append(f"{TFLITE_SCHEMA_MODULES[0]} is gone or lacks {missing}: bratskeras/core/contract.py writes and "
                         "reads the LiteRT input contract with it; re-check it and the tensorflow upper bound")
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -176,7 +176,7 @@ def _private_api_problems():
         return problems
     if not hasattr(Interpreter, "_get_ops_details"):
         problems.append("ai_edge_litert's Interpreter has no _get_ops_details, which "
-                        "bratskeras/export.py:tflite_ops uses to list a model's operators")
+                        "bratskeras/export/exporter.py:tflite_ops uses to list a model's operators")
     return problems
 
 

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from bratskeras.postprocessing import (
+from bratskeras.core.targets import classes_to_regions, regions_to_classes
+from bratskeras.predict.postprocessing import (
     average_pool_smooth,
     enhancing_tumor_to_ncr,
     postprocess,
     remove_small_components,
 )
-from bratskeras.targets import classes_to_regions, regions_to_classes
 
 
 def test_average_pool_hand_computed_row():

@@ -4,8 +4,9 @@ import time
 import numpy as np
 import pytest
 
-from bratskeras import cache, layouts, preprocessing, synth
-from bratskeras.preprocessing import PreprocessSettings
+from bratskeras.data import cache, layouts, preprocessing
+from bratskeras.data.preprocessing import PreprocessSettings
+from bratskeras.synth import phantoms as synth
 
 
 def _image(seed=0):
@@ -210,7 +211,7 @@ def _rewrite_real_world(case):
 
 def test_float64_scaled_and_constant_background_files_cache_like_zero_background(tmp_path):
     """Through volumes.read_case and fit's cache: dtypes, scl_slope/inter and backgrounds do not change the input."""
-    from bratskeras import volumes
+    from bratskeras.data import volumes
 
     for name in ("plain", "real"):
         synth.write_dataset(tmp_path / name, cases=1, shape=(32, 30, 24), layout="brats2021", seed=3)
@@ -229,8 +230,8 @@ def test_float64_scaled_and_constant_background_files_cache_like_zero_background
 
 
 def test_values_beyond_float32_are_refused_by_name(tmp_path):
-    from bratskeras import volumes
-    from bratskeras.errors import DataError
+    from bratskeras.core.errors import DataError
+    from bratskeras.data import volumes
 
     synth.write_dataset(tmp_path / "d", cases=1, shape=(16, 16, 12), layout="brats2021")
     path = layouts.discover(tmp_path / "d").cases[0].modalities["t1"]

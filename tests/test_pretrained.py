@@ -17,9 +17,10 @@ import pytest
 from click.testing import CliRunner
 from model_cards import example_card
 
-from bratskeras import pretrained, synth
+from bratskeras import pretrained
 from bratskeras.cli import cli
-from bratskeras.errors import ModelError
+from bratskeras.core.errors import ModelError
+from bratskeras.synth import phantoms as synth
 
 SHIPPED = pretrained.model_names()
 NAME = "tiny-test"
@@ -201,8 +202,8 @@ def test_export_names_its_outputs_after_the_pretrained_model(shipped, tmp_path, 
     assert keras_file.exit_code == 0, keras_file.output
     assert (tmp_path / f"{NAME}.inference.keras").is_file()
     # Both carry the shipped run's input contract, read back like any export's.
-    from bratskeras.contract import read_contract
-    from bratskeras.model_setup import RUN_CONFIG_AND_EMBEDDED
+    from bratskeras.core.contract import read_contract
+    from bratskeras.predict.model_setup import RUN_CONFIG_AND_EMBEDDED
 
     expected = read_contract(f"pretrained:{NAME}")
     assert expected is not None and expected == read_contract(shipped / NAME / "best.keras")
@@ -232,8 +233,8 @@ def test_summary_takes_a_pretrained_name(shipped):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_matches_its_card_and_config(name):
     """Every model in bratskeras/pretrained/: a valid card, a config that loads, the card's figures its model's."""
-    from bratskeras.model_setup import load_predictor, setup_from_model
     from bratskeras.models import load_model
+    from bratskeras.predict.model_setup import load_predictor, setup_from_model
     from bratskeras.training.config import TrainConfig
 
     (model,) = [m for m in pretrained.catalogue() if m.name == name]

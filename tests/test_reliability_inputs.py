@@ -24,9 +24,12 @@ import pytest
 from cli_checks import one_line_error
 from click.testing import CliRunner
 
-from bratskeras import data, evaluation, inspection, layouts, synth, volumes
 from bratskeras.cli import cli
-from bratskeras.errors import ConfigError, DataError
+from bratskeras.core.errors import ConfigError, DataError
+from bratskeras.data import inspection, layouts, volumes
+from bratskeras.data import pipeline as data
+from bratskeras.evaluate import scoring as evaluation
+from bratskeras.synth import phantoms as synth
 from bratskeras.training.config import TrainConfig
 
 SHAPE = (16, 16, 16)

@@ -27,9 +27,13 @@ import pytest
 from cli_checks import one_line_error, tree
 from click.testing import CliRunner
 
-from bratskeras import export, inference, layouts, model_setup, outputs, synth
 from bratskeras.cli import cli
-from bratskeras.errors import DataError
+from bratskeras.core.errors import DataError
+from bratskeras.data import layouts
+from bratskeras.export import exporter as export
+from bratskeras.platform import outputs
+from bratskeras.predict import inference, model_setup
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (16, 16, 16)
 
@@ -64,7 +68,7 @@ class Holder:
 
     SCRIPT = """
         import sys, time
-        from bratskeras import outputs
+        from bratskeras.platform import outputs
         with outputs.claim_folder(sys.argv[1], "predict"):
             print("held", flush=True)
             time.sleep(600)
@@ -182,7 +186,7 @@ def test_artefact_kinds_judge_content(tmp_path):
     scan = tmp_path / "scan.nii.gz"
     nib.save(nib.Nifti1Image(np.arange(8, dtype=np.int16).reshape(2, 2, 2) * 100, np.eye(4)), scan)
     assert inference.LABEL_MAP.recognise(label_map) and not inference.LABEL_MAP.recognise(scan)
-    from bratskeras.evaluation import metrics_csv_kind, rows_to_csv
+    from bratskeras.evaluate.scoring import metrics_csv_kind, rows_to_csv
 
     csv = tmp_path / "m.csv"
     csv.write_text(rows_to_csv([]))

@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 from model_cards import example_card
 
-from bratskeras import pretrained, synth
+from bratskeras import pretrained
 from bratskeras.cli import cli
-from bratskeras.errors import ConfigError, OutputError
+from bratskeras.core.errors import ConfigError, OutputError
+from bratskeras.synth import phantoms as synth
 from bratskeras.training import fit as fit_module
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.config import resolve_config

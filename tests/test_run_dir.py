@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
 from bratskeras.training import run_dir as run_files
 
 

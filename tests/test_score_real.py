@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import layouts, synth
 from bratskeras.cli import cli
+from bratskeras.data import layouts
 from bratskeras.models import build_model
+from bratskeras.synth import phantoms as synth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "score_real.py")

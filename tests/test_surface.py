@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bratskeras import surface
+from bratskeras.evaluate import surface
 
 
 def hd95_by_distance_transform(pred, ref, spacing):

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bratskeras import layouts, synth
-from bratskeras.errors import OutputExistsError
+from bratskeras.core.errors import OutputExistsError
+from bratskeras.data import layouts
+from bratskeras.synth import phantoms as synth
 
 LESIONS = ndimage.generate_binary_structure(3, 3)  # 26-connectivity, as lesion-wise scoring counts lesions
 

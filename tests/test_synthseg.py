@@ -1,4 +1,4 @@
-"""SynthSeg-style heads (bratskeras.synthseg) and synth's --kind synthseg."""
+"""SynthSeg-style heads (bratskeras.synth.synthseg) and synth's --kind synthseg."""
 
 from dataclasses import replace
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import layouts, synthseg
 from bratskeras.cli import cli as cli_main
+from bratskeras.data import layouts
+from bratskeras.synth import synthseg
 
 VOXEL = 4.0  # a whole head at 4 mm: 60 x 60 x 39 voxels, well under a second
 

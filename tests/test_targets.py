@@ -1,12 +1,12 @@
-"""The training targets' table (bratskeras.targets) and the registry's model facts."""
+"""The training targets' table (bratskeras.core.targets) and the registry's model facts."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from bratskeras import labels, targets
-from bratskeras.errors import ModelError
+from bratskeras.core import labels, targets
+from bratskeras.core.errors import ModelError
 from bratskeras.models import build_model, list_models, model_facts
 from bratskeras.models.layers import PadToMultiple
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import labels
 from bratskeras.cli import cli
+from bratskeras.core import labels
 
 
 def run(*args):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import inspection, labels, layouts, synth, volumes
 from bratskeras.cli import cli
-from bratskeras.errors import DataError
+from bratskeras.core import labels
+from bratskeras.core.errors import DataError
+from bratskeras.data import inspection, layouts, volumes
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (28, 28, 20)
 
@@ -130,8 +132,8 @@ def test_fit_needs_the_task_of_schemes_with_their_own_classes(tmp_path):
 def test_predict_writes_the_task_values(tmp_path, task, classic_class, value):
     import keras
 
-    from bratskeras import inference, model_setup
     from bratskeras.models import build_model
+    from bratskeras.predict import inference, model_setup
 
     keras.utils.set_random_seed(0)
     build_model("lightweight-unet", base_filters=4).save(tmp_path / "tiny.keras")

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bratskeras import labels, layouts, synth, visualize
 from bratskeras.cli import cli
+from bratskeras.core import labels
+from bratskeras.data import layouts
+from bratskeras.evaluate import visualize
+from bratskeras.synth import phantoms as synth
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (24, 24, 16)
@@ -226,7 +229,7 @@ def test_the_python_api_imports_tensorflow_without_its_start_up_lines():
 
 
 def test_the_quiet_import_leaves_a_level_alone_once_tensorflow_is_loaded(monkeypatch):
-    from bratskeras.quiet import import_tensorflow_quietly
+    from bratskeras.platform.quiet import import_tensorflow_quietly
 
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     import_tensorflow_quietly()  # TensorFlow is loaded (conftest): its settings are the caller's

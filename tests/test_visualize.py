@@ -5,8 +5,10 @@ import numpy as np
 from click.testing import CliRunner
 from matplotlib import image as mpimg
 
-from bratskeras import layouts, synth, visualize, volumes
 from bratskeras.cli import cli
+from bratskeras.data import layouts, volumes
+from bratskeras.evaluate import visualize
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (32, 32, 24)
 

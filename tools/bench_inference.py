@@ -46,9 +46,9 @@ def _volume():
 
 
 def run_keras(config, repeats):
-    """Seconds per case of bratskeras.inference.sliding_window_predict (first call excluded)."""
-    from bratskeras import model_setup, tiling
+    """Seconds per case of bratskeras.predict.inference.sliding_window_predict (first call excluded)."""
     from bratskeras.models import build_model
+    from bratskeras.predict import model_setup, tiling
 
     network = model_setup.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()
@@ -127,8 +127,8 @@ def run_torch(repeats, threads):
 
 def run_pairs(pairs):
     """Whole volume and the default tiling run alternately in one process: a ratio robust to machine drift."""
-    from bratskeras import model_setup, tiling
     from bratskeras.models import build_model
+    from bratskeras.predict import model_setup, tiling
 
     network = model_setup.probability_model(build_model("lightweight-unet"), "classes")
     image = _volume()

@@ -32,7 +32,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bratskeras import evaluation, labels, synth, volumes
+from bratskeras.core import labels
+from bratskeras.data import volumes
+from bratskeras.evaluate import scoring as evaluation
+from bratskeras.synth import phantoms as synth
 
 SHAPE = (240, 240, 155)
 

@@ -17,7 +17,9 @@ import gzip
 import tempfile
 import time
 
-from bratskeras import augment, benchmark, cache, layouts, synth
+from bratskeras.data import augment, cache, layouts
+from bratskeras.platform import benchmark
+from bratskeras.synth import phantoms as synth
 
 FULL_SHAPE = (240, 240, 155)
 

@@ -27,7 +27,7 @@ DEFAULT_TILINGS = ("default", "whole/0", "240,80,240/0", "160,160,160/0.5", "128
 
 def parse_tiling(text, patch_size):
     """'D,H,W/OVERLAP' | 'default' | 'whole/0' | 'patch/OVERLAP' -> WindowSettings."""
-    from bratskeras import tiling
+    from bratskeras.predict import tiling
 
     if text == "default":
         return tiling.WindowSettings()
@@ -52,7 +52,10 @@ def main():
     import numpy as np
 
     import bratskeras  # noqa: F401  (oneDNN decided before TensorFlow loads)
-    from bratskeras import inference, labels, layouts, metrics, model_setup, preprocessing, tiling, volumes
+    from bratskeras.core import labels
+    from bratskeras.data import layouts, preprocessing, volumes
+    from bratskeras.predict import inference, model_setup, tiling
+    from bratskeras.training import metrics
 
     network, setup = model_setup.load_predictor(args.model)
     config_path = os.path.join(args.model, "config.json")

@@ -8,9 +8,9 @@ Trains, as `bratskeras fit` without DATA_DIR does (the demo's settings and
 time limit, the phantoms' writing counted in it):
 
 - "simple demo": the demo as it was before the anatomy phantoms: the
-  geometric phantoms of bratskeras.synth, the paper's augmentation;
-- "<kind> demo (<set>, seed S)": for each --kinds (anatomy: bratskeras.anatomy's
-  heads; synthseg: bratskeras.synthseg's), once per augmentation set given
+  geometric phantoms of bratskeras.synth.phantoms, the paper's augmentation;
+- "<kind> demo (<set>, seed S)": for each --kinds (anatomy: bratskeras.synth.anatomy's
+  heads; synthseg: bratskeras.synth.synthseg's), once per augmentation set given
   with --augment (the demo's own set by default) and per --seeds (the demo's
   data and training seed: the spread of one set-up over runs).
 

@@ -14,7 +14,7 @@ Measurements (lightweight-unet, 340,596 parameters, float32):
 
 - predict: one full 240 x 240 x 155 x 4 case through `predict`'s default
   tiling for a model trained on the lightweight2020 preset's 128^3 patches
-  (windows, overlap and Gaussian weighting from bratskeras.inference; PyTorch
+  (windows, overlap and Gaussian weighting from bratskeras.predict.inference; PyTorch
   runs the very same host-side tiling code around its network, with softmax);
 - train: one optimizer step, AdamW (lr 5e-4, weight decay 5e-4, global norm
   clip 1) on 0.3 cross-entropy + 0.7 soft Dice, for batch 2 of 128^3 x 4
@@ -57,8 +57,8 @@ PRESET_PATCH = (128, 128, 128)
 
 def tiling(case_shape, patch_size):
     """The WindowSettings `predict` uses on a free-size lightweight-unet trained on `patch_size`."""
-    from bratskeras import model_setup, tiling
-    from bratskeras.contract import InputContract
+    from bratskeras.core.contract import InputContract
+    from bratskeras.predict import model_setup, tiling
 
     setup = model_setup.ModelSetup(InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes"),
                                    window=model_setup.default_window(patch_size), multiple=4)
@@ -82,9 +82,10 @@ class KerasSide:
     def __init__(self, quick):
         import keras
 
-        from bratskeras import cpu, model_setup, tiling
-        from bratskeras.losses import get_loss
         from bratskeras.models import build_model
+        from bratskeras.platform import cpu
+        from bratskeras.predict import model_setup, tiling
+        from bratskeras.training.losses import get_loss
 
         self.quick = quick
         self.tiling = tiling
@@ -151,7 +152,7 @@ class TorchSide:
             return y.permute(0, 2, 3, 4, 1).numpy()
 
     def predict(self, image, settings):
-        from bratskeras import tiling
+        from bratskeras.predict import tiling
 
         return tiling.sliding_window_predict(self._forward, image, settings)
 

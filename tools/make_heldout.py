@@ -2,7 +2,7 @@
 
     python tools/make_heldout.py OUT_DIR [--cases 3] [--shape 240,240,155] [--layout brats2020] [--seed 2000]
 
-The cases come from bratskeras.anatomy with the HELDOUT generator ranges
+The cases come from bratskeras.synth.anatomy with the HELDOUT generator ranges
 (other deformation, contrast, scanner and tumor-size ranges than DEFAULT, on
 which the demo trains) and a seed the demo never uses (the demo trains on
 seed 0 and scores on 1000), in any layout `bratskeras synth` writes. Whole
@@ -13,7 +13,7 @@ tools/bench_transfer.py --heldout-dir.
 
 import argparse
 
-from bratskeras import synth
+from bratskeras.synth import phantoms as synth
 
 
 def main(argv=None):

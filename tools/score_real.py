@@ -9,7 +9,7 @@ options are predict's own, read from its command: --tta, --overlap,
 --window, --postprocess, --task, ...). Each DATA_DIR is predicted by
 `python -m bratskeras.cli predict`, the `bratskeras predict` command itself,
 into a temporary folder (or --keep-predictions DIR/<n>-<folder name>), never
-into DATA_DIR, which is only read; then bratskeras.evaluation.evaluate scores
+into DATA_DIR, which is only read; then bratskeras.evaluate.scoring.evaluate scores
 the predictions against the label files in DATA_DIR, in any layout bratskeras
 reads (BraTS 2017-2023 and the 2023+ tasks). The references are whatever
 label files are there: the tool does not know how they were made.
@@ -102,9 +102,9 @@ def score_folder(data_dir, pred_dir, task=None, workers=1):
 
     Returns:
         (rows, {"folder", "cases", "missing", "extra", "failed"}) from
-        bratskeras.evaluation.evaluate of `pred_dir` against `data_dir`.
+        bratskeras.evaluate.scoring.evaluate of `pred_dir` against `data_dir`.
     """
-    from bratskeras import evaluation
+    from bratskeras.evaluate import scoring as evaluation
 
     result = evaluation.evaluate(pred_dir, data_dir, task=task, workers=workers)
     pairing = evaluation.pair(pred_dir, data_dir, task)
@@ -174,7 +174,7 @@ def format_report(report):
 
 def csv_kind():
     """ArtefactKind of `rows_to_csv`'s file (its header line), so --overwrite replaces only such a file."""
-    from bratskeras import outputs
+    from bratskeras.platform import outputs
 
     return outputs.text_file_kind("score_real CSV", ",".join(CASE_COLUMNS))
 
@@ -201,7 +201,7 @@ def _prediction_folders(data_dirs, keep):
 
 def _refuse_inside(path, data_dirs):
     """The one-line error when `path` lies inside a DATA_DIR (references are read, never written)."""
-    from bratskeras.errors import OutputError
+    from bratskeras.core.errors import OutputError
 
     real = os.path.realpath(path)
     for data_dir in data_dirs:
@@ -212,7 +212,8 @@ def _refuse_inside(path, data_dirs):
 
 def _check_before_predicting(args, task):
     """Every refusal that costs nothing: a DATA_DIR that is no folder or has no label files, outputs inside one."""
-    from bratskeras import evaluation, outputs
+    from bratskeras.evaluate import scoring as evaluation
+    from bratskeras.platform import outputs
 
     for data_dir in args.data_dirs:
         if not os.path.isdir(data_dir):
@@ -227,7 +228,7 @@ def _check_before_predicting(args, task):
 
 def _predict_and_score(args, options, task, pred_dirs):
     """(rows, folder records, ok) of every DATA_DIR predicted into its folder of `pred_dirs`."""
-    from bratskeras.errors import BratsKerasError
+    from bratskeras.core.errors import BratsKerasError
 
     rows, folders, ok = [], [], True
     for data_dir, pred_dir in zip(args.data_dirs, pred_dirs):
@@ -246,7 +247,7 @@ def run(args, options):
     """Predicts and scores every DATA_DIR, writes --out; returns (report dict, ok)."""
     import shutil
 
-    from bratskeras import outputs
+    from bratskeras.platform import outputs
 
     task = getattr(args, "predict_task", None)
     _check_before_predicting(args, task)
@@ -277,10 +278,10 @@ def main(argv=None):
     import json
 
     from bratskeras.cli.quiet import import_tensorflow_quietly
-    from bratskeras.errors import BratsKerasError, user_message
+    from bratskeras.core.errors import BratsKerasError, user_message
 
     args, options = parse_args(argv)
-    # Scoring imports TensorFlow (bratskeras.metrics): without its start-up lines, as `bratskeras evaluate`.
+    # Scoring imports TensorFlow (bratskeras.training.metrics): without its start-up lines, as `bratskeras evaluate`.
     import_tensorflow_quietly()
     try:
         report, ok = run(args, options)

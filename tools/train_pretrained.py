@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 RECIPES = {
-    # lightweight-unet on SynthSeg-style heads (bratskeras.synthseg) at 2 mm, in three stages. A 64 x 80 x 64
+    # lightweight-unet on SynthSeg-style heads (bratskeras.synth.synthseg) at 2 mm, in three stages. A 64 x 80 x 64
     # patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no enhancing mimics),
     # 38 epochs of 80 steps (what 68 minutes held on the 2-core AMX machine it was first trained on, sharing
     # it with other work). Stage 2 fine-tunes stage 1's best weights on 160 heads of the "mimics" generator

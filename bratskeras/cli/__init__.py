@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from bratskeras.errors import BratsKerasError, user_message
+from bratskeras.core.errors import BratsKerasError, user_message
 
 # What a user can cause; everything else is a bug and shows its traceback.
 USER_ERRORS = (BratsKerasError, ValueError, OSError)

@@ -5,8 +5,8 @@ import json
 import click
 
 from bratskeras.cli.models import parse_shape
-from bratskeras.labels import TASKS
-from bratskeras.layouts import NAMES as LAYOUT_NAMES
+from bratskeras.core.labels import TASKS
+from bratskeras.data.layouts import NAMES as LAYOUT_NAMES
 from bratskeras.training.demo import UNSEEN_SEED
 
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
@@ -20,7 +20,7 @@ TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment g
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect_command(data_dir, layout, task, as_json):
     """List a dataset's cases, every problem (exit 1), warning (inputs unlike BraTS's) and ignored input found."""
-    from bratskeras.inspection import inspect_dataset
+    from bratskeras.data.inspection import inspect_dataset
 
     _, report = inspect_dataset(data_dir, layout, task=task)
     if as_json:
@@ -70,7 +70,7 @@ def inspect_command(data_dir, layout, task, as_json):
               help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):
     """Write a synthetic BraTS-like dataset in a release's on-disk layout."""
-    from bratskeras.synth import DEFAULT_SHAPE, write_dataset
+    from bratskeras.synth.phantoms import DEFAULT_SHAPE, write_dataset
     from bratskeras.training.demo import demo_training_seed
 
     if seed == demo_training_seed():
@@ -78,7 +78,7 @@ def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, se
                    f"training cases, not new ones (the default, {UNSEEN_SEED}, is not)", err=True)
 
     if shape is None and kind != "simple":
-        from bratskeras.anatomy import grid_shape
+        from bratskeras.synth.anatomy import grid_shape
 
         shape = ",".join(map(str, grid_shape(voxel_size)))
     elif shape is None:

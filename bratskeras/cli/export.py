@@ -4,7 +4,7 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.export_formats import FORMATS, QUANTIZE
+from bratskeras.export.formats import FORMATS, QUANTIZE
 
 
 @click.command("export")
@@ -25,7 +25,7 @@ from bratskeras.export_formats import FORMATS, QUANTIZE
 @needs_tensorflow
 def export_command(model, format_, out, version, quantize, input_shape, overwrite, tolerance):
     """Export MODEL (.keras file, run dir or pretrained:NAME) with its input contract, and check both in its runtime."""
-    from bratskeras.export import export_model
+    from bratskeras.export.exporter import export_model
 
     shape = parse_shape(input_shape, 4, "--input-shape") if input_shape else None
     report = export_model(model, format_, out=out, version=version, quantize=quantize, tolerance=tolerance,

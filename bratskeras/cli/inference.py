@@ -21,8 +21,8 @@ import click
 
 from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.errors import ConfigError, user_message
-from bratskeras.labels import SCHEMES, TASKS
+from bratskeras.core.errors import ConfigError, user_message
+from bratskeras.core.labels import SCHEMES, TASKS
 
 
 def parse_postprocess(text):
@@ -35,7 +35,7 @@ def parse_postprocess(text):
             raise ConfigError(f"--postprocess {text!r}: options are KEY=VALUE, got {item!r}")
         step[key.strip()] = _parse_value(value.strip())
     # Validate now so a typo or a bad value fails before the model is loaded.
-    from bratskeras.postprocessing import check_step
+    from bratskeras.predict.postprocessing import check_step
 
     try:
         check_step(step)
@@ -46,7 +46,7 @@ def parse_postprocess(text):
 
 def _check_steps_for(steps, model_task):
     """ConfigError when a post-processing step needs classes the model's task lacks (MEN-RT has no ET)."""
-    from bratskeras.postprocessing import check_steps
+    from bratskeras.predict.postprocessing import check_steps
 
     try:
         check_steps(steps, model_task)
@@ -71,12 +71,12 @@ def _window_progress(case):
 
 
 class DeviceType(click.ParamType):
-    """--device: auto, cpu, gpu or gpu:N (bratskeras.devices); a malformed one is a usage error."""
+    """--device: auto, cpu, gpu or gpu:N (bratskeras.platform.devices); a malformed one is a usage error."""
 
     name = "device"
 
     def convert(self, value, param, ctx):
-        from bratskeras.devices import parse_device
+        from bratskeras.platform.devices import parse_device
 
         try:
             return parse_device(value)
@@ -96,8 +96,9 @@ def _load_models(models, device, override_spacing=False, spacing=None):
         ConfigError: models that disagree on target, task or modalities
             (ensemble.check_agreement), before any case is predicted.
     """
-    from bratskeras import devices, model_setup
-    from bratskeras.ensemble import Ensemble, Member
+    from bratskeras.platform import devices
+    from bratskeras.predict import model_setup
+    from bratskeras.predict.ensemble import Ensemble, Member
 
     members = []
     for model in models:
@@ -131,8 +132,9 @@ def _check_models(models, device):
             LiteRT model, a GPU TensorFlow does not see, or models trained on
             different tasks.
     """
-    from bratskeras import devices, model_setup, runtimes
-    from bratskeras.ensemble import check_tasks
+    from bratskeras.platform import devices
+    from bratskeras.predict import model_setup, runtimes
+    from bratskeras.predict.ensemble import check_tasks
 
     for model in models:
         runtimes.check_runtime(model)  # a missing optional runtime is refused before any work
@@ -181,8 +183,9 @@ def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_s
     mean of their probabilities is decoded (they must agree on target,
     task and modalities).
     """
-    from bratskeras import inference, layouts, tiling
     from bratskeras.cli.models import parse_shape, parse_spacing
+    from bratskeras.data import layouts
+    from bratskeras.predict import inference, tiling
 
     model_task = _check_models(models, device)
     spacing_override = parse_spacing(spacing, allow_source=True) if spacing is not None else None
@@ -247,7 +250,8 @@ def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_pape
 
     With --out, the per-case CSV and summary.json beside it (docs/evaluation.md), as nnU-Net writes one.
     """
-    from bratskeras import evaluation, outputs
+    from bratskeras.evaluate import scoring as evaluation
+    from bratskeras.platform import outputs
 
     if out and summary_path is None:
         summary_path = os.path.join(os.path.dirname(os.path.abspath(out)), "summary.json")
@@ -294,7 +298,7 @@ def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_pape
 
 def _write_text(path, text, overwrite, kind):
     """Writes `text` to `path` atomically, under outputs' --overwrite rules (`kind`: outputs.ArtefactKind)."""
-    from bratskeras import outputs
+    from bratskeras.platform import outputs
 
     def write(tmp):
         with open(tmp, "w") as stream:
@@ -316,9 +320,11 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite, task):
     Both columns are drawn in the colours of the case's own structures (one
     legend), with the case's Dice per region in the title.
     """
-    from bratskeras import layouts, outputs, visualize
-    from bratskeras.errors import BratsKerasError
-    from bratskeras.evaluation import find_predictions
+    from bratskeras.core.errors import BratsKerasError
+    from bratskeras.data import layouts
+    from bratskeras.evaluate import visualize
+    from bratskeras.evaluate.scoring import find_predictions
+    from bratskeras.platform import outputs
 
     dataset = layouts.discover(data_dir, task=task)
     dataset.refuse_duplicates()

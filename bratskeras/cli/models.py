@@ -6,7 +6,7 @@ import os
 import click
 
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
 
 
 def parse_shape(text, length, what):
@@ -41,7 +41,7 @@ def parse_spacing(text, what="--spacing", allow_source=False):
 def models_command():
     """List the registered models with their parameter counts."""
     # The registry's stored facts: no model is built, no TensorFlow imported.
-    from bratskeras.model_presets import list_models, parameter_count
+    from bratskeras.core.model_presets import list_models, parameter_count
 
     for name in list_models():
         click.echo(f"{name:<18} {parameter_count(name):>12,d} parameters")

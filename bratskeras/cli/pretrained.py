@@ -8,7 +8,7 @@ import json
 import click
 
 from bratskeras import pretrained
-from bratskeras.errors import ModelError
+from bratskeras.core.errors import ModelError
 
 
 class ModelSource(click.ParamType):

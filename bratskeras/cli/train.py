@@ -10,9 +10,9 @@ import click
 from bratskeras.cli.models import parse_shape, parse_spacing
 from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.data import AUGMENT_ON
-from bratskeras.labels import SCHEMES, TASKS
-from bratskeras.targets import NAMES as TARGET_NAMES
+from bratskeras.core.labels import SCHEMES, TASKS
+from bratskeras.core.targets import NAMES as TARGET_NAMES
+from bratskeras.data.pipeline import AUGMENT_ON
 from bratskeras.training.config import AUGMENTATIONS, LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
 from bratskeras.training.demo import DEMO_TIME_LIMIT
 

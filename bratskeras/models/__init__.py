@@ -1,11 +1,11 @@
 """Model builders: the FLAIR-only U-Net and the lightweight 3D U-Net family.
 
 Importing this package imports Keras and TensorFlow, without TensorFlow's
-start-up lines (bratskeras.quiet), and registers the custom layers, losses
+start-up lines (bratskeras.platform.quiet), and registers the custom layers, losses
 and metrics `.keras` files of bratskeras models need (`custom_objects`).
 """
 
-from bratskeras.quiet import import_tensorflow_quietly
+from bratskeras.platform.quiet import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 

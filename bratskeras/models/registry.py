@@ -1,4 +1,4 @@
-"""Model registry: names -> builder and preset arguments (the data: bratskeras.model_presets).
+"""Model registry: names -> builder and preset arguments (the data: bratskeras.core.model_presets).
 
     >>> import bratskeras
     >>> model = bratskeras.build_model("lightweight-unet", input_shape=(64, 64, 64, 4))
@@ -8,8 +8,8 @@
 
 from dataclasses import dataclass
 
-from bratskeras.errors import ModelError
-from bratskeras.model_presets import ALL_MODALITIES, MODEL_PRESETS, list_models  # noqa: F401  (re-exported)
+from bratskeras.core.errors import ModelError
+from bratskeras.core.model_presets import ALL_MODALITIES, MODEL_PRESETS, list_models  # noqa: F401  (re-exported)
 from bratskeras.models.flair_unet import FLAIR_UNET_FILTERS, build_flair_unet
 from bratskeras.models.unet3d import build_unet3d
 
@@ -41,7 +41,7 @@ BUILDERS = {
 
 
 # The presets themselves (arguments, modalities, targets, parameter counts) are plain data in
-# bratskeras.model_presets, readable without TensorFlow.
+# bratskeras.core.model_presets, readable without TensorFlow.
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ModelFacts:
     Attributes:
         name: registry name.
         modalities: the input modalities it is made for, in channel order.
-        targets: training targets its output can stand for (bratskeras.targets).
+        targets: training targets its output can stand for (bratskeras.core.targets).
         output: "logits" or "probabilities" (Builder.output).
         pooling_multiple: 2**poolings with the given overrides.
         classes_arg: the builder argument setting the output channels, or None.

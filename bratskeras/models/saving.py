@@ -4,7 +4,7 @@
 CropToReference); importing this package registers them, so
 `bratskeras.load_model(path)` works in a fresh process with `safe_mode=True`.
 Every `.keras` bratskeras writes goes through `save_model`, which stores the
-model's input contract inside it (bratskeras.contract).
+model's input contract inside it (bratskeras.core.contract).
 """
 
 from pathlib import Path
@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 
 from bratskeras import pretrained
-from bratskeras.contract import RUN_DIR_MODEL
-from bratskeras.errors import ModelError
+from bratskeras.core.contract import RUN_DIR_MODEL
+from bratskeras.core.errors import ModelError
 
 
 def load_model(source):
@@ -38,8 +38,8 @@ def load_model(source):
         raise ModelError(f"{source}: no such model file (expected a .keras file or a run "
                          f"directory with {RUN_DIR_MODEL})")
     # Losses and metrics are registered too, for files saved from compiled models.
-    import bratskeras.losses  # noqa: F401
-    import bratskeras.metrics  # noqa: F401
+    import bratskeras.training.losses  # noqa: F401
+    import bratskeras.training.metrics  # noqa: F401
 
     _check_keras_archive(path)
     try:
@@ -65,28 +65,28 @@ def custom_objects():
     (only its own), so without `import bratskeras.models` (or this) it fails
     with "Could not locate class 'PadToMultiple'".
     """
-    import bratskeras.losses  # noqa: F401  (registers the losses and metrics of compiled models)
-    import bratskeras.metrics  # noqa: F401
     import bratskeras.models.layers  # noqa: F401
+    import bratskeras.training.losses  # noqa: F401  (registers the losses and metrics of compiled models)
+    import bratskeras.training.metrics  # noqa: F401
 
     return {name: obj for name, obj in keras.saving.get_custom_objects().items()
             if name.startswith(f"{CUSTOM_PACKAGE}>")}
 
 
 def save_model(model, path, contract):
-    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.contract.write_keras).
+    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.core.contract.write_keras).
 
     The file still loads with plain `keras.saving.load_model(path, safe_mode=True)`.
-    Callers write through a temporary path (bratskeras.outputs) so the final
+    Callers write through a temporary path (bratskeras.platform.outputs) so the final
     path only ever holds a complete file with its contract.
 
     Args:
         model: keras.Model.
         path: a .keras path.
-        contract: bratskeras.contract.InputContract, or None for a model
+        contract: bratskeras.core.contract.InputContract, or None for a model
             whose needs are unknown (nothing is stored).
     """
-    from bratskeras.contract import write_keras
+    from bratskeras.core.contract import write_keras
 
     model.save(path)
     if contract is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bratskeras.errors import ModelError
+from bratskeras.core.errors import ModelError
 
 PREFIX = "pretrained:"
 MODEL_FILE = "best.keras"

@@ -13,7 +13,7 @@ import time
 import keras
 
 from bratskeras.models.saving import inference_model
-from bratskeras.outputs import atomic_path
+from bratskeras.platform.outputs import atomic_path
 from bratskeras.training import run_dir as run_files
 
 
@@ -114,7 +114,7 @@ class RunFiles(keras.callbacks.Callback):
     Args:
         run_dir: the run directory.
         network: the functional model to save (the trained model may wrap it).
-        contract: the run's bratskeras.contract.InputContract, stored in
+        contract: the run's bratskeras.core.contract.InputContract, stored in
             every .keras written (a copied best.keras keeps its spacing).
         monitor: the validation Dice that selects best.keras (higher is better).
         checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.

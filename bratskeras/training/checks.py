@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
 
 
 def check_patch_size(config, cached_cases):

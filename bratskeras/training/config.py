@@ -20,16 +20,16 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from bratskeras import labels, targets
-from bratskeras.augment import AUGMENTATION_SETS
-from bratskeras.data import AUGMENT_ON, PipelineConfig
-from bratskeras.errors import ConfigError
-from bratskeras.preprocessing import CROPS, PreprocessSettings
+from bratskeras.core import labels, targets
+from bratskeras.core.errors import ConfigError
+from bratskeras.data.augment import AUGMENTATION_SETS
+from bratskeras.data.pipeline import AUGMENT_ON, PipelineConfig
+from bratskeras.data.preprocessing import CROPS, PreprocessSettings
 
 _PIPELINE = PipelineConfig()
 _PREPROCESS = PreprocessSettings()
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-# Which training target each loss is written for (bratskeras.losses).
+# Which training target each loss is written for (bratskeras.training.losses).
 LOSS_TARGETS = {
     "dice_ce": ("classes",),
     "soft_dice": ("classes",),
@@ -45,7 +45,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adamw", "adam")
 # config.json's jit_compile: "auto" (XLA on GPUs only, runtime.jit_compile), or XLA on or off.
 JIT_COMPILE = ("auto", "true", "false", True, False)
-# The named augmentation sets of bratskeras.augment (fit --augment).
+# The named augmentation sets of bratskeras.data.augment (fit --augment).
 AUGMENTATIONS = tuple(AUGMENTATION_SETS)
 
 
@@ -60,19 +60,19 @@ class TrainConfig:
             absolute path of a run directory or .keras file; None: random
             initialisation.
         modalities, target: network input channels and training target
-            ("classes", "regions" or "whole_tumor", see bratskeras.labels).
+            ("classes", "regions" or "whole_tumor", see bratskeras.core.labels).
         task: None (the classic NCR/ED/ET classes) or a labels.TASKS scheme
             whose own classes or regions the target trains (gli: 5 classes
             with RC, or regions WT, TC, ET, RC; menrt: background and GTV, or
             the GTV region, with modalities ("t1ce",)).
-        loss, loss_kwargs: a name for `bratskeras.losses.get_loss`.
+        loss, loss_kwargs: a name for `bratskeras.training.losses.get_loss`.
         optimizer ("adamw" | "adam"), learning_rate, weight_decay,
             clipnorm (global gradient norm; 0 disables).
         epochs, steps_per_epoch, batch_size, patch_size (d, h, w).
         crop ("bbox" | "center" | "none"), crop_size, spacing (mm per voxel
             the network works at, None: the source grid): preprocessing.
         foreground_fraction, augment, augment_on ("cpu" | "device"),
-            augmentation (a set of bratskeras.augment: "paper" | "nnunet").
+            augmentation (a set of bratskeras.data.augment: "paper" | "nnunet").
         reduce_lr_factor/patience/min_lr: ReduceLROnPlateau on val_loss
             (patience 0 disables); early_stopping_patience (0 disables).
         checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.
@@ -105,7 +105,7 @@ class TrainConfig:
     foreground_fraction: float = _PIPELINE.foreground_fraction
     augment: bool = _PIPELINE.augment
     augment_on: str = _PIPELINE.augment_on
-    augmentation: str = "paper"  # the lightweight paper's set (bratskeras.augment.AUGMENTATION_SETS)
+    augmentation: str = "paper"  # the lightweight paper's set (bratskeras.data.augment.AUGMENTATION_SETS)
     reduce_lr_factor: float = 0.5
     reduce_lr_patience: int = 2
     reduce_lr_min: float = 1e-6
@@ -326,7 +326,7 @@ def _string_or_null(value):
 
 
 # What each field of a config.json may hold: (check, what it must be). TrainConfig's fields, plus the
-# crop margin a hand-written config may give predict (bratskeras.contract reads it).
+# crop margin a hand-written config may give predict (bratskeras.core.contract reads it).
 FIELD_RULES = {
     "preset": (lambda v: isinstance(v, str) and v != "", "a preset name"),
     "model": (lambda v: isinstance(v, str) and v != "", "a registry model name"),

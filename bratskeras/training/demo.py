@@ -13,8 +13,8 @@ Kinds of demo data (`DEMOS`):
   keeps the shipped model's transfer to real scans (README: real-scan WT
   0.79-0.80 over three seeds within the budget on 2 AMX cores).
 - "anatomy" and "synthseg": a lightweight-unet trained anew on 24 MNI152
-  template heads (bratskeras.anatomy) or 32 SynthSeg-style heads
-  (bratskeras.synthseg) at 3 mm. Held-out WT 0.85-0.91 on unseen generated
+  template heads (bratskeras.synth.anatomy) or 32 SynthSeg-style heads
+  (bratskeras.synth.synthseg) at 3 mm. Held-out WT 0.85-0.91 on unseen generated
   heads within the budget, but 0.50-0.67 on real scans.
 - "simple": the geometric phantoms, 48 x 48 x 40. Learnt well in the budget
   (held-out WT about 0.9), but easy in a way real scans are not: a model
@@ -72,7 +72,7 @@ DEMOS = {
                         overrides={**_COMMON, "epochs": 40, "steps_per_epoch": 20, "crop": "bbox",
                                    "spacing": (3.0, 3.0, 3.0), "patch_size": (48, 48, 40),
                                    "learning_rate": 2e-3, "augmentation": "paper"}),
-    # The same set-up on SynthSeg-style heads (bratskeras.synthseg): random contrasts, five tumour types,
+    # The same set-up on SynthSeg-style heads (bratskeras.synth.synthseg): random contrasts, five tumour types,
     # imperfect skull-stripping, scanners; held-out heads from its HELDOUT generator.
     "synthseg": DemoData(shape=(80, 80, 52), voxel_mm=3.0, cases=32, heldout_cases=2,
                          heldout_shape=(240, 240, 155), heldout_settings="heldout",
@@ -103,7 +103,7 @@ DEMO_TIME_LIMIT = 255.0
 def check_demo_requirements(kind=DEMO_KIND):
     """Raises ConfigError (with the pip command) when `kind` needs the anatomy template and it is missing."""
     if kind != "simple":
-        from bratskeras import anatomy
+        from bratskeras.synth import anatomy
 
         anatomy.check_available()
 
@@ -139,7 +139,7 @@ def write_demo_data(folder, seed=0, kind=DEMO_KIND):
     Returns:
         (training data folder, held-out data folder).
     """
-    from bratskeras import synth
+    from bratskeras.synth import phantoms as synth
 
     train_dir, heldout_dir = demo_folders(folder)
     spec = DEMOS[kind]
@@ -154,7 +154,7 @@ def write_heldout(folder, seed=1000, kind=DEMO_KIND):
     Returns:
         `folder`.
     """
-    from bratskeras import synth
+    from bratskeras.synth import phantoms as synth
 
     spec = DEMOS[kind]
     extra = {"settings": spec.heldout_settings} if spec.heldout_settings else {}

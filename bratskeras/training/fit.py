@@ -32,8 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras import cache, outputs, targets
-from bratskeras.errors import ConfigError
+from bratskeras.core import targets
+from bratskeras.core.errors import ConfigError
+from bratskeras.data import cache
+from bratskeras.platform import outputs
 from bratskeras.training import init_from, records, report
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
@@ -292,13 +294,13 @@ def _is_multi_worker(strategy):
 
 
 def _loss(config):
-    from bratskeras.losses import get_loss
+    from bratskeras.training.losses import get_loss
 
     return get_loss(config.loss, **{"from_logits": outputs_logits(config), **config.loss_kwargs})
 
 
 def _metrics(config):
-    from bratskeras.metrics import dice_metrics
+    from bratskeras.training.metrics import dice_metrics
 
     return dice_metrics(config.target, from_logits=outputs_logits(config), scheme=config.task)
 
@@ -311,7 +313,7 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
     Returns:
         (TrainingModel, the saved state dict of a resumed run or {}).
     """
-    from bratskeras import data
+    from bratskeras.data import pipeline as data
     from bratskeras.training import runtime
 
     xla = runtime.jit_compile(config.jit_compile)
@@ -383,10 +385,10 @@ def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
 
 
 def run_contract(config, network):
-    """The input contract of the run's models (bratskeras.contract), resolved as predict resolves config.json."""
+    """The input contract of the run's models (bratskeras.core.contract), resolved as predict resolves config.json."""
     import dataclasses
 
-    from bratskeras.model_setup import config_contract
+    from bratskeras.predict.model_setup import config_contract
 
     return config_contract(dataclasses.asdict(config), "the run's configuration", network)
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from bratskeras import labels, targets
+from bratskeras.core import labels, targets
 from bratskeras.training.prepare import cache_cases, labelled_cases
 
 
@@ -16,7 +16,8 @@ def heldout_dice(run_dir, cached_cases, config):
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
-    from bratskeras import metrics, model_setup, tiling
+    from bratskeras.predict import model_setup, tiling
+    from bratskeras.training import metrics
 
     if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
         return {}
@@ -41,7 +42,7 @@ def evaluate_heldout(run_dir, data_dir, config, cache_dir=None):
 
     `cache_dir`: its preprocessing cache (default: cache.cache_dir_for).
     """
-    from bratskeras import cache
+    from bratskeras.data import cache
 
     cache_dir = cache.cache_dir_for(data_dir, cache_dir)
     cases, _ = labelled_cases(data_dir, cache_dir=cache_dir, task=config.task)

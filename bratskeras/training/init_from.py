@@ -16,7 +16,7 @@ What the new run takes from where:
   loss for the target, epochs, steps, batch size, augmentation). No
   optimizer state comes along: the source's best.keras has none.
 - A bare .keras outside a run has no config.json: its embedded input
-  contract (bratskeras.contract, written by fit and export) gives the same
+  contract (bratskeras.core.contract, written by fit and export) gives the same
   inherited fields but the architecture (modalities, target, task, crop,
   crop size, spacing, patch size); the architecture and how to train come
   from the preset and flags like any new run, and the network they build
@@ -33,7 +33,7 @@ import json
 import os
 
 from bratskeras import pretrained
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
 
 # TrainConfig fields a fine-tuned run takes from its source's config.json ...
 INHERITED = ("model", "model_overrides", "modalities", "target", "task", "crop", "crop_size", "spacing",
@@ -58,7 +58,7 @@ def source_config(source):
     Raises:
         ConfigError: `source` does not exist; ModelError: an unknown pretrained name.
     """
-    from bratskeras.model_setup import run_config
+    from bratskeras.predict.model_setup import run_config
 
     path = pretrained.resolve(source)
     if not os.path.exists(path):
@@ -111,7 +111,7 @@ def contract_fields(source):
     The contract has no architecture: "model" and "model_overrides" are left
     to the flags (a wrong one is caught by the weight shapes).
     """
-    from bratskeras.contract import read_contract
+    from bratskeras.core.contract import read_contract
 
     contract = read_contract(source, "keras")
     if contract is None:

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
 from bratskeras.training import demo, init_from
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.config import resolve_config, resume_config

@@ -8,13 +8,13 @@ dataset (`train_input`, `validation_input`) that `fit` hands to Keras.
 
 import os
 
-from bratskeras import labels
-from bratskeras.errors import ConfigError, DataError
+from bratskeras.core import labels
+from bratskeras.core.errors import ConfigError, DataError
 
 
 def split_cases(case_ids, config):
     """(train ids, validation ids): 80/20 with a fixed seed, or fold `fold` of `folds`."""
-    from bratskeras import data
+    from bratskeras.data import pipeline as data
 
     case_ids = sorted(case_ids)
     if len(case_ids) < 2:
@@ -36,7 +36,7 @@ def case_sizes(data_dir, task=None):
     Raises:
         DataError: an empty or unrecognised folder (layouts.discover).
     """
-    from bratskeras import layouts
+    from bratskeras.data import layouts
 
     dataset = layouts.discover(data_dir, task=task)
     return {case.id: sum(_size(path) for path in case.source_files()) for case in dataset.cases
@@ -60,7 +60,7 @@ def labelled_cases(data_dir, skip_bad_cases=False, cache_dir=None, task=None):
         DataError: a case has a problem (unless skip_bad_cases), or no case
             has labels.
     """
-    from bratskeras import inspection
+    from bratskeras.data import inspection
 
     dataset, report = inspection.inspect_dataset(data_dir, cache_dir=cache_dir, task=task)
     labels.require_trainable(dataset.label_scheme, data_dir, task)
@@ -76,7 +76,7 @@ def cache_cases(cases, config, cache_dir, progress=None):
 
     `progress(done, total)` is called as cases are ready (cache.cache_dataset).
     """
-    from bratskeras import cache
+    from bratskeras.data import cache
 
     return cache.cache_dataset(cases, cache_dir, config.modalities, config.preprocess_settings(), progress=progress)
 
@@ -114,7 +114,7 @@ def train_input(config, cached, strategy, first_step):
     whatever the number of devices: distributed and single-device runs see the
     same data.
     """
-    from bratskeras import data
+    from bratskeras.data import pipeline as data
 
     pipeline_config = config.pipeline_config()
     first_index = first_step * config.batch_size
@@ -137,6 +137,6 @@ def train_input(config, cached, strategy, first_step):
 
 def validation_input(config, cached):
     """Whole cached volumes, one per batch, unaugmented, with the config's target."""
-    from bratskeras import data
+    from bratskeras.data import pipeline as data
 
     return data.validation_dataset(cached, patch_size=None, target=config.target, batch_size=1, task=config.task)

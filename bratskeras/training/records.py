@@ -74,7 +74,7 @@ def write_environment(run_dir, command, resume):
         resume: True when this invocation resumes the run: the records of the
             earlier invocations are kept, oldest first, under "earlier".
     """
-    from bratskeras import cpu
+    from bratskeras.platform import cpu
 
     path = os.path.join(run_dir, ENVIRONMENT_FILE)
     earlier = []

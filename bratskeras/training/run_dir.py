@@ -40,9 +40,9 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
-from bratskeras import outputs
-from bratskeras.errors import ConfigError, OutputExistsError
-from bratskeras.outputs import atomic_path
+from bratskeras.core.errors import ConfigError, OutputExistsError
+from bratskeras.platform import outputs
+from bratskeras.platform.outputs import atomic_path
 
 # TensorFlow is imported inside the functions that save and restore states:
 # claiming a run folder and checking its marker must not pay its ~5 s import.

@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from bratskeras.errors import ConfigError
+from bratskeras.core.errors import ConfigError
 
 
 def gpus():
@@ -57,7 +57,7 @@ def choose_precision(requested):
     """
     if requested != "auto":
         return requested, {"requested": requested}
-    from bratskeras import cpu
+    from bratskeras.platform import cpu
 
     if gpus():
         return "mixed_float16", {"requested": "auto", "reason": "NVIDIA GPU present"}
@@ -131,7 +131,7 @@ def describe(policy, precision_details, strategy, xla):
     """
     import tensorflow as tf
 
-    from bratskeras import benchmark, cpu
+    from bratskeras.platform import benchmark, cpu
 
     return json.loads(json.dumps({
         **cpu.describe(),

@@ -2,7 +2,7 @@
 
 - Augmentation on the accelerator (`augment_on="device"`): a fast GPU consumes
   patches faster than a few CPU cores can augment them, so the tf.data
-  pipeline yields raw patches and `bratskeras.data.augment_batch` runs inside
+  pipeline yields raw patches and `bratskeras.data.pipeline.augment_batch` runs inside
   the compiled train step. Both paths use the same per-patch transform
   (`data.augment_patch`), so the distribution of transforms is the same; only
   the random stream differs (seeded here by the optimizer's step counter).
@@ -15,7 +15,7 @@ Only the functional `network` is ever saved; this wrapper lives for training.
 
 import keras
 
-from bratskeras import data
+from bratskeras.data import pipeline as data
 
 
 class TrainingModel(keras.Model):

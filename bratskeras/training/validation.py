@@ -34,7 +34,7 @@ class WholeVolumeValidation(keras.callbacks.Callback):
         self.metrics = metrics
 
     def _predict(self, x):
-        from bratskeras.tiling import compiled_forward
+        from bratskeras.predict.tiling import compiled_forward
 
         # One static graph per volume shape, all kept: a graph traced for
         # unknown sizes runs 20-40% slower on CPU, and the set is fixed.

@@ -1,0 +1,452 @@
+"""A model's input contract: what it needs around it, stored inside every model file bratskeras writes.
+
+A network alone does not say how its input was made: which modalities in
+which channel order, at what voxel spacing, normalised how, cropped how, or
+what its output channels stand for. A run keeps that in its config.json; a
+`.keras` copied out of the run folder lost it (a 3 mm model was then
+predicted at 1 mm). `InputContract` is that knowledge as one small frozen
+record, built once from a run's configuration (`InputContract.from_run_config`)
+and written into every artefact:
+
+    format        where the contract lives (all under the name CONTRACT_KEY)
+    .keras        metadata.json, key "bratskeras_contract" (the archive's own
+                  metadata file, which Keras writes and never reads back)
+    SavedModel    assets/bratskeras_contract.json, a tracked tf.saved_model.Asset
+    ONNX          ModelProto.metadata_props["bratskeras_contract"]
+    LiteRT        the flatbuffer's metadata "bratskeras_contract" (a buffer of JSON)
+
+Each holds the same JSON object (`InputContract.to_dict`). Reading a
+`.keras` or SavedModel contract needs only zipfile and json; LiteRT needs the
+flatbuffer schema module TensorFlow ships (`_tflite_schema`), ONNX the
+onnxruntime that runs the model. A damaged contract is a one-line ModelError
+naming the file; a missing one is None (the caller guesses, and says so).
+"""
+
+import dataclasses
+import importlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+
+from bratskeras import __version__, pretrained
+from bratskeras.core import labels, targets
+from bratskeras.core.errors import ConfigError, ModelError
+from bratskeras.data.preprocessing import NORMALISATION, NORMALISATIONS, PreprocessSettings
+
+CONTRACT_KEY = "bratskeras_contract"
+CONTRACT_FILE = f"{CONTRACT_KEY}.json"
+# Raised when a field is added, renamed or changes meaning; readers refuse newer formats.
+FORMAT_VERSION = 1
+# Where each format stores the contract (export.FORMATS names the formats the same way).
+LOCATIONS = {
+    "keras": f"the .keras metadata.json, key {CONTRACT_KEY}",
+    "saved_model": f"the SavedModel's assets/{CONTRACT_FILE}",
+    "onnx": f"the ONNX metadata_props, key {CONTRACT_KEY}",
+    "tflite": f"the LiteRT metadata {CONTRACT_KEY}",
+}
+FORMATS = tuple(LOCATIONS)
+SAVED_MODEL_MARKER = "saved_model.pb"
+# The model file of a run directory, here (not in models.saving, which loads it) so that reading a
+# contract imports no Keras.
+RUN_DIR_MODEL = "best.keras"
+_KERAS_METADATA = "metadata.json"
+_TFLITE_IDENTIFIER = b"TFL3"
+_DEFAULTS = PreprocessSettings()
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What a model needs around it to be run on a case.
+
+    Attributes:
+        modalities: canonical modality names (labels.ALL_MODALITIES) in input
+            channel order.
+        target: what the output channels stand for, a key of targets.TARGETS.
+        task: the labels.TASKS scheme whose classes or regions the model
+            outputs, or None for the classic NCR/ED/ET classes.
+        spacing: (d, h, w) voxel size in mm the network works at, or None for
+            the source grid (nnU-Net's target spacing; the demo: 3 mm).
+        normalisation: a name of preprocessing.NORMALISATIONS (today the
+            per-channel z-score over the brain voxels: not 0, or not the
+            constant background, preprocessing.foreground_mask).
+        crop, crop_size, margin: preprocessing.PreprocessSettings' crop.
+        patch_size: (d, h, w) training patches, or None when unknown; a
+            size-free model's default window follows it.
+        input_multiple: the network takes spatial sizes that are multiples of
+            it without padding (2**poolings); predict's windows are rounded to it.
+        bratskeras_version: the bratskeras that wrote the contract.
+        format_version: FORMAT_VERSION when it was written.
+    """
+
+    modalities: tuple
+    target: str
+    task: str | None = None
+    spacing: tuple | None = None
+    normalisation: str = NORMALISATION
+    crop: str = _DEFAULTS.crop
+    crop_size: tuple = _DEFAULTS.crop_size
+    margin: int = _DEFAULTS.margin
+    patch_size: tuple | None = None
+    input_multiple: int = 1
+    bratskeras_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        """Normalises the types and raises ValueError (one reason) for a contract no model can have."""
+        if isinstance(self.modalities, str) or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty list, got {self.modalities!r}")
+        unknown = [m for m in self.modalities if m not in labels.ALL_MODALITIES]
+        if unknown or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be distinct names of {labels.ALL_MODALITIES}, got {self.modalities!r}")
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.target not in targets.TARGETS:
+            raise ValueError(f"target must be one of {targets.NAMES}, got {self.target!r}")
+        if self.task is not None and self.task not in labels.TASKS:
+            raise ValueError(f"task must be one of {labels.TASKS} or null, got {self.task!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation {self.normalisation!r} is not one this bratskeras applies "
+                             f"({', '.join(NORMALISATIONS)})")
+        # PreprocessSettings checks crop, crop size, margin and spacing (one check, one message).
+        if not _is_int(self.margin):
+            raise ValueError(f"margin must be an integer, got {self.margin!r}")
+        if self.spacing is not None and not _is_triple(self.spacing, (int, float)):
+            raise ValueError(f"spacing must be three voxel sizes in mm or null, got {self.spacing!r}")
+        if not _is_triple(self.crop_size, (int,)):
+            raise ValueError(f"crop_size must be three integers, got {self.crop_size!r}")
+        settings = self.preprocess_settings()
+        object.__setattr__(self, "crop_size", settings.crop_size)
+        object.__setattr__(self, "spacing", settings.spacing)
+        if self.patch_size is not None:
+            object.__setattr__(self, "patch_size", _positive_sizes(self.patch_size, "patch_size"))
+        if not _is_int(self.input_multiple) or self.input_multiple < 1:
+            raise ValueError(f"input_multiple must be a positive integer, got {self.input_multiple!r}")
+        if not isinstance(self.bratskeras_version, str):
+            raise ValueError(f"bratskeras_version must be a string, got {self.bratskeras_version!r}")
+        if not _is_int(self.format_version) or self.format_version < 1:
+            raise ValueError(f"format_version must be a positive integer, got {self.format_version!r}")
+
+    def preprocess_settings(self):
+        """The preprocessing.PreprocessSettings a case is preprocessed with for this model."""
+        return PreprocessSettings(crop=self.crop, crop_size=self.crop_size, margin=self.margin,
+                                  spacing=self.spacing)
+
+    def output_channels(self):
+        """How many output channels a model with this contract has."""
+        return targets.get_target(self.target).channels(self.task)
+
+    def needs(self):
+        """The fields that decide how the model is run: all but who wrote the contract and when."""
+        values = self.to_dict()
+        del values["bratskeras_version"], values["format_version"]
+        return values
+
+    def to_dict(self):
+        """JSON-ready dict (tuples as lists), every field present."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self):
+        """The JSON text stored in model files (sorted keys, so equal contracts are equal bytes)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values, where):
+        """The contract stored in `where` (a file, for messages), checked.
+
+        Raises:
+            ModelError: one line naming `where`: not an object, a field
+                missing, unknown or invalid, or a newer format than this
+                bratskeras reads.
+        """
+        if not isinstance(values, dict):
+            raise ModelError(f"{where}: damaged {CONTRACT_KEY} (a JSON object expected, got {type(values).__name__})")
+        version = values.get("format_version")
+        if _is_int(version) and version > FORMAT_VERSION:
+            raise ModelError(f"{where}: {CONTRACT_KEY} format {version} is newer than this bratskeras reads "
+                             f"({FORMAT_VERSION}); upgrade bratskeras")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in values]
+        unknown = sorted(set(values) - set(names))
+        if missing or unknown:
+            problem = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+            raise ModelError(f"{where}: damaged {CONTRACT_KEY} ({problem})")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise ModelError(f"{where}: damaged {CONTRACT_KEY} ({error})") from None
+
+    @classmethod
+    def from_json(cls, text, where):
+        """`from_dict` of JSON text; unparsable text is a damaged contract too."""
+        try:
+            values = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ModelError(f"{where}: damaged {CONTRACT_KEY} (not JSON: {error})") from None
+        return cls.from_dict(values, where)
+
+    @classmethod
+    def from_run_config(cls, config, where, input_multiple=1, default_modalities=()):
+        """The contract of a run: its config.json dict (TrainConfig's fields), the one resolution.
+
+        Keys a config.json lacks take the defaults its run trained with
+        (TrainConfig's, which are PreprocessSettings'); a hand-written config
+        without modalities gets `default_modalities`.
+
+        Args:
+            config: dict of TrainConfig fields (config.json, or dataclasses.asdict).
+            where: the config's file, for messages.
+            input_multiple: the network's spatial divisor (model_setup.input_multiple).
+            default_modalities: modalities when the config names none.
+
+        Raises:
+            ConfigError: one line naming `where` for values no model can have.
+        """
+        try:
+            return cls(modalities=tuple(config.get("modalities", default_modalities)),
+                       target=config.get("target", "classes"), task=config.get("task"),
+                       spacing=config.get("spacing"), crop=config.get("crop", _DEFAULTS.crop),
+                       crop_size=tuple(config.get("crop_size", _DEFAULTS.crop_size)),
+                       margin=config.get("margin", _DEFAULTS.margin), patch_size=config.get("patch_size"),
+                       input_multiple=input_multiple)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+    def describe(self):
+        """One readable line: modalities in order, spacing, normalisation, crop, target, labels."""
+        crop = {"bbox": f"brain box + {self.margin} voxels" if self.margin else "brain box",
+                "center": f"centre {'x'.join(map(str, self.crop_size))}", "none": "none"}[self.crop]
+        return (f"modalities {','.join(self.modalities)}; spacing {spacing_text(self.spacing)}; "
+                f"normalisation {self.normalisation}; crop {crop}; target {self.target}; "
+                f"labels {self.task or 'classic (NCR, ED, ET)'}")
+
+
+def spacing_text(spacing):
+    """"3x3x3 mm", or "source grid" for None."""
+    return "source grid" if spacing is None else "x".join(f"{s:g}" for s in spacing) + " mm"
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_triple(value, kinds):
+    """True for a list or tuple of three numbers of `kinds` (bools are not numbers here)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value))
+
+
+def _positive_sizes(sizes, what):
+    if not _is_triple(sizes, (int,)) or min(sizes) < 1:
+        raise ValueError(f"{what} must be three positive integers, got {sizes!r}")
+    return tuple(sizes)
+
+
+# ----------------------------------------------------------------- which format
+
+
+def model_format(path):
+    """The format of a model path: "keras" (a file or a run directory), "saved_model", "onnx" or "tflite".
+
+    A folder holding saved_model.pb is a SavedModel, any other folder a run
+    directory; files go by suffix, and anything unknown is read as `.keras`
+    (whose loader names the file when it is not one).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return "saved_model" if os.path.isfile(os.path.join(path, SAVED_MODEL_MARKER)) else "keras"
+    return {".onnx": "onnx", ".tflite": "tflite"}.get(os.path.splitext(path)[1].lower(), "keras")
+
+
+def read_contract(path, format=None):
+    """The contract stored in a model file, or None when it carries none.
+
+    Args:
+        path: a `.keras` file or run directory (its best.keras), "pretrained:NAME"
+            (a shipped run directory), a SavedModel folder, a `.onnx` or a
+            `.tflite` file.
+        format: one of FORMATS; default `model_format(path)`.
+
+    Raises:
+        ModelError: one line naming the file: a damaged contract, or a file
+            that cannot be read as its format; an unknown pretrained name.
+    """
+    path = os.fspath(pretrained.resolve(path))
+    format = format or model_format(path)
+    readers = {"keras": _read_keras, "saved_model": _read_saved_model, "onnx": _read_onnx, "tflite": _read_tflite}
+    if format == "keras" and os.path.isdir(path):
+        path = os.path.join(path, RUN_DIR_MODEL)
+    text = readers[format](path)
+    return None if text is None else InputContract.from_json(text, path)
+
+
+# ---------------------------------------------------------------------- .keras
+
+
+def _read_keras(path):
+    """The contract text in a `.keras` archive's metadata.json, or None (absent, or not a readable archive)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read(_KERAS_METADATA))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # not a .keras model at all: loading it says so, naming the file
+    if not isinstance(metadata, dict) or CONTRACT_KEY not in metadata:
+        return None
+    return json.dumps(metadata[CONTRACT_KEY])
+
+
+def write_keras(path, contract):
+    """Stores `contract` in the `.keras` archive at `path`, rewritten through a temporary file.
+
+    metadata.json gains the key CONTRACT_KEY. Not an extra archive entry:
+    Keras 3.15 loads archives of more than its 3 entries through an asset
+    store that first extracts the whole archive (weights included) into a
+    temporary folder; metadata.json keeps the archive Keras' own 3 entries.
+    Every other entry is copied unchanged, with its compression.
+    """
+    from bratskeras.platform.outputs import atomic_path
+
+    path = os.fspath(path)
+    with zipfile.ZipFile(path) as source, atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w") as target:
+            for info in source.infolist():
+                if info.filename == _KERAS_METADATA:
+                    metadata = json.loads(source.read(info))
+                    metadata[CONTRACT_KEY] = contract.to_dict()
+                    target.writestr(info, json.dumps(metadata))
+                    continue
+                with source.open(info) as reader, target.open(info, "w") as writer:
+                    while chunk := reader.read(1 << 20):
+                        writer.write(chunk)
+
+
+# ------------------------------------------------------------------ SavedModel
+
+
+def _read_saved_model(folder):
+    try:
+        with open(os.path.join(folder, "assets", CONTRACT_FILE), "rb") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def saved_model_asset(contract, workdir):
+    """A tf.saved_model.Asset of `contract`, its file written in `workdir` as CONTRACT_FILE.
+
+    Tracked by the SavedModel (export.write_saved_model), the file is copied
+    into its assets/ under that name and is part of the model: TensorFlow's
+    loaders (TF Serving's included) list it, and `tf.saved_model.load` shows
+    it as the attribute CONTRACT_KEY.
+    """
+    import tensorflow as tf
+
+    source = os.path.join(workdir, CONTRACT_FILE)
+    with open(source, "w") as stream:
+        stream.write(contract.to_json())
+    return tf.saved_model.Asset(source)
+
+
+# ------------------------------------------------------------------------ ONNX
+
+
+def _read_onnx(path):
+    # Through onnxruntime, which predict runs the model in (the onnx package may be absent there);
+    # its graph optimisations are skipped, as this session only reads the metadata.
+    session = onnx_session(path, optimize=False)
+    return session.get_modelmeta().custom_metadata_map.get(CONTRACT_KEY)
+
+
+def onnx_session(path, optimize=True):
+    """An onnxruntime CPU session of `path`; ModelError naming the file if it is no ONNX model."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own types for unreadable models
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({first})") from None
+
+
+def write_onnx(path, contract):
+    """Stores `contract` in the ONNX model at `path` as metadata_props[CONTRACT_KEY] (rewritten in place)."""
+    import onnx
+
+    model = onnx.load(os.fspath(path))
+    kept = [entry for entry in model.metadata_props if entry.key != CONTRACT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONTRACT_KEY, contract.to_json()
+    onnx.save(model, os.fspath(path))
+
+
+# ---------------------------------------------------------------------- LiteRT
+
+# TensorFlow's generated Python module for the LiteRT flatbuffer schema. It is
+# private (no stable API), so it is imported here only, with ai-edge-litert's
+# copy of the same generated module as the fallback; setup.cfg pins
+# tensorflow<2.22, and tests/test_contract.py fails if neither imports.
+TFLITE_SCHEMA_MODULES = ("tensorflow.lite.python.schema_py_generated", "ai_edge_litert.schema_py_generated")
+
+
+def _tflite_schema(path):
+    for name in TFLITE_SCHEMA_MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ModelError(f"{path}: LiteRT metadata needs the flatbuffer schema module that TensorFlow <2.22 ships "
+                     f"({TFLITE_SCHEMA_MODULES[0]}); none of {', '.join(TFLITE_SCHEMA_MODULES)} imports")
+
+
+def _read_tflite(path):
+    with open(path, "rb") as stream:
+        data = stream.read()
+    if data[4:8] != _TFLITE_IDENTIFIER:
+        raise ModelError(f"{path}: not a LiteRT model (no TFL3 identifier)")
+    schema = _tflite_schema(path)
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for index in range(model.MetadataLength()):
+            entry = model.Metadata(index)
+            if entry.Name() == CONTRACT_KEY.encode():
+                return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    except Exception as error:  # a truncated flatbuffer fails inside the generated reader, any type
+        raise ModelError(f"{path}: damaged LiteRT model ({type(error).__name__}: {error})") from None
+    return None
+
+
+def with_tflite_contract(model_bytes, contract, where):
+    """The LiteRT flatbuffer `model_bytes` with `contract` as its metadata CONTRACT_KEY.
+
+    The contract's JSON becomes a new buffer and a metadata entry pointing at
+    it (TensorFlow's own "min_runtime_version" and "CONVERSION_METADATA" are
+    stored the same way); the model is re-packed with the schema's object API,
+    as TensorFlow's metadata writers do. On a converted lightweight-unet the
+    re-packed buffers kept the converter's alignments and LiteRT gave the
+    same outputs to the bit.
+
+    Raises:
+        ModelError: a model whose buffers live outside the flatbuffer (> 2 GB),
+            which the object API does not re-pack.
+    """
+    import flatbuffers
+    import numpy as np
+
+    schema = _tflite_schema(where)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    if any(buffer.offset for buffer in model.buffers or ()):
+        raise ModelError(f"{where}: a LiteRT model with buffers outside the flatbuffer (over 2 GB) cannot "
+                         "carry the input contract")
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(contract.to_json().encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = CONTRACT_KEY, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != CONTRACT_KEY.encode()] + [entry]
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=_TFLITE_IDENTIFIER)
+    return bytes(builder.Output())

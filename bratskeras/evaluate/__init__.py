@@ -1,0 +1,1 @@
+"""Scoring predictions against references, free of TensorFlow: voxel-wise and surface metrics, lesion-wise metrics, tables, pictures."""

@@ -1,0 +1,1 @@
+"""Generated heads written in the BraTS layouts: geometric phantoms, anatomy phantoms, SynthSeg-style heads."""
