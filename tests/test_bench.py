@@ -25,6 +25,17 @@ def test_conv_flops_counts_each_conv_from_its_shapes():
     assert conv_flops(model) == 2 * macs
 
 
+def test_benchmark_children_import_this_copy_of_bratskeras():
+    import os
+
+    import bratskeras
+    from bratskeras.platform.benchmark import child_pythonpath
+
+    first = child_pythonpath().split(os.pathsep)[0]
+    assert os.path.join(first, "bratskeras") == os.path.dirname(os.path.abspath(bratskeras.__file__))
+    assert not os.path.exists(os.path.join(first, "platform"))  # would hide the standard library's
+
+
 @pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_bench_quick_runs_and_prints_well_formed_figures():
     from bratskeras.platform.benchmark import Report, format_report

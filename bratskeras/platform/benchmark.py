@@ -267,13 +267,21 @@ def run_jobs_here(jobs):
     return [_measure(job) for job in jobs]
 
 
+def child_pythonpath():
+    """PYTHONPATH of a child process: first the folder holding this copy of bratskeras/, installed or not.
+
+    That folder, never bratskeras/ itself, whose platform/ would hide the standard library's `platform`.
+    """
+    import bratskeras
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(bratskeras.__file__)))
+    return os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+
+
 def run_jobs(jobs, isolate=True):
     """Measures each job in a fresh Python process (one process for all if not isolate)."""
     groups = [[job] for job in jobs] if isolate else [jobs]
-    # The child imports this same copy of the package, installed or not.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": child_pythonpath()}
     results = []
     for group in groups:
         completed = subprocess.run(
