@@ -61,11 +61,6 @@ def model_facts(name, **overrides):
                       classes_arg=family.classes_arg)
 
 
-def pooling_multiple(name, **overrides):
-    """2**poolings for model `name`: spatial sizes that need no padding."""
-    return model_facts(name, **overrides).pooling_multiple
-
-
 def _check_input_shape(name, input_shape):
     shape = tuple(input_shape)
     if len(shape) != 4:
