@@ -16,8 +16,8 @@ def heldout_dice(run_dir, cached_cases, config):
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
+    from bratskeras.evaluate import voxelwise as metrics
     from bratskeras.predict import model_setup, tiling
-    from bratskeras.training import metrics
 
     if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
         return {}
