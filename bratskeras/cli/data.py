@@ -7,6 +7,7 @@ import click
 from bratskeras.cli.models import parse_shape
 from bratskeras.core.labels import TASKS
 from bratskeras.data.layouts import NAMES as LAYOUT_NAMES
+from bratskeras.synth.kinds import KINDS
 from bratskeras.training.demo import UNSEEN_SEED
 
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
@@ -57,7 +58,7 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.option("--seed", default=UNSEEN_SEED, show_default=True, type=int,
               help="Dataset seed (the default is none the built-in demo trains on).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
-@click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
+@click.option("--kind", type=click.Choice(list(KINDS)), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
                    "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
 @click.option("--settings", type=click.Choice(["default", "heldout", "basic", "mimics"]), default="default",

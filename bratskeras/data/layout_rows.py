@@ -101,14 +101,21 @@ class Layout:
         """This row as the cases of task prefix `prefix` are named (`tasks`)."""
         return replace(self, **self.tasks.get(prefix, {}))
 
-    def synth_case_id(self, index, scheme):
-        """The id synth gives case `index` of `scheme` (a LabelScheme), e.g. BraTS-MET-00003-000.
+    def prefix_of(self, scheme):
+        """The case-folder prefix of `scheme`'s cases (a labels.SCHEMES name or LabelScheme), "" for none.
 
-        The task's case-folder prefix is its scheme's first; a scheme without
-        one (gli: 2024 folders look like 2023's) takes this row's scheme's.
+        A scheme's first prefix; a scheme without one (gli: 2024 folders look
+        like 2023's) takes this row's scheme's.
         """
-        prefixes = scheme.prefixes or labels.get_scheme(self.label_scheme).prefixes or ("",)
-        return self.for_prefix(prefixes[0]).case_id.format(index=index, number=index + 1, prefix=prefixes[0])
+        return (labels.get_scheme(scheme).prefixes or labels.get_scheme(self.label_scheme).prefixes or ("",))[0]
+
+    def for_scheme(self, scheme):
+        """This row as the cases of `scheme` are named (`for_prefix` of its prefix)."""
+        return self.for_prefix(self.prefix_of(scheme))
+
+    def synth_case_id(self, index, scheme):
+        """The id synth gives case `index` of `scheme`, e.g. BraTS-MET-00003-000, BraTS-MEN-RT-0003-1."""
+        return self.for_scheme(scheme).case_id.format(index=index, number=index + 1, prefix=self.prefix_of(scheme))
 
 
 _OLD_SUFFIXES = {m: m for m in MODALITIES}
