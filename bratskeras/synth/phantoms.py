@@ -1,9 +1,12 @@
-"""Synthetic BraTS-like phantoms written in the real on-disk layouts.
+"""Synthetic BraTS-like geometric phantoms, and `write_dataset`, synth's entry point for every kind.
 
-Two kinds (`write_dataset(kind=...)`, `bratskeras synth --kind`): "simple",
-this module's geometric phantoms described below (fast, used by the unit
-tests), and "anatomy", heads on the MNI152 brain template with realistic
-tissue contrasts and scanner variation (bratskeras.synth.anatomy; the demo's).
+`write_dataset` (`bratskeras synth`) writes cases of a kind of
+bratskeras.synth.kinds.KINDS: "simple", this module's geometric phantoms
+described below (fast, used by the unit tests); "anatomy", heads on the
+MNI152 brain template with realistic tissue contrasts and scanner variation
+(bratskeras.synth.anatomy; the demo's); "synthseg", domain-randomised heads
+on the same template (bratskeras.synth.synthseg; the pretrained models').
+bratskeras.synth.writers writes each case as its layout's row names it.
 
 Each case is a skull-stripped head: white matter inside grey matter inside a
 CSF rim, plus two ventricles, and one tumor made of a necrotic core (NCR),
@@ -315,7 +318,7 @@ TUMORS = {"glioma": _glioma, "metastases": _metastases}
 # --------------------------------------------------------------------------- datasets
 
 
-def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False,
+def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout=writers.DEFAULT_LAYOUT, seed=0, overwrite=False,
                   task=None, kind="simple", settings="default", voxel_mm=1.0):
     """Writes `cases` phantoms to `out_dir` in a release's on-disk layout (bratskeras.synth.writers).
 
@@ -350,7 +353,7 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     if task is not None:
         if task not in labels.TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(labels.TASKS)}")
-        if layout not in (writers.TASK_LAYOUT.name, _DEFAULT_LAYOUT):
+        if layout not in (writers.TASK_LAYOUT.name, writers.DEFAULT_LAYOUT):
             raise ValueError(f"a task is written in the {writers.TASK_LAYOUT.name} layout, not {layout}")
         layout = writers.TASK_LAYOUT.name
     if layout not in SYNTH_LAYOUTS:
@@ -367,10 +370,6 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
     return writers.write_folder(out_dir, overwrite,
                                 lambda staging: _write_cases(staging, cases, shape, row, seed, task, make, voxel_mm))
-
-
-# write_dataset's default layout, which a task replaces by writers.TASK_LAYOUT.
-_DEFAULT_LAYOUT = "brats2020"
 
 
 def _write_cases(out_dir, cases, shape, layout, seed, task, make, voxel_mm):

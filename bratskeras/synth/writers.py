@@ -31,6 +31,8 @@ from bratskeras.platform import outputs
 SYNTH_MARKER = ".bratskeras-synth"
 # What bratskeras itself adds to a dataset later: the preprocessing cache (fit's default --cache-dir).
 _DERIVED = {".bratskeras_cache"}
+# The layout synth writes unless told (a task's default too: TASK_LAYOUT replaces it).
+DEFAULT_LAYOUT = "brats2020"
 # The layout a 2023-2025 task is written in: the one whose case folders name their task.
 TASK_LAYOUT = next(layout for layout in LAYOUTS.values() if layout.names_task)
 # A layout's {grade} folder (2017-2019's HGG/ and LGG/): by the case index's parity.
