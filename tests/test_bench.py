@@ -12,7 +12,7 @@ from bratskeras.models.registry import build_model
 
 
 def test_conv_flops_counts_each_conv_from_its_shapes():
-    from bratskeras.platform.benchmark import conv_flops
+    from bratskeras.bench.benchmark import conv_flops
 
     model = build_model("lightweight-unet", input_shape=(8, 8, 8, 4), base_filters=2)
     # enc0: 4->2, 2->2 at 8^3; enc1: 2->4, 4->4 at 4^3; enc2: 4->8, 8->8 at 2^3;
@@ -29,7 +29,7 @@ def test_benchmark_children_import_this_copy_of_bratskeras():
     import os
 
     import bratskeras
-    from bratskeras.platform.benchmark import child_pythonpath
+    from bratskeras.bench.benchmark import child_pythonpath
 
     first = child_pythonpath().split(os.pathsep)[0]
     assert os.path.join(first, "bratskeras") == os.path.dirname(os.path.abspath(bratskeras.__file__))
@@ -38,7 +38,7 @@ def test_benchmark_children_import_this_copy_of_bratskeras():
 
 @pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_bench_quick_runs_and_prints_well_formed_figures():
-    from bratskeras.platform.benchmark import Report, format_report
+    from bratskeras.bench.benchmark import Report, format_report
 
     result = CliRunner().invoke(cli, ["bench", "--quick", "--json"])
     assert result.exit_code == 0, result.output

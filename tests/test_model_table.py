@@ -134,7 +134,7 @@ def test_summary_compares_a_row_by_its_paper_table():
 
 
 def test_benchmark_jobs_and_training_targets_come_from_the_rows():
-    from bratskeras.platform import benchmark
+    from bratskeras.bench import benchmark
 
     assert {family.output for family in FAMILIES.values()} <= set(benchmark.TRAIN_TARGETS)
     for shapes in (benchmark.FULL, benchmark.QUICK):

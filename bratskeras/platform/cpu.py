@@ -18,6 +18,7 @@ TensorFlow decides by (`onednn_from_setting`).
 import os
 import platform
 import sys
+import time
 import warnings
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -193,3 +194,29 @@ def describe():
         "onednn_decision": onednn_decision,
         "native_bfloat16": native_bfloat16(flags),
     }
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_gflops(n=4096, dtype="float32", repeats=5):
+    """GFLOP/s of an n x n @ n x n matmul in TensorFlow: the best of `repeats`.
+
+    A limit is what the machine can do, so this takes the fastest run rather
+    than the median: on a shared machine a median can halve it.
+    """
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
+    matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
+    # reduce_sum keeps the copy back to numpy out of the timing; it is O(n^2).
+    run = lambda: matmul(a).numpy()  # noqa: E731
+    # One warm-up serves every timed run (each timed run follows a run either way). A warm-up before
+    # each one, as before, cost `repeats` extra matmuls: every fit measures this for runtime.json,
+    # where the 3 extra 2048^3 matmuls took 0.5-0.8 s of each fit on 2 cores (same GFLOP/s figure).
+    run()
+    fastest = min(_seconds(run) for _ in range(repeats))
+    return 2 * n**3 / fastest / 1e9

@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from bratskeras.core.model_presets import get_preset
+from bratskeras.platform.cpu import matmul_gflops
 
 # One whole BraTS case (D, H, W), as predict feeds the lightweight family.
 BRATS_CASE = (240, 240, 155)
@@ -176,26 +177,6 @@ def _median_seconds(fn, repeats):
     return statistics.median(_seconds(fn) for _ in range(repeats))
 
 
-def matmul_gflops(n=4096, dtype="float32", repeats=5):
-    """GFLOP/s of an n x n @ n x n matmul in TensorFlow: the best of `repeats`.
-
-    A limit is what the machine can do, so this takes the fastest run rather
-    than the median: on a shared machine a median can halve it.
-    """
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
-    matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
-    # reduce_sum keeps the copy back to numpy out of the timing; it is O(n^2).
-    run = lambda: matmul(a).numpy()  # noqa: E731
-    # One warm-up serves every timed run (each timed run follows a run either way). A warm-up before
-    # each one, as before, cost `repeats` extra matmuls: every fit measures this for runtime.json,
-    # where the 3 extra 2048^3 matmuls took 0.5-0.8 s of each fit on 2 cores (same GFLOP/s figure).
-    run()
-    fastest = min(_seconds(run) for _ in range(repeats))
-    return 2 * n**3 / fastest / 1e9
-
-
 # --------------------------------------------------------------------------- FLOPs
 
 
@@ -285,7 +266,7 @@ def run_jobs(jobs, isolate=True):
     results = []
     for group in groups:
         completed = subprocess.run(
-            [sys.executable, "-m", "bratskeras.platform.benchmark", json.dumps(group)],
+            [sys.executable, "-m", "bratskeras.bench.benchmark", json.dumps(group)],
             capture_output=True, text=True, env=env,
         )
         if completed.returncode != 0:
