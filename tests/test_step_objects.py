@@ -194,6 +194,8 @@ def test_an_inactive_transform_draws_nothing(eager_kernels):
 @pytest.mark.parametrize("make, message", [
     (lambda: Mirror(probability=1.5), "augmentation 'mirror': probability must be in [0.0, 1.0], got 1.5"),
     (lambda: Zoom(range=(1.4, 0.7)), "augmentation 'zoom': range must be (min, max) within"),
+    (lambda: Zoom(range=0.7), "augmentation 'zoom': range must be (min, max) within"),
+    (lambda: Mirror(probability="often"), "augmentation 'mirror': probability must be in"),
     (lambda: Augmentation((Mirror(), Mirror())), "each transform may appear once"),
     (lambda: AUGMENTATION_SETS["paper"].with_options(zoom={"probability": 1.0}), "no transform 'zoom'"),
     (lambda: AUGMENTATION_SETS["paper"].with_options(mirror={"sigma": 1.0}), "bad transform option"),

@@ -15,6 +15,7 @@ intensity transforms change the image only.
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,15 +48,20 @@ class Transform:
         raise NotImplementedError
 
     def _check_interval(self, option, value, low, high):
-        if not low <= value <= high:
+        if not _is_number(value) or not low <= value <= high:
             raise ValueError(f"augmentation {self.name!r}: {option} must be in [{low}, {high}], got {value!r}")
 
     def _check_range(self, option, bounds, low, high=math.inf):
         """A (min, max) option within [low, high]; stored as a tuple so the transform stays hashable."""
-        if len(bounds) != 2 or not low <= bounds[0] <= bounds[1] <= high:
+        pair = tuple(bounds) if isinstance(bounds, (tuple, list)) else ()
+        if len(pair) != 2 or not all(map(_is_number, pair)) or not low <= pair[0] <= pair[1] <= high:
             raise ValueError(f"augmentation {self.name!r}: {option} must be (min, max) within "
                              f"[{low}, {high}], got {bounds!r}")
-        object.__setattr__(self, option, tuple(float(b) for b in bounds))
+        object.__setattr__(self, option, tuple(float(b) for b in pair))
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _split(seed, count):
