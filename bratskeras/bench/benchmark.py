@@ -285,11 +285,11 @@ def pipeline_patches_per_second(cached, patch_size, augment_on, patches, batch_s
     """Training batches drawn from the cache, in patches/s (after 3 warm-up batches).
 
     rotation_degrees > 0 adds the optional small-angle axial rotation (CPU path);
-    `augmentation` (an augment.AugmentConfig) replaces the paper's set.
+    `augmentation` (an augment.Augmentation) replaces the paper's set.
     """
     from bratskeras.data import pipeline as data
 
-    augmentation = augmentation or data.AugmentConfig(rotation_degrees=rotation_degrees)
+    augmentation = augmentation or data.AUGMENTATION_SETS["paper"].with_options(axial_rotation={"degrees": rotation_degrees})
     config = data.PipelineConfig(patch_size=tuple(patch_size), batch_size=batch_size,
                                  augment_on=augment_on, augmentation=augmentation)
     iterator = iter(data.train_dataset(cached, config))
