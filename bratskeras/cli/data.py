@@ -7,7 +7,7 @@ import click
 from bratskeras.cli.models import parse_shape
 from bratskeras.core.labels import TASKS
 from bratskeras.data.layouts import NAMES as LAYOUT_NAMES
-from bratskeras.synth.kinds import KINDS
+from bratskeras.synth.kinds import KINDS, SETTINGS
 from bratskeras.synth.writers import DEFAULT_LAYOUT
 from bratskeras.training.demo import UNSEEN_SEED
 
@@ -62,12 +62,12 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.option("--kind", type=click.Choice(list(KINDS)), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
                    "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
-@click.option("--settings", type=click.Choice(["default", "heldout", "basic", "mimics"]), default="default",
-              show_default=True,
+@click.option("--settings", type=click.Choice(SETTINGS), default="default", show_default=True,
               help="Generator ranges: training's, or the held-out set's other ranges; synthseg also 'basic' "
-                   "(without the enhancing mimics: the shipped model's first training stage) and 'mimics' "
-                   "(basic with enhancing vessels and dura: its second stage; default adds ventricle shapes "
-                   "and FLAIR-bright healthy tissue).")
+                   "(without the enhancing mimics: the shipped model's first training stage), 'mimics' "
+                   "(basic with enhancing vessels and dura: its second stage; default adds ventricle shapes, "
+                   "FLAIR-bright healthy tissue and choroid plexus: its third) and 'faint' (default with "
+                   "moderately enhancing tumour in half the heads).")
 @click.option("--voxel-size", default=1.0, show_default=True, type=click.FloatRange(0.5, 4.0),
               help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):

@@ -20,6 +20,9 @@ class Kind:
         needs_anatomy: draws on the MNI152 template (the `anatomy` extra).
         takes_task: writes a 2023-2025 task's fluids and classes (`task_phantom`).
         takes_voxel_size: draws heads at any isotropic voxel size.
+        settings: the names `synth --settings` offers for it (its generator's
+            table's keys, named here so the CLI imports no generator;
+            tests/test_synthseg.py checks they agree).
     """
 
     name: str
@@ -27,6 +30,7 @@ class Kind:
     needs_anatomy: bool = True
     takes_task: bool = False
     takes_voxel_size: bool = True
+    settings: tuple = ("default",)
 
 
 def _simple_maker(settings, voxel_mm):
@@ -61,9 +65,11 @@ def _synthseg_maker(settings, voxel_mm):
 # "synthseg": bratskeras.synth.synthseg's domain-randomised heads on the same template (the pretrained models' data).
 KINDS = {kind.name: kind for kind in (
     Kind("simple", _simple_maker, needs_anatomy=False, takes_task=True, takes_voxel_size=False),
-    Kind("anatomy", _anatomy_maker),
-    Kind("synthseg", _synthseg_maker),
+    Kind("anatomy", _anatomy_maker, settings=("default", "heldout")),
+    Kind("synthseg", _synthseg_maker, settings=("default", "heldout", "basic", "mimics", "faint")),
 )}
+# Every name `synth --settings` takes, in the kinds' order.
+SETTINGS = tuple(dict.fromkeys(name for kind in KINDS.values() for name in kind.settings))
 
 
 def case_maker(kind, settings, task, voxel_mm=1.0):

@@ -49,6 +49,7 @@ from bratskeras.synth.synthseg.acquisition import DuraAndScalp, Scanner, SkullSt
 from bratskeras.synth.synthseg.contrasts import (
     ChoroidPlexus,
     Contrasts,
+    FaintEnhancement,
     HealthyHyperintensities,
     Vessels,
     VesselTubes,
@@ -87,8 +88,8 @@ __all__ = [
     "NON_ENHANCING", "OEDEMA_A", "OEDEMA_B", "OUTSIDE", "PARENCHYMA", "SULCAL_CSF", "VENTRICLE", "VESSEL",
     "WM_CLUSTERS", "TUMOUR_TYPES", "Head", "stream", "template_labels",
     "Pose", "Tumours", "Warp", "Atrophy", "VentricleShapes", "GrowTumours", "Vessels", "VesselTubes", "Contrasts",
-    "HealthyHyperintensities", "ChoroidPlexus", "SkullStrip", "DuraAndScalp", "Scanner",
-    "BASIC", "MIMICS", "DEFAULT", "HELDOUT", "GENERATORS", "make_case",
+    "FaintEnhancement", "HealthyHyperintensities", "ChoroidPlexus", "SkullStrip", "DuraAndScalp", "Scanner",
+    "BASIC", "MIMICS", "DEFAULT", "FAINT", "HELDOUT", "GENERATORS", "make_case",
 ]
 
 
@@ -112,7 +113,12 @@ HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=
            Vessels(count=(10, 50)), VesselTubes(count=(20, 50)), Contrasts(jitter=0.12, random_share=0.0),
            SkullStrip(dilate_share=0.3), DuraAndScalp(enhancing_share=0.5),
            Scanner(noise=(0.01, 0.05), scale=(100.0, 3000.0)))
-GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS}
+# DEFAULT with enhancing tumour only moderately bright on T1c in half the heads (FaintEnhancement: where the
+# stage-3 model missed real ET); DEFAULT's heads otherwise, draw for draw.
+FAINT = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
+         Contrasts(), FaintEnhancement(), HealthyHyperintensities(), ChoroidPlexus(), SkullStrip(dilate_share=0.5),
+         DuraAndScalp(), Scanner())
+GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS, "faint": FAINT}
 
 
 def make_case(shape=None, seed=0, transforms=DEFAULT, voxel_mm=1.0):
