@@ -11,6 +11,7 @@ from bratskeras.cli.models import parse_shape, parse_spacing
 from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.core.labels import SCHEMES, TASKS
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.core.targets import NAMES as TARGET_NAMES
 from bratskeras.data.pipeline import AUGMENT_ON
 from bratskeras.training.config import AUGMENTATIONS, LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
@@ -190,7 +191,7 @@ def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
         records.add_heldout(result.run_dir, run.heldout_dir, dice)
         label = "held-out Dice"
     click.echo(f"{label}: " + "  ".join(f"{region} {value:.2f}" for region, value in dice.items()))
-    click.echo(f"results: {os.path.join(result.run_dir, records.RESULTS_FILE)}")
+    click.echo(f"results: {RunFolder(result.run_dir).results}")
     note = demo_data_note(result.run_dir)
     if note:
         click.echo(note)
@@ -198,9 +199,7 @@ def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
 
 def demo_data_note(run_dir):
     """The line that tells a demo's user how much of its run folder is generated data, or None (not a demo)."""
-    from bratskeras.training.plan import DEMO_DATA
-
-    folder = os.path.join(run_dir, DEMO_DATA)
+    folder = RunFolder(run_dir).demo_data
     if not os.path.isdir(folder):
         return None
     return (f"demo data: {folder} holds {_folder_bytes(folder) / 1e6:.0f} MB of generated phantoms and their cache; "

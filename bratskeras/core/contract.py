@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from bratskeras import __version__, pretrained
 from bratskeras.core import labels, targets
 from bratskeras.core.errors import ConfigError, ModelError
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.data.preprocessing import NORMALISATION, NORMALISATIONS, PreprocessSettings
 
 CONTRACT_KEY = "bratskeras_contract"
@@ -47,9 +48,6 @@ LOCATIONS = {
 }
 FORMATS = tuple(LOCATIONS)
 SAVED_MODEL_MARKER = "saved_model.pb"
-# The model file of a run directory, here (not in models.saving, which loads it) so that reading a
-# contract imports no Keras.
-RUN_DIR_MODEL = "best.keras"
 _KERAS_METADATA = "metadata.json"
 _TFLITE_IDENTIFIER = b"TFL3"
 _DEFAULTS = PreprocessSettings()
@@ -274,7 +272,7 @@ def read_contract(path, format=None):
     format = format or model_format(path)
     readers = {"keras": _read_keras, "saved_model": _read_saved_model, "onnx": _read_onnx, "tflite": _read_tflite}
     if format == "keras" and os.path.isdir(path):
-        path = os.path.join(path, RUN_DIR_MODEL)
+        path = RunFolder(path).best_model
     text = readers[format](path)
     return None if text is None else InputContract.from_json(text, path)
 
