@@ -13,8 +13,8 @@ from pathlib import Path
 import keras
 
 from bratskeras import pretrained
-from bratskeras.core.run_folder import MODEL_FILE, RunFolder
 from bratskeras.core.errors import ModelError
+from bratskeras.core.run_folder import MODEL_FILE, RunFolder
 
 
 def load_model(source):

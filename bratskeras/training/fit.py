@@ -387,11 +387,10 @@ def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
 
 def run_contract(config, network):
     """The input contract of the run's models (bratskeras.core.contract), resolved as predict resolves config.json."""
-    import dataclasses
-
     from bratskeras.predict.model_setup import config_contract
+    from bratskeras.training.config_file import RunConfigFile
 
-    return config_contract(dataclasses.asdict(config), "the run's configuration", network)
+    return config_contract(RunConfigFile.of(config, "the run's configuration"), network)
 
 
 def _train(model, config, run_dir, strategy, inputs, finished, steps, callbacks, verbose):

@@ -15,9 +15,8 @@ from bratskeras.core.errors import ConfigError
 from bratskeras.core.run_folder import DATASET_FILE, RunFolder
 from bratskeras.training import demo, init_from
 from bratskeras.training import run_dir as run_files
-from bratskeras.training.config import resolve_config, resume_config
-
-DEFAULT_PRESET = "lightweight2020"
+from bratskeras.training.config import DEFAULT_PRESET, resolve_config
+from bratskeras.training.config_file import resume_config
 
 
 class MissingDataDir(ConfigError):
@@ -84,7 +83,7 @@ def plan_new(data_dir, run_dir, preset, overrides, time_limit=None):
 def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     """The built-in demo: phantoms written into the claimed run folder, held-out phantoms scored after.
 
-    The demo's preprocessing cache goes into its data folder too (DEMO_CACHE),
+    The demo's preprocessing cache goes into its data folder too (RunFolder.demo_cache),
     not the per-user cache: deleting the demo data leaves nothing behind.
 
     The run folder is claimed before the phantoms go into it, so they never
