@@ -25,7 +25,9 @@ def test_every_field_has_a_rule_that_accepts_its_default():
 
 
 def test_the_fit_command_offers_exactly_the_flagged_fields():
-    from bratskeras.cli.train import TRAINING_FLAGS, fit_command
+    from bratskeras.cli.train import _KINDS, TRAINING_FLAGS, fit_command
+
+    assert set(_KINDS) == set(fields.CLI_KINDS)  # every kind of flag has its parser
 
     flagged = {name: flag.name for name, flag in fields.cli_fields(TrainConfig)}
     options = {param.name: param.opts[0] for param in fit_command.params if isinstance(param, click.Option)}

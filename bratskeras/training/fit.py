@@ -1,7 +1,7 @@
 """`fit`: one function from a TrainConfig and a dataset folder to a trained run.
 
 Data flow, one named step each: on --resume, verify the run folder
-(run_dir.check_resume: writable, same configuration, a readable state, an
+(resume_state.check_resume: writable, same configuration, a readable state, an
 epoch budget not below the epochs trained) before any data is read, and
 that the data is the run's own (run_dir.check_dataset) -> prepare the
 cases (training.prepare: inspect, split, cache) -> check the patch size
