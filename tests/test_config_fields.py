@@ -107,6 +107,11 @@ def test_a_partial_config_json_is_resolved_through_train_config(tmp_path):
     assert load_config_file(path, default_modalities=("flair",)).config.modalities == ("t1ce",)
     path.write_text(json.dumps({"target": "classes"}))
     assert load_config_file(path, default_modalities=("flair",)).config.modalities == ("flair",)
+    path.write_text(json.dumps({"preset": "a-newer-one", "target": "classes"}))  # kept, its fields in the file
+    assert load_config_file(path).config.preset == "a-newer-one"
+    full = resolve_config("flair2017", {"epochs": 3})
+    path.write_text(full.to_json())
+    assert load_config_file(path).config == full and load_config_file(path).values() == json.loads(full.to_json())
     with pytest.raises(ConfigError, match="field epochs must be an integer >= 1"):
         check_config_values({"epochs": 0}, "x")
 

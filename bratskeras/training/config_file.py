@@ -20,7 +20,7 @@ from bratskeras.core import checks
 from bratskeras.core.errors import ConfigError
 from bratskeras.core.run_folder import RunFolder
 from bratskeras.data.preprocessing import PreprocessSettings
-from bratskeras.training.config import DEFAULT_PRESET, TrainConfig, resolve_config, with_task_rule
+from bratskeras.training.config import DEFAULT_PRESET, PRESETS, TrainConfig, resolve_config, with_task_rule
 from bratskeras.training.fields import rule_of
 
 
@@ -155,11 +155,13 @@ def config_from_values(values, where, default_modalities=None):
         ConfigError: one line naming `where` and the field that is wrong.
     """
     check_config_values(values, where)
-    overrides = {name: value for name, value in values.items() if name not in ("preset", "margin")}
+    overrides = {name: value for name, value in values.items() if name != "margin"}
     if "modalities" not in values and values.get("task") is None and default_modalities:
         overrides["modalities"] = tuple(default_modalities)
+    # A preset this bratskeras does not know (a newer one) still names the run: its fields are in the file.
+    preset = values.get("preset", DEFAULT_PRESET)
     try:
-        config = resolve_config(values.get("preset", DEFAULT_PRESET), overrides)
+        config = resolve_config(preset if preset in PRESETS else DEFAULT_PRESET, overrides)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
     return RunConfigFile(where, config, frozenset(values), values.get("margin", RunConfigFile.margin))
