@@ -293,7 +293,9 @@ def test_identical_weights_with_seed_and_deterministic_option(dataset, tmp_path)
     config = tiny_config(deterministic=True, epochs=1, checkpoint_every=5)
     fit(config, dataset, str(tmp_path / "a"), verbose=0)
     fit(config, dataset, str(tmp_path / "b"), verbose=0)
-    for a, b in zip(state_weights(str(tmp_path / "a")), state_weights(str(tmp_path / "b"))):
+    first, second = state_weights(str(tmp_path / "a")), state_weights(str(tmp_path / "b"))
+    assert len(first) == len(second) > 0  # zip would compare only the shorter list's weights
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -7,6 +7,8 @@ import click
 from bratskeras.cli.models import parse_shape
 from bratskeras.core.labels import TASKS
 from bratskeras.data.layouts import NAMES as LAYOUT_NAMES
+from bratskeras.synth.kinds import KINDS
+from bratskeras.synth.writers import DEFAULT_LAYOUT
 from bratskeras.training.demo import UNSEEN_SEED
 
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
@@ -50,14 +52,14 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.option("--cases", default=4, show_default=True, type=click.IntRange(min=1), help="Number of cases.")
 @click.option("--shape", help="D,H,W voxels per case (default: 64,64,48 simple; anatomy: BraTS's "
                                 "240 x 240 x 155 mm, 240,240,155 at 1 mm).")
-@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="brats2020", show_default=True,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default=DEFAULT_LAYOUT, show_default=True,
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
 @click.option("--task", type=click.Choice(TASKS),
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
 @click.option("--seed", default=UNSEEN_SEED, show_default=True, type=int,
               help="Dataset seed (the default is none the built-in demo trains on).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
-@click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
+@click.option("--kind", type=click.Choice(list(KINDS)), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
                    "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
 @click.option("--settings", type=click.Choice(["default", "heldout", "basic", "mimics"]), default="default",

@@ -28,7 +28,7 @@ from bratskeras.data import preprocessing
 
 # The augmentation lives in bratskeras.data.augment; the pipeline applies it, and
 # these names stay importable from here.
-from bratskeras.data.augment import AUGMENTATION_SETS, AugmentConfig, augment_batch, augment_patch  # noqa: F401
+from bratskeras.data.augment import AUGMENTATION_SETS, Augmentation, augment_batch, augment_patch  # noqa: F401
 
 # Where augmentation runs: in the tf.data map, or in the model's train step.
 AUGMENT_ON = ("cpu", "device")
@@ -57,10 +57,10 @@ class PipelineConfig:
         target: one of bratskeras.core.targets.TARGETS.
         task: the task (labels.TASKS) whose classes or regions the target
             holds, or None for the classic classes.
-        augment: apply AugmentConfig transforms (training only).
+        augment: apply the augmentation's transforms (training only).
         augment_on: "cpu" (in the tf.data map) or "device" (the caller applies
             `augment_batch` in its train step; the pipeline yields raw patches).
-        augmentation: the AugmentConfig.
+        augmentation: the Augmentation (bratskeras.data.augment; default the paper's set).
         seed: seeds case order, patch positions and augmentation.
     """
 
@@ -71,7 +71,7 @@ class PipelineConfig:
     task: str | None = None
     augment: bool = True
     augment_on: str = "cpu"
-    augmentation: AugmentConfig = AugmentConfig()
+    augmentation: Augmentation = AUGMENTATION_SETS["paper"]
     seed: int = 0
 
     def __post_init__(self):

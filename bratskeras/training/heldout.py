@@ -17,8 +17,8 @@ def heldout_dice(run_dir, cached_cases, config):
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
+    from bratskeras.evaluate import voxelwise as metrics
     from bratskeras.predict import model_setup, tiling
-    from bratskeras.training import metrics
 
     if not os.path.exists(RunFolder(run_dir).best_model) or not cached_cases:
         return {}
