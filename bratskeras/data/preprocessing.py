@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from bratskeras.core.defaults import FLAIR_PAPER_CROP
+from bratskeras.core.model_presets import FLAIR_PAPER_CROP
 
 CROPS = ("bbox", "center", "none")
 # The intensity normalisation `preprocess` applies (`zscore`: over the brain,

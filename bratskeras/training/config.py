@@ -24,8 +24,9 @@ import json
 from dataclasses import dataclass
 
 from bratskeras.core import checks, labels, targets
-from bratskeras.core.defaults import DICE_CE_WEIGHTS, FLAIR_PAPER_CROP
+from bratskeras.core.defaults import DICE_CE_WEIGHTS
 from bratskeras.core.errors import ConfigError
+from bratskeras.core.model_presets import FLAIR_PAPER_CROP
 from bratskeras.data.augment import AUGMENTATION_SETS
 from bratskeras.data.pipeline import AUGMENT_ON, RULES, PipelineConfig
 from bratskeras.data.preprocessing import CROPS, PreprocessSettings
