@@ -26,6 +26,8 @@ class scores Dice ~0 (loss ~1) whatever is predicted; these losses do not.
 import keras
 from keras import ops
 
+from bratskeras.core.defaults import DICE_CE_WEIGHTS
+
 DICE_FORMS = ("negative", "one_minus")
 
 
@@ -181,8 +183,8 @@ def dice_ce_loss(
     y_true,
     y_pred,
     from_logits=True,
-    ce_weight=0.3,
-    dice_weight=0.7,
+    ce_weight=DICE_CE_WEIGHTS["ce_weight"],
+    dice_weight=DICE_CE_WEIGHTS["dice_weight"],
     include_background=True,
     smooth=1.0,
 ):
@@ -333,8 +335,8 @@ class DiceCELoss(_ConfiguredLoss):
     def __init__(
         self,
         from_logits=True,
-        ce_weight=0.3,
-        dice_weight=0.7,
+        ce_weight=DICE_CE_WEIGHTS["ce_weight"],
+        dice_weight=DICE_CE_WEIGHTS["dice_weight"],
         include_background=True,
         smooth=1.0,
         name="dice_ce",
