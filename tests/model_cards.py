@@ -36,8 +36,8 @@ def write_untrained_model(folder, base_filters=2):
 
     For tests that need the files, not a trained model (packaging).
     """
+    from bratskeras.config.train_config import resolve_config
     from bratskeras.models import build_model
-    from bratskeras.training.config import resolve_config
 
     config = resolve_config("lightweight2020", {"model_overrides": {"base_filters": base_filters}})
     network = build_model(config.model, **config.model_overrides)

@@ -7,13 +7,13 @@ import os
 import click
 import pytest
 
+from bratskeras.config import fields
+from bratskeras.config.config_file import FIELD_RULES, check_config_values, load_config_file, resume_config
+from bratskeras.config.train_config import TrainConfig, resolve_config
 from bratskeras.core import defaults, labels
 from bratskeras.core.errors import ConfigError
 from bratskeras.core.run_folder import RunFolder
 from bratskeras.data.pipeline import PipelineConfig
-from bratskeras.training import fields
-from bratskeras.training.config import TrainConfig, resolve_config
-from bratskeras.training.config_file import FIELD_RULES, check_config_values, load_config_file, resume_config
 
 
 def test_every_field_has_a_rule_that_accepts_its_default():

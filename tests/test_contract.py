@@ -22,17 +22,17 @@ from cli_checks import only_line
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
-from bratskeras.core import contract as contracts
-from bratskeras.core.contract import InputContract, read_contract
+from bratskeras.config.train_config import resolve_config
 from bratskeras.core.errors import ExportError, ModelError
+from bratskeras.data import contract as contracts
 from bratskeras.data import layouts
+from bratskeras.data.contract import InputContract, read_contract
 from bratskeras.export.exporter import export_model
 from bratskeras.models import build_model, inference_model
 from bratskeras.models.saving import save_model
 from bratskeras.predict import model_setup, runtimes, tiling
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import run_dir as run_files
-from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import run_contract
 
 # A 32^3 head whose brain fills its volume (so the brain-box crop is the whole volume) at 1 mm: at the

@@ -16,14 +16,14 @@ from cli_checks import only_line
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
+from bratskeras.config.train_config import resolve_config
 from bratskeras.core import labels, targets
-from bratskeras.core.contract import InputContract
+from bratskeras.data.contract import InputContract
 from bratskeras.models import build_model, inference_model
 from bratskeras.models.saving import save_model
 from bratskeras.predict import tiling
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import run_dir as run_files
-from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import run_contract
 
 SHAPE = (32, 32, 24)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from side_by_side import finish_all
 
 from bratskeras.cli import cli
-from bratskeras.core.contract import CONTRACT_FILE, InputContract
+from bratskeras.data.contract import CONTRACT_FILE, InputContract
 from bratskeras.export.exporter import (
     INPUT_NAME,
     OUTPUT_NAME,

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
-from bratskeras.core.contract import InputContract
+from bratskeras.data.contract import InputContract
 from bratskeras.export import exporter as export
 from bratskeras.export.formats import FORMATS
 from bratskeras.models import build_model

@@ -240,7 +240,7 @@ def test_fit_never_writes_into_a_folder_that_is_not_a_run(dataset, tmp_path):
 
 
 def test_library_fit_refuses_a_folder_that_is_not_a_run(dataset, tmp_path):
-    from bratskeras.training.config import resolve_config
+    from bratskeras.config.train_config import resolve_config
     from bratskeras.training.fit import fit
 
     folder = tmp_path / "mine"

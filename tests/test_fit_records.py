@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 from bratskeras.cli import cli
 from bratskeras.cli.train import fit_command
+from bratskeras.config.train_config import resolve_config
 from bratskeras.core import run_folder
 from bratskeras.data import cache
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import plan
-from bratskeras.training.config import resolve_config
 
 # What's new is imported inside the tests, so each one fails on its own against code without it.
 CACHE_ENV = "BRATSKERAS_CACHE"

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from bratskeras.config.train_config import resolve_config
 from bratskeras.core import run_folder
 from bratskeras.core.errors import ConfigError, OutputExistsError
 from bratskeras.training import demo, plan
-from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import process_settings
 
 

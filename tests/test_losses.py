@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bratskeras.training import losses as L
+from bratskeras.models import losses as L
 
 
 def vol(values, channels=1):

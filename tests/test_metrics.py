@@ -7,8 +7,8 @@ import pytest
 from bratskeras.core.labels import get_scheme, labels_to_classes, to_classic
 from bratskeras.core.targets import classes_to_target
 from bratskeras.evaluate import voxelwise as V
-from bratskeras.training import losses as L
-from bratskeras.training import metrics as M
+from bratskeras.models import losses as L
+from bratskeras.models import metrics as M
 
 # ---------------------------------------------------------------- per-case numpy
 

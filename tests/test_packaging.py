@@ -156,7 +156,7 @@ def _private_api_problems():
                             f"(used by bratskeras/{user})")
     import importlib
 
-    from bratskeras.core.contract import TFLITE_SCHEMA_MODULES
+    from bratskeras.data.contract import TFLITE_SCHEMA_MODULES
 
     if not hasattr(keras.export.ExportArchive(), "_tf_trackable"):
         problems.append(f"keras {keras.__version__}: ExportArchive has no _tf_trackable, the SavedModel root that "
@@ -168,7 +168,7 @@ def _private_api_problems():
         schema = None
     missing = [name for name in ("Model", "ModelT", "BufferT", "MetadataT") if not hasattr(schema, name)]
     if missing:
-        problems.append(f"{TFLITE_SCHEMA_MODULES[0]} is gone or lacks {missing}: bratskeras/core/contract.py writes and "
+        problems.append(f"{TFLITE_SCHEMA_MODULES[0]} is gone or lacks {missing}: bratskeras/data/contract.py writes and "
                         "reads the LiteRT input contract with it; re-check it and the tensorflow upper bound")
     try:
         from ai_edge_litert.interpreter import Interpreter

@@ -202,7 +202,7 @@ def test_export_names_its_outputs_after_the_pretrained_model(shipped, tmp_path, 
     assert keras_file.exit_code == 0, keras_file.output
     assert (tmp_path / f"{NAME}.inference.keras").is_file()
     # Both carry the shipped run's input contract, read back like any export's.
-    from bratskeras.core.contract import read_contract
+    from bratskeras.data.contract import read_contract
     from bratskeras.predict.model_setup import RUN_CONFIG_AND_EMBEDDED
 
     expected = read_contract(f"pretrained:{NAME}")
@@ -233,9 +233,9 @@ def test_summary_takes_a_pretrained_name(shipped):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_matches_its_card_and_config(name):
     """Every model in bratskeras/pretrained/: a valid card, a config that loads, the card's figures its model's."""
+    from bratskeras.config.train_config import TrainConfig
     from bratskeras.models import load_model
     from bratskeras.predict.model_setup import load_predictor, setup_from_model
-    from bratskeras.training.config import TrainConfig
 
     (model,) = [m for m in pretrained.catalogue() if m.name == name]
     config = TrainConfig.from_dict(copy.deepcopy(model.config))

@@ -25,12 +25,12 @@ from cli_checks import one_line_error
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
+from bratskeras.config.train_config import TrainConfig
 from bratskeras.core.errors import ConfigError, DataError
 from bratskeras.data import inspection, layouts, volumes
 from bratskeras.data import pipeline as data
 from bratskeras.evaluate import scoring as evaluation
 from bratskeras.synth import phantoms as synth
-from bratskeras.training.config import TrainConfig
 
 SHAPE = (16, 16, 16)
 TINY_FIT = ["--model-arg", "base_filters=4", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",

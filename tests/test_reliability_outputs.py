@@ -110,7 +110,7 @@ def test_every_writer_is_refused_while_another_process_writes_the_folder(held, t
 
 
 def test_fit_resume_is_refused_before_config_json_while_the_run_trains(held, dataset):
-    from bratskeras.training.config import resolve_config
+    from bratskeras.config.train_config import resolve_config
 
     run, _ = held
     config = resolve_config("lightweight2020", {"model_overrides": {"base_filters": 4}, "epochs": 1,

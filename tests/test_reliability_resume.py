@@ -15,13 +15,13 @@ from model_cards import example_card
 
 from bratskeras import pretrained
 from bratskeras.cli import cli
+from bratskeras.config.train_config import resolve_config
 from bratskeras.core import run_folder
 from bratskeras.core.errors import ConfigError, OutputError
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import fit as fit_module
 from bratskeras.training import resume_state
 from bratskeras.training import run_dir as run_files
-from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import fit
 from bratskeras.training.prepare import case_sizes
 

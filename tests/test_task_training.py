@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 
+from bratskeras.config.train_config import resolve_config
 from bratskeras.core import labels
 from bratskeras.core.errors import ConfigError, DataError
 from bratskeras.data import layouts
 from bratskeras.export import exporter as export
 from bratskeras.predict import inference, model_setup
 from bratskeras.synth import phantoms as synth
-from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import fit
 
 SHAPE = (24, 24, 16)

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
+from bratskeras.config.train_config import PRESETS, TrainConfig, resolve_config
 from bratskeras.core import run_folder
 from bratskeras.core.errors import ConfigError, DataError, OutputExistsError
 from bratskeras.data.augment import AUGMENTATION_SETS
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import resume_state
-from bratskeras.training.config import PRESETS, TrainConfig, resolve_config
 from bratskeras.training.fit import fit
 
 SHAPE = (24, 24, 16)
@@ -132,7 +132,7 @@ def test_run_directory_holds_every_artefact(finished_run):
 
 
 def test_every_keras_file_of_the_run_carries_its_input_contract(finished_run):
-    from bratskeras.core.contract import read_contract
+    from bratskeras.data.contract import read_contract
 
     run_dir, _ = finished_run
     saved = TrainConfig.from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
@@ -261,9 +261,9 @@ def test_mixed_bfloat16_training_keeps_losses_and_metrics_float32(dataset, tmp_p
 
 def test_mixed_float16_compiles_with_loss_scaling():
     # float16 MaxPool3D has GPU kernels only, so here the set-up is checked, not run.
+    from bratskeras.models.losses import get_loss
+    from bratskeras.models.metrics import dice_metrics
     from bratskeras.training.fit import build_network, make_optimizer
-    from bratskeras.training.losses import get_loss
-    from bratskeras.training.metrics import dice_metrics
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     config = tiny_config(precision="mixed_float16")
@@ -631,7 +631,7 @@ def test_init_from_starts_from_the_source_weights_and_resumes_as_any_run(finishe
     assert resumed.exit_code == 0, resumed.output
     assert "fine-tuning" not in resumed.output and [int(r["epoch"]) for r in history_rows(out)] == [1, 2]
     # Its .keras files carry the contract of its own configuration, which inherited its source's inputs.
-    from bratskeras.core.contract import read_contract
+    from bratskeras.data.contract import read_contract
 
     for path in [out / "best.keras", *sorted((out / "checkpoints").glob("*.keras"))]:
         contract = read_contract(path)
@@ -645,7 +645,7 @@ def test_init_from_starts_from_the_source_weights_and_resumes_as_any_run(finishe
 
 def test_a_fine_tuned_run_stores_its_input_contract_in_best_keras_and_every_checkpoint(finished_run, dataset,
                                                                                        tmp_path):
-    from bratskeras.core.contract import read_contract
+    from bratskeras.data.contract import read_contract
     from bratskeras.models import load_model
     from bratskeras.training import plan
     from bratskeras.training.fit import run_contract

@@ -42,7 +42,7 @@ def train_demo(root, kind, augmentation, time_limit, seed=0, epochs=None):
     Returns:
         (run directory, TrainConfig, the demo's own held-out folder, epochs trained).
     """
-    from bratskeras.training import config as train_config
+    from bratskeras.config import train_config
     from bratskeras.training import init_from
     from bratskeras.training.fit import fit
 

@@ -57,7 +57,7 @@ PRESET_PATCH = (128, 128, 128)
 
 def tiling(case_shape, patch_size):
     """The WindowSettings `predict` uses on a free-size lightweight-unet trained on `patch_size`."""
-    from bratskeras.core.contract import InputContract
+    from bratskeras.data.contract import InputContract
     from bratskeras.predict import model_setup, tiling
 
     setup = model_setup.ModelSetup(InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes"),
@@ -83,9 +83,9 @@ class KerasSide:
         import keras
 
         from bratskeras.models import build_model
+        from bratskeras.models.losses import get_loss
         from bratskeras.platform import cpu
         from bratskeras.predict import model_setup, tiling
-        from bratskeras.training.losses import get_loss
 
         self.quick = quick
         self.tiling = tiling

@@ -64,12 +64,12 @@ def _window_progress(case):
 
 
 class DeviceType(click.ParamType):
-    """--device: auto, cpu, gpu or gpu:N (bratskeras.platform.devices); a malformed one is a usage error."""
+    """--device: auto, cpu, gpu or gpu:N (bratskeras.predict.devices); a malformed one is a usage error."""
 
     name = "device"
 
     def convert(self, value, param, ctx):
-        from bratskeras.platform.devices import parse_device
+        from bratskeras.predict.devices import parse_device
 
         try:
             return parse_device(value)
@@ -89,8 +89,7 @@ def _load_models(models, device, override_spacing=False, spacing=None):
         ConfigError: models that disagree on target, task or modalities
             (ensemble.check_agreement), before any case is predicted.
     """
-    from bratskeras.platform import devices
-    from bratskeras.predict import model_setup
+    from bratskeras.predict import devices, model_setup
     from bratskeras.predict.ensemble import Ensemble, Member
 
     members = []
@@ -125,8 +124,7 @@ def _check_models(models, device):
             LiteRT model, a GPU TensorFlow does not see, or models trained on
             different tasks.
     """
-    from bratskeras.platform import devices
-    from bratskeras.predict import model_setup, runtimes
+    from bratskeras.predict import devices, model_setup, runtimes
     from bratskeras.predict.ensemble import check_tasks
 
     for model in models:

@@ -97,7 +97,7 @@ def _summary_model(name, input_shape):
         return build_model(name, input_shape=parse_shape(input_shape, 4, "--input-shape") if input_shape else None), name
     if input_shape:
         raise ConfigError(f"--input-shape builds a registry model; {name} is loaded as it was trained")
-    from bratskeras.training.config_file import read_config_file
+    from bratskeras.config.config_file import read_config_file
 
     folder = pretrained.resolve(name)
     read_config_file(os.path.join(folder, pretrained.CONFIG_FILE))  # every field checked, as predict reads it

@@ -10,10 +10,10 @@ import click
 from bratskeras.cli.models import parse_shape, parse_spacing
 from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
+from bratskeras.config.fields import cli_fields
+from bratskeras.config.train_config import TrainConfig
 from bratskeras.core.run_folder import RunFolder
-from bratskeras.training.config import TrainConfig
 from bratskeras.training.demo import DEMO_TIME_LIMIT
-from bratskeras.training.fields import cli_fields
 
 
 def _key_value_pairs(pairs):
@@ -21,7 +21,7 @@ def _key_value_pairs(pairs):
     return dict(_key_values(pairs)) or None
 
 
-# How each kind of training flag (bratskeras.training.fields.CLI_KINDS) is offered and read:
+# How each kind of training flag (bratskeras.config.fields.CLI_KINDS) is offered and read:
 # kind -> (click option keywords for `flag`, the value's conversion from what click hands over).
 _KINDS = {
     "text": (lambda flag: {}, lambda value, flag: value),

@@ -46,6 +46,17 @@ CLASS_NAMES = ("background", "NCR", "ED", "ET")
 REGIONS = ("WT", "TC", "ET")
 # Which classes make up each region, in REGIONS order.
 REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+# The structures every metric reports, lower case in metric names and dict keys (evaluate, fit's Dice):
+# the three regions and the two classes that are not regions; each as its classes (1 NCR, 2 ED, 3 ET).
+REGION_KEYS = ("wt", "tc", "et")
+STRUCTURES = ("wt", "tc", "et", "ncr", "ed")
+STRUCTURE_CLASSES = {
+    "wt": REGION_CLASSES["WT"],
+    "tc": REGION_CLASSES["TC"],
+    "et": REGION_CLASSES["ET"],
+    "ncr": (1,),
+    "ed": (2,),
+}
 ALL_MODALITIES = ("flair", "t1", "t1ce", "t2")
 # Display colour (RGB in 0..1) of every structure a scheme names, shared by synonyms (the papers' NCR
 # green, ED blue, ET magenta; NETC and SNFH are the 2023+ names of NCR and ED): `show` draws each

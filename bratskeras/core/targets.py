@@ -123,7 +123,7 @@ class Target:
         name: "classes", "regions" or "whole_tumor".
         activation: the activation that turns the model's logits into
             probabilities ("softmax" or "sigmoid").
-        structures: the metrics structures (bratskeras.training.metrics) it defines.
+        structures: the metrics structures (bratskeras.models.metrics) it defines.
         fixed_channels: output channels, or None when the label scheme decides
             (one per class for "classes", one per region for "regions").
         y_dtype: dtype of the pipeline's y.

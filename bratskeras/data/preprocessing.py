@@ -32,7 +32,7 @@ from bratskeras.core.model_presets import FLAIR_PAPER_CROP
 CROPS = ("bbox", "center", "none")
 # The intensity normalisation `preprocess` applies (`zscore`: over the brain,
 # the voxels that are not background, 0 or a constant), by the name a model's
-# input contract (bratskeras.core.contract) records; the only one so far.
+# input contract (bratskeras.data.contract) records; the only one so far.
 NORMALISATION = "zscore-nonzero"
 NORMALISATIONS = (NORMALISATION,)
 # A constant is a volume's background when it holds more than this share of

@@ -12,26 +12,16 @@ One case of shape (D, H, W): `dice`, `hd95`, `sensitivity`, `specificity`,
 Sensitivity TP/(TP+FN) is 1.0 when the reference is empty (nothing to miss);
 specificity TN/(TN+FP) is 1.0 when the reference covers every voxel.
 
-Kept apart from bratskeras.training.metrics (the Keras metrics of `fit`) so that
+Kept apart from bratskeras.models.metrics (the Keras metrics of `fit`) so that
 `evaluate`, `show` and every other scoring path import no TensorFlow.
 """
 
 import numpy as np
 
-from bratskeras.core.labels import REGION_CLASSES
+from bratskeras.core.labels import REGION_KEYS, STRUCTURE_CLASSES, STRUCTURES  # noqa: F401  (metric keys)
 from bratskeras.evaluate import surface
 
 EMPTY_HD95 = 373.13
-REGION_KEYS = ("wt", "tc", "et")
-STRUCTURES = ("wt", "tc", "et", "ncr", "ed")
-# Class indices inside each structure (bratskeras.core.labels: 1 NCR, 2 ED, 3 ET).
-STRUCTURE_CLASSES = {
-    "wt": REGION_CLASSES["WT"],
-    "tc": REGION_CLASSES["TC"],
-    "et": REGION_CLASSES["ET"],
-    "ncr": (1,),
-    "ed": (2,),
-}
 
 
 def _binary_pair(pred, ref):

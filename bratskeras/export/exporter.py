@@ -16,7 +16,7 @@ appends softmax (several classes) or sigmoid (one class) to logits so clients
 always receive probabilities. The `keras` format keeps the model exactly as
 trained (minus optimizer state). D, H, W are the NIfTI voxel axes i, j, k.
 
-Every artefact carries the model's input contract (bratskeras.core.contract:
+Every artefact carries the model's input contract (bratskeras.data.contract:
 modalities, spacing, normalisation, crop, target, task), so `predict` runs it
 as it was trained without its run folder.
 
@@ -44,8 +44,8 @@ import numpy as np
 from keras import ops
 
 from bratskeras import pretrained
-from bratskeras.core import contract as contracts
 from bratskeras.core.errors import ConfigError, ExportError, ModelError
+from bratskeras.data import contract as contracts
 from bratskeras.export.formats import FORMATS as FORMAT_TABLE
 from bratskeras.export.formats import QUANTIZE
 from bratskeras.models.saving import check_segmentation_model, inference_model, load_model, save_model
@@ -273,7 +273,7 @@ def write_saved_model(model, path, input_shape, builtin_pooling=False, target=No
 
     Loads with `tf.saved_model.load` alone: no bratskeras, no custom objects.
     `contract` (if any) is a tracked asset, assets/bratskeras_contract.json
-    (bratskeras.core.contract.saved_model_asset).
+    (bratskeras.data.contract.saved_model_asset).
     """
     graph = serving_model(model, input_shape, builtin_pooling, target)
     archive = keras.export.ExportArchive()
@@ -495,7 +495,7 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
             kind; bratskeras.platform.outputs).
         seed: seed of the standard-normal check volume.
         tolerance: max abs difference allowed (default TOLERANCES[quantize]).
-        contract: the model's bratskeras.core.contract.InputContract; default the
+        contract: the model's bratskeras.data.contract.InputContract; default the
             source's own (its run's config.json or the contract embedded in
             its .keras). A source with none exports without one (predict then
             guesses from channel counts, as for any model without one).

@@ -5,7 +5,7 @@ CropToReference, InstanceNormalization, NormalizedConv3D:
 bratskeras.models.layers); importing this package registers them, so
 `bratskeras.load_model(path)` works in a fresh process with `safe_mode=True`.
 Every `.keras` bratskeras writes goes through `save_model`, which stores the
-model's input contract inside it (bratskeras.core.contract).
+model's input contract inside it (bratskeras.data.contract).
 """
 
 from pathlib import Path
@@ -39,8 +39,8 @@ def load_model(source):
         raise ModelError(f"{source}: no such model file (expected a .keras file or a run "
                          f"directory with {MODEL_FILE})")
     # Losses and metrics are registered too, for files saved from compiled models.
-    import bratskeras.training.losses  # noqa: F401
-    import bratskeras.training.metrics  # noqa: F401
+    import bratskeras.models.losses  # noqa: F401
+    import bratskeras.models.metrics  # noqa: F401
 
     _check_keras_archive(path)
     try:
@@ -67,15 +67,15 @@ def custom_objects():
     with "Could not locate class 'PadToMultiple'".
     """
     import bratskeras.models.layers  # noqa: F401
-    import bratskeras.training.losses  # noqa: F401  (registers the losses and metrics of compiled models)
-    import bratskeras.training.metrics  # noqa: F401
+    import bratskeras.models.losses  # noqa: F401  (registers the losses and metrics of compiled models)
+    import bratskeras.models.metrics  # noqa: F401
 
     return {name: obj for name, obj in keras.saving.get_custom_objects().items()
             if name.startswith(f"{CUSTOM_PACKAGE}>")}
 
 
 def save_model(model, path, contract):
-    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.core.contract.write_keras).
+    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.data.contract.write_keras).
 
     The file still loads with plain `keras.saving.load_model(path, safe_mode=True)`.
     Callers write through a temporary path (bratskeras.platform.outputs) so the final
@@ -84,10 +84,10 @@ def save_model(model, path, contract):
     Args:
         model: keras.Model.
         path: a .keras path.
-        contract: bratskeras.core.contract.InputContract, or None for a model
+        contract: bratskeras.data.contract.InputContract, or None for a model
             whose needs are unknown (nothing is stored).
     """
-    from bratskeras.core.contract import write_keras
+    from bratskeras.data.contract import write_keras
 
     model.save(path)
     if contract is not None:

@@ -41,8 +41,8 @@ from bratskeras.core.errors import BratsKerasError, DataError, ModelError, Outpu
 from bratskeras.data import inspection, volumes
 from bratskeras.data.preprocessing import preprocess, restore_grid, uncrop
 from bratskeras.platform import outputs
-from bratskeras.platform.devices import placement
 from bratskeras.predict import postprocessing
+from bratskeras.predict.devices import placement
 from bratskeras.predict.ensemble import Ensemble
 from bratskeras.predict.model_setup import effective_settings
 from bratskeras.predict.tiling import WindowSettings, sliding_window_predict
@@ -110,7 +110,7 @@ class PredictSettings:
         postprocess: steps for postprocessing.postprocess, applied on the crop.
         save_probabilities: also write OUTPUT_DIR/probabilities/<id>.nii.gz
             (an ensemble's: the mean).
-        device: where the model runs, a bratskeras.platform.devices string ("auto",
+        device: where the model runs, a bratskeras.predict.devices string ("auto",
             "cpu", "gpu", "gpu:N"); None: TensorFlow's default placement. A
             tf.device scope around the model calls: nothing process-wide changes.
     """
@@ -197,7 +197,7 @@ def _read_input(case, modalities):
 def _crop_probabilities(network, setup, image, spacing, settings, progress):
     """(probabilities float32 (d, h, w, K) on the crop's grid of `setup`'s preprocessing, its crop geometry).
 
-    The model runs on settings.device (bratskeras.platform.devices.placement).
+    The model runs on settings.device (bratskeras.predict.devices.placement).
     """
     cropped, _, geometry = preprocess(image, None, setup.preprocess, spacing=spacing)
     windows = effective_settings(setup, settings.windows, cropped.shape[:3])

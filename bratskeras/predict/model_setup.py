@@ -3,7 +3,7 @@
 Any model predict takes (a run directory, a .keras file, "pretrained:NAME"
 (a shipped run directory, bratskeras.pretrained), an exported SavedModel,
 ONNX or LiteRT model) becomes a predictor and a ModelSetup: its
-input contract (bratskeras.core.contract: modalities, spacing, normalisation, crop,
+input contract (bratskeras.data.contract: modalities, spacing, normalisation, crop,
 target, task), where that contract came from, and its window.
 `output_activation` picks the activation that turns a Keras model's output
 into probabilities (export appends the same one as predict).
@@ -26,15 +26,15 @@ import os
 from dataclasses import dataclass, field, replace
 
 from bratskeras import pretrained
+from bratskeras.config.config_file import config_from_values, load_config_file
 from bratskeras.core import targets
-from bratskeras.core.contract import LOCATIONS, InputContract, model_format, read_contract, spacing_text
 
 # The default for a model whose contract does not name its patch size: the lightweight2020 preset's.
 from bratskeras.core.defaults import PATCH_SIZE as DEFAULT_PATCH_SIZE
 from bratskeras.core.errors import ConfigError, ModelError
 from bratskeras.core.run_folder import RunFolder
+from bratskeras.data.contract import LOCATIONS, InputContract, model_format, read_contract, spacing_text
 from bratskeras.predict.tiling import balanced_window
-from bratskeras.training.config_file import config_from_values, load_config_file
 
 # The least default window per axis: the most accurate tiling measured
 # (bratskeras.predict.tiling's comment, docs/benchmarks.md "Tiling").
@@ -63,7 +63,7 @@ class ModelSetup:
     """A model's input contract, where it came from, and how predict tiles the model.
 
     Attributes:
-        contract: bratskeras.core.contract.InputContract (modalities, spacing,
+        contract: bratskeras.data.contract.InputContract (modalities, spacing,
             normalisation, crop, target, task, patch size).
         window: default window (d, h, w): the model's fixed input size, or
             for models accepting any size `default_window` of the training

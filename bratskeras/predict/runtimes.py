@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from bratskeras.core.contract import model_format, onnx_session
 from bratskeras.core.errors import ModelError
+from bratskeras.data.contract import model_format, onnx_session
 from bratskeras.platform.extras import require_extra
 from bratskeras.platform.quiet import filtered_stderr
 

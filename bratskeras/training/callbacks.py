@@ -116,7 +116,7 @@ class RunFiles(keras.callbacks.Callback):
     Args:
         run_dir: the run directory.
         network: the functional model to save (the trained model may wrap it).
-        contract: the run's bratskeras.core.contract.InputContract, stored in
+        contract: the run's bratskeras.data.contract.InputContract, stored in
             every .keras written (a copied best.keras keeps its spacing).
         monitor: the validation Dice that selects best.keras (higher is better).
         checkpoint_every: epochs between checkpoints/epoch-NNNN.keras.

@@ -127,7 +127,7 @@ UNSEEN_SEED = 2000
 
 def demo_training_seed():
     """The seed `bratskeras fit` writes the demo's training cases with unless --seed is given (TrainConfig.seed)."""
-    from bratskeras.training.config import TrainConfig
+    from bratskeras.config.train_config import TrainConfig
 
     return TrainConfig.seed
 

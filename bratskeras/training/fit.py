@@ -295,13 +295,13 @@ def _is_multi_worker(strategy):
 
 
 def _loss(config):
-    from bratskeras.training.losses import get_loss
+    from bratskeras.models.losses import get_loss
 
     return get_loss(config.loss, **{"from_logits": outputs_logits(config), **config.loss_kwargs})
 
 
 def _metrics(config):
-    from bratskeras.training.metrics import dice_metrics
+    from bratskeras.models.metrics import dice_metrics
 
     return dice_metrics(config.target, from_logits=outputs_logits(config), scheme=config.task)
 
@@ -386,9 +386,9 @@ def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
 
 
 def run_contract(config, network):
-    """The input contract of the run's models (bratskeras.core.contract), resolved as predict resolves config.json."""
+    """The input contract of the run's models (bratskeras.data.contract), resolved as predict resolves config.json."""
+    from bratskeras.config.config_file import RunConfigFile
     from bratskeras.predict.model_setup import config_contract
-    from bratskeras.training.config_file import RunConfigFile
 
     return config_contract(RunConfigFile.of(config, "the run's configuration"), network)
 

@@ -16,7 +16,7 @@ What the new run takes from where:
   loss for the target, epochs, steps, batch size, augmentation). No
   optimizer state comes along: the source's best.keras has none.
 - A bare .keras outside a run has no config.json: its embedded input
-  contract (bratskeras.core.contract, written by fit and export) gives the same
+  contract (bratskeras.data.contract, written by fit and export) gives the same
   inherited fields but the architecture (modalities, target, task, crop,
   crop size, spacing, patch size); the architecture and how to train come
   from the preset and flags like any new run, and the network they build
@@ -83,7 +83,7 @@ def inherit(source, preset, overrides):
         ConfigError: an override or preset conflicting with the source (one
             line naming the flag and both values), or a missing source.
     """
-    from bratskeras.training.config import PRESETS, TrainConfig, with_task_rule
+    from bratskeras.config.train_config import PRESETS, TrainConfig, with_task_rule
 
     config = source_config(source)
     # A task's own modalities count as asked for (the task rule), so a source trained on others is refused.
@@ -113,7 +113,7 @@ def contract_fields(source):
     The contract has no architecture: "model" and "model_overrides" are left
     to the flags (a wrong one is caught by the weight shapes).
     """
-    from bratskeras.core.contract import read_contract
+    from bratskeras.data.contract import read_contract
 
     contract = read_contract(source, "keras")
     if contract is None:

@@ -11,12 +11,12 @@ import os
 import time
 from dataclasses import dataclass
 
+from bratskeras.config.config_file import resume_config
+from bratskeras.config.train_config import DEFAULT_PRESET, resolve_config
 from bratskeras.core.errors import ConfigError
 from bratskeras.core.run_folder import DATASET_FILE, RunFolder
 from bratskeras.training import demo, init_from
 from bratskeras.training import run_dir as run_files
-from bratskeras.training.config import DEFAULT_PRESET, resolve_config
-from bratskeras.training.config_file import resume_config
 
 
 class MissingDataDir(ConfigError):

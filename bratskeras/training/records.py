@@ -97,7 +97,7 @@ def preset_changes(config):
 
     Values are compared as config.json stores them (tuples as lists).
     """
-    from bratskeras.training.config import resolve_config
+    from bratskeras.config.train_config import resolve_config
 
     preset = json.loads(json.dumps(dataclasses.asdict(resolve_config(config.preset))))
     run = json.loads(config.to_json())

@@ -71,7 +71,7 @@ def check_resume(run_dir, config):
         ConfigError: one line naming the file or flag that is wrong.
         OutputError: the run folder is not writable.
     """
-    from bratskeras.training.config_file import read_run_config
+    from bratskeras.config.config_file import read_run_config
 
     folder = RunFolder(run_dir)
     config_path = folder.config

@@ -23,6 +23,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from bratskeras.config.fields import Flag, problem, setting
 from bratskeras.core import checks, labels, targets
 from bratskeras.core.defaults import DICE_CE_WEIGHTS
 from bratskeras.core.errors import ConfigError
@@ -30,12 +31,11 @@ from bratskeras.core.model_presets import FLAIR_PAPER_CROP
 from bratskeras.data.augment import AUGMENTATION_SETS
 from bratskeras.data.pipeline import AUGMENT_ON, RULES, PipelineConfig
 from bratskeras.data.preprocessing import CROPS, PreprocessSettings
-from bratskeras.training.fields import Flag, problem, setting
 
 _PIPELINE = PipelineConfig()
 _PREPROCESS = PreprocessSettings()
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-# Which training target each loss is written for (bratskeras.training.losses).
+# Which training target each loss is written for (bratskeras.models.losses).
 LOSS_TARGETS = {
     "dice_ce": ("classes",),
     "soft_dice": ("classes",),
@@ -122,7 +122,7 @@ class TrainConfig:
             whose own classes or regions the target trains (gli: 5 classes
             with RC, or regions WT, TC, ET, RC; menrt: background and GTV, or
             the GTV region, with modalities ("t1ce",)).
-        loss, loss_kwargs: a name for `bratskeras.training.losses.get_loss`.
+        loss, loss_kwargs: a name for `bratskeras.models.losses.get_loss`.
         optimizer ("adamw" | "adam"), learning_rate, weight_decay,
             clipnorm (global gradient norm; 0 disables).
         epochs, steps_per_epoch, batch_size, patch_size (d, h, w).

@@ -18,8 +18,7 @@ import keras
 from keras import ops
 
 from bratskeras.core import targets
-from bratskeras.core.labels import get_scheme, scheme_or_classic
-from bratskeras.evaluate.voxelwise import STRUCTURE_CLASSES
+from bratskeras.core.labels import STRUCTURE_CLASSES, get_scheme, scheme_or_classic
 
 # Structures whose Dice a model trained on each target can report (the targets' table).
 TARGET_STRUCTURES = {name: target.structures for name, target in targets.TARGETS.items()}

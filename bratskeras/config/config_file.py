@@ -16,12 +16,12 @@ import json
 import os
 from dataclasses import dataclass
 
+from bratskeras.config.fields import rule_of
+from bratskeras.config.train_config import DEFAULT_PRESET, PRESETS, TrainConfig, resolve_config, with_task_rule
 from bratskeras.core import checks
 from bratskeras.core.errors import ConfigError
 from bratskeras.core.run_folder import RunFolder
 from bratskeras.data.preprocessing import PreprocessSettings
-from bratskeras.training.config import DEFAULT_PRESET, PRESETS, TrainConfig, resolve_config, with_task_rule
-from bratskeras.training.fields import rule_of
 
 
 def resume_config(run_dir, overrides=None):
@@ -43,7 +43,7 @@ def resume_config(run_dir, overrides=None):
 
 
 # What each field of a config.json may hold: (check, what it must be). TrainConfig's fields' rules, plus
-# the crop margin a hand-written config may give predict (bratskeras.core.contract reads it).
+# the crop margin a hand-written config may give predict (bratskeras.data.contract reads it).
 FIELD_RULES = {**{item.name: rule_of(item) for item in dataclasses.fields(TrainConfig)},
                "margin": checks.integer_from(0)}
 

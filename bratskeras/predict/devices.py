@@ -19,8 +19,8 @@ and `cpu` mean anything.
 import contextlib
 import re
 
-from bratskeras.core.contract import model_format
 from bratskeras.core.errors import ConfigError
+from bratskeras.data.contract import model_format
 
 AUTO = "auto"
 CHOICES = "auto, cpu, gpu or gpu:N"

@@ -1,0 +1,1 @@
+"""A training run's configuration, read by training, predict and export alike: TrainConfig (each field, default, rule and fit flag written once), the papers' presets, and config.json read back through it."""
