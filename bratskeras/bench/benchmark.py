@@ -36,11 +36,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from bratskeras.core.defaults import BRATS_SHAPE as BRATS_CASE
+from bratskeras.core.defaults import PATCH_SIZE
 from bratskeras.core.model_presets import get_preset
 from bratskeras.platform.cpu import matmul_gflops
 
 # One whole BraTS case (D, H, W), as predict feeds the lightweight family.
-BRATS_CASE = (240, 240, 155)
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,13 @@ class Shapes:
 
 FULL = Shapes(
     models=(
-        BenchModel("lightweight-unet", full_case=BRATS_CASE, window=(128, 128, 128),
-                   train_batch=2, train_patch=(128, 128, 128)),
+        BenchModel("lightweight-unet", full_case=BRATS_CASE, window=PATCH_SIZE,
+                   train_batch=2, train_patch=PATCH_SIZE),
         # Its paper's crop is its whole case; a 1 x 96^3 training batch fits where the crop's would not.
-        BenchModel("flair-unet", full_case=get_preset("flair-unet").default_crop, window=(128, 128, 128),
+        BenchModel("flair-unet", full_case=get_preset("flair-unet").default_crop, window=PATCH_SIZE,
                    train_batch=1, train_patch=(96, 96, 96)),
     ),
-    matmul=4096, repeats=3, pipeline_case=BRATS_CASE, pipeline_patch=(128, 128, 128),
+    matmul=4096, repeats=3, pipeline_case=BRATS_CASE, pipeline_patch=PATCH_SIZE,
     pipeline_patches=40,
 )
 QUICK = Shapes(

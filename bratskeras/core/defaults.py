@@ -3,8 +3,8 @@
 Elsewhere: the four modalities are core.labels.ALL_MODALITIES; the FLAIR
 paper's crop is the flair-unet row's (core.model_presets.FLAIR_PAPER_CROP).
 
-Training (training.config, training.losses, data.pipeline), prediction
-(predict.model_setup) and export import them from here.
+Training (config.train_config, models.losses, data.pipeline), prediction
+(predict.model_setup), export, synth and bench import them from here.
 """
 
 from types import MappingProxyType
@@ -14,3 +14,6 @@ from types import MappingProxyType
 PATCH_SIZE = (128, 128, 128)
 # The lightweight paper's Dice + cross-entropy weights (training.losses.DiceCELoss, the lightweight2020 preset).
 DICE_CE_WEIGHTS = MappingProxyType({"ce_weight": 0.3, "dice_weight": 0.7})
+# BraTS's grid (i, j, k voxels; 1 mm SRI24): generated heads' default shape, the demo's held-out heads,
+# the benchmark's whole case.
+BRATS_SHAPE = (240, 240, 155)

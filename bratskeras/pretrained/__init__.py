@@ -26,10 +26,9 @@ from importlib import resources
 from pathlib import Path
 
 from bratskeras.core.errors import ModelError
+from bratskeras.core.run_folder import CONFIG_FILE, MODEL_FILE
 
 PREFIX = "pretrained:"
-MODEL_FILE = "best.keras"
-CONFIG_FILE = "config.json"
 CARD_FILE = "card.json"
 FILES = (MODEL_FILE, CONFIG_FILE, CARD_FILE)
 # Folder names are what users type after PREFIX, and the default export names.

@@ -50,10 +50,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bratskeras.core.defaults import BRATS_SHAPE
 from bratskeras.core.errors import ConfigError
 from bratskeras.platform.extras import install_command, require_extra
 
-BRATS_SHAPE = (240, 240, 155)
 BRATS_FIELD_MM = BRATS_SHAPE  # BraTS's grid is 1 mm: its field of view in mm
 INSTALL_HINT = install_command("anatomy")
 _TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}

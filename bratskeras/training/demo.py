@@ -26,6 +26,8 @@ Kinds of demo data (`DEMOS`):
 import os
 from dataclasses import dataclass, field
 
+from bratskeras.core.defaults import BRATS_SHAPE
+
 
 @dataclass(frozen=True)
 class DemoData:
@@ -70,7 +72,7 @@ DEMOS = {
     # 48 patches 0.44 / 0.63 and 2 mm with 48 x 48 x 40 patches 0.61 / 0.67:
     # whole-brain context per step mattered more than resolution for WT.
     "anatomy": DemoData(shape=(80, 80, 52), voxel_mm=3.0, cases=24, heldout_cases=2,
-                        heldout_shape=(240, 240, 155), heldout_settings="heldout",
+                        heldout_shape=BRATS_SHAPE, heldout_settings="heldout",
                         # 4x the preset's rate: in a few hundred steps it reached held-out WT 0.34
                         # where 5e-4 reached 0.19 (whole heads at 1 mm, 120 steps, loaded machine).
                         overrides={**_COMMON, "epochs": 40, "steps_per_epoch": 20, "crop": "bbox",
@@ -79,7 +81,7 @@ DEMOS = {
     # The same set-up on SynthSeg-style heads (bratskeras.synth.synthseg): random contrasts, five tumour types,
     # imperfect skull-stripping, scanners; held-out heads from its HELDOUT generator.
     "synthseg": DemoData(shape=(80, 80, 52), voxel_mm=3.0, cases=32, heldout_cases=2,
-                         heldout_shape=(240, 240, 155), heldout_settings="heldout",
+                         heldout_shape=BRATS_SHAPE, heldout_settings="heldout",
                          overrides={**_COMMON, "epochs": 40, "steps_per_epoch": 20, "crop": "bbox",
                                     "spacing": (3.0, 3.0, 3.0), "patch_size": (48, 48, 40),
                                     "learning_rate": 2e-3, "augmentation": "paper"}),
@@ -87,7 +89,7 @@ DEMOS = {
     # patch come from it), at a tenth of its first stage's rate: what a user does with a pretrained model,
     # and a demo model that keeps the shipped model's transfer to real scans.
     "finetune": DemoData(shape=(120, 120, 78), voxel_mm=2.0, cases=12, heldout_cases=2, generator="synthseg",
-                         heldout_shape=(240, 240, 155), heldout_settings="heldout",
+                         heldout_shape=BRATS_SHAPE, heldout_settings="heldout",
                          overrides={"init_from": "pretrained:brats-glioma-synth-lightweight", "batch_size": 2,
                                     "early_stopping_patience": 0, "checkpoint_every": 5, "epochs": 12,
                                     "steps_per_epoch": 20, "learning_rate": 2e-4, "augmentation": "paper"}),

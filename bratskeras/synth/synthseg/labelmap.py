@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from bratskeras.core.labels import ALL_MODALITIES
 from bratskeras.synth import anatomy
 
-MODALITIES = ("flair", "t1", "t1ce", "t2")
+MODALITIES = ALL_MODALITIES
 # Label map values. Healthy tissue first (0 is outside the head).
 VENTRICLE, SULCAL_CSF = 1, 2
 GM_CLUSTERS = (3, 4, 5)  # grey matter by rising template T1 intensity (cortex ... deep grey matter)
