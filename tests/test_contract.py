@@ -18,7 +18,7 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_checks import only_line
+from cli_checks import only_line, record_batches, write_run_folder
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
@@ -28,11 +28,10 @@ from bratskeras.data import contract as contracts
 from bratskeras.data import layouts
 from bratskeras.data.contract import InputContract, read_contract
 from bratskeras.export.exporter import export_model
-from bratskeras.models import build_model, inference_model
+from bratskeras.models import build_model
 from bratskeras.models.saving import save_model
-from bratskeras.predict import model_setup, runtimes, tiling
+from bratskeras.predict import model_setup, runtimes
 from bratskeras.synth import phantoms as synth
-from bratskeras.training import run_dir as run_files
 from bratskeras.training.fit import run_contract
 
 # A 32^3 head whose brain fills its volume (so the brain-box crop is the whole volume) at 1 mm: at the
@@ -80,17 +79,6 @@ def _head_dataset(folder, cases=1):
     return folder
 
 
-def _recording(monkeypatch):
-    """Records the (B, d, h, w, C) of every batch any predictor is run on (as tests/test_inference.py)."""
-    seen = []
-    forward = tiling._network_function
-
-    def recording(model):
-        function = forward(model)
-        return lambda batch: (seen.append(tuple(batch.shape)), function(batch))[1]
-
-    monkeypatch.setattr(tiling, "_network_function", recording)
-    return seen
 
 
 # ------------------------------------------------------------------ the definition
@@ -244,7 +232,7 @@ def _written(out):
 @pytest.mark.parametrize("format", ["saved_model", "onnx", "tflite"])
 def test_predict_on_an_export_matches_the_keras_model(exported, heads, keras_prediction, tmp_path, monkeypatch,
                                                       format):
-    seen = _recording(monkeypatch)
+    seen = record_batches(monkeypatch)
     result = _predict(exported[format], heads, tmp_path / "out", "--save-probabilities")
     assert result.exit_code == 0, result.output
     assert "spacing 2x2x2 mm" in result.output
@@ -272,22 +260,14 @@ def test_a_missing_runtime_is_refused_before_any_work(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def three_mm_run(tmp_path_factory):
     """A 3 mm run folder as fit leaves it: config.json and best.keras written by fit's own writers."""
-    run = tmp_path_factory.mktemp("runs") / "run"
-    os.makedirs(run)
-    config = resolve_config("lightweight2020", {"spacing": (3, 3, 3), "patch_size": (16, 16, 16),
-                                                "model_overrides": {"base_filters": 4}})
-    (run / "config.json").write_text(config.to_json())
-    keras.utils.set_random_seed(2)
-    network = build_model("lightweight-unet", base_filters=4)
-    run_files.atomic_save_model(inference_model(network), str(run / "best.keras"), run_contract(config, network))
-    return run
+    return write_run_folder(tmp_path_factory.mktemp("runs") / "run")
 
 
 def test_a_bare_keras_copied_out_of_a_3mm_run_predicts_at_3mm(three_mm_run, heads, tmp_path, monkeypatch):
     bare = tmp_path / "elsewhere" / "model.keras"
     os.makedirs(bare.parent)
     shutil.copy(three_mm_run / "best.keras", bare)
-    seen = _recording(monkeypatch)
+    seen = record_batches(monkeypatch)
     result = _predict(bare, heads, tmp_path / "bare")
     assert result.exit_code == 0, result.output
     assert "spacing 3x3x3 mm" in result.output and f"contract source: {model_setup.EMBEDDED}" in result.output
@@ -301,7 +281,7 @@ def test_a_bare_keras_copied_out_of_a_3mm_run_predicts_at_3mm(three_mm_run, head
 
 
 def test_spacing_flag_overrides_the_contract(three_mm_run, heads, tmp_path, monkeypatch):
-    seen = _recording(monkeypatch)
+    seen = record_batches(monkeypatch)
     result = _predict(three_mm_run / "best.keras", heads, tmp_path / "source", "--spacing", "source")
     assert result.exit_code == 0, result.output
     assert "spacing source grid" in result.output

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_checks import subprocess_env
 
 from bratskeras.synth import phantoms as synth
 
@@ -32,9 +33,6 @@ main(sys.argv[1:])
 """
 
 
-def _env(**extra):
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]), **extra}
 
 
 def _weights(run_dir):
@@ -79,7 +77,7 @@ def _free_port():
 def _fit(data, run_dir, cache, *extra, script=None, env=None):
     head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "bratskeras.cli"]
     return subprocess.Popen([*head, "fit", data, "--out", run_dir, "--cache-dir", cache, *FIT_FLAGS, *extra],
-                            env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env or subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(process):
@@ -142,7 +140,7 @@ def test_two_process_multi_worker_matches_single_device_and_only_chief_writes(si
     run_dirs = [str(root / "mw-chief"), str(root / "mw-worker1")]
     processes = [
         _fit(data, run_dirs[i], str(root / f"cache-w{i}"), "--strategy", "multi-worker",
-             env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+             env=subprocess_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
         for i in range(2)
     ]
     single = single_device_run.finish()

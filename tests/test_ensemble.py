@@ -6,25 +6,21 @@ mixes spacings, and each member's probabilities must come back to the
 source grid before the mean.
 """
 
-import os
 
 import keras
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_checks import only_line
+from cli_checks import only_line, write_run_folder
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
-from bratskeras.config.train_config import resolve_config
 from bratskeras.core import labels, targets
 from bratskeras.data.contract import InputContract
 from bratskeras.models import build_model, inference_model
 from bratskeras.models.saving import save_model
 from bratskeras.predict import tiling
 from bratskeras.synth import phantoms as synth
-from bratskeras.training import run_dir as run_files
-from bratskeras.training.fit import run_contract
 
 SHAPE = (32, 32, 24)
 
@@ -47,14 +43,7 @@ def _bare_model(path, seed, target="classes", modalities=("flair", "t1", "t1ce",
 def models(tmp_path_factory):
     """{"run": a 3 mm run folder, "bare": a source-grid .keras, "regions": one of target regions}."""
     root = tmp_path_factory.mktemp("models")
-    run = root / "run"
-    os.makedirs(run)
-    config = resolve_config("lightweight2020", {"spacing": (3, 3, 3), "patch_size": (16, 16, 16),
-                                                "model_overrides": {"base_filters": 4}})
-    (run / "config.json").write_text(config.to_json())
-    keras.utils.set_random_seed(2)
-    network = build_model("lightweight-unet", base_filters=4)
-    run_files.atomic_save_model(inference_model(network), str(run / "best.keras"), run_contract(config, network))
+    run = write_run_folder(root / "run")
     return {"run": run, "bare": _bare_model(root / "bare.keras", 3),
             "regions": _bare_model(root / "regions.keras", 4, target="regions")}
 

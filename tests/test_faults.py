@@ -23,11 +23,9 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_checks import one_line_error, tree
-from click.testing import CliRunner
+from cli_checks import invoke, one_line_error, subprocess_env, tree
 from side_by_side import finish_all
 
-from bratskeras.cli import cli
 from bratskeras.core.errors import DataError, OutputExistsError
 from bratskeras.data import inspection, layouts, volumes
 from bratskeras.evaluate import scoring as evaluation
@@ -41,13 +39,8 @@ TINY_FIT = ["--model-arg", "base_filters=4", "--epochs", "1", "--steps-per-epoch
             "--patch-size", "16,16,16", "--precision", "float32", "--quiet"]
 
 
-def _env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
 
 
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def dataset(tmp_path_factory):
 
 def _spawn(script, *args):
     """A Python process running `script` (with bratskeras importable), stdout/stderr to files."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], env=_env(),
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], env=subprocess_env(log_level="2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -86,7 +79,7 @@ def test_export_overwrite_never_deletes_a_folder_it_did_not_write(tiny_model, tm
     (other_run / "best.keras").write_bytes(b"PK weights")
     (other_run / "notes.txt").write_text("my notes")
     before = tree(other_run)
-    result = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
+    result = invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
                      "--out", other_run, "--overwrite")
     one_line_error(result, other_run, "not a LiteRT model")
     assert tree(other_run) == before
@@ -95,7 +88,7 @@ def test_export_overwrite_never_deletes_a_folder_it_did_not_write(tiny_model, tm
 def test_export_overwrite_never_replaces_a_file_of_another_kind(tiny_model, tmp_path):
     notes = tmp_path / "notes.tflite"
     notes.write_text("not a model, a user's file")
-    result = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
+    result = invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
                      "--out", notes, "--overwrite")
     one_line_error(result, notes)
     assert notes.read_text() == "not a model, a user's file"
@@ -103,15 +96,15 @@ def test_export_overwrite_never_replaces_a_file_of_another_kind(tiny_model, tmp_
 
 def test_export_overwrite_keeps_the_old_artefact_when_the_new_one_fails(tiny_model, tmp_path):
     target = tmp_path / "m.tflite"
-    assert _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
+    assert invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
                    "--out", target).exit_code == 0
     good = target.read_bytes()
-    result = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT, "--out", target,
+    result = invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT, "--out", target,
                      "--overwrite", "--quantize", "float16", "--tolerance", "0")
     one_line_error(result, target, "failed its check", "existing one is kept")
     assert target.read_bytes() == good
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
-    replaced = _invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
+    replaced = invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
                        "--out", target, "--overwrite", "--quantize", "float16")
     assert replaced.exit_code == 0, replaced.output
     assert target.read_bytes() != good and sorted(os.listdir(tmp_path)) == ["m.tflite"]
@@ -122,21 +115,21 @@ def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_pat
     from bratskeras.export import exporter as export
 
     base = tmp_path / "sm"
-    assert _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1").exit_code == 0
+    assert invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1").exit_code == 0
     before = tree(base / "1")
     with monkeypatch.context() as patched:  # a SavedModel that computes something else
         patched.setattr(export, "run_saved_model", lambda path, image: np.zeros_like(image[..., :4]))
-        failed = _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
+        failed = invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
                          "--overwrite")
     one_line_error(failed, base / "1", "existing one is kept")
     assert tree(base / "1") == before
-    replaced = _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
+    replaced = invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
                        "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert (base / "1" / "saved_model.pb").is_file() and sorted(os.listdir(base)) == ["1"]
     (base / "2").mkdir()
     (base / "2" / "readme.txt").write_text("not a SavedModel")
-    foreign = _invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "2",
+    foreign = invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "2",
                       "--overwrite")
     one_line_error(foreign, base / "2", "not a SavedModel folder")
     assert (base / "2" / "readme.txt").read_text() == "not a SavedModel"
@@ -183,7 +176,7 @@ def test_symlinked_case_folders_are_found(tmp_path):
     dataset = layouts.discover(data)
     assert [c.id for c in dataset.cases] == ids
     assert len(dataset.skipped) == 1 and "loop" in dataset.skipped[0]
-    result = _invoke("inspect", data)
+    result = invoke("inspect", data)
     assert "3 case(s)" in result.output
 
 
@@ -211,7 +204,7 @@ def test_unreadable_case_folder_is_reported_by_every_command(tmp_path, unreadabl
     assert len(dataset.cases) == 2
     assert dataset.skipped and str(hidden) in dataset.skipped[0] and "Permission denied" in dataset.skipped[0]
 
-    result = _invoke("inspect", data)
+    result = invoke("inspect", data)
     assert result.exit_code == 1 and str(hidden) in result.output and "1 problem(s)" in result.output
     _, report = inspection.inspect_dataset(data)
     with pytest.raises(DataError, match="folder"):
@@ -219,7 +212,7 @@ def test_unreadable_case_folder_is_reported_by_every_command(tmp_path, unreadabl
     cases, skipped = inspection.require_clean(dataset, report, skip_bad=True)
     assert len(cases) == 2 and str(hidden) in skipped[0]
 
-    predicted = _invoke("predict", tiny_model, data, tmp_path / "out")
+    predicted = invoke("predict", tiny_model, data, tmp_path / "out")
     assert predicted.exit_code == 1 and str(hidden) in predicted.output
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 2
 
@@ -234,7 +227,7 @@ def test_fit_never_writes_into_a_folder_that_is_not_a_run(dataset, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "history.csv").write_text("my own history\n")
-    result = _invoke("fit", dataset, "--out", folder, *TINY_FIT)
+    result = invoke("fit", dataset, "--out", folder, *TINY_FIT)
     one_line_error(result, folder, "not a bratskeras run")
     assert tree(folder) == {"history.csv": b"my own history\n"}
 
@@ -268,7 +261,7 @@ def test_only_one_of_two_concurrent_claims_wins(tmp_path):
     for attempt in range(3):
         target = tmp_path / f"run{attempt}"
         processes = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), str(target)],
-                                      env=_env(), stdout=subprocess.PIPE, text=True) for _ in range(4)]
+                                      env=subprocess_env(log_level="2"), stdout=subprocess.PIPE, text=True) for _ in range(4)]
         answers = sorted(p.communicate(timeout=60)[0].strip() for p in processes)
         assert answers == ["claimed", "refused", "refused", "refused"], answers
 
@@ -288,10 +281,10 @@ def test_a_claim_by_another_process_is_refused(tmp_path, monkeypatch):
 def test_mixed_float16_on_a_cpu_is_refused_before_anything_is_written(dataset, tmp_path):
     run = tmp_path / "run"
     args = [a for a in TINY_FIT if a not in ("--precision", "float32")]
-    result = _invoke("fit", dataset, "--out", run, *args, "--precision", "mixed_float16")
+    result = invoke("fit", dataset, "--out", run, *args, "--precision", "mixed_float16")
     one_line_error(result, "mixed_float16 needs a GPU")
     assert not run.exists()
-    assert _invoke("fit", dataset, "--out", run, *TINY_FIT).exit_code == 0
+    assert invoke("fit", dataset, "--out", run, *TINY_FIT).exit_code == 0
 
 
 def test_disk_full_during_fit_is_one_line_and_leaves_no_partial_file(dataset, tmp_path, monkeypatch):
@@ -307,7 +300,7 @@ def test_disk_full_during_fit_is_one_line_and_leaves_no_partial_file(dataset, tm
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
     run = tmp_path / "run"
-    result = _invoke("fit", dataset, "--out", run, *TINY_FIT)
+    result = invoke("fit", dataset, "--out", run, *TINY_FIT)
     one_line_error(result, os.path.join(run, "state", "epoch-1"), "No space left on device")
     leftovers = [p for p in run.rglob("*") if p.name.startswith(".tmp")]
     assert leftovers == []
@@ -334,7 +327,7 @@ def test_kill_during_checkpoint_write_leaves_complete_files_and_resumes(dataset,
     assert (run / "config.json").exists()
     assert [p.name for p in run.rglob("*.keras") if not p.name.startswith(".")] == []
     assert [p.name for p in run.rglob(".tmp-*.keras")], "the write was not under a temporary name"
-    resumed = _invoke("fit", dataset, "--resume", run, "--quiet")
+    resumed = invoke("fit", dataset, "--resume", run, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     with open(run / "best.keras", "rb") as stream:
         assert stream.read(2) == b"PK"
@@ -351,7 +344,7 @@ def test_predict_never_reads_labels(tmp_path, tiny_model):
     labels = np.asarray(seg.dataobj).copy()
     labels[0, 0, 0] = 7
     nib.save(nib.Nifti1Image(labels, seg.affine, seg.header), case.seg)
-    result = _invoke("predict", tiny_model, data, tmp_path / "out")
+    result = invoke("predict", tiny_model, data, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / f"{case.id}.nii.gz").exists()
 
@@ -359,7 +352,7 @@ def test_predict_never_reads_labels(tmp_path, tiny_model):
 def test_predict_into_a_folder_that_cannot_be_created_is_one_line(tmp_path, tiny_model, dataset):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = _invoke("predict", tiny_model, dataset, blocker / "out")
+    result = invoke("predict", tiny_model, dataset, blocker / "out")
     one_line_error(result, blocker / "out", "cannot create")
 
 
@@ -374,7 +367,7 @@ def test_predict_into_an_unwritable_folder_stops_before_any_work(tmp_path, tiny_
         raise AssertionError("the model was loaded for an output that cannot be written")
 
     monkeypatch.setattr(model_setup, "load_predictor", must_not_run)
-    result = _invoke("predict", tiny_model, dataset, out)
+    result = invoke("predict", tiny_model, dataset, out)
     one_line_error(result, out, "not writable")
     from bratskeras.core.errors import OutputError
 
@@ -397,8 +390,8 @@ def test_a_failed_write_names_the_output_not_its_temporary_name(tmp_path, tiny_m
 
 def test_predict_refusal_names_the_flag(tmp_path, tiny_model, dataset):
     out = tmp_path / "out"
-    assert _invoke("predict", tiny_model, dataset, out).exit_code == 0
-    one_line_error(_invoke("predict", tiny_model, dataset, out), "pass --overwrite")
+    assert invoke("predict", tiny_model, dataset, out).exit_code == 0
+    one_line_error(invoke("predict", tiny_model, dataset, out), "pass --overwrite")
 
 
 def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
@@ -419,7 +412,7 @@ def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
     """, flag, "predict", tiny_model, data, out)
     _kill_when(process, flag)
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # only a hidden temporary file
-    assert _invoke("predict", tiny_model, data, out).exit_code == 0
+    assert invoke("predict", tiny_model, data, out).exit_code == 0
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == [f"{layouts.discover(data).cases[0].id}.nii.gz"]
 
 
@@ -468,7 +461,7 @@ def test_unreadable_prediction_is_scored_as_empty_not_dropped(tmp_path):
 def test_evaluate_out_into_a_missing_parent_file_is_one_line(tmp_path, dataset):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = _invoke("evaluate", dataset, dataset, "--out", blocker / "m.csv")
+    result = invoke("evaluate", dataset, dataset, "--out", blocker / "m.csv")
     one_line_error(result, blocker)
 
 
@@ -477,9 +470,9 @@ def test_evaluate_out_into_a_missing_parent_file_is_one_line(tmp_path, dataset):
 
 def test_debug_flag_shows_the_traceback_on_demand(tmp_path):
     missing = tmp_path / "absent.keras"
-    plain = _invoke("export", missing, "--format", "keras", "--out", tmp_path / "x.keras")
+    plain = invoke("export", missing, "--format", "keras", "--out", tmp_path / "x.keras")
     one_line_error(plain, missing)
-    debug = _invoke("--debug", "export", missing, "--format", "keras", "--out", tmp_path / "x.keras")
+    debug = invoke("--debug", "export", missing, "--format", "keras", "--out", tmp_path / "x.keras")
     assert debug.exit_code != 0 and type(debug.exception).__name__ == "ModelError"
 
 
@@ -499,14 +492,14 @@ def test_os_errors_become_one_line_naming_the_file(monkeypatch, tmp_path):
 def test_garbage_and_lambda_models_are_explained(tmp_path):
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(os.urandom(2000))
-    line = one_line_error(_invoke("export", garbage, "--format", "keras", "--out", tmp_path / "x.keras"), garbage)
+    line = one_line_error(invoke("export", garbage, "--format", "keras", "--out", tmp_path / "x.keras"), garbage)
     assert "not a .keras model file" in line and "File not found" not in line
 
     inputs = keras.Input((None, None, None, 4))
     lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     path = tmp_path / "lambda.keras"
     lambda_model.save(path)
-    line = one_line_error(_invoke("export", path, "--format", "keras", "--out", tmp_path / "y.keras"), path)
+    line = one_line_error(invoke("export", path, "--format", "keras", "--out", tmp_path / "y.keras"), path)
     # Keras' whole sentence, not the first 200 characters of it.
     assert line.rstrip(")").rstrip().endswith(".") and "safe_mode" in line
 
@@ -519,7 +512,7 @@ def test_evaluate_and_predict_print_no_tensorflow_start_up_lines(tmp_path, tiny_
     for case in layouts.discover(dataset).cases:
         nib.save(nib.load(case.seg), labels / f"{case.id}.nii.gz")
     commands = [["predict", tiny_model, dataset, tmp_path / "out"], ["evaluate", labels, dataset]]
-    started = [subprocess.Popen([sys.executable, "-m", "bratskeras.cli", *map(str, command)], env=_env(),
+    started = [subprocess.Popen([sys.executable, "-m", "bratskeras.cli", *map(str, command)], env=subprocess_env(log_level="2"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands]
     predicted, scored = finish_all(dict(enumerate(started))).values()
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == len(layouts.discover(dataset).cases)
@@ -534,16 +527,16 @@ def test_synth_overwrite_writes_only_into_its_own_folder(tmp_path):
     (real / "BraTS2021_00000").mkdir(parents=True)
     (real / "BraTS2021_00000" / "BraTS2021_00000_flair.nii.gz").write_bytes(b"a real scan")
     before = tree(real)
-    result = _invoke("synth", real, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16", "--overwrite")
+    result = invoke("synth", real, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16", "--overwrite")
     one_line_error(result, real, "not written by bratskeras synth")
     assert tree(real) == before
     mine = tmp_path / "mine"
     for seed in ("0", "1"):
-        assert _invoke("synth", mine, "--cases", "1", "--shape", "16,16,16", "--seed", seed,
+        assert invoke("synth", mine, "--cases", "1", "--shape", "16,16,16", "--seed", seed,
                        "--overwrite").exit_code == 0
 
 
 def test_fit_out_that_cannot_be_created_is_refused_before_any_work(dataset, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    one_line_error(_invoke("fit", dataset, "--out", blocker / "run", *TINY_FIT), blocker / "run", "cannot create")
+    one_line_error(invoke("fit", dataset, "--out", blocker / "run", *TINY_FIT), blocker / "run", "cannot create")

@@ -8,6 +8,7 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import record_batches
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
@@ -120,17 +121,6 @@ def _case_filling_its_volume(folder, shape):
     return case
 
 
-def _recording_network_function(monkeypatch):
-    """Records the (B, d, h, w, C) shape of every batch the network is run on."""
-    seen = []
-    forward = tiling._network_function
-
-    def recording(model):
-        function = forward(model)
-        return lambda batch: (seen.append(batch.shape), function(batch))[1]
-
-    monkeypatch.setattr(tiling, "_network_function", recording)
-    return seen
 
 
 def test_predict_case_uses_balanced_slabs(tmp_path, tiny_model_path, monkeypatch):
@@ -143,7 +133,7 @@ def test_predict_case_uses_balanced_slabs(tmp_path, tiny_model_path, monkeypatch
     case = _case_filling_its_volume(tmp_path / "data", (40, 36, 27))
     network, setup = model_setup.load_predictor(tiny_model_path)
     assert setup.multiple == 4
-    seen = _recording_network_function(monkeypatch)
+    seen = record_batches(monkeypatch)
     settings = inference.PredictSettings(windows=tiling.WindowSettings(
         window=(40, 36, 20), overlap=0.0, batch_size=1, mirror=False))
     label_map, _, _ = inference.predict_case(network, setup, case, settings)
@@ -161,7 +151,7 @@ def test_predict_case_runs_the_default_tiling(tmp_path, tiny_model_path, monkeyp
     case = _case_filling_its_volume(tmp_path / "data", (40, 36, 27))
     network, setup = model_setup.load_predictor(tiny_model_path)
     setup = dataclasses.replace(setup, window=(16, 16, 16))
-    seen = _recording_network_function(monkeypatch)
+    seen = record_batches(monkeypatch)
     label_map, _, _ = inference.predict_case(network, setup, case)
     assert label_map.shape == (40, 36, 27)
     windows = sum(shape[0] for shape in seen)

@@ -21,10 +21,8 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_checks import one_line_error
-from click.testing import CliRunner
+from cli_checks import invoke, one_line_error
 
-from bratskeras.cli import cli
 from bratskeras.config.train_config import TrainConfig
 from bratskeras.core.errors import ConfigError, DataError
 from bratskeras.data import inspection, layouts, volumes
@@ -37,8 +35,6 @@ TINY_FIT = ["--model-arg", "base_filters=4", "--epochs", "1", "--steps-per-epoch
             "--patch-size", "16,16,16", "--precision", "float32", "--quiet"]
 
 
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _write(root, cases=2, seed=1, **options):
@@ -71,7 +67,7 @@ def test_discovery_names_a_duplicate_case_id_and_uses_no_copy(duplicated):
 
 def test_inspect_reports_a_duplicate_case_id_as_a_problem(duplicated):
     root, copies = duplicated
-    result = _invoke("inspect", root)
+    result = invoke("inspect", root)
     assert result.exit_code == 1, result.output
     assert "1 problem(s)" in result.output
     assert all(c in result.output for c in copies)
@@ -80,13 +76,13 @@ def test_inspect_reports_a_duplicate_case_id_as_a_problem(duplicated):
 def test_predict_refuses_a_duplicate_case_id_before_any_work(duplicated, tiny_model, tmp_path):
     root, copies = duplicated
     out = tmp_path / "out"
-    one_line_error(_invoke("predict", tiny_model, root, out), "BraTS2021_00000", *copies)
+    one_line_error(invoke("predict", tiny_model, root, out), "BraTS2021_00000", *copies)
     assert not out.exists()
 
 
 def test_fit_refuses_a_duplicate_case_id_and_skips_every_copy_when_asked(duplicated, tmp_path):
     root, copies = duplicated
-    one_line_error(_invoke("fit", root, "--out", tmp_path / "run", *TINY_FIT), "BraTS2021_00000", *copies)
+    one_line_error(invoke("fit", root, "--out", tmp_path / "run", *TINY_FIT), "BraTS2021_00000", *copies)
     dataset, report = inspection.inspect_dataset(root)
     cases, lines = inspection.require_clean(dataset, report, skip_bad=True)
     assert [c.id for c in cases] == ["BraTS2021_00001"]
@@ -102,7 +98,7 @@ def test_evaluate_refuses_to_score_one_prediction_against_two_references(duplica
         shutil.copy(os.path.join(folder, f"{name}_seg.nii.gz"), predictions / f"{name}.nii.gz")
     with pytest.raises(DataError, match="BraTS2021_00000"):
         evaluation.evaluate(predictions, root)
-    one_line_error(_invoke("evaluate", predictions, root), *copies)
+    one_line_error(invoke("evaluate", predictions, root), *copies)
 
 
 def test_one_h5_volume_in_two_folders_is_a_duplicate(tmp_path):
@@ -150,7 +146,7 @@ def test_discovery_names_every_input_it_does_not_use(untidy):
 
 def test_inspect_lists_inputs_left_out_as_problems_and_ignored_ones_by_name(untidy):
     root, problems, preds = untidy
-    result = _invoke("inspect", root)
+    result = invoke("inspect", root)
     assert result.exit_code == 1, result.output
     assert "3 problem(s), 0 warning(s), 1 input(s) ignored" in result.output
     assert "broken symlink" in result.output and "without NIfTI files" in result.output
@@ -163,7 +159,7 @@ def test_predictions_beside_the_data_are_ignored_by_name_not_a_problem(tmp_path)
     folder = _write(root, cases=1)[0]
     (root / "preds").mkdir()
     shutil.copy(os.path.join(folder, "BraTS2021_00000_seg.nii.gz"), root / "preds" / "BraTS2021_00000.nii.gz")
-    result = _invoke("inspect", root)
+    result = invoke("inspect", root)
     assert result.exit_code == 0, result.output
     assert f"ignored: {root / 'preds'}" in result.output
 
@@ -171,7 +167,7 @@ def test_predictions_beside_the_data_are_ignored_by_name_not_a_problem(tmp_path)
 def test_predict_names_the_inputs_it_leaves_out_and_predicts_the_rest(untidy, tiny_model, tmp_path):
     root, problems, preds = untidy
     out = tmp_path / "out"
-    result = _invoke("predict", tiny_model, root, out)
+    result = invoke("predict", tiny_model, root, out)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     for path in [*problems.values(), preds]:
         assert str(path) in result.output
@@ -209,7 +205,7 @@ def test_a_header_claiming_too_many_voxels_is_refused_before_reading(tmp_path):
     _huge_header(flair.replace("flair", "t1"), wide, (1024, 1024, 512))
     with pytest.raises(DataError, match="1024x1024x512 voxels, more than"):
         volumes.load_label_map(wide)
-    result = _invoke("inspect", tmp_path / "data")
+    result = invoke("inspect", tmp_path / "data")
     assert result.exit_code == 1 and "Traceback" not in result.output and "MemoryError" not in result.output
     assert f"{flair}: header claims 32767x32767x32767 voxels" in result.output
 
@@ -229,7 +225,7 @@ def test_predict_fails_the_case_with_a_huge_header_and_goes_on(tmp_path, tiny_mo
     flair = os.path.join(folders[0], "BraTS2021_00000_flair.nii.gz")
     _huge_header(flair, flair)
     out = tmp_path / "out"
-    result = _invoke("predict", tiny_model, tmp_path / "data", out)
+    result = invoke("predict", tiny_model, tmp_path / "data", out)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "1/2 case(s) written" in result.output
     assert f"error: {flair}: header claims" in result.output
@@ -246,7 +242,7 @@ def test_evaluate_on_a_root_of_several_tasks_names_them_and_their_folders(tmp_pa
     with pytest.raises(DataError, match="several tasks") as error:
         evaluation.evaluate(tmp_path / "pred", tmp_path / "ref")
     assert str(tmp_path / "ref" / "a") in str(error.value) and "--task" in str(error.value)
-    one_line_error(_invoke("evaluate", tmp_path / "pred", tmp_path / "ref"), "several tasks",
+    one_line_error(invoke("evaluate", tmp_path / "pred", tmp_path / "ref"), "several tasks",
                     tmp_path / "ref" / "b")
 
 
@@ -255,7 +251,7 @@ def test_fit_skip_bad_cases_with_every_case_bad_names_them(tmp_path):
     for folder in folders:
         case_id = os.path.basename(folder)
         os.remove(os.path.join(folder, f"{case_id}_t1ce.nii.gz"))
-    line = one_line_error(_invoke("fit", tmp_path / "data", "--skip-bad-cases", "--out", tmp_path / "run",
+    line = one_line_error(invoke("fit", tmp_path / "data", "--skip-bad-cases", "--out", tmp_path / "run",
                                    *TINY_FIT), "all 2 case(s) have problems", "BraTS2021_00000", "BraTS2021_00001")
     assert "t1ce" in line
 
@@ -268,7 +264,7 @@ def test_predict_reads_no_h5_mask(tmp_path, tiny_model):
     for name in os.listdir(folder):
         with h5py.File(os.path.join(folder, name), "a") as handle:
             del handle["mask"]
-    result = _invoke("predict", tiny_model, tmp_path / "data", tmp_path / "out")
+    result = invoke("predict", tiny_model, tmp_path / "data", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "volume_1.nii.gz").exists()
 
@@ -293,7 +289,7 @@ def test_learning_rate_must_be_positive_and_finite(rate):
 
 def test_fit_refuses_a_negative_learning_rate_in_one_line(tmp_path):
     _write(tmp_path / "data", cases=2)
-    one_line_error(_invoke("fit", tmp_path / "data", "--out", tmp_path / "run", "--learning-rate", "-1", *TINY_FIT),
+    one_line_error(invoke("fit", tmp_path / "data", "--out", tmp_path / "run", "--learning-rate", "-1", *TINY_FIT),
                     "--learning-rate", "-1")
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 
 import pytest
+from cli_checks import tree
 from click.testing import CliRunner
 from model_cards import example_card
 
@@ -55,14 +56,6 @@ def run(trained, tmp_path):
     return copy
 
 
-def _tree(folder):
-    """{relative path: bytes} of every file under `folder`."""
-    found = {}
-    for parent, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(parent, name)
-            found[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return found
 
 
 def _refused(args, *needles):
@@ -86,11 +79,11 @@ def test_a_damaged_or_lost_state_pointer_is_refused_never_restarted_at_epoch_0(r
         os.remove(pointer)
     else:
         open(pointer, "w").write("not a checkpoint {{" if damage == "garbage" else "")
-    before = _tree(run)
+    before = tree(run, files_only=True)
     line = _refused(["fit", data["mine"], "--resume", run, "--epochs", "3", "--quiet"],
                     "nothing was changed", "--init-from")
     assert (os.path.join(run, "history.csv") if damage == "removed" else pointer) in line
-    assert _tree(run) == before  # the old state, history and config.json are all still there
+    assert tree(run, files_only=True) == before  # the old state, history and config.json are all still there
 
 
 @pytest.mark.parametrize("file,truncate_to", [("epoch-2.index", 100), ("epoch-2.data-00000-of-00001", 1000),
@@ -98,9 +91,9 @@ def test_a_damaged_or_lost_state_pointer_is_refused_never_restarted_at_epoch_0(r
 def test_a_truncated_state_file_is_a_one_line_error_naming_it(run, data, file, truncate_to):
     path = os.path.join(run, "state", file)
     os.truncate(path, truncate_to)
-    before = _tree(run)
+    before = tree(run, files_only=True)
     _refused(["fit", data["mine"], "--resume", run, "--epochs", "3", "--quiet"], f"{path}: damaged resume state")
-    assert _tree(run) == before
+    assert tree(run, files_only=True) == before
 
 
 # ---------------------------------------------------------------- item 9: the run's dataset and --epochs

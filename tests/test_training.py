@@ -13,6 +13,7 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from cli_checks import subprocess_env
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
@@ -357,9 +358,6 @@ def _fit_command(dataset, run_dir, *extra):
             "--deterministic", "--quiet", *extra]
 
 
-def _env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
 
 
 def _latest_epoch(run_dir):
@@ -381,10 +379,10 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tm
     # test takes about as long as the killed-and-resumed run alone. --deterministic makes the
     # results independent of what else runs at the time.
     background_log = open(tmp_path / "reference.log", "w+")  # a file: a full pipe would block the run
-    background = subprocess.Popen(_fit_command(dataset, reference, *epochs), env=_env(),
+    background = subprocess.Popen(_fit_command(dataset, reference, *epochs), env=subprocess_env(),
                                   stdout=subprocess.DEVNULL, stderr=background_log)
     try:
-        process = subprocess.Popen(_fit_command(dataset, killed, *epochs), env=_env(),
+        process = subprocess.Popen(_fit_command(dataset, killed, *epochs), env=subprocess_env(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
         while time.time() < deadline and process.poll() is None:
@@ -402,7 +400,7 @@ def test_resume_after_sigkill_mid_epoch_matches_an_uninterrupted_run(dataset, tm
         assert _latest_epoch(killed) < 4
 
         resumed = subprocess.run(_fit_command(dataset, killed, *epochs[:0], "--epochs", "4", "--resume"),
-                                 env=_env(), capture_output=True, text=True, timeout=400)
+                                 env=subprocess_env(), capture_output=True, text=True, timeout=400)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         background.wait(timeout=400)
         background_log.seek(0)

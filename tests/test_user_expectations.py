@@ -15,9 +15,8 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_checks import invoke
 
-from bratskeras.cli import cli
 from bratskeras.core import labels
 from bratskeras.data import layouts
 from bratskeras.evaluate import visualize
@@ -28,8 +27,6 @@ SHAPE = (24, 24, 16)
 STARTUP_NOISE = ("absl::InitializeLog", "cuInit", "oneDNN custom operations", "cpu_feature_guard", "cudart_stub")
 
 
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _fresh_python(code, env_update=None, drop=(), stdout=subprocess.PIPE):
@@ -86,7 +83,7 @@ def test_every_structure_of_every_scheme_has_its_colour_and_synonyms_share_it():
 
 def test_show_draws_a_ped_case_in_its_own_structures_with_the_dice_in_the_title(task_data, tmp_path):
     data, predictions = task_data["ped"]
-    result = _invoke("show", predictions, data, tmp_path / "png")
+    result = invoke("show", predictions, data, tmp_path / "png")
     assert result.exit_code == 0, result.output
     counts = _column_colours(next((tmp_path / "png").glob("*.png")), "ped")
     # Reference and prediction are the same map: each structure covers the same pixels in both columns,
@@ -102,9 +99,9 @@ def test_show_draws_a_ped_case_in_its_own_structures_with_the_dice_in_the_title(
 
 def test_show_takes_task_for_post_treatment_glioma(task_data, tmp_path):
     data, predictions = task_data["gli"]
-    refused = _invoke("show", predictions, data, tmp_path / "refused")
+    refused = invoke("show", predictions, data, tmp_path / "refused")
     assert refused.exit_code == 1 and "pass --task gli" in refused.output
-    result = _invoke("show", predictions, data, tmp_path / "png", "--task", "gli")
+    result = invoke("show", predictions, data, tmp_path / "png", "--task", "gli")
     assert result.exit_code == 0, result.output
     counts = _column_colours(next((tmp_path / "png").glob("*.png")), "gli")
     reference, prediction = counts["RC"]  # the cavity, yellow, in both columns
@@ -116,7 +113,7 @@ def test_show_takes_task_for_post_treatment_glioma(task_data, tmp_path):
 
 def test_evaluate_refuses_a_post_treatment_glioma_folder_without_task_in_one_line(task_data):
     data, predictions = task_data["gli"]
-    result = _invoke("evaluate", predictions, data)
+    result = invoke("evaluate", predictions, data)
     assert result.exit_code == 1
     assert "case(s) scored" not in result.output and "Traceback" not in result.output
     lines = result.output.strip().splitlines()
@@ -126,7 +123,7 @@ def test_evaluate_refuses_a_post_treatment_glioma_folder_without_task_in_one_lin
 def test_evaluate_writes_summary_json_beside_the_csv_and_keeps_its_tables_narrow(task_data, tmp_path):
     data, predictions = task_data["ped"]
     out = tmp_path / "scores" / "metrics.csv"
-    result = _invoke("evaluate", predictions, data, "--out", out, "--lesion-wise")
+    result = invoke("evaluate", predictions, data, "--out", out, "--lesion-wise")
     assert result.exit_code == 0, result.output
     assert max(len(line) for line in result.output.splitlines()) <= 100, result.output
     summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
@@ -136,9 +133,9 @@ def test_evaluate_writes_summary_json_beside_the_csv_and_keeps_its_tables_narrow
     assert set(summary["summary"]["lesion_wise"]) == {"et", "netc", "cc", "ed", "tc", "wt"}
     # An existing summary is refused before any scoring, and replaced only with --overwrite.
     os.remove(out)
-    again = _invoke("evaluate", predictions, data, "--out", out)
+    again = invoke("evaluate", predictions, data, "--out", out)
     assert again.exit_code == 1 and "summary.json: exists" in again.output and not out.exists()
-    assert _invoke("evaluate", predictions, data, "--out", out, "--overwrite").exit_code == 0
+    assert invoke("evaluate", predictions, data, "--out", out, "--overwrite").exit_code == 0
     assert "lesion_wise" not in json.loads((tmp_path / "scores" / "summary.json").read_text())["summary"]
 
 
@@ -195,7 +192,7 @@ def test_a_reader_closing_the_pipe_is_not_an_error(task_data):
 
 
 def test_summary_compare_columns_hold_their_cells():
-    result = _invoke("summary", "lightweight-unet", "--compare")
+    result = invoke("summary", "lightweight-unet", "--compare")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "selected lightweight model  " in lines[1] and "modeltotal" not in result.output
@@ -240,10 +237,10 @@ def test_synth_default_seed_is_not_the_demos_and_that_seed_is_flagged(tmp_path):
     from bratskeras.training import demo
 
     args = ("--cases", "1", "--shape", "16,16,12")
-    default = _invoke("synth", tmp_path / "default", *args)
+    default = invoke("synth", tmp_path / "default", *args)
     assert default.exit_code == 0 and "warning" not in default.output, default.output
     demo_seed = demo.demo_training_seed()
-    same = _invoke("synth", tmp_path / "demo", *args, "--seed", demo_seed)
+    same = invoke("synth", tmp_path / "demo", *args, "--seed", demo_seed)
     assert same.exit_code == 0
     warnings = [line for line in same.output.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and f"--seed {demo_seed}" in warnings[0], same.output
