@@ -46,7 +46,7 @@ from scipy import ndimage
 from bratskeras.core import labels
 from bratskeras.core.errors import OutputExistsError
 from bratskeras.data import layouts, volumes
-from bratskeras.platform import outputs
+from bratskeras.platform import claims, outputs
 
 SYNTH_LAYOUTS = layouts.NAMES
 DEFAULT_SHAPE = (64, 64, 48)
@@ -383,14 +383,14 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     out_dir = os.fspath(out_dir)
     # One writer at a time; the dataset is built beside out_dir and swapped in complete, so a kill or a full
     # disk leaves out_dir as it was, and --overwrite replaces the whole earlier dataset, never merges into it.
-    with outputs.claim_folder(out_dir, "synth"):
+    with claims.claim_folder(out_dir, "synth"):
         _check_out_dir(out_dir, overwrite)
-        staging = outputs.staging_folder(out_dir)
+        staging = claims.staging_folder(out_dir)
         try:
             with _names_final_paths(staging, out_dir):
                 folders = _write_cases(staging, cases, shape, layout, seed, task, make, voxel_mm)
                 _write_manifest(staging)
-            outputs.publish_folder(staging, out_dir, last=SYNTH_MARKER)
+            claims.publish_folder(staging, out_dir, last=SYNTH_MARKER)
         finally:
             if os.path.lexists(staging):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -413,7 +413,7 @@ def _dataset_files(root):
     for parent, folders, files in os.walk(root):
         if parent == root:
             folders[:] = [f for f in folders if f not in _DERIVED]
-            files = [f for f in files if f not in (SYNTH_MARKER, outputs.CLAIM_FILE)]
+            files = [f for f in files if f not in (SYNTH_MARKER, claims.CLAIM_FILE)]
         found += [os.path.relpath(os.path.join(parent, name), root) for name in files]
     return sorted(found)
 
@@ -479,7 +479,7 @@ def _check_out_dir(out_dir, overwrite):
     """
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"{out_dir}: exists and is not a folder")
-    entries = outputs.folder_entries(out_dir) if os.path.isdir(out_dir) else []
+    entries = claims.folder_entries(out_dir) if os.path.isdir(out_dir) else []
     if entries and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder is not empty (pass --overwrite to write into it)")
     if entries and SYNTH_MARKER not in entries:

@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 
 from bratskeras.core.errors import ConfigError, OutputExistsError
-from bratskeras.platform import outputs
+from bratskeras.platform import claims, outputs
 from bratskeras.platform.outputs import atomic_path
 
 # TensorFlow is imported inside the functions that save and restore states:
@@ -101,7 +101,7 @@ def check_new_run_dir(run_dir):
     if not os.path.isdir(run_dir):
         outputs.ensure_writable_folder(run_dir)
         return
-    entries = outputs.folder_entries(run_dir)  # the claim file of this fit (outputs.claim_folder) aside
+    entries = claims.folder_entries(run_dir)  # the claim file of this fit (claims.claim_folder) aside
     if "config.json" in entries:
         raise OutputExistsError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
@@ -142,7 +142,7 @@ def claim_run_dir(run_dir):
     with os.fdopen(descriptor, "w") as stream:
         json.dump({"token": _PROCESS_TOKEN, "pid": os.getpid()}, stream)
     # Someone else's files may have arrived between the check and the marker.
-    others = sorted(set(outputs.folder_entries(run_dir)) - {RUN_MARKER})
+    others = sorted(set(claims.folder_entries(run_dir)) - {RUN_MARKER})
     if others:
         os.remove(os.path.join(run_dir, RUN_MARKER))
         raise OutputExistsError(f"{run_dir}: files appeared while it was being claimed ({others[0]}); "
