@@ -1,17 +1,16 @@
 """nnU-Net's augmentation set (bratskeras.data.augment): seeded, image and label alike, CPU = device."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bratskeras.data import augment, resampling
 from bratskeras.data import pipeline as data
-from bratskeras.data.augment import AUGMENTATION_SETS, AugmentConfig
+from bratskeras.data.augment import AUGMENTATION_SETS, Augmentation
+from bratskeras.data.augmentations import Elastic, Rotation3D, Zoom
 
 NNUNET = AUGMENTATION_SETS["nnunet"]
-NOTHING = AugmentConfig(flip_probability=0.0, rot90=False, scale=0.0, shift=0.0, gamma_probability=0.0)
+NOTHING = Augmentation(())
 
 
 def _block_case(shape=(24, 24, 16)):
@@ -24,8 +23,8 @@ def _block_case(shape=(24, 24, 16)):
 
 
 def test_data_keeps_the_augmentation_names():
-    assert data.augment_patch is augment.augment_patch and data.AugmentConfig is AugmentConfig
-    assert AUGMENTATION_SETS["paper"] == AugmentConfig()
+    assert data.augment_patch is augment.augment_patch and data.Augmentation is Augmentation
+    assert data.PipelineConfig().augmentation == AUGMENTATION_SETS["paper"]
 
 
 def test_nnunet_set_is_seeded_and_keeps_shapes_and_label_values():
@@ -43,8 +42,8 @@ def test_nnunet_set_is_seeded_and_keeps_shapes_and_label_values():
 
 def test_spatial_transforms_move_image_and_label_together():
     image, label = _block_case()
-    spatial = replace(NOTHING, rotation_3d_probability=1.0, rotation_3d_degrees=25.0, zoom_probability=1.0,
-                      elastic_probability=1.0, elastic_voxels=2.0)
+    spatial = Augmentation((Rotation3D(probability=1.0, degrees=25.0), Zoom(probability=1.0),
+                            Elastic(probability=1.0, voxels=2.0)))
     for step in range(3):
         x, y = augment.augment_patch(tf.constant(image), tf.constant(label), tf.constant([2, step]), spatial)
         x_mask, y_mask = x.numpy()[..., 0] > 0.5, y.numpy()[..., 0] > 0
@@ -55,23 +54,21 @@ def test_spatial_transforms_move_image_and_label_together():
 
 def test_identity_spatial_transform_is_exact():
     image, label = _block_case()
-    coords = resampling.sampling_coordinates(tf.constant(label.shape[:3]), tf.zeros([3]), 1.0, 0.0,
-                                             tf.constant([0, 0], tf.int64), NNUNET.elastic_wavelength)
+    coords = resampling.sampling_coordinates(tf.constant(label.shape[:3]), tf.zeros([3]), 1.0)
     assert np.allclose(resampling.trilinear(tf.constant(image), coords).numpy(), image, atol=1e-5)
     assert np.array_equal(resampling.nearest(tf.constant(label), coords).numpy(), label)
 
 
-@pytest.mark.parametrize("field", ["noise_probability", "blur_probability", "brightness_probability",
-                                   "contrast_probability", "lowres_probability"])
+@pytest.mark.parametrize("field", ["noise", "blur", "brightness", "contrast", "low_resolution"])
 def test_each_intensity_transform_changes_the_image_only(field):
     image, label = _block_case()
-    config = replace(NOTHING, **{field: 1.0})
+    config = Augmentation((NNUNET.with_options(**{field: {"probability": 1.0}})[field],))
     x, y = augment.augment_patch(tf.constant(image), tf.constant(label), tf.constant([1, 1]), config)
     assert np.array_equal(y.numpy(), label)
     assert x.shape == image.shape and not np.allclose(x.numpy(), image)
-    if field == "contrast_probability":  # the channel's range is kept
+    if field == "contrast":  # the channel's range is kept
         assert x.numpy().min() >= image.min() - 1e-5 and x.numpy().max() <= image.max() + 1e-5
-    if field == "blur_probability":  # smoothing lowers the variance of the noise channel
+    if field == "blur":  # smoothing lowers the variance of the noise channel
         assert x.numpy()[..., 1].std() < image[..., 1].std()
 
 
@@ -86,7 +83,8 @@ def test_device_batch_matches_cpu_patches_for_nnunet_set():
     images = rng.normal(size=(2, 12, 12, 8, 2)).astype(np.float32)
     labels = rng.integers(0, 4, size=(2, 12, 12, 8, 1)).astype(np.uint8)
     seed = tf.constant([7, 0], tf.int64)
-    always = replace(NNUNET, rotation_3d_probability=1.0, noise_probability=1.0, blur_probability=1.0)
+    always = NNUNET.with_options(rotation_3d={"probability": 1.0}, noise={"probability": 1.0},
+                                 blur={"probability": 1.0})
     x, y = augment.augment_batch(tf.constant(images), tf.constant(labels), seed, always)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     for b in range(2):

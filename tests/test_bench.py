@@ -2,6 +2,7 @@
 
 import json
 import re
+import statistics
 
 import pytest
 from click.testing import CliRunner
@@ -11,7 +12,7 @@ from bratskeras.models.registry import build_model
 
 
 def test_conv_flops_counts_each_conv_from_its_shapes():
-    from bratskeras.platform.benchmark import conv_flops
+    from bratskeras.bench.benchmark import conv_flops
 
     model = build_model("lightweight-unet", input_shape=(8, 8, 8, 4), base_filters=2)
     # enc0: 4->2, 2->2 at 8^3; enc1: 2->4, 4->4 at 4^3; enc2: 4->8, 8->8 at 2^3;
@@ -24,9 +25,20 @@ def test_conv_flops_counts_each_conv_from_its_shapes():
     assert conv_flops(model) == 2 * macs
 
 
+def test_benchmark_children_import_this_copy_of_bratskeras():
+    import os
+
+    import bratskeras
+    from bratskeras.bench.benchmark import child_pythonpath
+
+    first = child_pythonpath().split(os.pathsep)[0]
+    assert os.path.join(first, "bratskeras") == os.path.dirname(os.path.abspath(bratskeras.__file__))
+    assert not os.path.exists(os.path.join(first, "platform"))  # would hide the standard library's
+
+
 @pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_bench_quick_runs_and_prints_well_formed_figures():
-    from bratskeras.platform.benchmark import Report, format_report
+    from bratskeras.bench.benchmark import Report, format_report
 
     result = CliRunner().invoke(cli, ["bench", "--quick", "--json"])
     assert result.exit_code == 0, result.output
@@ -70,5 +82,33 @@ def test_side_by_side_pytorch_benchmark_runs(tmp_path):
     assert report["machine"]["isa_class"] and [r["task"] for r in report["rows"]] == [
         "predict", "train_paper", "train_demo"]
     assert all(r["bratskeras"] > 0 and r["pytorch"] > 0 and r["pytorch_over_bratskeras"] > 0 for r in report["rows"])
-    assert all(low <= r["pytorch_over_bratskeras"] <= high
-               for r in report["rows"] for low, high in [r["pytorch_over_bratskeras_range"]])
+    for row in report["rows"]:
+        # One ratio per requested repeat, and the reported median and range are those of the ratios recorded.
+        samples = row["pytorch_over_bratskeras_samples"]
+        assert len(samples) == report["repeats"] == 1
+        assert row["pytorch_over_bratskeras"] == statistics.median(samples)
+        assert row["pytorch_over_bratskeras_range"] == [min(samples), max(samples)]
+
+
+def _bench_vs_pytorch_tool():
+    """tools/bench_vs_pytorch.py as a module (importing it needs no PyTorch)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench_vs_pytorch.py")
+    spec = importlib.util.spec_from_file_location("bench_vs_pytorch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_side_by_side_rows_report_the_medians_of_the_recorded_pairs():
+    tool = _bench_vs_pytorch_tool()
+    seconds = {("predict", "bratskeras"): [1.0, 2.0, 4.0], ("predict", "pytorch"): [3.0, 2.0, 20.0],
+               ("predict", "tf-default"): [2.0, 6.0, 4.0]}
+    row = tool.measurement_row("predict", seconds, ["bratskeras", "pytorch", "tf-default"])
+    assert row == {"task": "predict", "bratskeras": 2.0, "pytorch": 3.0, "tf-default": 4.0,
+                   "pytorch_over_bratskeras_samples": [3.0, 1.0, 5.0], "pytorch_over_bratskeras": 3.0,
+                   "pytorch_over_bratskeras_range": [1.0, 5.0], "tf_default_over_bratskeras": 2.0}
+    with pytest.raises(ValueError):  # a repeat that one side lacks is an error, not a shorter row
+        tool.measurement_row("predict", {**seconds, ("predict", "pytorch"): [3.0, 2.0]}, ["bratskeras", "pytorch"])

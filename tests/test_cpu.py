@@ -126,3 +126,40 @@ def test_the_test_suite_itself_runs_with_onednn_on():
     if cpu.onednn_decision == "user":
         pytest.skip("TF_ENABLE_ONEDNN_OPTS was set by the user")
     assert cpu.onednn_decision == "set" and cpu.onednn_enabled()
+
+
+# ---------------------------------------------------------------- the guarded private probe
+
+
+def test_the_private_onednn_probe_is_still_there():
+    """TensorFlow's private probe answers in the pinned TensorFlow; a TensorFlow without it is noticed here."""
+    assert isinstance(cpu._probe_tensorflow_onednn(), bool), cpu.ONEDNN_PROBE_MODULE
+
+
+@pytest.mark.parametrize("broken", [None, "no IsMklEnabled"])
+def test_onednn_enabled_falls_back_to_the_setting_without_the_private_probe(monkeypatch, broken):
+    """None in sys.modules makes the import fail (ImportError); a module without the function, AttributeError."""
+    import types
+
+    missing = None if broken is None else types.ModuleType(cpu.ONEDNN_PROBE_MODULE)
+    monkeypatch.setitem(sys.modules, cpu.ONEDNN_PROBE_MODULE, missing)
+    assert cpu._probe_tensorflow_onednn() is None
+    monkeypatch.setattr(cpu, "is_x86", lambda machine=None: True)
+    # TensorFlow read the setting once, at import: answers that follow it now come from the fallback.
+    for setting, expected in (("1", True), ("0", False), ("TRUE", True), ("false", False)):
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", setting)
+        assert cpu.onednn_enabled() is expected
+
+
+@pytest.mark.parametrize("environ, flags, machine, expected", [
+    ({"TF_ENABLE_ONEDNN_OPTS": "1"}, set(), "x86_64", True),
+    ({"TF_ENABLE_ONEDNN_OPTS": "0"}, AVX512 | {"amx_tile"}, "x86_64", False),
+    ({}, AVX512 | {"avx512_vnni"}, "x86_64", True),  # TensorFlow's own default on these CPUs
+    ({}, AVX2 | {"avx_vnni"}, "x86_64", True),
+    ({}, AVX512, "x86_64", False),
+    ({"TF_ENABLE_ONEDNN_OPTS": "maybe"}, AVX2, "x86_64", False),  # TensorFlow ignores it: the CPU decides
+    ({}, set(), "x86_64", False),  # flags unreadable: the conservative "off"
+    ({"TF_ENABLE_ONEDNN_OPTS": "1"}, AVX512, "aarch64", False),  # not x86: the conservative "off"
+])
+def test_onednn_from_setting_follows_tensorflows_rule(environ, flags, machine, expected):
+    assert cpu.onednn_from_setting(environ, flags, machine) is expected

@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from bratskeras.data import cache, layouts
 from bratskeras.data import pipeline as data
-from bratskeras.data.pipeline import AugmentConfig, PipelineConfig
+from bratskeras.data.augmentations import AxialRotation, Mirror, Rot90, ScaleShift
+from bratskeras.data.pipeline import Augmentation, PipelineConfig
 from bratskeras.synth import phantoms as synth
 
 
@@ -74,7 +75,7 @@ def test_augmentation_keeps_image_and_label_aligned():
     label = rng.integers(0, 4, size=(12, 12, 8, 1)).astype(np.uint8)
     # Channel 0 encodes the label; no intensity transform so the encoding survives exactly.
     image = np.concatenate([label.astype(np.float32), rng.normal(size=(12, 12, 8, 1))], -1).astype(np.float32)
-    exact = AugmentConfig(scale=0.0, shift=0.0, gamma_probability=0.0)
+    exact = Augmentation((Rot90(), Mirror()))
     changed = 0
     for step in range(12):
         x, y = data.augment_patch(tf.constant(image), tf.constant(label), tf.constant([5, step]), exact)
@@ -87,8 +88,7 @@ def test_small_rotation_moves_image_and_label_together():
     block = np.zeros((16, 16, 4, 1), dtype=np.uint8)
     block[3:9, 4:12] = 1
     image = block.astype(np.float32)
-    config = AugmentConfig(flip_probability=0.0, rot90=False, rotation_degrees=30,
-                           scale=0.0, shift=0.0, gamma_probability=0.0)
+    config = Augmentation((AxialRotation(degrees=30),))
     x, y = data.augment_patch(tf.constant(image), tf.constant(block), tf.constant([1, 2]), config)
     x_mask, y_mask = x.numpy()[..., 0] > 0.5, y.numpy()[..., 0] > 0
     assert not np.array_equal(y_mask, block[..., 0] > 0)  # it did rotate
@@ -110,7 +110,7 @@ def _axial_symmetries(volume):
 def _same_transform(raw_image, raw_label, image, label):
     """Index of the symmetry that maps the raw (image, label) onto the augmented pair, or None.
 
-    The image may also be scaled and shifted per channel (AugmentConfig.scale/shift): it must be an
+    The image may also be scaled and shifted per channel (augmentations.ScaleShift): it must be an
     exact per-channel affine map of the symmetric raw image, found by least squares.
     """
     for k, (moved_image, moved_label) in enumerate(zip(_axial_symmetries(raw_image), _axial_symmetries(raw_label))):
@@ -136,7 +136,7 @@ def test_device_augmentation_applies_the_cpu_pipelines_transforms(cached):
     label, and the image scaled/shifted per channel (the device and CPU paths draw different
     random numbers, so which symmetry is not compared, only that transforms happen on both paths).
     """
-    augmentation = AugmentConfig(flip_probability=0.5, rot90=True, scale=0.2, shift=0.2, gamma_probability=0.0)
+    augmentation = Augmentation((Rot90(), Mirror(probability=0.5), ScaleShift(scale=0.2, shift=0.2)))
     common = dict(patch_size=(16, 16, 16), batch_size=2, seed=5)
     raw = list(data.train_dataset(cached, PipelineConfig(augment=False, **common)).take(3))
     on_device = list(data.train_dataset(cached, PipelineConfig(augment_on="device", augmentation=augmentation,

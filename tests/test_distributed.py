@@ -39,9 +39,9 @@ def _env(**extra):
 
 def _weights(run_dir):
     """The network's variables in the run's newest resume state, in the order of their names."""
-    from bratskeras.training import run_dir as run_files
+    from bratskeras.training import resume_state
 
-    saved = run_files.saved_variables(run_files.latest_state(run_dir))
+    saved = resume_state.saved_variables(resume_state.latest_state(run_dir))
     return [saved[name] for name in sorted(saved) if name.startswith("model/")]
 
 

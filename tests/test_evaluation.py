@@ -14,8 +14,8 @@ from bratskeras.core import labels
 from bratskeras.core.errors import DataError
 from bratskeras.data import layouts, volumes
 from bratskeras.evaluate import scoring as evaluation
+from bratskeras.evaluate import voxelwise as metrics
 from bratskeras.synth import phantoms as synth
-from bratskeras.training import metrics
 
 SHAPE = (32, 32, 24)
 

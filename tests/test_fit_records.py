@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from bratskeras.cli import cli
 from bratskeras.cli.train import fit_command
+from bratskeras.core import run_folder
 from bratskeras.data import cache
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import plan
@@ -166,7 +167,7 @@ def test_a_demo_run_resumed_with_cache_dir_records_its_heldout_dice_and_the_size
     run_dir = str(tmp_path / "demo-run")
     shutil.copytree(trained_dir, run_dir)
     for part in ("train", "heldout"):
-        shutil.copytree(data, os.path.join(run_dir, plan.DEMO_DATA, part))
+        shutil.copytree(data, os.path.join(run_dir, run_folder.DEMO_DATA_DIR, part))
     given = tmp_path / "given-cache"
     argv = ["bratskeras", "fit", "--resume", run_dir, "--epochs", "3", "--cache-dir", str(given)]
     with pytest.MonkeyPatch.context() as patch:
@@ -176,25 +177,25 @@ def test_a_demo_run_resumed_with_cache_dir_records_its_heldout_dice_and_the_size
     assert f"resuming: {run_dir}" in result.output and f"cache: {given}" in result.output
     # Training and held-out cases cached in the folder given, as given (no per-dataset sub-folder).
     assert len([e for e in os.listdir(given) if e.startswith("BraTS2021_")]) == 10
-    assert not os.path.exists(os.path.join(run_dir, plan.DEMO_DATA, plan.DEMO_CACHE))
+    assert not os.path.exists(os.path.join(run_dir, run_folder.DEMO_DATA_DIR, run_folder.DEMO_CACHE_DIR))
     results = _json(run_dir, "results.json")
     assert results["epochs"] == 3 and set(results["heldout"]["dice"]) == {"WT", "TC", "ET"}
-    assert results["heldout"]["data_dir"] == os.path.join(run_dir, plan.DEMO_DATA, "heldout")
+    assert results["heldout"]["data_dir"] == os.path.join(run_dir, run_folder.DEMO_DATA_DIR, "heldout")
     assert f"held-out Dice: WT {results['heldout']['dice']['WT']:.2f}" in result.output
     environment = _json(run_dir, "environment.json")
     assert environment["resume"] is True and environment["command"] == argv
     assert [earlier["command"][:2] for earlier in environment["earlier"]] == [["bratskeras", "fit"]]
     note = [line for line in result.output.splitlines() if line.startswith("demo data: ")]
-    assert len(note) == 1 and os.path.join(run_dir, plan.DEMO_DATA) in note[0]
+    assert len(note) == 1 and os.path.join(run_dir, run_folder.DEMO_DATA_DIR) in note[0]
     assert " MB of generated phantoms" in note[0] and "delete it" in note[0] and "fit --resume" in note[0]
 
 
 def test_the_demo_keeps_its_cache_inside_its_demo_data(tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / plan.DEMO_DATA / "train").mkdir(parents=True)
+    (run_dir / run_folder.DEMO_DATA_DIR / "train").mkdir(parents=True)
     (run_dir / "config.json").write_text(resolve_config().to_json())
     resumed = plan.plan_resume(str(run_dir), None, None, {})
-    assert resumed.cache_dir == str(run_dir / plan.DEMO_DATA / plan.DEMO_CACHE)
+    assert resumed.cache_dir == str(run_dir / run_folder.DEMO_DATA_DIR / run_folder.DEMO_CACHE_DIR)
 
 
 def test_keras_shows_a_progress_bar_on_a_terminal_only_and_quiet_says_what_it_does():

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from bratskeras.core import run_folder
 from bratskeras.core.errors import ConfigError, OutputExistsError
 from bratskeras.training import demo, plan
 from bratskeras.training.config import resolve_config
@@ -57,9 +58,9 @@ def test_plan_resume_needs_the_data_dir_of_a_run_that_is_not_a_demo(tmp_path):
     run = plan.plan_resume(str(run_dir), str(tmp_path / "data"), None, {"epochs": 200})
     assert run.resume and run.config.epochs == 200 and run.heldout_dir is None
     # A demo run continues on the phantoms in its folder, and scores its held-out ones.
-    (run_dir / plan.DEMO_DATA).mkdir()
+    (run_dir / run_folder.DEMO_DATA_DIR).mkdir()
     demo_run = plan.plan_resume(str(run_dir), None, None, {})
-    assert (demo_run.data_dir, demo_run.heldout_dir) == demo.demo_folders(str(run_dir / plan.DEMO_DATA))
+    assert (demo_run.data_dir, demo_run.heldout_dir) == demo.demo_folders(str(run_dir / run_folder.DEMO_DATA_DIR))
     with pytest.raises(ConfigError, match="nothing to resume"):
         plan.plan_resume(str(tmp_path / "absent"), None, None, {})
 
@@ -69,7 +70,7 @@ def test_plan_demo_claims_the_folder_and_writes_its_phantoms(tmp_path, monkeypat
     monkeypatch.setattr(demo, "write_demo_data", lambda root, seed: written.append(root) or demo.demo_folders(root))
     lines = []
     run = plan.plan_demo(str(tmp_path / "demo"), None, {"epochs": 1}, echo=lines.append)
-    assert written == [os.path.join(str(tmp_path / "demo"), plan.DEMO_DATA)]
+    assert written == [os.path.join(str(tmp_path / "demo"), run_folder.DEMO_DATA_DIR)]
     assert run.time_limit == demo.DEMO_TIME_LIMIT and run.config.epochs == 1
     assert lines == [f"demo: writing synthetic BraTS 2020 phantoms ({demo.DEMO_KIND}) to {written[0]}"]
     assert os.listdir(tmp_path / "demo")  # claimed (its marker) before the phantoms went in

@@ -6,6 +6,7 @@ import pytest
 
 from bratskeras.core.labels import get_scheme, labels_to_classes, to_classic
 from bratskeras.core.targets import classes_to_target
+from bratskeras.evaluate import voxelwise as V
 from bratskeras.training import losses as L
 from bratskeras.training import metrics as M
 
@@ -15,32 +16,32 @@ from bratskeras.training import metrics as M
 def test_dice_sensitivity_specificity_hand_computed():
     pred = np.array([1, 1, 0, 0], bool).reshape(2, 2, 1)
     ref = np.array([1, 0, 0, 0], bool).reshape(2, 2, 1)
-    assert M.dice(pred, ref) == pytest.approx(2 / 3)
-    assert M.sensitivity(pred, ref) == 1.0
-    assert M.specificity(pred, ref) == pytest.approx(2 / 3)
-    assert M.sensitivity(ref, pred) == 0.5
+    assert V.dice(pred, ref) == pytest.approx(2 / 3)
+    assert V.sensitivity(pred, ref) == 1.0
+    assert V.specificity(pred, ref) == pytest.approx(2 / 3)
+    assert V.sensitivity(ref, pred) == 0.5
 
 
 def test_empty_mask_rules():
     empty = np.zeros((3, 3, 3), bool)
     one = empty.copy()
     one[1, 1, 1] = True
-    assert M.dice(empty, empty) == 1.0 and M.hd95(empty, empty) == 0.0
-    assert M.dice(one, empty) == 0.0 and M.dice(empty, one) == 0.0
-    assert M.hd95(one, empty) == M.hd95(empty, one) == M.EMPTY_HD95 == 373.13
-    assert M.sensitivity(one, empty) == 1.0  # nothing to find
-    assert M.specificity(empty, np.ones_like(empty)) == 1.0  # nothing to reject
+    assert V.dice(empty, empty) == 1.0 and V.hd95(empty, empty) == 0.0
+    assert V.dice(one, empty) == 0.0 and V.dice(empty, one) == 0.0
+    assert V.hd95(one, empty) == V.hd95(empty, one) == V.EMPTY_HD95 == 373.13
+    assert V.sensitivity(one, empty) == 1.0  # nothing to find
+    assert V.specificity(empty, np.ones_like(empty)) == 1.0  # nothing to reject
 
 
 def test_empty_hd95_is_the_brats_volume_diagonal():
-    assert M.EMPTY_HD95 == pytest.approx(np.sqrt(240**2 + 240**2 + 155**2), abs=0.005)
+    assert V.EMPTY_HD95 == pytest.approx(np.sqrt(240**2 + 240**2 + 155**2), abs=0.005)
 
 
 def test_hd95_single_voxels_anisotropic():
     pred = np.zeros((3, 3, 5), bool)
     ref = np.zeros((3, 3, 5), bool)
     pred[0, 0, 0] = ref[0, 0, 3] = True
-    assert M.hd95(pred, ref, spacing=(1, 1, 2)) == pytest.approx(6.0)
+    assert V.hd95(pred, ref, spacing=(1, 1, 2)) == pytest.approx(6.0)
 
 
 def _surface_brute_force(mask):
@@ -71,7 +72,7 @@ def test_hd95_shifted_spheres_against_brute_force(spacing, shift):
     shape = (24, 22, 14)
     a = _sphere(shape, (11, 10, 6), 6.0, spacing)
     b = _sphere(shape, np.add((11, 10, 6), shift), 5.0, spacing)
-    assert M.hd95(a, b, spacing) == pytest.approx(_hd95_brute_force(a, b, np.array(spacing)), rel=1e-9)
+    assert V.hd95(a, b, spacing) == pytest.approx(_hd95_brute_force(a, b, np.array(spacing)), rel=1e-9)
 
 
 def test_hd95_mask_touching_the_array_border():
@@ -79,7 +80,7 @@ def test_hd95_mask_touching_the_array_border():
     a[:3] = True  # touches three faces of the array
     b = np.zeros_like(a)
     b[:4, 1:5, 1:5] = True
-    assert M.hd95(a, b) == pytest.approx(_hd95_brute_force(a, b, np.ones(3)))
+    assert V.hd95(a, b) == pytest.approx(_hd95_brute_force(a, b, np.ones(3)))
 
 
 def test_case_metrics_keys_and_values():
@@ -89,8 +90,8 @@ def test_case_metrics_keys_and_values():
     ref[0, 0, 2] = 3  # ET
     pred = ref.copy()
     pred[0, 0, 2] = 1  # ET predicted as NCR
-    result = M.case_metrics(pred, ref, spacing=(1, 1, 1))
-    expected_keys = {f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in M.STRUCTURES}
+    result = V.case_metrics(pred, ref, spacing=(1, 1, 1))
+    expected_keys = {f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in V.STRUCTURES}
     assert set(result) == expected_keys
     assert result["dice_wt"] == 1.0 and result["hd95_wt"] == 0.0
     assert result["dice_tc"] == 1.0
@@ -104,7 +105,7 @@ def test_case_metrics_keys_and_values():
 def test_region_mapping_for_both_label_schemes(scheme, et_label):
     seg = np.array([0, 1, 2, et_label]).reshape(4, 1, 1)
     classes = labels_to_classes(seg, scheme)
-    assert [M.structure_mask(classes, s).ravel().tolist() for s in ("wt", "tc", "et", "ncr", "ed")] == [
+    assert [V.structure_mask(classes, s).ravel().tolist() for s in ("wt", "tc", "et", "ncr", "ed")] == [
         [0, 1, 1, 1],
         [0, 1, 0, 1],
         [0, 0, 0, 1],
@@ -115,9 +116,9 @@ def test_region_mapping_for_both_label_schemes(scheme, et_label):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="shape"):
-        M.dice(np.zeros(3), np.zeros(4))
+        V.dice(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match="spacing"):
-        M.hd95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=(1, 1))
+        V.hd95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=(1, 1))
     with pytest.raises(ValueError, match="structure"):
         M.DiceScore("tc", target="whole_tumor")
     with pytest.raises(ValueError, match="target"):
@@ -164,7 +165,7 @@ def test_keras_dice_agrees_with_numpy_for_every_target():
     rng = np.random.default_rng(1)
     ref = rng.integers(0, 4, size=(2, 5, 5, 5)).astype(np.uint8)
     pred = rng.integers(0, 4, size=(2, 5, 5, 5)).astype(np.uint8)
-    expected = {f"dice_{s}": M.dice(M.structure_mask(pred, s), M.structure_mask(ref, s)) for s in M.STRUCTURES}
+    expected = {f"dice_{s}": V.dice(V.structure_mask(pred, s), V.structure_mask(ref, s)) for s in V.STRUCTURES}
     by_classes = _dice_values("classes", True, ref[..., None], _one_hot_logits(pred))
     assert by_classes == pytest.approx(expected)
     # Regions as sigmoid probabilities (0.9 / 0.1) and as logits (+-3).
@@ -185,8 +186,8 @@ def test_keras_dice_of_a_task_s_classes_and_regions_scores_the_classic_structure
     ref = rng.integers(0, count, size=(2, 5, 5, 5)).astype(np.uint8)
     pred = rng.integers(0, count, size=(2, 5, 5, 5)).astype(np.uint8)
     classic_ref, classic_pred = to_classic(ref, scheme), to_classic(pred, scheme)
-    expected = {f"dice_{s}": M.dice(M.structure_mask(classic_pred, s), M.structure_mask(classic_ref, s))
-                for s in M.STRUCTURES}
+    expected = {f"dice_{s}": V.dice(V.structure_mask(classic_pred, s), V.structure_mask(classic_ref, s))
+                for s in V.STRUCTURES}
     logits = np.where(np.eye(count, dtype=bool)[pred], 5.0, -5.0).astype("float32")
     assert _dice_values("classes", True, ref[..., None], logits, scheme) == pytest.approx(expected)
     regions = classes_to_target(pred, "regions", scheme)

@@ -15,9 +15,11 @@ from model_cards import example_card
 
 from bratskeras import pretrained
 from bratskeras.cli import cli
+from bratskeras.core import run_folder
 from bratskeras.core.errors import ConfigError, OutputError
 from bratskeras.synth import phantoms as synth
 from bratskeras.training import fit as fit_module
+from bratskeras.training import resume_state
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.config import resolve_config
 from bratskeras.training.fit import fit
@@ -131,10 +133,10 @@ def test_fewer_epochs_than_trained_is_refused_and_config_json_kept(run, data):
 def test_resume_without_data_dir_uses_the_remembered_folder_and_records_the_longer_budget(run, data):
     result = CliRunner().invoke(cli, ["fit", "--resume", run, "--epochs", "3", "--quiet"])
     assert result.exit_code == 0, result.output
-    record = json.load(open(os.path.join(run, run_files.DATASET_FILE)))
+    record = json.load(open(os.path.join(run, run_folder.DATASET_FILE)))
     assert record["data_dir"] == os.path.abspath(data["mine"]) and len(record["cases"]) == 4
     assert json.load(open(os.path.join(run, "config.json")))["epochs"] == 3
-    assert run_files.read_state(run_files.latest_state(run))["epoch"] == 3
+    assert resume_state.read_state(resume_state.latest_state(run))["epoch"] == 3
 
 
 # ---------------------------------------------------------------- item 11: a hand-edited config.json

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bratskeras.core.errors import ConfigError
-from bratskeras.training import run_dir as run_files
+from bratskeras.training import resume_state, state_names
 
 
 def small_model(layer_names, units=(4, 4), dropout=True):
@@ -40,7 +40,7 @@ def randomize(model, optimizer, seed):
 
 def save(tmp_path, model, optimizer, epoch=1):
     run_dir = str(tmp_path / "run")
-    run_files.save_state(run_dir, epoch, model, optimizer, {"learning_rate": 1e-3, "callbacks": {}})
+    resume_state.save_state(run_dir, epoch, model, optimizer, {"learning_rate": 1e-3, "callbacks": {}})
     return run_dir
 
 
@@ -54,14 +54,14 @@ def test_swapped_same_shaped_layers_restore_by_name(tmp_path):
     swapped = small_model(["b", "a"])  # same shapes, the variables in the other order
     optimizer = built_optimizer(swapped)
     assert [v.shape for v in swapped.variables] == [v.shape for v in saved_model.variables]
-    state = run_files.load_state(run_files.latest_state(run_dir), swapped, optimizer)
+    state = resume_state.load_state(resume_state.latest_state(run_dir), swapped, optimizer)
     assert state["epoch"] == 1
     for name in ("a", "b"):
         for mine, theirs in zip(swapped.get_layer(name).weights, saved_model.get_layer(name).weights):
             np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     # The Adam slots follow their variables, not their positions.
-    named = run_files.state_variables(swapped, optimizer)
-    reference = run_files.state_variables(saved_model, saved_optimizer)
+    named = state_names.state_variables(swapped, optimizer)
+    reference = state_names.state_variables(saved_model, saved_optimizer)
     for name, variable in named.items():
         np.testing.assert_array_equal(np.asarray(variable.numpy()), np.asarray(reference[name].numpy()), name)
     assert {"optimizer/adam/a/kernel/momentum", "optimizer/adam/b/bias/velocity"} <= set(named)
@@ -71,13 +71,13 @@ def test_names_ignore_keras_process_wide_counters(tmp_path):
     """A second model/optimizer in the same process gets seed_generator_N / adam_N paths: same state names."""
     first = small_model(["a", "b"])
     second = small_model(["a", "b"])
-    names_first = set(run_files.state_variables(first, built_optimizer(first)))
-    names_second = set(run_files.state_variables(second, built_optimizer(second)))
+    names_first = set(state_names.state_variables(first, built_optimizer(first)))
+    names_second = set(state_names.state_variables(second, built_optimizer(second)))
     assert names_first == names_second
     assert "model/drop/seed_generator_state" in names_first
     # A Sequential's variable paths (and so Keras' slot names) start with "sequential_N".
     sequential = [keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")]) for _ in range(2)]
-    names = [set(run_files.state_variables(m, built_optimizer(m))) for m in sequential]
+    names = [set(state_names.state_variables(m, built_optimizer(m))) for m in sequential]
     assert names[0] == names[1] and "optimizer/adam/sequential/d/kernel/momentum" not in names[0]
     assert "optimizer/adam/d/kernel/momentum" in names[0]
 
@@ -88,7 +88,7 @@ def test_renamed_variable_is_refused_naming_it(tmp_path):
     renamed = small_model(["a", "c"])
     before = [v.numpy().copy() for v in renamed.variables]
     with pytest.raises(ConfigError) as error:
-        run_files.load_state(run_files.latest_state(run_dir), renamed, built_optimizer(renamed))
+        resume_state.load_state(resume_state.latest_state(run_dir), renamed, built_optimizer(renamed))
     message = str(error.value)
     assert "\n" not in message and "model/c/" in message and "not in the saved state" in message
     # Nothing was restored half-way.
@@ -99,15 +99,15 @@ def test_renamed_variable_is_refused_naming_it(tmp_path):
 def test_other_shape_or_missing_or_extra_variable_is_refused_naming_it(tmp_path):
     saved_model = small_model(["a", "b"])
     run_dir = save(tmp_path, saved_model, built_optimizer(saved_model))
-    prefix = run_files.latest_state(run_dir)
+    prefix = resume_state.latest_state(run_dir)
 
     wider = small_model(["a", "b"], units=(4, 5))
     with pytest.raises(ConfigError, match=r"variable model/b/bias has shape \(4,\) in the saved state, \(5,\) here"):
-        run_files.load_state(prefix, wider, built_optimizer(wider))
+        resume_state.load_state(prefix, wider, built_optimizer(wider))
 
     without_dropout = small_model(["a", "b"], dropout=False)
     with pytest.raises(ConfigError, match="holds variable model/drop/seed_generator_state, which this model"):
-        run_files.load_state(prefix, without_dropout, built_optimizer(without_dropout))
+        resume_state.load_state(prefix, without_dropout, built_optimizer(without_dropout))
 
 
 def test_a_save_killed_before_the_pointer_moved_leaves_the_previous_state(tmp_path, monkeypatch):
@@ -115,7 +115,7 @@ def test_a_save_killed_before_the_pointer_moved_leaves_the_previous_state(tmp_pa
     optimizer = built_optimizer(model)
     randomize(model, optimizer, seed=1)
     run_dir = save(tmp_path, model, optimizer, epoch=1)
-    epoch_one = {name: np.asarray(v.numpy()).copy() for name, v in run_files.state_variables(model, optimizer).items()}
+    epoch_one = {name: np.asarray(v.numpy()).copy() for name, v in state_names.state_variables(model, optimizer).items()}
 
     randomize(model, optimizer, seed=2)
 
@@ -132,21 +132,21 @@ def test_a_save_killed_before_the_pointer_moved_leaves_the_previous_state(tmp_pa
         save(tmp_path, model, optimizer, epoch=2)
     monkeypatch.undo()
 
-    prefix = run_files.latest_state(run_dir)
-    assert os.path.basename(prefix) == "epoch-1" and run_files.read_state(prefix)["epoch"] == 1
+    prefix = resume_state.latest_state(run_dir)
+    assert os.path.basename(prefix) == "epoch-1" and resume_state.read_state(prefix)["epoch"] == 1
     fresh = small_model(["a", "b"])
     fresh_optimizer = built_optimizer(fresh)
-    run_files.load_state(prefix, fresh, fresh_optimizer)
-    for name, variable in run_files.state_variables(fresh, fresh_optimizer).items():
+    resume_state.load_state(prefix, fresh, fresh_optimizer)
+    for name, variable in state_names.state_variables(fresh, fresh_optimizer).items():
         np.testing.assert_array_equal(np.asarray(variable.numpy()), epoch_one[name], name)
 
     # The next complete save publishes epoch 2 and removes epoch 1.
     save(tmp_path, model, optimizer, epoch=2)
-    assert os.path.basename(run_files.latest_state(run_dir)) == "epoch-2"
+    assert os.path.basename(resume_state.latest_state(run_dir)) == "epoch-2"
     left = sorted(os.listdir(os.path.join(run_dir, "state")))
     assert left == ["checkpoint", "epoch-2.data-00000-of-00001", "epoch-2.index", "epoch-2.json"]
-    assert set(run_files.saved_variables(run_files.latest_state(run_dir))) == set(
-        run_files.state_variables(model, optimizer))
+    assert set(resume_state.saved_variables(resume_state.latest_state(run_dir))) == set(
+        state_names.state_variables(model, optimizer))
 
 
 def test_state_of_an_older_version_is_refused_in_one_line(tmp_path):
@@ -158,7 +158,7 @@ def test_state_of_an_older_version_is_refused_in_one_line(tmp_path):
     (folder / "state.json").write_text(json.dumps({"epoch": 2}))
     (tmp_path / "run" / "state" / "LATEST").write_text("epoch-0002")
     with pytest.raises(ConfigError) as error:
-        run_files.latest_state(str(tmp_path / "run"))
+        resume_state.latest_state(str(tmp_path / "run"))
     message = str(error.value)
     assert "\n" not in message and "epoch-0002" in message and "older bratskeras" in message
 
@@ -168,4 +168,4 @@ def test_state_whose_json_was_removed_is_refused_not_restarted(tmp_path):
     run_dir = save(tmp_path, model, built_optimizer(model), epoch=3)
     os.remove(os.path.join(run_dir, "state", "epoch-3.json"))
     with pytest.raises(ConfigError, match=r"epoch-3\.json: missing"):
-        run_files.latest_state(run_dir)
+        resume_state.latest_state(run_dir)

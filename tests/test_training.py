@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
+from bratskeras.core import run_folder
 from bratskeras.core.errors import ConfigError, DataError, OutputExistsError
 from bratskeras.data.augment import AUGMENTATION_SETS
 from bratskeras.synth import phantoms as synth
-from bratskeras.training import run_dir as run_files
+from bratskeras.training import resume_state
 from bratskeras.training.config import PRESETS, TrainConfig, resolve_config
 from bratskeras.training.fit import fit
 
@@ -54,7 +55,7 @@ def history_rows(run_dir):
 
 def state_weights(run_dir):
     """The network's variables in the run's newest resume state, in the order of their names."""
-    saved = run_files.saved_variables(run_files.latest_state(run_dir))
+    saved = resume_state.saved_variables(resume_state.latest_state(run_dir))
     return [saved[name] for name in sorted(saved) if name.startswith("model/")]
 
 
@@ -114,8 +115,8 @@ def test_run_directory_holds_every_artefact(finished_run):
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
         "epoch-0001.keras", "epoch-0002.keras"]
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
-    assert os.path.basename(run_files.latest_state(run_dir)) == "epoch-2"
-    assert run_files.read_state(run_files.latest_state(run_dir))["epoch"] == 2
+    assert os.path.basename(resume_state.latest_state(run_dir)) == "epoch-2"
+    assert resume_state.read_state(resume_state.latest_state(run_dir))["epoch"] == 2
     saved = TrainConfig.from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
     assert saved == tiny_config()
     assert json.load(open(os.path.join(run_dir, "runtime.json")))["precision"] == "float32"
@@ -292,7 +293,9 @@ def test_identical_weights_with_seed_and_deterministic_option(dataset, tmp_path)
     config = tiny_config(deterministic=True, epochs=1, checkpoint_every=5)
     fit(config, dataset, str(tmp_path / "a"), verbose=0)
     fit(config, dataset, str(tmp_path / "b"), verbose=0)
-    for a, b in zip(state_weights(str(tmp_path / "a")), state_weights(str(tmp_path / "b"))):
+    first, second = state_weights(str(tmp_path / "a")), state_weights(str(tmp_path / "b"))
+    assert len(first) == len(second) > 0  # zip would compare only the shorter list's weights
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -363,7 +366,7 @@ def _latest_epoch(run_dir):
     """Finished epochs of the newest published resume state (0 before the first)."""
     if not os.path.exists(os.path.join(run_dir, "state")):
         return 0
-    prefix = run_files.latest_state(run_dir)
+    prefix = resume_state.latest_state(run_dir)
     return int(prefix.rsplit("-", 1)[1]) if prefix else 0
 
 
@@ -434,7 +437,7 @@ def test_cli_resume_starts_from_the_saved_configuration(finished_run, dataset, t
     assert refused.exit_code == 1 and "learning_rate: saved 0.0005, asked 0.1" in refused.output
     # A run remembers its data folder (dataset.json, tests/test_reliability_resume.py); one written before
     # runs did needs DATA_DIR.
-    os.remove(os.path.join(run_dir, run_files.DATASET_FILE))
+    os.remove(os.path.join(run_dir, run_folder.DATASET_FILE))
     no_data = CliRunner().invoke(cli, ["fit", "--resume", run_dir])
     assert no_data.exit_code != 0 and "DATA_DIR" in no_data.output
 

@@ -1,4 +1,4 @@
-"""Times bratskeras.training.metrics.hd95 and case_metrics on 240 x 240 x 155 synthetic cases.
+"""Times bratskeras.evaluate.voxelwise.hd95 and case_metrics on 240 x 240 x 155 synthetic cases.
 
 Usage: PYTHONPATH=. python tools/bench_hd95.py
 Prints the best of three runs per case; no assertions.
@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from bratskeras.training.metrics import case_metrics, hd95
+from bratskeras.evaluate.voxelwise import case_metrics, hd95
 
 SHAPE = (240, 240, 155)
 

@@ -36,6 +36,7 @@ from bratskeras.core import labels
 from bratskeras.data import volumes
 from bratskeras.evaluate import scoring as evaluation
 from bratskeras.synth import phantoms as synth
+from bratskeras.synth.writers import task_case_id
 
 SHAPE = (240, 240, 155)
 
@@ -50,7 +51,7 @@ def write_cases(folder, task, cases):
         _, phantom = synth.task_phantom(SHAPE, (7, index), scheme)
         ref = np.asarray(scheme.labels, np.uint8)[synth.scheme_classes(phantom, scheme)]
         pred = _prediction(rng, ref, index, [v for v in scheme.labels if v])
-        case_id = synth.task_case_id(scheme, index)
+        case_id = task_case_id(scheme, index)
         for name, array in (("ref", ref), ("pred", pred)):
             image = nib.Nifti1Image(array, volumes.brats_affine(SHAPE))
             image.set_data_dtype(np.uint8)

@@ -54,8 +54,8 @@ def main():
     import bratskeras  # noqa: F401  (oneDNN decided before TensorFlow loads)
     from bratskeras.core import labels
     from bratskeras.data import layouts, preprocessing, volumes
+    from bratskeras.evaluate import voxelwise as metrics
     from bratskeras.predict import inference, model_setup, tiling
-    from bratskeras.training import metrics
 
     network, setup = model_setup.load_predictor(args.model)
     config_path = os.path.join(args.model, "config.json")

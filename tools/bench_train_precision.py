@@ -29,16 +29,18 @@ def main():
 
     import keras
 
+    from bratskeras.core.model_presets import get_preset
     from bratskeras.models import build_model
 
     patch = tuple(int(v) for v in args.patch.split(","))
-    channels = 1 if args.model == "flair-unet" else 4
+    preset = get_preset(args.model)
+    channels = preset.input_channels
+    # A model whose row fixes its input size (flair-unet) is built at the patch size, as `bratskeras bench` does.
+    fixed_size = None not in preset.args["input_shape"][:3]
     models = {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
-        # flair-unet has a fixed input size: build it at the patch size, as `bratskeras bench` does.
-        model = build_model(args.model, input_shape=patch + (channels,)) if args.model == "flair-unet" \
-            else build_model(args.model)
+        model = build_model(args.model, input_shape=patch + (channels,)) if fixed_size else build_model(args.model)
         model.compile(optimizer=keras.optimizers.Adam(), loss=keras.losses.MeanSquaredError())
         models[policy] = model
     keras.mixed_precision.set_global_policy("float32")

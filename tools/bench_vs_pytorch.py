@@ -247,20 +247,30 @@ def main():
     report = {"machine": workers["bratskeras"][1], "pytorch": workers["pytorch"][1],
               "tiling": {"window": workers["bratskeras"][1]["window"],
                          "overlap": workers["bratskeras"][1]["overlap"]},
-              "repeats": args.repeats, "quick": args.quick, "rows": []}
-    for task in ("predict", *TRAIN_SHAPES):
-        row = {"task": task}
-        for label in workers:
-            row[label] = statistics.median(seconds[(task, label)])
-        ratios = [t / k for t, k in zip(seconds[(task, "pytorch")], seconds[(task, "bratskeras")])]
-        row["pytorch_over_bratskeras"] = statistics.median(ratios)
-        # The spread of the pairs: a goal that lies inside it is not met reliably on this machine.
-        row["pytorch_over_bratskeras_range"] = [min(ratios), max(ratios)]
-        if "tf-default" in workers:
-            row["tf_default_over_bratskeras"] = statistics.median(
-                t / k for t, k in zip(seconds[(task, "tf-default")], seconds[(task, "bratskeras")]))
-        report["rows"].append(row)
+              "repeats": args.repeats, "quick": args.quick,
+              "rows": [measurement_row(task, seconds, list(workers)) for task in ("predict", *TRAIN_SHAPES)]}
     print(json.dumps(report, indent=2) if args.json else _format(report))
+
+
+def measurement_row(task, seconds, labels):
+    """One row of the report from `seconds` {(task, label): [seconds, one per repeat]}.
+
+    Each side's median seconds; the per-pair ratios PyTorch / bratskeras
+    (`pytorch_over_bratskeras_samples`, one per repeat), their median and
+    their range; with a "tf-default" side, its median ratio to bratskeras.
+    """
+    row = {"task": task}
+    for label in labels:
+        row[label] = statistics.median(seconds[(task, label)])
+    ratios = [t / k for t, k in zip(seconds[(task, "pytorch")], seconds[(task, "bratskeras")], strict=True)]
+    row["pytorch_over_bratskeras_samples"] = ratios
+    row["pytorch_over_bratskeras"] = statistics.median(ratios)
+    # The spread of the pairs: a goal that lies inside it is not met reliably on this machine.
+    row["pytorch_over_bratskeras_range"] = [min(ratios), max(ratios)]
+    if "tf-default" in labels:
+        row["tf_default_over_bratskeras"] = statistics.median(
+            t / k for t, k in zip(seconds[(task, "tf-default")], seconds[(task, "bratskeras")], strict=True))
+    return row
 
 
 def _format(report):

@@ -277,12 +277,9 @@ def run(args, options):
 def main(argv=None):
     import json
 
-    from bratskeras.cli.quiet import import_tensorflow_quietly
     from bratskeras.core.errors import BratsKerasError, user_message
 
     args, options = parse_args(argv)
-    # Scoring imports TensorFlow (bratskeras.training.metrics): without its start-up lines, as `bratskeras evaluate`.
-    import_tensorflow_quietly()
     try:
         report, ok = run(args, options)
     except (BratsKerasError, OSError) as error:

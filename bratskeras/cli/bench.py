@@ -11,7 +11,7 @@ from bratskeras.cli.quiet import needs_tensorflow
 @needs_tensorflow
 def bench(as_json, quick):
     """Measure model and pipeline speed against this machine's matmul limit."""
-    from bratskeras.platform import benchmark
+    from bratskeras.bench import benchmark
 
     progress = None if as_json else (lambda message: click.echo(f"measuring {message} ...", err=True))
     report = benchmark.run_benchmark(quick=quick, progress=progress)

@@ -7,6 +7,8 @@ import click
 from bratskeras.cli.models import parse_shape
 from bratskeras.core.labels import TASKS
 from bratskeras.data.layouts import NAMES as LAYOUT_NAMES
+from bratskeras.synth.kinds import KINDS, SETTINGS
+from bratskeras.synth.writers import DEFAULT_LAYOUT
 from bratskeras.training.demo import UNSEEN_SEED
 
 TASK_HELP = ("2023+ label scheme of every case; needed for 2024 post-treatment glioma (gli), "
@@ -50,22 +52,22 @@ def inspect_command(data_dir, layout, task, as_json):
 @click.option("--cases", default=4, show_default=True, type=click.IntRange(min=1), help="Number of cases.")
 @click.option("--shape", help="D,H,W voxels per case (default: 64,64,48 simple; anatomy: BraTS's "
                                 "240 x 240 x 155 mm, 240,240,155 at 1 mm).")
-@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="brats2020", show_default=True,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default=DEFAULT_LAYOUT, show_default=True,
               help="On-disk layout to write (brats2017 also stands for 2018/2019).")
 @click.option("--task", type=click.Choice(TASKS),
               help="Write a 2023-2025 task's case folders and labels (brats2023 layout).")
 @click.option("--seed", default=UNSEEN_SEED, show_default=True, type=int,
               help="Dataset seed (the default is none the built-in demo trains on).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty OUT_DIR.")
-@click.option("--kind", type=click.Choice(["simple", "anatomy", "synthseg"]), default="simple", show_default=True,
+@click.option("--kind", type=click.Choice(list(KINDS)), default="simple", show_default=True,
               help="Geometric phantoms; heads on the MNI152 template (needs bratskeras[anatomy]); or "
                    "domain-randomised SynthSeg-style heads on it (random contrasts, tumour types, scanners).")
-@click.option("--settings", type=click.Choice(["default", "heldout", "basic", "mimics"]), default="default",
-              show_default=True,
+@click.option("--settings", type=click.Choice(SETTINGS), default="default", show_default=True,
               help="Generator ranges: training's, or the held-out set's other ranges; synthseg also 'basic' "
-                   "(without the enhancing mimics: the shipped model's first training stage) and 'mimics' "
-                   "(basic with enhancing vessels and dura: its second stage; default adds ventricle shapes "
-                   "and FLAIR-bright healthy tissue).")
+                   "(without the enhancing mimics: the shipped model's first training stage), 'mimics' "
+                   "(basic with enhancing vessels and dura: its second stage; default adds ventricle shapes, "
+                   "FLAIR-bright healthy tissue and choroid plexus: its third) and 'faint' (default with "
+                   "moderately enhancing tumour in half the heads).")
 @click.option("--voxel-size", default=1.0, show_default=True, type=click.FloatRange(0.5, 4.0),
               help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):

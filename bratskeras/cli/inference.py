@@ -2,14 +2,10 @@
 
 --postprocess syntax (repeatable, applied in the order given):
 
-    NAME[:KEY=VALUE[,KEY=VALUE...]]
+    NAME[:KEY=VALUE[,KEY=VALUE...]]      e.g. min_component:voxels=50,per=class
 
-    min_component:voxels=50             drop 26-connected components < 50 voxels per region
-    min_component:voxels=50,per=class   ... per class
-    et_to_ncr:voxels=500                fewer than 500 ET voxels -> NCR
-    average_pool:size=16                FLAIR paper smoothing (size=16x16x1 for per slice)
-
-Values are integers, AxBxC integer triples, or words.
+Values are integers, AxBxC integer triples, or words. The steps, their
+options and their help are the rows of bratskeras.predict.postprocessing.STEPS.
 """
 
 import contextlib
@@ -23,6 +19,7 @@ from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.core.errors import ConfigError, user_message
 from bratskeras.core.labels import SCHEMES, TASKS
+from bratskeras.predict.postprocessing import STEPS, check_step, check_steps
 
 
 def parse_postprocess(text):
@@ -35,8 +32,6 @@ def parse_postprocess(text):
             raise ConfigError(f"--postprocess {text!r}: options are KEY=VALUE, got {item!r}")
         step[key.strip()] = _parse_value(value.strip())
     # Validate now so a typo or a bad value fails before the model is loaded.
-    from bratskeras.predict.postprocessing import check_step
-
     try:
         check_step(step)
     except ValueError as error:
@@ -46,8 +41,6 @@ def parse_postprocess(text):
 
 def _check_steps_for(steps, model_task):
     """ConfigError when a post-processing step needs classes the model's task lacks (MEN-RT has no ET)."""
-    from bratskeras.predict.postprocessing import check_steps
-
     try:
         check_steps(steps, model_task)
     except ValueError as error:
@@ -162,7 +155,8 @@ def _check_models(models, device):
               help="Labels to write (default: the input's release or task).")
 @click.option("--task", type=click.Choice(TASKS), help="Label scheme of INPUT_DIR when its folders do not say.")
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",
-              help="NAME[:KEY=VALUE,...], e.g. min_component:voxels=50; repeatable.")
+              help="NAME[:KEY=VALUE,...], repeatable, applied in order: "
+                   + "; ".join(step.usage() for step in STEPS.values()) + ".")
 @click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
 @click.option("--spacing", help="Voxel size in mm to predict at, overriding the model's contract: 3 or 3,3,2; "
                                 "'source' (or 'none'): the source grid.")

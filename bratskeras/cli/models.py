@@ -38,13 +38,28 @@ def parse_spacing(text, what="--spacing", allow_source=False):
 
 
 @click.command("models")
-def models_command():
-    """List the registered models with their parameter counts."""
-    # The registry's stored facts: no model is built, no TensorFlow imported.
-    from bratskeras.core.model_presets import list_models, parameter_count
+@click.option("--json", "as_json", is_flag=True, help="Print every model's metadata as JSON.")
+def models_command(as_json):
+    """List the registered models with their parameter counts and metadata."""
+    # The registry's stored rows: no model is built, no TensorFlow imported.
+    from bratskeras.core.model_presets import MODEL_PRESETS
 
-    for name in list_models():
-        click.echo(f"{name:<18} {parameter_count(name):>12,d} parameters")
+    if as_json:
+        click.echo(json.dumps([preset.metadata() for preset in MODEL_PRESETS.values()], indent=2))
+        return
+    for preset in MODEL_PRESETS.values():
+        click.echo(f"{preset.name:<18} {preset.params:>12,d} parameters  {preset.description}")
+        click.echo(f"{'':<18} {model_details(preset.metadata())}")
+
+
+def model_details(metadata):
+    """The second line `bratskeras models` prints for one preset's metadata (ModelPreset.metadata)."""
+    crop = metadata["default_crop"]
+    crop = "x".join(str(size) for size in crop) if crop else "none (any size)"
+    channels = metadata["output_channels"]
+    return (f"input {', '.join(metadata['modalities'])}; output {channels} channel{'s' * (channels > 1)} of "
+            f"{metadata['output']}; sizes multiple of {metadata['pooling_multiple']}; "
+            f"default crop {crop}; paper {metadata['paper_source']}")
 
 
 def comparison_lines(lines, expected, actual, ok):
@@ -82,7 +97,7 @@ def _summary_model(name, input_shape):
         return build_model(name, input_shape=parse_shape(input_shape, 4, "--input-shape") if input_shape else None), name
     if input_shape:
         raise ConfigError(f"--input-shape builds a registry model; {name} is loaded as it was trained")
-    from bratskeras.training.config import read_config_file
+    from bratskeras.training.config_file import read_config_file
 
     folder = pretrained.resolve(name)
     read_config_file(os.path.join(folder, pretrained.CONFIG_FILE))  # every field checked, as predict reads it

@@ -10,47 +10,46 @@ import click
 from bratskeras.cli.models import parse_shape, parse_spacing
 from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.core.labels import SCHEMES, TASKS
-from bratskeras.core.targets import NAMES as TARGET_NAMES
-from bratskeras.data.pipeline import AUGMENT_ON
-from bratskeras.training.config import AUGMENTATIONS, LOSS_TARGETS, PRECISIONS, PRESETS, STRATEGIES
+from bratskeras.core.run_folder import RunFolder
+from bratskeras.training.config import TrainConfig
 from bratskeras.training.demo import DEMO_TIME_LIMIT
+from bratskeras.training.fields import cli_fields
 
 
-def _shape_option(text, what):
-    return parse_shape(text, 3, what) if text else None
+def _key_value_pairs(pairs):
+    """--model-arg KEY=VALUE ... -> {key: int or float}; None when none was given."""
+    return dict(_key_values(pairs)) or None
 
 
-def _spacing_option(text):
-    """"2" or "2,2,2" (mm) -> (2.0, 2.0, 2.0); None when not given."""
-    return parse_spacing(text) if text else None
+# How each kind of training flag (bratskeras.training.fields.CLI_KINDS) is offered and read:
+# kind -> (click option keywords for `flag`, the value's conversion from what click hands over).
+_KINDS = {
+    "text": (lambda flag: {}, lambda value, flag: value),
+    "int": (lambda flag: {"type": int}, lambda value, flag: value),
+    "float": (lambda flag: {"type": float}, lambda value, flag: value),
+    "choice": (lambda flag: {"type": click.Choice(list(flag.choices))}, lambda value, flag: value),
+    # Given: True; absent: None, the preset's value.
+    "switch": (lambda flag: {"is_flag": True}, lambda value, flag: True if value else None),
+    "sizes": (lambda flag: {}, lambda value, flag: parse_shape(value, 3, flag.name) if value else None),
+    "spacing": (lambda flag: {}, lambda value, flag: parse_spacing(value, flag.name) if value else None),
+    "key_values": (lambda flag: {"multiple": True}, lambda value, flag: _key_value_pairs(value)),
+    "model": (lambda flag: {"type": MODEL_SOURCE}, lambda value, flag: value),
+}
+# TrainConfig's fields that have a flag, in declaration order: (field name, Flag).
+TRAINING_FLAGS = cli_fields(TrainConfig)
+
+
+def training_options(command):
+    """Adds a click option for each of TRAINING_FLAGS to `command` (its value arrives under the field's name)."""
+    for name, flag in reversed(TRAINING_FLAGS):
+        keywords = {"help": flag.help, "metavar": flag.metavar, **_KINDS[flag.kind][0](flag)}
+        command = click.option(flag.name, name, **keywords)(command)
+    return command
 
 
 def _overrides(options):
-    """CLI options -> TrainConfig overrides (None means: keep the preset's value)."""
-    return {
-        "model": options["model"],
-        "epochs": options["epochs"],
-        "steps_per_epoch": options["steps_per_epoch"],
-        "batch_size": options["batch_size"],
-        "patch_size": _shape_option(options["patch_size"], "--patch-size"),
-        "spacing": _spacing_option(options["spacing"]),
-        "precision": options["precision"],
-        "strategy": options["strategy"],
-        "seed": options["seed"],
-        "deterministic": True if options["deterministic"] else None,
-        "folds": options["folds"],
-        "fold": options["fold"],
-        "learning_rate": options["learning_rate"],
-        "augment_on": options["augment_on"],
-        "augmentation": options["augment"],
-        "loss": options["loss"],
-        "target": options["target"],
-        # A task trains its own classes from its own images (MEN-RT: T1c alone).
-        "task": options["task"],
-        "modalities": SCHEMES[options["task"]].modalities if options["task"] else None,
-        "model_overrides": dict(_key_values(options["model_arg"])) or None,
-    }
+    """The training flags' values -> TrainConfig overrides (None means: keep the preset's value)."""
+    return {name: _KINDS[flag.kind][1](options[name], flag) for name, flag in TRAINING_FLAGS}
 
 
 def parse_duration(text):
@@ -76,43 +75,11 @@ def _key_values(pairs):
 
 @click.command("fit")
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--preset", type=click.Choice(list(PRESETS)),
-              help="The paper whose training set-up to start from (default lightweight2020).")
-@click.option("--model", help="Registry model name (default: the preset's).")
-@click.option("--model-arg", multiple=True, help="Builder override KEY=VALUE, e.g. base_filters=8.")
+@training_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--epochs", type=int)
-@click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the cases).")
-@click.option("--batch-size", type=int, help="Global batch size.")
-@click.option("--patch-size", help="D,H,W of training patches.")
-@click.option("--spacing", help="Voxel size in mm the network works at, e.g. 2 or 2,2,2 (default: the source "
-                                "grid); predict resamples back.")
-@click.option("--learning-rate", type=float)
-@click.option("--precision", type=click.Choice(PRECISIONS))
-@click.option("--strategy", type=click.Choice(STRATEGIES))
-@click.option("--augment-on", type=click.Choice(AUGMENT_ON), help="Where augmentation runs.")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS),
-              help="Augmentation set: the lightweight paper's, or nnU-Net's (default: the preset's).")
-@click.option("--target", type=click.Choice(TARGET_NAMES),
-              help="Softmax classes (4, or the task's), sigmoid regions (WT, TC, ET, or the task's: "
-                   "gli WT, TC, ET, RC) or whole tumor.")
-@click.option("--task", type=click.Choice(TASKS),
-              help="Train this 2023-2025 task's own classes or regions (gli: 5 classes with RC; menrt: GTV "
-                   "from T1c alone).")
-@click.option("--loss", type=click.Choice(list(LOSS_TARGETS)),
-              help="Loss (default: the preset's; with another --target, Dice+CE for classes, Dice+BCE for "
-                   "regions).")
-@click.option("--init-from", "init_from", type=MODEL_SOURCE, metavar="MODEL",
-              help="Fine-tune MODEL (pretrained:NAME, a run directory or a .keras file): its weights, "
-                   "architecture, inputs and preprocessing; the preset (default: its own) and flags say how "
-                   "to train.")
 @click.option("--resume", "resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue a run: RUN_DIR, or the --out folder when given without a value. Without "
                    "DATA_DIR it trains on the data folder the run remembers (RUN_DIR/dataset.json).")
-@click.option("--seed", type=int)
-@click.option("--deterministic", is_flag=True, help="Deterministic TF ops (reproducible on CPU).")
-@click.option("--folds", type=int, help="k for k-fold cross-validation (default: 80/20 split).")
-@click.option("--fold", type=int, help="Which fold to train (0-based).")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Preprocessing cache folder, used as is (default: a folder per dataset under $BRATSKERAS_CACHE, "
                    "else $XDG_CACHE_HOME/bratskeras or ~/.cache/bratskeras; the demo's is in its demo_data).")
@@ -124,8 +91,7 @@ def _key_values(pairs):
               help="Print only warnings and the final summary: no header, caching progress or epoch lines "
                    "(default: a progress bar on a terminal, one line per epoch otherwise).")
 @needs_tensorflow
-def fit_command(data_dir, preset, out_dir, init_from, resume, cache_dir, skip_bad_cases, time_limit, quiet,
-                **options):
+def fit_command(data_dir, out_dir, resume, cache_dir, skip_bad_cases, time_limit, quiet, **options):
     """Train a model on a BraTS folder (no DATA_DIR: the built-in synthetic demo).
 
     With --init-from MODEL the run fine-tunes MODEL on DATA_DIR.
@@ -134,7 +100,8 @@ def fit_command(data_dir, preset, out_dir, init_from, resume, cache_dir, skip_ba
 
     command_start = time.monotonic()
     time_limit = parse_duration(time_limit) if time_limit is not None else None
-    overrides = {k: v for k, v in {**_overrides(options), "init_from": init_from}.items() if v is not None}
+    overrides = {k: v for k, v in _overrides(options).items() if v is not None}
+    preset = overrides.pop("preset", None)  # the preset the overrides apply to (training.config.resolve_config)
     if resume is not None:
         out_dir = resume or out_dir
         if not out_dir:
@@ -190,7 +157,7 @@ def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
         records.add_heldout(result.run_dir, run.heldout_dir, dice)
         label = "held-out Dice"
     click.echo(f"{label}: " + "  ".join(f"{region} {value:.2f}" for region, value in dice.items()))
-    click.echo(f"results: {os.path.join(result.run_dir, records.RESULTS_FILE)}")
+    click.echo(f"results: {RunFolder(result.run_dir).results}")
     note = demo_data_note(result.run_dir)
     if note:
         click.echo(note)
@@ -198,9 +165,7 @@ def _train_and_report(run, command_start, skip_bad_cases, cache_dir, quiet):
 
 def demo_data_note(run_dir):
     """The line that tells a demo's user how much of its run folder is generated data, or None (not a demo)."""
-    from bratskeras.training.plan import DEMO_DATA
-
-    folder = os.path.join(run_dir, DEMO_DATA)
+    folder = RunFolder(run_dir).demo_data
     if not os.path.isdir(folder):
         return None
     return (f"demo data: {folder} holds {_folder_bytes(folder) / 1e6:.0f} MB of generated phantoms and their cache; "

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from bratskeras import __version__, pretrained
 from bratskeras.core import labels, targets
 from bratskeras.core.errors import ConfigError, ModelError
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.data.preprocessing import NORMALISATION, NORMALISATIONS, PreprocessSettings
 
 CONTRACT_KEY = "bratskeras_contract"
@@ -47,9 +48,6 @@ LOCATIONS = {
 }
 FORMATS = tuple(LOCATIONS)
 SAVED_MODEL_MARKER = "saved_model.pb"
-# The model file of a run directory, here (not in models.saving, which loads it) so that reading a
-# contract imports no Keras.
-RUN_DIR_MODEL = "best.keras"
 _KERAS_METADATA = "metadata.json"
 _TFLITE_IDENTIFIER = b"TFL3"
 _DEFAULTS = PreprocessSettings()
@@ -185,31 +183,29 @@ class InputContract:
         return cls.from_dict(values, where)
 
     @classmethod
-    def from_run_config(cls, config, where, input_multiple=1, default_modalities=()):
-        """The contract of a run: its config.json dict (TrainConfig's fields), the one resolution.
-
-        Keys a config.json lacks take the defaults its run trained with
-        (TrainConfig's, which are PreprocessSettings'); a hand-written config
-        without modalities gets `default_modalities`.
+    def from_run_config(cls, run_config, input_multiple=1):
+        """The contract of a run's configuration, the one resolution.
 
         Args:
-            config: dict of TrainConfig fields (config.json, or dataclasses.asdict).
-            where: the config's file, for messages.
+            run_config: a training.config_file.RunConfigFile: `.config` the
+                run's TrainConfig (a partial config.json's missing fields
+                resolved as fit resolves them), `.given` the fields the file
+                names (a patch size it does not name stays unknown, None),
+                `.margin` its crop margin, `.path` the file, for messages.
             input_multiple: the network's spatial divisor (model_setup.input_multiple).
-            default_modalities: modalities when the config names none.
 
         Raises:
-            ConfigError: one line naming `where` for values no model can have.
+            ConfigError: one line naming the file for values no model can have.
         """
+        config = run_config.config
         try:
-            return cls(modalities=tuple(config.get("modalities", default_modalities)),
-                       target=config.get("target", "classes"), task=config.get("task"),
-                       spacing=config.get("spacing"), crop=config.get("crop", _DEFAULTS.crop),
-                       crop_size=tuple(config.get("crop_size", _DEFAULTS.crop_size)),
-                       margin=config.get("margin", _DEFAULTS.margin), patch_size=config.get("patch_size"),
+            return cls(modalities=config.modalities, target=config.target, task=config.task,
+                       spacing=config.spacing, crop=config.crop, crop_size=config.crop_size,
+                       margin=run_config.margin,
+                       patch_size=config.patch_size if "patch_size" in run_config.given else None,
                        input_multiple=input_multiple)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}: {error}") from None
+            raise ConfigError(f"{run_config.path}: {error}") from None
 
     def describe(self):
         """One readable line: modalities in order, spacing, normalisation, crop, target, labels."""
@@ -274,7 +270,7 @@ def read_contract(path, format=None):
     format = format or model_format(path)
     readers = {"keras": _read_keras, "saved_model": _read_saved_model, "onnx": _read_onnx, "tflite": _read_tflite}
     if format == "keras" and os.path.isdir(path):
-        path = os.path.join(path, RUN_DIR_MODEL)
+        path = RunFolder(path).best_model
     text = readers[format](path)
     return None if text is None else InputContract.from_json(text, path)
 

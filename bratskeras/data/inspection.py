@@ -32,7 +32,7 @@ import numpy as np
 
 from bratskeras.core import labels
 from bratskeras.core.errors import DataError
-from bratskeras.data import layouts, preprocessing, volumes
+from bratskeras.data import formats, layouts, preprocessing, volumes
 from bratskeras.platform import outputs
 
 # Part of remembered reports' keys: bump when the checks change.
@@ -137,11 +137,14 @@ def _remembered_report(case, cache_dir):
 
 
 def inspect_case(case):
-    """Checks one case, reading every file fully; returns its CaseReport."""
+    """Checks one case, reading every file fully, as its file format asks (_CHECKS); returns its CaseReport."""
     report = CaseReport(id=case.id, modalities=dict(case.modalities), seg=case.seg)
-    if case.layout == "kaggle-h5":
-        _inspect_h5(case, report)
-        return report
+    _CHECKS[case.reader](case, report)
+    return report
+
+
+def _inspect_files(case, report):
+    """Fills `report` for a case folder of NIfTI files: its file set, then every file read fully."""
     report.problems += _file_set_problems(case)
     reference = None
     for path in list(case.modalities.values()) + ([case.seg] if case.seg else []):
@@ -167,7 +170,6 @@ def inspect_case(case):
             zooms = [float(z) for z in image.header.get_zooms()[:3]]
             report.warnings += [f"case {case.id}: {path}: {finding}; {BRATS_INPUT}"
                                 for finding in input_findings(array, zooms)]
-    return report
 
 
 def input_findings(channel, spacing):
@@ -241,6 +243,7 @@ def _label_values(array, scheme, path):
 
 
 def _inspect_h5(case, report):
+    """Fills `report` for a volume of Kaggle H5 slices: its numbering, shapes, channels and mask."""
     report.problems += volumes.h5_slice_problems(case)
     images, masks = [], []
     for path in case.slices:
@@ -271,6 +274,10 @@ def _inspect_h5(case, report):
         report.labels = [int(v) for v in np.unique(classes)]
     except DataError as error:
         report.problems.append(str(error))
+
+
+# How each file format (bratskeras.data.formats, a layout row's `reader`) is checked.
+_CHECKS = {formats.NIFTI_FILES: _inspect_files, formats.H5_SLICES: _inspect_h5}
 
 
 def require_clean(dataset, report, skip_bad=False):

@@ -1,8 +1,9 @@
-"""Where BraTS cases lie on disk: the layouts' spec table (`LAYOUTS`) and `discover`.
+"""Where BraTS cases lie on disk: `discover` finds them by the layouts' rows (`LAYOUTS`).
 
 Layouts (docs/reference.md section 3), detected from the case folder names; each
-is a row of LAYOUTS (its case-folder pattern, file suffixes, separator and
-extension), which discovery reads and `synth` writes:
+is a row of bratskeras.data.layout_rows.LAYOUTS (its case-folder pattern, file
+suffixes, separator, extension, label file, file format, ...), which discovery
+reads and `synth` writes:
 
     brats2017   2017-2019: HGG/ and LGG/ of Brats17_<id>/, BraTS19_<id>/, ...,
                 files <case>_{flair,t1,t1ce,t2,seg}.nii.gz, labels 0,1,2,4
@@ -20,7 +21,8 @@ extension), which discovery reads and `synth` writes:
 
 The root passed to `discover` may be any ancestor of the case folders.
 Modalities always carry the canonical names "flair", "t1", "t1ce", "t2".
-Reading what discovery finds is bratskeras.data.volumes' job.
+Reading what discovery finds is bratskeras.data.volumes' job, through the
+case's file format (`Case.reader`, bratskeras.data.formats).
 
 Discovery is the one place that decides which inputs are used, and it names
 every data-like input it does not use (`Dataset`):
@@ -43,63 +45,13 @@ package's own writers, macOS "._*" files) are not inputs and are not read.
 """
 
 import os
-import re
 from dataclasses import dataclass, field
 
 from bratskeras.core import labels
 from bratskeras.core.errors import DataError
-
-MODALITIES = labels.ALL_MODALITIES
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One row of LAYOUTS: how a release names its case folders and files.
-
-    Attributes:
-        name: the layout's name (`--layout`).
-        case_pattern: regular expression a case folder's name matches, or
-            None for kaggle-h5 (flat slice files, no case folders).
-        suffixes: canonical modality -> the file-name suffix of this release.
-        separator: between the case id and the suffix ("_" or "-").
-        extension: of the files the release ships (".nii", ".nii.gz", ".h5").
-    """
-
-    name: str
-    case_pattern: re.Pattern | None
-    suffixes: dict
-    separator: str = "_"
-    extension: str = ".nii.gz"
-
-
-_OLD_SUFFIXES = {m: m for m in MODALITIES}
-_NEW_SUFFIXES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
-LAYOUTS = {layout.name: layout for layout in (
-    Layout("brats2017", re.compile(r"^Brats1[78]_.+$|^BraTS19_.+$"), _OLD_SUFFIXES),
-    Layout("brats2020", re.compile(r"^BraTS20_(Training|Validation)_\d+$"), _OLD_SUFFIXES, extension=".nii"),
-    Layout("brats2021", re.compile(r"^BraTS2021_\d+$"), _OLD_SUFFIXES),
-    Layout("brats2023", re.compile(r"^BraTS-(?P<prefix>[A-Za-z]+(?:-RT)?)-\d+(?:-\d+)?$"), _NEW_SUFFIXES,
-           separator="-"),
-    Layout("kaggle-h5", None, {}, extension=".h5"),
-)}
-NAMES = tuple(LAYOUTS)
-# Assumption (unverified upstream, see docs/reference.md section 3): the Kaggle H5 `image`
-# channels are [T1, T1ce, T2, FLAIR] and the `mask` channels [NCR, ED, ET].
-H5_CHANNEL_ORDER = ("t1", "t1ce", "t2", "flair")
-H5_MASK_CLASSES = (1, 2, 3)
-
-_SUFFIX_TO_MODALITY = {suffix: modality for layout in LAYOUTS.values()
-                       for modality, suffix in layout.suffixes.items()}
-_NIFTI_RE = re.compile(r"^(?P<stem>.+?)(?P<ext>\.nii(\.gz)?)$")
-# The 2023+ releases separate the suffix with "-", older ones with "_".
-# MEN-RT names its label <case>_gtv (docs/reference.md section 5).
-_LABEL_SUFFIXES = ("seg", "gtv")
-_SUFFIX_RE = re.compile(
-    r"[_-](?P<suffix>%s)$" % "|".join(sorted({*_SUFFIX_TO_MODALITY, *_LABEL_SUFFIXES}, key=lambda s: (-len(s), s))),
-    re.IGNORECASE)
-# BraTS 2020 case 355 ships its label as W39_1998.09.19_Segm.nii.
-_ODD_SEG_RE = re.compile(r"_Segm$", re.IGNORECASE)
-_H5_RE = re.compile(r"^volume_(?P<volume>\d+)_slice_(?P<slice>\d+)\.h5$")
+from bratskeras.data import layout_rows
+from bratskeras.data.layout_rows import LAYOUTS, MODALITIES, NAMES, Layout  # noqa: F401 (this module's API too)
+from bratskeras.data.volumes import H5_CHANNEL_ORDER, H5_MASK_CLASSES  # noqa: F401 (this module's API too)
 
 
 @dataclass
@@ -135,12 +87,20 @@ class Case:
     channel_order: tuple = H5_CHANNEL_ORDER
     expected_slices: int = 0
 
+    @property
+    def reader(self):
+        """The file format (bratskeras.data.formats) that reads this case: its layout's."""
+        return LAYOUTS[self.layout].reader
+
     def source_files(self):
         """Every file this case is read from (for cache keys and messages)."""
-        if self.layout == "kaggle-h5":
-            return list(self.slices)
-        files = list(self.modalities.values())
-        return files + ([self.seg] if self.seg else [])
+        return self.reader.source_files(self)
+
+    @property
+    def folder(self):
+        """The folder holding the case's files."""
+        files = self.source_files()
+        return os.path.dirname(files[0] if files else self.extra_files[0])
 
 
 @dataclass
@@ -185,10 +145,7 @@ class Dataset:
 
 def label_scheme_for(layout, case_id=None):
     """The labels.SCHEMES name of a layout's label files (2023+: from the case folder's task prefix)."""
-    if layout != "brats2023":
-        return "brats2020"
-    match = LAYOUTS["brats2023"].case_pattern.match(case_id or "")
-    return (match and labels.scheme_for_prefix(match.group("prefix"))) or "brats2023"
+    return LAYOUTS[layout].scheme_of(case_id)
 
 
 class NoCasesFound(DataError):
@@ -226,7 +183,7 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
     nifti_dirs, h5_files, skipped, ignored = _scan(root)
     found = _nifti_cases(nifti_dirs, skipped, ignored)
     if h5_files:
-        found["kaggle-h5"] = _h5_cases(h5_files, tuple(channel_order))
+        found[layout_rows.SLICES.name] = _h5_cases(h5_files, tuple(channel_order))
     found = {name: cases for name, cases in found.items() if cases}
     if not found and skipped:
         raise NoCasesFound(f"{root}: no BraTS cases found; {len(skipped)} input(s) left out, first: {skipped[0]}")
@@ -239,7 +196,7 @@ def discover(root, layout=None, channel_order=H5_CHANNEL_ORDER, task=None):
     if layout not in found:
         raise DataError(f"{root}: no {layout} cases found (found: {', '.join(sorted(found))})")
     for other in sorted(set(found) - {layout}):
-        folders = sorted(_case_folder(c) for c in found[other])
+        folders = sorted(c.folder for c in found[other])
         ignored.append(f"{folders[0]}: {other} case folder, not read (layout {layout} asked for); "
                        f"{len(folders)} such folder(s)")
     every_copy = found[layout]
@@ -266,7 +223,7 @@ def _unique_cases(cases):
         if len(copies) == 1:
             unique.append(copies[0])
             continue
-        folders = sorted(_case_folder(c) for c in copies)
+        folders = sorted(c.folder for c in copies)
         duplicates.append(f"case {case_id}: found in {len(folders)} folders ({', '.join(folders)}); every copy "
                           "left out (a case id must be unique within a dataset: remove or rename all but one)")
     return unique, duplicates
@@ -277,7 +234,7 @@ def _dataset_scheme(root, layout, cases, task):
     if task is not None:
         if task not in labels.TASKS:
             raise DataError(f"unknown task {task!r}; expected one of {', '.join(labels.TASKS)}")
-        if layout != "brats2023":
+        if not LAYOUTS[layout].names_task:
             raise DataError(f"{root}: a task applies to 2023+ case folders (BraTS-<TASK>-...), not {layout}")
         for case in cases:
             if case.label_scheme != task and not labels.get_scheme(case.label_scheme).ambiguous:
@@ -294,7 +251,7 @@ def _dataset_scheme(root, layout, cases, task):
 
 def _task_folders(cases, schemes):
     """"mets: <folder>; ped: <folder>": the folder holding each scheme's cases (their common parent)."""
-    parents = {scheme: os.path.commonpath([os.path.dirname(_case_folder(c)) for c in cases
+    parents = {scheme: os.path.commonpath([os.path.dirname(c.folder) for c in cases
                                            if c.label_scheme == scheme]) for scheme in schemes}
     return "; ".join(f"{scheme}: {parents[scheme]}" for scheme in schemes)
 
@@ -329,11 +286,11 @@ def _scan(root):
             path = os.path.join(folder, name)
             if name.startswith("."):
                 continue
-            if _NIFTI_RE.match(name):
+            if layout_rows.nifti_stem(name) is not None:
                 # A broken link named like a data file stays: reading it fails by name, in its case.
                 nifti_dirs.setdefault(folder, []).append(name)
                 has_data = True
-            elif _H5_RE.match(name):
+            elif layout_rows.slice_file(name) is not None:
                 h5_files.append(path)
                 has_data = True
             elif os.path.islink(path) and not os.path.exists(path):
@@ -386,47 +343,41 @@ def _nifti_cases(nifti_dirs, skipped, ignored):
 
 def _case_id_of_file(name):
     """The case id a NIfTI file's name carries before its modality or label suffix, or None."""
-    stem = _NIFTI_RE.match(name).group("stem")
-    match = _SUFFIX_RE.search(stem)
-    return stem[:match.start()] if match and _layout_of(stem[:match.start()]) else None
+    case_id, suffix = layout_rows.split_suffix(layout_rows.nifti_stem(name))
+    return case_id if suffix and _layout_of(case_id) else None
 
 
 def _nifti_case(folder, case_id, layout, names):
+    """The Case of one case folder's NIfTI file `names`: modalities, label file and extra files by suffix."""
+    odd_label = LAYOUTS[layout].odd_label
     modalities, segs, extra = {}, [], []
     for name in names:
         path = os.path.join(folder, name)
-        stem = _NIFTI_RE.match(name).group("stem")
-        match = _SUFFIX_RE.search(stem)
-        suffix = match.group("suffix").lower() if match else None
-        if suffix in _LABEL_SUFFIXES or (layout == "brats2020" and _ODD_SEG_RE.search(stem)):
+        stem = layout_rows.nifti_stem(name)
+        _, suffix = layout_rows.split_suffix(stem)
+        modality = layout_rows.MODALITY_OF_SUFFIX.get(suffix)
+        if suffix in layout_rows.LABEL_SUFFIXES or (odd_label is not None and odd_label.search(stem)):
             segs.append(path)
-        elif suffix in _SUFFIX_TO_MODALITY and _SUFFIX_TO_MODALITY[suffix] not in modalities:
-            modalities[_SUFFIX_TO_MODALITY[suffix]] = path
+        elif modality is not None and modality not in modalities:
+            modalities[modality] = path
         else:
             extra.append(path)
     # The standard <case>_seg name wins over an oddly named one; any other is extra.
-    segs.sort(key=lambda p: 0 if _SUFFIX_RE.search(_NIFTI_RE.match(os.path.basename(p)).group("stem")) else 1)
+    segs.sort(key=lambda p: 0 if layout_rows.split_suffix(layout_rows.nifti_stem(os.path.basename(p)))[1] else 1)
     return Case(id=case_id, layout=layout, modalities=modalities, seg=segs[0] if segs else None,
                 label_scheme=label_scheme_for(layout, case_id), extra_files=segs[1:] + extra)
 
 
 def _mark_expected_labels(cases):
-    """Decides which cases must have a label file.
+    """Decides which cases must have a label file, by their layout's rule (`Layout.expects_label`).
 
     BraTS 2020 names its unlabelled cases "Validation". Other releases keep
     unlabelled cases in a separate folder, so a case is expected to have a
     label when any other case in its parent folder has one.
     """
-    labelled_parents = {os.path.dirname(_case_folder(c)) for c in cases if c.seg}
+    labelled_parents = {os.path.dirname(c.folder) for c in cases if c.seg}
     for case in cases:
-        if case.layout == "brats2020":
-            case.expects_seg = "_Validation_" not in case.id
-        elif case.layout != "kaggle-h5":
-            case.expects_seg = os.path.dirname(_case_folder(case)) in labelled_parents
-
-
-def _case_folder(case):
-    return os.path.dirname(case.source_files()[0] if case.source_files() else case.extra_files[0])
+        case.expects_seg = LAYOUTS[case.layout].expects_label(case, labelled_parents)
 
 
 def _h5_cases(paths, channel_order):
@@ -440,16 +391,15 @@ def _h5_cases(paths, channel_order):
         raise DataError(f"channel order {channel_order} must name each of {MODALITIES} once")
     volumes = {}
     for path in paths:
-        match = _H5_RE.match(os.path.basename(path))
-        key = (os.path.dirname(path), int(match.group("volume")))
-        volumes.setdefault(key, []).append((int(match.group("slice")), path))
+        volume, index = layout_rows.slice_file(os.path.basename(path))
+        volumes.setdefault((os.path.dirname(path), volume), []).append((index, path))
     expected = max(max(s for s, _ in items) + 1 for items in volumes.values())
     cases = []
     for (_, volume), items in sorted(volumes.items()):
         items.sort()
         first = items[0][1]
         cases.append(Case(
-            id=f"volume_{volume}", layout="kaggle-h5", modalities={m: first for m in MODALITIES},
-            seg=first, label_scheme="brats2020", slices=tuple(p for _, p in items),
+            id=layout_rows.SLICES.case_id.format(number=volume), layout=layout_rows.SLICES.name, modalities={m: first for m in MODALITIES},
+            seg=first, label_scheme=layout_rows.SLICES.label_scheme, slices=tuple(p for _, p in items),
             slice_indices=tuple(s for s, _ in items), channel_order=channel_order, expected_slices=expected))
     return cases

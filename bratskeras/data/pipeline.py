@@ -1,10 +1,12 @@
 """tf.data pipelines over the preprocessing cache, and splits (augmentation: bratskeras.data.augment).
 
 Shapes: x is float32 (B, D, H, W, C) with C the cached modalities in their
-cached order; y depends on `target` (bratskeras.core.targets.TARGETS):
-"classes" uint8 (B, D, H, W, 1), "regions" float32 (B, D, H, W, 3),
-"whole_tumor" float32 (B, D, H, W, 1). D, H, W are NIfTI axes i, j, k, so the
-axial plane is (D, H).
+cached order; y depends on `target` (bratskeras.core.targets.TARGETS) and
+`task`: "classes" uint8 (B, D, H, W, 1), "regions" float32 (B, D, H, W, R)
+with R the scheme's regions (3: WT, TC, ET; a task's own, e.g. 4 for gli
+with RC, 1 for menrt's GTV), "whole_tumor" float32 (B, D, H, W, 1)
+(targets.Target.y_channels). D, H, W are NIfTI axes i, j, k, so the axial
+plane is (D, H).
 
 Training draws patches forever (pass `steps_per_epoch` to `fit`): element i
 comes from case order[i % n] of a permutation drawn per pass over the cases,
@@ -20,15 +22,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bratskeras.core import targets
+from bratskeras.core import checks, targets
+from bratskeras.core.defaults import PATCH_SIZE
 from bratskeras.data import preprocessing
 
 # The augmentation lives in bratskeras.data.augment; the pipeline applies it, and
 # these names stay importable from here.
-from bratskeras.data.augment import AUGMENTATION_SETS, AugmentConfig, augment_batch, augment_patch  # noqa: F401
+from bratskeras.data.augment import AUGMENTATION_SETS, Augmentation, augment_batch, augment_patch  # noqa: F401
 
 # Where augmentation runs: in the tf.data map, or in the model's train step.
 AUGMENT_ON = ("cpu", "device")
+
+
+# Each checked field's rule (bratskeras.core.checks): PipelineConfig checks them, and TrainConfig
+# (training.config) checks its fields of the same name with the same rules.
+RULES = {
+    "patch_size": checks.SIZES,
+    "batch_size": checks.integer_from(1),
+    "foreground_fraction": checks.between(0, 1),
+    "target": checks.one_of(targets.NAMES),
+    "augment_on": checks.one_of(AUGMENT_ON),
+}
 
 
 @dataclass(frozen=True)
@@ -43,35 +57,30 @@ class PipelineConfig:
         target: one of bratskeras.core.targets.TARGETS.
         task: the task (labels.TASKS) whose classes or regions the target
             holds, or None for the classic classes.
-        augment: apply AugmentConfig transforms (training only).
+        augment: apply the augmentation's transforms (training only).
         augment_on: "cpu" (in the tf.data map) or "device" (the caller applies
             `augment_batch` in its train step; the pipeline yields raw patches).
-        augmentation: the AugmentConfig.
+        augmentation: the Augmentation (bratskeras.data.augment; default the paper's set).
         seed: seeds case order, patch positions and augmentation.
     """
 
-    patch_size: tuple = (128, 128, 128)
+    patch_size: tuple = PATCH_SIZE
     batch_size: int = 2
     foreground_fraction: float = 1 / 3
     target: str = "classes"
     task: str | None = None
     augment: bool = True
     augment_on: str = "cpu"
-    augmentation: AugmentConfig = AugmentConfig()
+    augmentation: Augmentation = AUGMENTATION_SETS["paper"]
     seed: int = 0
 
     def __post_init__(self):
-        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
-            raise ValueError(f"patch_size must be three positive sizes, got {self.patch_size}")
-        if not 0 <= self.foreground_fraction <= 1:
-            raise ValueError(f"foreground_fraction must be in [0, 1], got {self.foreground_fraction}")
-        if self.target not in targets.TARGETS:
-            raise ValueError(f"target must be one of {targets.NAMES}, got {self.target!r}")
-        if self.augment_on not in AUGMENT_ON:
-            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        """Raises ValueError naming the first field that breaks its rule (RULES)."""
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
+        for name, rule in RULES.items():
+            problem = checks.failure(rule, name, getattr(self, name))
+            if problem:
+                raise ValueError(problem)
 
 
 # --------------------------------------------------------------------------- splits

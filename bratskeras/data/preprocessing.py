@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from bratskeras.core.model_presets import FLAIR_PAPER_CROP
+
 CROPS = ("bbox", "center", "none")
-FLAIR_PAPER_CROP = (192, 192, 154)
 # The intensity normalisation `preprocess` applies (`zscore`: over the brain,
 # the voxels that are not background, 0 or a constant), by the name a model's
 # input contract (bratskeras.core.contract) records; the only one so far.

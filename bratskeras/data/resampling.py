@@ -2,10 +2,12 @@
 
 `sampling_coordinates` gives, for every output voxel of a (D, H, W) patch,
 the input coordinates a rotation about the patch centre, a zoom and a smooth
-elastic displacement send it to; `trilinear` (images) and `nearest` (labels)
-read a volume there, zero outside. `resize_3d` resizes with two 2-D resizes.
+elastic `displacement` send it to; `trilinear` (images) and `nearest` (labels)
+read a volume there, zero outside. `resize_3d` resizes with two 2-D resizes;
+`rotate_axial` rotates in the (D, H) plane.
 All TensorFlow, graph-safe, stateless (randomness only from the seeds given).
-`bratskeras.data.augment` draws the parameters and compiles the reads with XLA.
+The transforms of bratskeras.data.augmentations draw the parameters;
+bratskeras.data.patch resamples once for all of them and compiles the reads with XLA.
 """
 
 import math
@@ -23,15 +25,25 @@ def rotation_matrix(angles):
     return about_d @ about_h @ about_w
 
 
-def sampling_coordinates(shape, angles, factor, amplitude, seed, wavelength_range):
-    """(D, H, W, 3) float32 input coordinates of each output voxel."""
+def sampling_coordinates(shape, angles, factor, offsets=None):
+    """(D, H, W, 3) float32 input coordinates of each output voxel.
+
+    Output voxel p (relative to the patch centre c) reads the input at
+    R(angles) (p / factor) + c + offsets(p).
+
+    Args:
+        shape: (3,) int tensor, the patch's (D, H, W).
+        angles: (3,) float32 radians about D, H and W.
+        factor: scalar float32 zoom (> 1 enlarges the content).
+        offsets: (D, H, W, 3) float32 displacement (see `displacement`), or None.
+    """
     import tensorflow as tf
 
     centre = (tf.cast(shape, tf.float32) - 1.0) / 2.0
     axes = [tf.range(tf.cast(shape[a], tf.float32)) - centre[a] for a in range(3)]
     points = tf.stack(tf.meshgrid(*axes, indexing="ij"), axis=-1)  # (D, H, W, 3)
     coords = tf.tensordot(points / factor, tf.transpose(rotation_matrix(angles)), axes=1) + centre
-    return coords + displacement(shape, amplitude, seed, wavelength_range)
+    return coords if offsets is None else coords + offsets
 
 
 def displacement(shape, amplitude, seed, wavelength_range):
@@ -107,3 +119,23 @@ def resize_3d(volume, size, method):
     across = tf.image.resize(tf.transpose(volume, [2, 0, 1, 3]), size[:2], method=method)
     along = tf.image.resize(tf.transpose(across, [1, 2, 0, 3]), size[1:], method=method)
     return along
+
+
+def rotate_axial(volume, angle, interpolation):
+    """Rotates (D, H, W, C) by `angle` (radians) about the patch centre in the (D, H) plane, zero fill.
+
+    interpolation: "BILINEAR" (images) or "NEAREST" (labels).
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(volume)
+    # View W and C as channels of one 2-D image so one op resamples the whole patch.
+    flat = tf.reshape(volume, [1, shape[0], shape[1], shape[2] * shape[3]])
+    cy, cx = (tf.cast(shape[0], tf.float32) - 1) / 2, (tf.cast(shape[1], tf.float32) - 1) / 2
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
+                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])[None]
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=flat, transforms=transform, output_shape=shape[:2], fill_value=0.0,
+        interpolation=interpolation, fill_mode="CONSTANT")
+    return tf.reshape(rotated, shape)

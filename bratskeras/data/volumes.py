@@ -2,7 +2,10 @@
 
 Arrays are (D, H, W) = NIfTI voxel axes (i, j, k) exactly as nibabel returns
 them (240 x 240 x 155 for BraTS); images gain a trailing channel axis.
-Finding the cases is bratskeras.data.layouts' job; `read_case` takes its Case.
+Finding the cases is bratskeras.data.layouts' job; `read_case` and
+`read_labels` take its Case and hand it to the case's file format
+(bratskeras.data.formats: NIfTI files, Kaggle H5 slices), which reads it
+with this module's loaders and checks.
 """
 
 import math
@@ -13,12 +16,15 @@ import numpy as np
 
 from bratskeras.core import labels
 from bratskeras.core.errors import DataError
-from bratskeras.data.layouts import H5_MASK_CLASSES
 
 # The most voxels one file (or one H5 slice) may claim: 512^3 is over 3000 times a BraTS volume
 # (240 x 240 x 155) and 512 MiB as float32, yet a damaged 71-byte header claiming 32767^3 voxels
 # is refused before anything is allocated for it.
 MAX_VOXELS = 512 ** 3
+# Assumption (unverified upstream, see docs/reference.md section 3): the Kaggle H5 `image`
+# channels are [T1, T1ce, T2, FLAIR] and the `mask` channels [NCR, ED, ET].
+H5_CHANNEL_ORDER = ("t1", "t1ce", "t2", "flair")
+H5_MASK_CLASSES = (1, 2, 3)
 
 
 def load_nifti(path):
@@ -175,35 +181,21 @@ def read_case(case, modalities=None, with_labels=True):
     missing = [m for m in modalities if m not in case.modalities]
     if missing:
         raise DataError(f"case {case.id}: missing modality {', '.join(missing)}")
-    if case.layout == "kaggle-h5":
-        return _read_h5_case(case, modalities, with_labels)
-    channels, reference = [], None
-    for modality in modalities:
-        path = case.modalities[modality]
-        array, image = load_nifti(path)
-        _raise_first(volume_problems(path, array))
-        if reference is None:
-            reference = (path, image)
-        _raise_first([geometry_problem(path, image, *reference)])
-        channels.append(array)
-    seg = None
-    if case.seg and with_labels:
-        seg_array, seg_image = load_nifti(case.seg)
-        _raise_first(volume_problems(case.seg, seg_array, is_label=True))
-        _raise_first([geometry_problem(case.seg, seg_image, *reference)])
-        seg = labels.labels_to_classes(seg_array, case.label_scheme, source=case.seg)
-    image = reference[1]
-    properties = {
-        "affine": np.asarray(image.affine, dtype=np.float64),
-        "header": image.header,
-        "shape": tuple(int(s) for s in image.shape[:3]),
-        "spacing": tuple(float(z) for z in image.header.get_zooms()[:3]),
-        "files": case.source_files(),
-    }
-    return np.stack(channels, axis=-1), seg, properties
+    return case.reader.read(case, modalities, with_labels)
 
 
-def _raise_first(problems):
+def read_labels(case):
+    """A labelled case's class map alone (evaluate's reference), read by the case's file format.
+
+    Returns:
+        (class indices uint8 (D, H, W) of the case's scheme, the nibabel image
+        or None where the format has no header, spacing (3,) in mm).
+    """
+    return case.reader.read_labels(case)
+
+
+def raise_first(problems):
+    """DataError of the first non-empty line of `problems`, if any."""
     problems = [p for p in problems if p]
     if problems:
         raise DataError(problems[0])
@@ -263,19 +255,6 @@ def h5_mask_to_classes(mask, source):
     for channel, class_index in enumerate(H5_MASK_CLASSES):
         classes[mask[..., channel] > 0] = class_index
     return classes
-
-
-def _read_h5_case(case, modalities, with_labels=True):
-    _raise_first(h5_slice_problems(case))
-    images, masks = zip(*(load_h5_slice(p, with_mask=with_labels) for p in case.slices))
-    volume = np.stack(images, axis=2)  # (H, W, S, 4): slices become the last spatial axis
-    _raise_first(volume_problems(f"case {case.id}", volume))
-    order = [case.channel_order.index(m) for m in modalities]
-    seg = h5_mask_to_classes(np.stack(masks, axis=2), f"case {case.id}") if with_labels else None
-    shape = volume.shape[:3]
-    properties = {"affine": brats_affine(shape), "header": None, "shape": tuple(shape),
-                  "spacing": (1.0, 1.0, 1.0), "files": list(case.slices)}
-    return np.ascontiguousarray(volume[..., order]), seg, properties
 
 
 def brats_affine(shape, voxel_mm=1.0):

@@ -5,7 +5,9 @@
     references:  any labelled dataset layout `layouts.discover` reads, or a flat
                  folder of <id>.nii.gz / <id>_seg.nii.gz label files
 
-Pairing is by case id. A reference without a prediction is an error listed by
+Pairing is by case id (bratskeras.evaluate.pairing, whose `pair`,
+`find_references`, `find_predictions` and `prediction_classes` this module
+also offers). A reference without a prediction is an error listed by
 name and is scored as an empty prediction (all background), which under the
 BraTS empty-mask rule gives Dice 0 and HD95 373.13 mm for every structure the
 reference has: the challenge's treatment of a missing case, so the summary
@@ -16,8 +18,8 @@ prediction without a reference is listed and not scored.
 Prediction label scheme: for 2017-2023 glioma, 4 present -> brats2020, 3
 present -> brats2023, neither -> the reference's scheme (0, 1, 2 mean the
 same in both); for the other 2023-2025 tasks, the reference's task (from its
-case folders, or `task`). `task` also names the scheme of a flat reference
-folder.
+case folders, or `task`; pairing.prediction_classes). `task` also names the
+scheme of a flat reference folder.
 
 Per-case metrics come from `voxelwise.case_metrics` (keys
 "<metric>_<structure>", see that module) with the reference header's spacing,
@@ -34,164 +36,20 @@ import io
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
 
 from bratskeras.core import labels
-from bratskeras.core.errors import BratsKerasError, DataError, user_message
-from bratskeras.data import layouts, volumes
-from bratskeras.evaluate import lesionwise, voxelwise
+from bratskeras.core.errors import BratsKerasError, user_message
+from bratskeras.evaluate import lesionwise, pairing, voxelwise
+from bratskeras.evaluate.pairing import find_predictions, find_references, pair, prediction_classes  # noqa: F401 (API)
 
 METRIC_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd95", "sensitivity", "specificity") for s in voxelwise.STRUCTURES)
 SUMMARY_STATS = ("mean", "std", "median", "p25", "p75")
 # Version of summary.json's layout (Evaluation.summary_json, docs/evaluation.md).
 SUMMARY_FORMAT = "bratskeras-evaluation-summary/1"
-_LABEL_FILE_RE = re.compile(r"^(?P<id>.+?)(_seg)?\.nii(\.gz)?$")
-
-
-@dataclass
-class Reference:
-    """One reference case: its id, how to load its class map, and its label scheme."""
-
-    case_id: str
-    scheme: str
-    path: str | None = None
-    case: layouts.Case | None = None
-
-    def load(self):
-        """(class map uint8 (D, H, W), nibabel image or None, spacing)."""
-        if self.case is not None and self.case.layout == "kaggle-h5":
-            _, seg, properties = volumes.read_case(self.case)
-            return seg, None, properties["spacing"]
-        array, image = volumes.load_label_map(self.path)
-        if self.scheme:
-            classes = labels.labels_to_classes(array, self.scheme, source=self.path)
-        else:
-            # A flat folder names no release: its values say which (read once, here).
-            classes, self.scheme = labels.label_map_to_classes(array, "brats2020", self.path)
-        return classes, image, tuple(float(z) for z in image.header.get_zooms()[:3])
-
-
-@dataclass
-class Pairing:
-    """Predictions matched with references by case id (all lists sorted)."""
-
-    pairs: list = field(default_factory=list)  # (Reference, prediction path)
-    missing: list = field(default_factory=list)  # References without a prediction
-    extra: list = field(default_factory=list)  # prediction paths without a reference
-    skipped: list = field(default_factory=list)  # reference inputs discovery left out (problem lines)
-    ignored: list = field(default_factory=list)  # reference inputs not used, with the reason (not problems)
-
-
-def find_references(ref_dir, task=None):
-    """Reference label maps under `ref_dir`: a dataset layout, else a flat folder of label files.
-
-    Args:
-        ref_dir: the folder.
-        task: a labels.TASKS name: the scheme of every reference (2023+ case
-            folders, or a flat folder, whose values then need not tell).
-
-    Returns:
-        (list of Reference, one problem line per input discovery left out,
-        one line per input not used with its reason).
-
-    Raises:
-        DataError: no labelled case found; a case id found in several
-            folders (one prediction cannot be scored against two references);
-            a layout folder discovery refuses (several tasks or layouts: its
-            message says what to pass), which is not read as a flat folder.
-    """
-    ref_dir = os.fspath(ref_dir)
-    try:
-        dataset = layouts.discover(ref_dir, task=task)
-    except layouts.NoCasesFound:
-        dataset = None
-    if dataset is not None:
-        dataset.refuse_duplicates()
-        refs = [Reference(c.id, c.label_scheme, path=c.seg, case=c) for c in dataset.cases if c.seg]
-        if not refs:
-            raise DataError(f"{ref_dir}: no labelled cases ({len(dataset.cases)} case(s) without label files)")
-        return refs, list(dataset.skipped), list(dataset.ignored)
-    refs = {}
-    for name in sorted(os.listdir(ref_dir)) if os.path.isdir(ref_dir) else []:
-        match = _LABEL_FILE_RE.match(name)
-        if match and os.path.isfile(os.path.join(ref_dir, name)):
-            # The scheme of a flat folder is read from its values when it is loaded.
-            refs.setdefault(match.group("id"), Reference(match.group("id"), task or "",
-                                                         path=os.path.join(ref_dir, name)))
-    if not refs:
-        raise DataError(f"{ref_dir}: no reference label files (a BraTS layout, or <id>.nii.gz / <id>_seg.nii.gz)")
-    return list(refs.values()), [], []
-
-
-def find_predictions(pred_dir):
-    """{case id: path} of <id>.nii.gz / <id>.nii files at the top of `pred_dir`."""
-    pred_dir = os.fspath(pred_dir)
-    if not os.path.isdir(pred_dir):
-        raise DataError(f"{pred_dir}: not a folder")
-    found = {}
-    for name in sorted(os.listdir(pred_dir)):
-        match = re.match(r"^(?P<id>.+?)\.nii(\.gz)?$", name)
-        if match and not name.startswith(".") and os.path.isfile(os.path.join(pred_dir, name)):
-            if match.group("id") in found:
-                raise DataError(f"{os.path.join(pred_dir, name)}: a second prediction for case {match.group('id')}")
-            found[match.group("id")] = os.path.join(pred_dir, name)
-    return found
-
-
-def pair(pred_dir, ref_dir, task=None):
-    """Pairs predictions with references by case id (see Pairing)."""
-    predictions = find_predictions(pred_dir)
-    references, skipped, ignored = find_references(ref_dir, task)
-    result = Pairing(skipped=skipped, ignored=ignored)
-    for ref in sorted(references, key=lambda r: r.case_id):
-        if ref.case_id in predictions:
-            result.pairs.append((ref, predictions[ref.case_id]))
-        else:
-            result.missing.append(ref)
-    known = {r.case_id for r in references}
-    result.extra = sorted(path for case_id, path in predictions.items() if case_id not in known)
-    return result
-
-
-def _load_prediction(path, reference_image, scheme):
-    array, image = volumes.load_label_map(path)
-    if reference_image is not None:
-        problem = volumes.geometry_problem(path, image, "reference", reference_image)
-        if problem:
-            raise DataError(problem)
-    return prediction_classes(array, scheme, path)
-
-
-def prediction_classes(values, scheme, source):
-    """A predicted label map -> class indices (D, H, W) uint8 of the reference's `scheme` (module docstring).
-
-    2017-2023 glioma predictions say by their values which release they use
-    (both have the same classes); every other task's are read in its scheme.
-    """
-    if scheme not in _VALUE_DETECTED:
-        return labels.labels_to_classes(values, scheme, source=source)
-    classes, _ = labels.label_map_to_classes(values, scheme, source)
-    return classes
-
-
-# Schemes whose predictions say by their values which of the two they use.
-_VALUE_DETECTED = ("brats2020", "brats2023")
-
-
-def _load_pair(reference, prediction_path):
-    """(predicted classes, reference classes, spacing) of one pair in the reference's scheme; empty when None."""
-    ref_classes, ref_image, spacing = reference.load()
-    if prediction_path is None:
-        return np.zeros_like(ref_classes), ref_classes, spacing
-    pred_classes = _load_prediction(prediction_path, ref_image, reference.scheme)
-    if pred_classes.shape != ref_classes.shape:
-        raise DataError(f"{prediction_path}: shape {pred_classes.shape} differs from the reference "
-                        f"{ref_classes.shape}")
-    return pred_classes, ref_classes, spacing
 
 
 def score_case(reference, prediction_path, lesion_wise=False):
@@ -200,7 +58,7 @@ def score_case(reference, prediction_path, lesion_wise=False):
     With `lesion_wise`, "lesion_wise" holds lesionwise.case_metrics of the pair
     in the reference's scheme.
     """
-    pred_classes, ref_classes, spacing = _load_pair(reference, prediction_path)
+    pred_classes, ref_classes, spacing = pairing.load_pair(reference, prediction_path)
     scheme = labels.get_scheme(reference.scheme)
     scores = voxelwise.case_metrics(labels.to_classic(pred_classes, scheme), labels.to_classic(ref_classes, scheme),
                                   spacing)
@@ -215,7 +73,7 @@ def structure_voxels(reference, prediction_path, structure):
 
     An empty prediction when `prediction_path` is None (a missing or unreadable one, as `evaluate` scores it).
     """
-    pred_classes, ref_classes, _ = _load_pair(reference, prediction_path)
+    pred_classes, ref_classes, _ = pairing.load_pair(reference, prediction_path)
     scheme = labels.get_scheme(reference.scheme)
     return tuple(int(np.count_nonzero(voxelwise.structure_mask(labels.to_classic(c, scheme), structure)))
                  for c in (ref_classes, pred_classes))

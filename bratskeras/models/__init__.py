@@ -1,8 +1,16 @@
-"""Model builders: the FLAIR-only U-Net and the lightweight 3D U-Net family.
+"""Models: builders, the registry of presets, layer tables, loading and saving.
+
+- flair_unet, unet3d: the two builder families (FLAIR-only U-Net, lightweight 3D U-Net family);
+- layers: the custom layers they share;
+- registry: builds a preset row of bratskeras.core.model_presets (`build_model`, `model_facts`);
+- summary: layer tables and their comparison with the papers' tables;
+- saving: `load_model`, `custom_objects`, inference copies.
 
 Importing this package imports Keras and TensorFlow, without TensorFlow's
-start-up lines (bratskeras.platform.quiet), and registers the custom layers, losses
-and metrics `.keras` files of bratskeras models need (`custom_objects`).
+start-up lines (bratskeras.platform.quiet), and registers the custom layers
+(bratskeras.models.layers); the losses and metrics of compiled models are
+registered when a model is loaded (`load_model`) or `custom_objects()` is
+called. The presets' metadata alone needs no TensorFlow: bratskeras.core.model_presets.
 """
 
 from bratskeras.platform.quiet import import_tensorflow_quietly

@@ -4,8 +4,10 @@ Reproduces the paper's 28 layers, in order, with their original Keras names
 (`conv3d_1` ... `conv3d_10`, `deconvolution3d_1` ...) and parameter counts,
 13,522,721 in total. Only the deepest skip (conv3d_4) is concatenated.
 
-Four 2x2x2 poolings need spatial sizes divisible by 16; the paper's crop is
-192 x 192 x 154 and a full BraTS volume 240 x 240 x 155. When a size is not
+Four 2x2x2 poolings (model_presets.FLAIR_UNET_POOLINGS) need spatial sizes
+divisible by 16; the paper's crop is 192 x 192 x 154 (the flair-unet preset's
+default_crop, model_presets.FLAIR_PAPER_CROP) and a full BraTS volume
+240 x 240 x 155. When a size is not
 divisible (or not known until run time) the builder adds two parameter-free
 layers, `pad_to_16` after the input and `crop_to_input` before the 1x1x1 head,
 so the output has exactly the input's spatial shape. The 1x1x1 head is
@@ -14,9 +16,8 @@ pointwise, so cropping before it is equivalent to cropping after and cheaper.
 
 import keras
 
+from bratskeras.core.model_presets import FLAIR_PAPER_CROP, FLAIR_UNET_POOLINGS
 from bratskeras.models.layers import CropToReference, PadToMultiple
-
-FLAIR_UNET_FILTERS = (32, 64, 128, 256, 512)
 
 
 def _conv(filters, name, kernel_size=3, activation="relu", dtype=None):
@@ -36,12 +37,12 @@ def needs_padding(spatial_shape, multiple):
     return any(size is None or size % multiple for size in spatial_shape)
 
 
-def build_flair_unet(input_shape=(192, 192, 154, 1), dropout=0.2, name="flair_unet"):
+def build_flair_unet(input_shape=(*FLAIR_PAPER_CROP, 1), dropout=0.2, name="flair_unet"):
     """Builds the FLAIR paper's model.
 
     Args:
         input_shape: (D, H, W, C); spatial sizes may be None. The paper uses
-            (192, 192, 154, 1), FLAIR only.
+            its crop FLAIR_PAPER_CROP (192, 192, 154) and FLAIR only (C = 1).
         dropout: rate of every Dropout layer (paper: 0.2).
         name: model name.
 
@@ -49,7 +50,7 @@ def build_flair_unet(input_shape=(192, 192, 154, 1), dropout=0.2, name="flair_un
         A functional `keras.Model`: (batch, D, H, W, C) -> (batch, D, H, W, 1)
         sigmoid probabilities of whole tumor, float32 under any policy.
     """
-    multiple = 2 ** (len(FLAIR_UNET_FILTERS) - 1)
+    multiple = 2**FLAIR_UNET_POOLINGS
     inputs = keras.Input(shape=input_shape, name="image")
     padded = needs_padding(input_shape[:3], multiple)
     x = PadToMultiple(multiple, name="pad_to_16")(inputs) if padded else inputs

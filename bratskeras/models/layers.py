@@ -1,10 +1,10 @@
-"""Parameter-free shape layers shared by the model builders.
+"""The custom layers the model builders share: padding and cropping, instance norm, a Conv3D before it.
 
 U-Nets with k poolings need spatial sizes divisible by 2**k, but BraTS volumes
 are 240 x 240 x 155 and the FLAIR paper crops to 192 x 192 x 154. Rather than
 resampling, the builders zero-pad the input up to the next multiple and crop
-the output back, so the prediction lands voxel-for-voxel on the input grid.
-Both layers work with static and dynamic (None) spatial sizes, so a model
+the output back, so the prediction lands voxel-for-voxel on the input grid
+(`PadToMultiple`, `CropToReference`). Both work with static and dynamic (None) spatial sizes, so a model
 built with `input_shape=(None, None, None, C)` accepts any volume.
 
 `InstanceNormalization` is `GroupNormalization(groups=-1)` computed with one

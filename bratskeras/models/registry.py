@@ -1,4 +1,4 @@
-"""Model registry: names -> builder and preset arguments (the data: bratskeras.core.model_presets).
+"""Model registry: builds a preset row (bratskeras.core.model_presets) with its family's build function.
 
     >>> import bratskeras
     >>> model = bratskeras.build_model("lightweight-unet", input_shape=(64, 64, 64, 4))
@@ -9,50 +9,27 @@
 from dataclasses import dataclass
 
 from bratskeras.core.errors import ModelError
-from bratskeras.core.model_presets import ALL_MODALITIES, MODEL_PRESETS, list_models  # noqa: F401  (re-exported)
-from bratskeras.models.flair_unet import FLAIR_UNET_FILTERS, build_flair_unet
+from bratskeras.core.model_presets import FAMILIES, get_preset, list_models  # noqa: F401  (list_models re-exported)
+from bratskeras.models.flair_unet import build_flair_unet
 from bratskeras.models.unet3d import build_unet3d
 
-
-@dataclass(frozen=True)
-class Builder:
-    """A model family: its build function and what follows from its arguments.
-
-    Attributes:
-        build: callable(name=..., **args) -> keras.Model.
-        poolings: callable(args dict) -> number of 2x poolings (sizes must be
-            multiples of 2**poolings to need no padding).
-        output: "logits" (the caller appends the target's activation) or
-            "probabilities" (the network ends in its own sigmoid).
-        classes_arg: the argument that sets the output channels, or None
-            when the family has a fixed output (flair-unet: 1 sigmoid).
-    """
-
-    build: object
-    poolings: object
-    output: str
-    classes_arg: str | None
-
-
+# Each family's build function: callable(name=..., **args) -> keras.Model. What follows from a
+# family's arguments (output kind, poolings) is TensorFlow-free data in bratskeras.core.model_presets.FAMILIES.
 BUILDERS = {
-    "flair_unet": Builder(build_flair_unet, lambda args: len(FLAIR_UNET_FILTERS) - 1, "probabilities", None),
-    "unet3d": Builder(build_unet3d, lambda args: args["levels"] - 1, "logits", "num_classes"),
+    "flair_unet": build_flair_unet,
+    "unet3d": build_unet3d,
 }
-
-
-# The presets themselves (arguments, modalities, targets, parameter counts) are plain data in
-# bratskeras.core.model_presets, readable without TensorFlow.
 
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What callers need to know about a registered model, without testing its builder's name.
+    """What callers need to know about a registered model with builder overrides applied.
 
     Attributes:
         name: registry name.
         modalities: the input modalities it is made for, in channel order.
         targets: training targets its output can stand for (bratskeras.core.targets).
-        output: "logits" or "probabilities" (Builder.output).
+        output: "logits" or "probabilities" (model_presets.Family.output).
         pooling_multiple: 2**poolings with the given overrides.
         classes_arg: the builder argument setting the output channels, or None.
     """
@@ -70,26 +47,18 @@ class ModelFacts:
 
 
 def model_spec(name):
-    """The preset of `name`: {"builder": str, "args": dict}. Raises ModelError."""
-    if name not in MODEL_PRESETS:
-        raise ModelError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_PRESETS)}")
-    spec = MODEL_PRESETS[name]
-    return {"builder": spec["builder"], "args": dict(spec["args"])}
+    """The preset of `name` as {"builder": family name, "args": a fresh dict}. Raises ModelError."""
+    preset = get_preset(name)
+    return {"builder": preset.family, "args": dict(preset.args)}
 
 
 def model_facts(name, **overrides):
     """The ModelFacts of model `name` with builder `overrides` applied (e.g. levels=4). Raises ModelError."""
-    spec = model_spec(name)
-    builder = BUILDERS[spec["builder"]]
-    args = {**spec["args"], **overrides}
-    entry = MODEL_PRESETS[name]
-    return ModelFacts(name=name, modalities=entry["modalities"], targets=entry["targets"], output=builder.output,
-                      pooling_multiple=2 ** builder.poolings(args), classes_arg=builder.classes_arg)
-
-
-def pooling_multiple(name, **overrides):
-    """2**poolings for model `name`: spatial sizes that need no padding."""
-    return model_facts(name, **overrides).pooling_multiple
+    preset = get_preset(name)
+    family = FAMILIES[preset.family]
+    return ModelFacts(name=name, modalities=preset.modalities, targets=preset.targets, output=family.output,
+                      pooling_multiple=family.pooling_multiple({**preset.args, **overrides}),
+                      classes_arg=family.classes_arg)
 
 
 def _check_input_shape(name, input_shape):
@@ -123,7 +92,7 @@ def build_model(name, input_shape=None, **overrides):
         ModelError: unknown name, unknown override, or impossible input shape.
     """
     spec = model_spec(name)
-    builder = BUILDERS[spec["builder"]].build
+    builder = BUILDERS[spec["builder"]]
     args = spec["args"]
     unknown = set(overrides) - set(args)
     if unknown:

@@ -1,7 +1,8 @@
 """Loading and saving bratskeras models, and clean inference copies for saving.
 
 `.keras` files of bratskeras models use registered layers (PadToMultiple,
-CropToReference); importing this package registers them, so
+CropToReference, InstanceNormalization, NormalizedConv3D:
+bratskeras.models.layers); importing this package registers them, so
 `bratskeras.load_model(path)` works in a fresh process with `safe_mode=True`.
 Every `.keras` bratskeras writes goes through `save_model`, which stores the
 model's input contract inside it (bratskeras.core.contract).
@@ -12,8 +13,8 @@ from pathlib import Path
 import keras
 
 from bratskeras import pretrained
-from bratskeras.core.contract import RUN_DIR_MODEL
 from bratskeras.core.errors import ModelError
+from bratskeras.core.run_folder import MODEL_FILE, RunFolder
 
 
 def load_model(source):
@@ -33,10 +34,10 @@ def load_model(source):
     """
     path = Path(pretrained.resolve(source))
     if path.is_dir():
-        path = path / RUN_DIR_MODEL
+        path = Path(RunFolder(path).best_model)
     if not path.is_file():
         raise ModelError(f"{source}: no such model file (expected a .keras file or a run "
-                         f"directory with {RUN_DIR_MODEL})")
+                         f"directory with {MODEL_FILE})")
     # Losses and metrics are registered too, for files saved from compiled models.
     import bratskeras.training.losses  # noqa: F401
     import bratskeras.training.metrics  # noqa: F401

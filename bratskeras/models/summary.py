@@ -1,23 +1,18 @@
 """Layer tables of built models and their comparison with the papers.
 
-The papers' figures are data (`bratskeras/reference/*.json`); this module only
-compares. For `flair-unet` the comparison is row by row against Table 1 (name,
-type, parameters); for the lightweight family it is the total parameter count
-the paper reports. Parameter-free layers that the paper's table lacks (input,
-padding, cropping) are reported as extra rows, not failures.
+The papers' figures are data (`bratskeras/reference/*.json`) and each model
+preset names its table and how it is compared (model_presets.PaperTable);
+this module only compares. "layers" goes row by row (name, type, parameters:
+flair-unet against Table 1); "total" compares the total parameter count the
+paper reports (the lightweight family). Parameter-free layers that the
+paper's table lacks (input, padding, cropping) are reported as extra rows,
+not failures.
 """
 
-import json
-from importlib import resources
+from bratskeras.core.model_presets import get_preset, load_reference
 
 # Layers that only move or reshape data: allowed as extra rows in a comparison.
 SHAPE_ONLY_TYPES = {"InputLayer", "PadToMultiple", "CropToReference"}
-
-
-def load_reference(filename):
-    """Reads one of the papers' tables shipped in bratskeras/reference/."""
-    text = resources.files("bratskeras").joinpath("reference", filename).read_text()
-    return json.loads(text)
 
 
 def layer_table(model):
@@ -66,26 +61,39 @@ def compare_with_table(rows, reference_layers):
     return lines, ok
 
 
-def compare_with_paper(name, model):
-    """Compares a registry model with its paper.
+def compare_layers(preset, model):
+    """Row by row against the paper's layer table, and the total (PaperTable compare "layers": flair-unet)."""
+    reference = load_reference(preset.table.file)
+    lines, ok = compare_with_table(layer_table(model), reference["layers"])
+    ok &= model.count_params() == reference["total_params"]
+    return lines, ok, reference["total_params"]
 
-    Returns:
-        (lines, ok, reference_total): lines as in `compare_with_table` (for
-        flair-unet) or a single total-parameter line (lightweight family).
-    """
-    if name == "flair-unet":
-        reference = load_reference("flair_unet_table1.json")
-        lines, ok = compare_with_table(layer_table(model), reference["layers"])
-        ok &= model.count_params() == reference["total_params"]
-        return lines, ok, reference["total_params"]
-    family = load_reference("lightweight_family.json")["models"]
-    if name not in family:
-        raise KeyError(f"no paper table for model {name!r}")
-    expected = family[name]["total_params"]
-    actual = int(model.count_params())
+
+def compare_total(preset, model):
+    """The total parameter count the paper reports for this model (PaperTable compare "total")."""
+    entry = load_reference(preset.table.file)["models"][preset.name]
+    expected, actual = entry["total_params"], int(model.count_params())
     line = {
-        "paper": {"name": family[name]["paper_name"], "type": "total", "params": expected},
+        "paper": {"name": entry["paper_name"], "type": "total", "params": expected},
         "model": {"name": model.name, "type": "total", "params": actual},
         "status": "match" if actual == expected else "MISMATCH",
     }
     return [line], actual == expected, expected
+
+
+# How a preset's PaperTable is compared (model_presets.PaperTable.compare).
+COMPARISONS = {"layers": compare_layers, "total": compare_total}
+
+
+def compare_with_paper(name, model):
+    """Compares a registry model with its paper, as its preset's PaperTable says.
+
+    Returns:
+        (lines, ok, reference_total): lines as in `compare_with_table`
+        ("layers") or a single total-parameter line ("total").
+
+    Raises:
+        ModelError: `name` is not a registered model.
+    """
+    preset = get_preset(name)
+    return COMPARISONS[preset.table.compare](preset, model)

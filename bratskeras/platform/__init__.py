@@ -1,1 +1,1 @@
-"""The machine and the file system: CPU and device set-up, quiet TensorFlow imports, optional extras, safe writes, benchmarks."""
+"""The machine and the file system: CPU and device set-up (and what the CPU can compute), quiet TensorFlow imports, optional extras, safe writes."""

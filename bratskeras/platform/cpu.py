@@ -10,11 +10,15 @@ first imported. That is the one process-wide setting bratskeras makes on
 import; a value the user set, 0 included, is always left as it is.
 
 This module imports only the standard library, so importing it is free.
+Whether oneDNN is on (`onednn_enabled`) is asked of TensorFlow's private
+probe where it exists and otherwise inferred from the same public signals
+TensorFlow decides by (`onednn_from_setting`).
 """
 
 import os
 import platform
 import sys
+import time
 import warnings
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -114,12 +118,55 @@ def prepare_tensorflow():
         warn_if_onednn_off()
 
 
-def onednn_enabled():
-    """Whether the TensorFlow in this process runs its oneDNN kernels (imports TensorFlow)."""
-    import tensorflow  # noqa: F401  (the flag below is read while TensorFlow loads)
-    from tensorflow.python.util import _pywrap_util_port
+# TensorFlow's private probe of its own oneDNN state (no public API says it): read when there,
+# guarded, and covered by tests/test_cpu.py; setup.cfg bounds TensorFlow above because of it.
+ONEDNN_PROBE_MODULE = "tensorflow.python.util._pywrap_util_port"
+# The ISA flags with any of which TensorFlow (2.16-2.21, x86 Linux: util.cc IsMKLEnabled) turns oneDNN
+# on by itself when TF_ENABLE_ONEDNN_OPTS does not say: AVX-512 VNNI, AVX512_BF16, AVX-VNNI or AMX.
+ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
 
-    return bool(_pywrap_util_port.IsMklEnabled())
+
+def onednn_enabled():
+    """Whether the TensorFlow in this process runs its oneDNN kernels (imports TensorFlow).
+
+    Asks TensorFlow's private probe (ONEDNN_PROBE_MODULE). Where a TensorFlow
+    lacks it (ImportError, AttributeError), the answer is inferred from the
+    public signals TensorFlow itself decides by: `onednn_from_setting`.
+    """
+    import tensorflow  # noqa: F401  (the flag below is read while TensorFlow loads)
+
+    probed = _probe_tensorflow_onednn()
+    return onednn_from_setting() if probed is None else probed
+
+
+def _probe_tensorflow_onednn():
+    """TensorFlow's own answer (bool), or None where its private probe is missing."""
+    import importlib
+
+    try:
+        return bool(importlib.import_module(ONEDNN_PROBE_MODULE).IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def onednn_from_setting(environ=None, flags=None, machine=None):
+    """oneDNN's state as TensorFlow decides it, from public signals: the setting, then the CPU.
+
+    On x86, TF_ENABLE_ONEDNN_OPTS "1"/"true" turns it on and "0"/"false"
+    off (any case); unset or another value, TensorFlow turns it on for CPUs
+    with any of ONEDNN_DEFAULT_FLAGS. Conservative default: False ("off")
+    wherever that does not decide (not x86, CPU flags unreadable), so the
+    state reported is never a speed-up that may not be there; the cost is at
+    most a warning that suggests setting TF_ENABLE_ONEDNN_OPTS=1.
+    """
+    environ = os.environ if environ is None else environ
+    if not is_x86(machine):
+        return False
+    setting = environ.get(ONEDNN_VARIABLE, "").strip().lower()
+    if setting in ("1", "true", "0", "false"):
+        return setting in ("1", "true")
+    flags = cpu_model_and_flags()[1] if flags is None else set(flags)
+    return bool(ONEDNN_DEFAULT_FLAGS & flags)
 
 
 def warn_if_onednn_off():
@@ -147,3 +194,29 @@ def describe():
         "onednn_decision": onednn_decision,
         "native_bfloat16": native_bfloat16(flags),
     }
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_gflops(n=4096, dtype="float32", repeats=5):
+    """GFLOP/s of an n x n @ n x n matmul in TensorFlow: the best of `repeats`.
+
+    A limit is what the machine can do, so this takes the fastest run rather
+    than the median: on a shared machine a median can halve it.
+    """
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
+    matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
+    # reduce_sum keeps the copy back to numpy out of the timing; it is O(n^2).
+    run = lambda: matmul(a).numpy()  # noqa: E731
+    # One warm-up serves every timed run (each timed run follows a run either way). A warm-up before
+    # each one, as before, cost `repeats` extra matmuls: every fit measures this for runtime.json,
+    # where the 3 extra 2048^3 matmuls took 0.5-0.8 s of each fit on 2 cores (same GFLOP/s figure).
+    run()
+    fastest = min(_seconds(run) for _ in range(repeats))
+    return 2 * n**3 / fastest / 1e9

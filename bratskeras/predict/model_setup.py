@@ -15,9 +15,10 @@ Where the contract comes from, in order:
     a SavedModel / ONNX / LiteRT model      the contract in its metadata
     none of these (an old or foreign file)  guessed from the channel counts, with a warning
 
-A run's config.json is read by training.config.read_config_file, which
-checks every field it holds (a hand-edited value is one line naming the file
-and field).
+A run's config.json is read through TrainConfig (training.config_file:
+`load_config_file`), which checks every field it holds (a hand-edited value
+is one line naming the file and field) and resolves those a hand-written
+one lacks as fit would.
 """
 
 import json
@@ -26,16 +27,18 @@ from dataclasses import dataclass, field, replace
 
 from bratskeras import pretrained
 from bratskeras.core import targets
-from bratskeras.core.contract import LOCATIONS, RUN_DIR_MODEL, InputContract, model_format, read_contract, spacing_text
+from bratskeras.core.contract import LOCATIONS, InputContract, model_format, read_contract, spacing_text
+
+# The default for a model whose contract does not name its patch size: the lightweight2020 preset's.
+from bratskeras.core.defaults import PATCH_SIZE as DEFAULT_PATCH_SIZE
 from bratskeras.core.errors import ConfigError, ModelError
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.predict.tiling import balanced_window
-from bratskeras.training.config import read_config_file
+from bratskeras.training.config_file import config_from_values, load_config_file
 
 # The least default window per axis: the most accurate tiling measured
 # (bratskeras.predict.tiling's comment, docs/benchmarks.md "Tiling").
 MIN_DEFAULT_WINDOW = 160
-# The lightweight2020 preset's patch: the default for a model whose contract does not name its patch size.
-DEFAULT_PATCH_SIZE = (128, 128, 128)
 # Where a ModelSetup's contract came from (predict prints it).
 RUN_CONFIG = "run config.json"
 RUN_CONFIG_AND_EMBEDDED = "run config.json, agreeing with the embedded contract"
@@ -188,20 +191,26 @@ def setup_from_model(network, config=None, where=None):
     """The ModelSetup of a loaded Keras network, from its run's config.json dict or (None) its shapes.
 
     Raises:
+        ConfigError: a config field of a wrong type or out of range.
         ModelError: channel counts with no default, or a config that disagrees
             with the network.
     """
     where = where or network.name
     multiple = input_multiple(network)
-    contract = None if config is None else config_contract(config, where, network)
+    run_config = None if config is None else config_from_values(config, where, _channel_modalities(network))
+    contract = None if config is None else config_contract(run_config, network)
     return setup_for(network.input_shape[1:], int(network.output_shape[-1]), contract,
                      GUESSED if config is None else RUN_CONFIG, where, multiple)
 
 
-def config_contract(config, where, network):
-    """The InputContract of a run's config.json dict for its Keras `network` (bratskeras.core.contract's one resolution)."""
-    default = _modalities_by_channels().get(network.input_shape[-1], ())
-    return InputContract.from_run_config(config, where, input_multiple(network), default_modalities=default)
+def _channel_modalities(network):
+    """The modalities a config that names none means for `network`: its input channel count's (registry facts)."""
+    return _modalities_by_channels().get(network.input_shape[-1])
+
+
+def config_contract(run_config, network):
+    """The InputContract of a run's configuration (a config_file.RunConfigFile) for its Keras `network`."""
+    return InputContract.from_run_config(run_config, input_multiple(network))
 
 
 def keras_contract(path, network):
@@ -219,14 +228,14 @@ def keras_contract(path, network):
     config_path = run_config_path(path)
     if config_path is None:
         return (embedded, EMBEDDED) if embedded is not None else (None, GUESSED)
-    from_config = config_contract(read_config_file(config_path), config_path, network)
+    from_config = config_contract(load_config_file(config_path, _channel_modalities(network)), network)
     if embedded is None:
         return from_config, RUN_CONFIG
     differing = [k for k, v in from_config.needs().items() if embedded.needs()[k] != v]
     if differing:
         details = "; ".join(f"{k} {json.dumps(embedded.needs()[k])} vs {json.dumps(from_config.needs()[k])}"
                             for k in differing)
-        model_file = os.path.join(path, RUN_DIR_MODEL) if os.path.isdir(path) else path
+        model_file = RunFolder(path).best_model if os.path.isdir(path) else path
         raise ModelError(f"{model_file}: its embedded contract and {config_path} disagree ({details})")
     return from_config, RUN_CONFIG_AND_EMBEDDED
 
@@ -251,10 +260,8 @@ def run_config_path(path):
     """
     path = os.path.abspath(os.fspath(pretrained.resolve(path)))
     inside_run = not os.path.isdir(path)
-    if inside_run:
-        folder = os.path.dirname(path)
-        path = os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
-    config_path = os.path.join(path, "config.json")
+    folder = RunFolder.of_model_file(path) if inside_run else RunFolder(path)
+    config_path = folder.config
     if not os.path.exists(config_path):
         return None
     if inside_run:
@@ -265,10 +272,10 @@ def run_config_path(path):
 
 
 def run_config(path):
-    """The config.json (a dict) of the run a model belongs to, or None (see `run_config_path`)."""
+    """The config.json of the run a model belongs to (a config_file.RunConfigFile), or None (`run_config_path`)."""
     path = pretrained.resolve(path)
     config_path = run_config_path(path) if model_format(path) == "keras" else None
-    return None if config_path is None else read_config_file(config_path)
+    return None if config_path is None else load_config_file(config_path)
 
 
 def run_task(path):
@@ -283,7 +290,7 @@ def run_task(path):
     path = pretrained.resolve(path)
     config = run_config(path)
     if config is not None:
-        return config.get("task")
+        return config.config.task
     contract = read_contract(path)
     return None if contract is None else contract.task
 

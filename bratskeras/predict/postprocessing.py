@@ -8,12 +8,17 @@ Class maps are processed per region of their scheme (classic: WT, TC, ET;
 gli: WT, TC, ET, RC) and recomposed with `targets.regions_to_classes`, so
 the nesting (ET ⊆ TC ⊆ WT; ped's CC ⊆ TC) is kept.
 
-Steps are plain data for configs and the CLI, applied in order by `postprocess`:
+Configured steps are plain data for configs and the CLI, applied in order by `postprocess`:
     {"name": "average_pool", "size": 16}          FLAIR paper smoothing
     {"name": "min_component", "voxels": 50}       drop small connected components
     {"name": "min_component", "voxels": 50, "per": "class"}
     {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR (NETC)
+Each kind of step is one `Step` row of `STEPS` (its options with defaults and
+checks, its CLI help, how it applies to a mask and to a class map).
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -142,12 +147,142 @@ def _min_component_classes(classes, voxels, per, scheme):
     return cleaned
 
 
-STEP_OPTIONS = {
-    "average_pool": {"size"},
-    "min_component": {"voxels", "per"},
-    "et_to_ncr": {"voxels"},
-}
-REQUIRED_OPTIONS = {"average_pool": set(), "min_component": {"voxels"}, "et_to_ncr": {"voxels"}}
+# --------------------------------------------------------------------------- the steps, one row each
+
+
+REQUIRED = object()  # an Option default meaning "the step needs this option"
+
+
+def _check_voxels(step, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"step {step!r}: voxels must be a non-negative integer, received {value!r}")
+
+
+def _check_size_option(step, value):
+    try:
+        _check_size(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"step {step!r}: size must be a positive integer or 3 of them (AxBxC), "
+                         f"received {value!r}") from None
+
+
+def _check_per(step, value):
+    if value not in ("region", "class"):
+        raise ValueError(f"{step} per must be 'region' or 'class', received {value!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a step.
+
+    Attributes:
+        default: the value when the step leaves it out; REQUIRED: the step must give it.
+        check: (step name, value) -> None, raising ValueError (one line) for a bad value.
+        syntax: how the value is written on the command line, for the help.
+    """
+
+    default: object
+    check: Callable[[str, object], None]
+    syntax: str
+
+
+VOXELS = Option(REQUIRED, _check_voxels, "N")
+
+
+class Step:
+    """A kind of post-processing step; a configured step is a dict {"name": name, option: value, ...}.
+
+    Subclasses set `name`, `options` ({option name: Option}, in the order
+    they are checked), `summary` (the CLI help) and apply themselves with
+    `on_mask` (bool (D, H, W)) and `on_classes` (class map (D, H, W) of a
+    scheme), both returning an array of the same shape.
+    """
+
+    name = ""
+    options = {}
+    summary = ""
+
+    @property
+    def required(self):
+        return {option for option, spec in self.options.items() if spec.default is REQUIRED}
+
+    def check(self, step):
+        """ValueError (one line) for an unknown or missing option or a bad value of `step` (a dict)."""
+        given = set(step) - {"name"}
+        unknown, missing = given - set(self.options), self.required - given
+        if unknown or missing:
+            raise ValueError(f"step {self.name!r} takes {sorted(self.options)} (required "
+                             f"{sorted(self.required)}); received {sorted(given)}")
+        for option in self.options:
+            if option in step:
+                self.options[option].check(self.name, step[option])
+
+    def check_scheme(self, scheme):
+        """ValueError (one line) when `scheme`'s classes cannot take this step; most steps take any."""
+
+    def settings(self, step):
+        """{option: value} of a checked `step`, defaults filled in."""
+        return {option: step.get(option, spec.default) for option, spec in self.options.items()}
+
+    def usage(self):
+        """One line of CLI help: "name:option=SYNTAX,...: summary"."""
+        options = ",".join(f"{option}={spec.syntax}" for option, spec in self.options.items())
+        return f"{self.name}:{options}: {self.summary}"
+
+    def on_mask(self, mask, **settings):
+        raise NotImplementedError
+
+    def on_classes(self, classes, scheme, **settings):
+        raise NotImplementedError
+
+
+class AveragePool(Step):
+    """The FLAIR paper's mean filter and rounding (`average_pool_smooth`), per region of a class map."""
+
+    name = "average_pool"
+    options = {"size": Option(16, _check_size_option, "16|AxBxC")}
+    summary = "FLAIR paper smoothing (16x16x1: per slice)"
+
+    def on_mask(self, mask, size):
+        return average_pool_smooth(mask, size)
+
+    def on_classes(self, classes, scheme, size):
+        return _per_region(classes, lambda m: average_pool_smooth(m, size), scheme)
+
+
+class MinComponent(Step):
+    """Drops 26-connected components under `voxels`, per region (nesting kept) or per class (-> background)."""
+
+    name = "min_component"
+    options = {"voxels": VOXELS, "per": Option("region", _check_per, "region|class")}
+    summary = "drop connected components under N voxels"
+
+    def on_mask(self, mask, voxels, per):
+        return remove_small_components(mask, voxels)
+
+    def on_classes(self, classes, scheme, voxels, per):
+        return _min_component_classes(classes, voxels, per, scheme)
+
+
+class EnhancingToNcr(Step):
+    """Fewer than `voxels` predicted ET voxels become NCR (`enhancing_tumor_to_ncr`); class maps only."""
+
+    name = "et_to_ncr"
+    options = {"voxels": VOXELS}
+    summary = "fewer than N ET voxels -> NCR"
+
+    def check_scheme(self, scheme):
+        _enhancing_and_core(scheme)
+
+    def on_mask(self, mask, voxels):
+        raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
+
+    def on_classes(self, classes, scheme, voxels):
+        return enhancing_tumor_to_ncr(classes, voxels, scheme)
+
+
+# The steps by name: the one place a step is defined (the CLI's help and the checks read it).
+STEPS = {step.name: step for step in (AveragePool(), MinComponent(), EnhancingToNcr())}
 
 
 def check_step(step):
@@ -156,46 +291,25 @@ def check_step(step):
     Checks the name, the options (unknown, missing) and each value:
     `voxels` a non-negative integer, `size` a positive integer or three,
     `per` "region" or "class". Scheme-dependent checks (et_to_ncr needs ET
-    and NCR classes) are `check_steps`'. The CLI calls it on each
+    and NCR classes) are `check_steps'`. The CLI calls it on each
     --postprocess value before any model is loaded.
 
         >>> check_step({"name": "min_component", "voxels": "abc"})
         Traceback (most recent call last):
         ValueError: step 'min_component': voxels must be a non-negative integer, received 'abc'
     """
-    if not isinstance(step, dict) or step.get("name") not in STEP_OPTIONS:
+    if not isinstance(step, dict) or step.get("name") not in STEPS:
         raise ValueError(
-            f"a post-processing step must be a dict with name in {sorted(STEP_OPTIONS)}, "
-            f"received {step!r}"
+            f"a post-processing step must be a dict with name in {sorted(STEPS)}, received {step!r}"
         )
-    name = step["name"]
-    options = set(step) - {"name"}
-    unknown = options - STEP_OPTIONS[name]
-    missing = REQUIRED_OPTIONS[name] - options
-    if unknown or missing:
-        raise ValueError(
-            f"step {name!r} takes {sorted(STEP_OPTIONS[name])} (required "
-            f"{sorted(REQUIRED_OPTIONS[name])}); received {sorted(options)}"
-        )
-    voxels = step.get("voxels", 0)
-    if isinstance(voxels, bool) or not isinstance(voxels, (int, np.integer)) or voxels < 0:
-        raise ValueError(f"step {name!r}: voxels must be a non-negative integer, received {voxels!r}")
-    if "size" in step:
-        try:
-            _check_size(step["size"])
-        except (TypeError, ValueError):
-            raise ValueError(f"step {name!r}: size must be a positive integer or 3 of them (AxBxC), "
-                             f"received {step['size']!r}") from None
-    if step.get("per", "region") not in ("region", "class"):
-        raise ValueError(f"min_component per must be 'region' or 'class', received {step['per']!r}")
+    STEPS[step["name"]].check(step)
 
 
 def check_steps(steps, scheme=None):
     """ValueError (one line) for a step that is malformed or that `scheme`'s classes cannot take."""
     for step in steps:
         check_step(step)
-        if step["name"] == "et_to_ncr":
-            _enhancing_and_core(scheme)
+        STEPS[step["name"]].check_scheme(scheme)
 
 
 def postprocess(volume, steps, scheme=None):
@@ -229,23 +343,7 @@ def postprocess(volume, steps, scheme=None):
         )
     result = volume.copy()
     for step in steps:
-        result = _apply_step(result, step, binary, scheme)
+        kind = STEPS[step["name"]]
+        settings = kind.settings(step)
+        result = kind.on_mask(result, **settings) if binary else kind.on_classes(result, scheme, **settings)
     return result.astype(volume.dtype, copy=False)
-
-
-def _apply_step(result, step, binary, scheme):
-    """One step on a bool mask (`binary`) or a class map of `scheme`."""
-    name = step["name"]
-    if name == "average_pool":
-        size = step.get("size", 16)
-        _check_size(size)
-        if binary:
-            return average_pool_smooth(result, size)
-        return _per_region(result, lambda m: average_pool_smooth(m, size), scheme)
-    if name == "min_component":
-        if binary:
-            return remove_small_components(result, step["voxels"])
-        return _min_component_classes(result, step["voxels"], step.get("per", "region"), scheme)
-    if binary:
-        raise ValueError("step 'et_to_ncr' needs a class map, received a bool mask")
-    return enhancing_tumor_to_ncr(result, step["voxels"], scheme)

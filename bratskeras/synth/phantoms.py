@@ -1,9 +1,12 @@
-"""Synthetic BraTS-like phantoms written in the real on-disk layouts.
+"""Synthetic BraTS-like geometric phantoms, and `write_dataset`, synth's entry point for every kind.
 
-Two kinds (`write_dataset(kind=...)`, `bratskeras synth --kind`): "simple",
-this module's geometric phantoms described below (fast, used by the unit
-tests), and "anatomy", heads on the MNI152 brain template with realistic
-tissue contrasts and scanner variation (bratskeras.synth.anatomy; the demo's).
+`write_dataset` (`bratskeras synth`) writes cases of a kind of
+bratskeras.synth.kinds.KINDS: "simple", this module's geometric phantoms
+described below (fast, used by the unit tests); "anatomy", heads on the
+MNI152 brain template with realistic tissue contrasts and scanner variation
+(bratskeras.synth.anatomy; the demo's); "synthseg", domain-randomised heads
+on the same template (bratskeras.synth.synthseg; the pretrained models').
+bratskeras.synth.writers writes each case as its layout's row names it.
 
 Each case is a skull-stripped head: white matter inside grey matter inside a
 CSF rim, plus two ventricles, and one tumor made of a necrotic core (NCR),
@@ -34,32 +37,15 @@ Arrays are (D, H, W) = NIfTI axes (i, j, k); the affine is BraTS's
 diag(-1, -1, 1) at 1 mm (volumes.brats_affine).
 """
 
-import contextlib
-import csv
-import json
-import os
-import shutil
-
 import numpy as np
 from scipy import ndimage
 
 from bratskeras.core import labels
-from bratskeras.core.errors import OutputExistsError
-from bratskeras.data import layouts, volumes
-from bratskeras.platform import claims, outputs
+from bratskeras.data import layouts
+from bratskeras.synth import kinds, writers
 
 SYNTH_LAYOUTS = layouts.NAMES
 DEFAULT_SHAPE = (64, 64, 48)
-# "simple": the geometric phantoms of this module (fast, no extra package);
-# "anatomy": bratskeras.synth.anatomy's cases on the MNI152 template (the `anatomy` extra).
-# "synthseg": bratskeras.synth.synthseg's domain-randomised heads on the same template (the pretrained models' data).
-KINDS = ("simple", "anatomy", "synthseg")
-# Written last into every dataset synth writes: a JSON manifest of its files
-# ({"written_by": "bratskeras synth", "files": [relative paths]}). --overwrite
-# replaces only a folder whose files are all listed in it.
-SYNTH_MARKER = ".bratskeras-synth"
-# What bratskeras itself adds to a dataset later: the preprocessing cache (fit's default --cache-dir).
-_DERIVED = {".bratskeras_cache"}
 
 # Mean intensity of each tissue per modality, on a 0..1 scale.
 # Tissue order: CSF, GM, WM, NCR, ED, ET, fluid (cavity or cyst: like CSF).
@@ -329,12 +315,12 @@ def _bias_field(grid, rng):
 TUMORS = {"glioma": _glioma, "metastases": _metastases}
 
 
-# --------------------------------------------------------------------------- writing
+# --------------------------------------------------------------------------- datasets
 
 
-def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", seed=0, overwrite=False,
+def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout=writers.DEFAULT_LAYOUT, seed=0, overwrite=False,
                   task=None, kind="simple", settings="default", voxel_mm=1.0):
-    """Writes `cases` phantoms to `out_dir` in a release's on-disk layout.
+    """Writes `cases` phantoms to `out_dir` in a release's on-disk layout (bratskeras.synth.writers).
 
     Args:
         out_dir: target folder; must be absent or empty unless `overwrite`.
@@ -343,11 +329,11 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
         layout: one of SYNTH_LAYOUTS (brats2017 also stands for 2018/2019).
         seed: dataset seed; case i uses (seed, i).
         overwrite: replace the dataset synth wrote in `out_dir` before, whole
-            (its SYNTH_MARKER manifest lists every file in it; a folder with
+            (its writers.SYNTH_MARKER manifest lists every file in it; a folder with
             other files is refused).
         task: a 2023-2025 task (labels.TASKS): the brats2023 layout with that
-            task's case folders, modalities and label values (see `task_case_id`).
-        kind: one of KINDS; "anatomy" and "synthseg" need nilearn (see
+            task's case folders, modalities and label values (see writers.task_case_id).
+        kind: a name of kinds.KINDS; "anatomy" and "synthseg" need nilearn (see
             bratskeras.synth.anatomy) and take `shape` in voxels of `voxel_mm`
             (anatomy.grid_shape: whole heads).
         settings: the anatomy generator's ranges, a name of anatomy.SETTINGS
@@ -367,219 +353,38 @@ def write_dataset(out_dir, cases=4, shape=DEFAULT_SHAPE, layout="brats2020", see
     if task is not None:
         if task not in labels.TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(labels.TASKS)}")
-        if layout not in ("brats2023", "brats2020"):
-            raise ValueError(f"a task is written in the brats2023 layout, not {layout}")
-        layout = "brats2023"
+        if layout not in (writers.TASK_LAYOUT.name, writers.DEFAULT_LAYOUT):
+            raise ValueError(f"a task is written in the {writers.TASK_LAYOUT.name} layout, not {layout}")
+        layout = writers.TASK_LAYOUT.name
     if layout not in SYNTH_LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(SYNTH_LAYOUTS)}")
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
-    if voxel_mm != 1.0 and (kind == "simple" or layout == "kaggle-h5"):
+    row = layouts.LAYOUTS[layout]
+    if voxel_mm != 1.0 and (not getattr(kinds.KINDS.get(kind), "takes_voxel_size", True)
+                            or not row.reader.keeps_voxel_size):
         raise ValueError(f"a voxel size other than 1 mm is for anatomy heads in a NIfTI layout, not {kind} / {layout}")
-    make = _case_maker(kind, settings, task, voxel_mm)
+    make = kinds.case_maker(kind, settings, task, voxel_mm)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
-    out_dir = os.fspath(out_dir)
-    # One writer at a time; the dataset is built beside out_dir and swapped in complete, so a kill or a full
-    # disk leaves out_dir as it was, and --overwrite replaces the whole earlier dataset, never merges into it.
-    with claims.claim_folder(out_dir, "synth"):
-        _check_out_dir(out_dir, overwrite)
-        staging = claims.staging_folder(out_dir)
-        try:
-            with _names_final_paths(staging, out_dir):
-                folders = _write_cases(staging, cases, shape, layout, seed, task, make, voxel_mm)
-                _write_manifest(staging)
-            claims.publish_folder(staging, out_dir, last=SYNTH_MARKER)
-        finally:
-            if os.path.lexists(staging):
-                shutil.rmtree(staging, ignore_errors=True)
-    return [os.path.join(out_dir, os.path.relpath(folder, staging)) for folder in folders]
+    return writers.write_folder(out_dir, overwrite,
+                                lambda staging: _write_cases(staging, cases, shape, row, seed, task, make, voxel_mm))
 
 
 def _write_cases(out_dir, cases, shape, layout, seed, task, make, voxel_mm):
-    """Writes every case into `out_dir` (the staging folder); returns their folders."""
+    """Writes every case into `out_dir` (the staging folder) as layout row `layout` names them; returns their folders."""
     if task is not None:
-        return [_write_task_case(out_dir, index, shape, (seed, index), labels.get_scheme(task))
-                for index in range(cases)]
-    writer = _WRITERS[layout]
-    extra = {"voxel_mm": voxel_mm} if voxel_mm != 1.0 else {}
-    return [writer(out_dir, index, *make(shape, (seed, index)), **extra) for index in range(cases)]
+        scheme = labels.get_scheme(task)
+        return [_write_task_case(out_dir, index, shape, (seed, index), scheme, layout) for index in range(cases)]
+    return [writers.write_case(layout, out_dir, index, *make(shape, (seed, index)), voxel_mm=voxel_mm)
+            for index in range(cases)]
 
 
-def _dataset_files(root):
-    """Relative paths of the files under `root`, bratskeras' own bookkeeping (claim, marker, cache) aside."""
-    found = []
-    for parent, folders, files in os.walk(root):
-        if parent == root:
-            folders[:] = [f for f in folders if f not in _DERIVED]
-            files = [f for f in files if f not in (SYNTH_MARKER, claims.CLAIM_FILE)]
-        found += [os.path.relpath(os.path.join(parent, name), root) for name in files]
-    return sorted(found)
-
-
-def _write_manifest(root):
-    """Writes SYNTH_MARKER, the list of every file synth wrote under `root`, last."""
-    with outputs.atomic_path(os.path.join(root, SYNTH_MARKER)) as tmp, open(tmp, "w") as stream:
-        json.dump({"written_by": "bratskeras synth", "files": _dataset_files(root)}, stream)
-
-
-@contextlib.contextmanager
-def _names_final_paths(staging, out_dir):
-    """Re-raises an OSError from the block with the file's final path under `out_dir`, not its staging one."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno is None:
-            raise
-        name = os.fspath(error.filename) if error.filename is not None else out_dir
-        if name.startswith(staging):
-            name = out_dir + name[len(staging):]
-        raise OSError(error.errno, error.strerror or os.strerror(error.errno), name) from None
-
-
-def _case_maker(kind, settings, task, voxel_mm=1.0):
-    """make_case(shape, seed) -> (images, classes) of the phantom kind asked for.
-
-    Raises:
-        ValueError: unknown kind or settings; anatomy with a task.
-        ConfigError: anatomy without nilearn (the message says what to install).
-    """
-    if kind not in KINDS:
-        raise ValueError(f"unknown phantom kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if kind == "simple":
-        return make_case
-    from bratskeras.synth import anatomy
-
-    if task is not None:
-        raise ValueError(f"{kind} phantoms have the classic NCR/ED/ET classes: write a --task with kind simple")
-    anatomy.check_available()
-    if kind == "synthseg":
-        from bratskeras.synth import synthseg
-
-        if isinstance(settings, str) and settings not in synthseg.GENERATORS:
-            raise ValueError(f"unknown synthseg generator {settings!r}; expected one of "
-                             f"{', '.join(synthseg.GENERATORS)}")
-        return lambda shape, seed: synthseg.make_case(shape, seed, settings, voxel_mm)
-    if isinstance(settings, str):
-        if settings not in anatomy.SETTINGS:
-            raise ValueError(f"unknown anatomy settings {settings!r}; expected one of {', '.join(anatomy.SETTINGS)}")
-        settings = anatomy.SETTINGS[settings]
-    return lambda shape, seed: anatomy.make_case(shape, seed, settings, voxel_mm)
-
-
-def _check_out_dir(out_dir, overwrite):
-    """Writing into a non-empty folder needs `overwrite`, and only a dataset synth wrote is replaced.
-
-    Raises:
-        OutputExistsError: not a folder; not empty without `overwrite`; or
-            not empty and not written by synth (a real dataset with the
-            same case names would otherwise be replaced by phantoms), or
-            holding files synth did not write (named).
-    """
-    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
-        raise OutputExistsError(f"{out_dir}: exists and is not a folder")
-    entries = claims.folder_entries(out_dir) if os.path.isdir(out_dir) else []
-    if entries and not overwrite:
-        raise OutputExistsError(f"{out_dir}: folder is not empty (pass --overwrite to write into it)")
-    if entries and SYNTH_MARKER not in entries:
-        raise OutputExistsError(f"{out_dir}: folder is not empty and was not written by bratskeras synth; "
-                                "--overwrite replaces only synth's own phantoms")
-    if entries:
-        foreign = _foreign_files(out_dir)
-        if foreign:
-            raise OutputExistsError(f"{out_dir}: holds files bratskeras synth did not write ({', '.join(foreign[:3])}"
-                                    f"{', ...' if len(foreign) > 3 else ''}); --overwrite replaces a whole synth "
-                                    "dataset, so move them out or choose another folder")
-
-
-def _foreign_files(out_dir):
-    """Files under `out_dir` that its SYNTH_MARKER manifest does not list (all of them for an unreadable one)."""
-    try:
-        with open(os.path.join(out_dir, SYNTH_MARKER)) as stream:
-            listed = set(json.load(stream)["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        # A marker of an older bratskeras (one line of text) lists nothing: nothing is known to be synth's.
-        return [f"{SYNTH_MARKER} (no manifest of synth's files)"]
-    return [path for path in _dataset_files(out_dir) if path not in listed]
-
-
-def _save_nifti(array, path, voxel_mm=1.0):
-    import nibabel as nib
-
-    image = nib.Nifti1Image(array, volumes.brats_affine(array.shape, voxel_mm))
-    image.header.set_xyzt_units("mm", "sec")
-    with outputs.names_target(path):
-        nib.save(image, path)
-
-
-def _write_case_folder(folder, case_id, images, classes, scheme, suffixes, separator, ext, label="seg",
-                       voxel_mm=1.0):
-    os.makedirs(folder, exist_ok=True)
-    for modality, suffix in suffixes.items():
-        _save_nifti(images[modality], os.path.join(folder, f"{case_id}{separator}{suffix}{ext}"), voxel_mm)
-    seg = labels.classes_to_labels(classes, scheme)
-    _save_nifti(seg, os.path.join(folder, f"{case_id}{separator}{label}{ext}"), voxel_mm)
-    return folder
-
-
-_OLD_SUFFIXES = layouts.LAYOUTS["brats2021"].suffixes
-_GLI_SUFFIXES = layouts.LAYOUTS["brats2023"].suffixes
-
-
-def _write_brats2017(out_dir, index, images, classes, voxel_mm=1.0):
-    grade = "HGG" if index % 2 == 0 else "LGG"
-    case_id = f"Brats17_SYN_{index + 1:03d}_1"
-    return _write_case_folder(os.path.join(out_dir, grade, case_id), case_id, images, classes,
-                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz", voxel_mm=voxel_mm)
-
-
-def _write_brats2020(out_dir, index, images, classes, voxel_mm=1.0):
-    parent = os.path.join(out_dir, "BraTS2020_TrainingData", "MICCAI_BraTS2020_TrainingData")
-    case_id = f"BraTS20_Training_{index + 1:03d}"
-    folder = _write_case_folder(os.path.join(parent, case_id), case_id, images, classes,
-                                "brats2020", _OLD_SUFFIXES, "_", ".nii", voxel_mm=voxel_mm)
-    _append_csv_rows(parent, case_id, index)
-    return folder
-
-
-def _append_csv_rows(parent, case_id, index):
-    """The Kaggle copy keeps name_mapping.csv and survival_info.csv beside the cases."""
-    rows = {
-        "name_mapping.csv": (["Grade", "BraTS_2020_subject_ID"], ["HGG", case_id]),
-        "survival_info.csv": (["Brats20ID", "Age", "Survival_days", "Extent_of_Resection"],
-                              [case_id, 40 + index % 40, 100 + 10 * index, "GTR"]),
-    }
-    for name, (header, row) in rows.items():
-        path = os.path.join(parent, name)
-        new = not os.path.exists(path)
-        with outputs.names_target(path), open(path, "a", newline="") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(header)
-            writer.writerow(row)
-
-
-def _write_brats2021(out_dir, index, images, classes, voxel_mm=1.0):
-    case_id = f"BraTS2021_{index:05d}"
-    return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
-                              "brats2020", _OLD_SUFFIXES, "_", ".nii.gz", voxel_mm=voxel_mm)
-
-
-def _write_brats2023(out_dir, index, images, classes, voxel_mm=1.0):
-    case_id = f"BraTS-GLI-{index:05d}-000"
-    return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, classes,
-                              "brats2023", _GLI_SUFFIXES, "-", ".nii.gz", voxel_mm=voxel_mm)
-
-
-def task_case_id(scheme, index):
-    """The case folder name of a 2023-2025 task, e.g. BraTS-MET-00003-000, BraTS-MEN-RT-0003-1."""
-    prefix = scheme.prefixes[0] if scheme.prefixes else "GLI"
-    if prefix == "MEN-RT":
-        return f"BraTS-MEN-RT-{index:04d}-1"
-    if prefix == "GoAT":
-        return f"BraTS-GoAT-{index:05d}"
-    return f"BraTS-{prefix}-{index:05d}-000"
+def _write_task_case(out_dir, index, shape, seed, scheme, layout):
+    """Writes one task phantom (`task_phantom`) with its scheme's classes, named as its task's cases are."""
+    images, phantom = task_phantom(shape, seed, scheme)
+    return writers.write_case(layout, out_dir, index, images, scheme_classes(phantom, scheme), scheme)
 
 
 def scheme_classes(phantom, scheme):
@@ -588,38 +393,3 @@ def scheme_classes(phantom, scheme):
     for class_index, name in enumerate(scheme.names[1:], start=1):
         classes[np.isin(phantom, _STRUCTURES_OF[name])] = class_index
     return classes
-
-
-def _write_task_case(out_dir, index, shape, seed, scheme):
-    images, phantom = task_phantom(shape, seed, scheme)
-    case_id = task_case_id(scheme, index)
-    # MEN-RT ships <case>_t1c and <case>_gtv; the other tasks <case>-<suffix> and <case>-seg.
-    separator, label = ("_", "gtv") if scheme.modalities == ("t1ce",) else ("-", "seg")
-    suffixes = {m: _GLI_SUFFIXES[m] for m in scheme.modalities}
-    return _write_case_folder(os.path.join(out_dir, case_id), case_id, images, scheme_classes(phantom, scheme),
-                              scheme, suffixes, separator, ".nii.gz", label)
-
-
-def _write_kaggle_h5(out_dir, index, images, classes):
-    """Writes volume_<index+1>_slice_<s>.h5 along the last axis, channels in layouts.H5_CHANNEL_ORDER."""
-    import h5py
-
-    folder = os.path.join(out_dir, "BraTS2020_training_data", "content", "data")
-    os.makedirs(folder, exist_ok=True)
-    volume = np.stack([images[m] for m in layouts.H5_CHANNEL_ORDER], axis=-1).astype(np.float32)
-    mask = np.stack([classes == c for c in layouts.H5_MASK_CLASSES], axis=-1).astype(np.uint8)
-    for s in range(volume.shape[2]):
-        path = os.path.join(folder, f"volume_{index + 1}_slice_{s}.h5")
-        with outputs.names_target(path), h5py.File(path, "w") as handle:
-            handle.create_dataset("image", data=volume[:, :, s])
-            handle.create_dataset("mask", data=mask[:, :, s])
-    return folder
-
-
-_WRITERS = {
-    "brats2017": _write_brats2017,
-    "brats2020": _write_brats2020,
-    "brats2021": _write_brats2021,
-    "brats2023": _write_brats2023,
-    "kaggle-h5": _write_kaggle_h5,
-}

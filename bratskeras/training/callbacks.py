@@ -12,8 +12,10 @@ import time
 
 import keras
 
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.models.saving import inference_model
 from bratskeras.platform.outputs import atomic_path
+from bratskeras.training import resume_state
 from bratskeras.training import run_dir as run_files
 
 
@@ -127,6 +129,7 @@ class RunFiles(keras.callbacks.Callback):
                  best_score=None, chief=True):
         super().__init__()
         self.run_dir = run_dir
+        self.folder = RunFolder(run_dir)
         self.network = network
         self.contract = contract
         self.monitor = monitor
@@ -155,21 +158,19 @@ class RunFiles(keras.callbacks.Callback):
             clean = inference_model(self.network)
         if is_best:
             self.best_score = float(score)
-            run_files.atomic_save_model(clean, os.path.join(self.run_dir, "best.keras"), self.contract)
+            run_files.atomic_save_model(clean, self.folder.best_model, self.contract)
         if is_checkpoint:
-            path = os.path.join(self.run_dir, "checkpoints", f"epoch-{finished:04d}.keras")
-            run_files.atomic_save_model(clean, path, self.contract)
-        run_files.save_state(self.run_dir, finished, self.network, self.model.optimizer, {
+            run_files.atomic_save_model(clean, self.folder.checkpoint(finished), self.contract)
+        resume_state.save_state(self.run_dir, finished, self.network, self.model.optimizer, {
             "learning_rate": logs["learning_rate"],
             "best_score": self.best_score,
             "stopped": bool(self.model.stop_training),
             "callbacks": {name: cb.get_state() for name, cb in self.stateful_callbacks.items()},
         })
-        plot_curves(os.path.join(self.run_dir, "history.csv"),
-                    os.path.join(self.run_dir, "curves.png"))
+        plot_curves(self.folder.history, self.folder.curves)
 
     def _append_history(self, epoch, logs):
-        path = os.path.join(self.run_dir, "history.csv")
+        path = self.folder.history
         rows = read_history(path)
         # A resumed run re-does the epoch that was in progress: drop any later rows.
         rows = [row for row in rows if int(row["epoch"]) < epoch]

@@ -7,19 +7,20 @@ held-out cases are separate heads (another seed, other generator ranges)
 that training and validation never saw.
 
 Kinds of demo data (`DEMOS`):
-- "finetune" (what `bratskeras fit` runs; needs the `anatomy` extra): the
-  shipped pretrained model fine-tuned on 12 SynthSeg-style heads at its own
-  2 mm, as a user fine-tunes a downloaded model on their data; its model
-  keeps the shipped model's transfer to real scans (README: real-scan WT
-  0.79-0.80 over three seeds within the budget on 2 AMX cores).
+- "finetune" (DEMO_KIND, what `bratskeras fit` runs; needs the `anatomy`
+  extra): the shipped pretrained model fine-tuned on 12 SynthSeg-style heads
+  at its own 2 mm, as a user fine-tunes a downloaded model on their data; its
+  model keeps the shipped model's transfer to real scans (README: real-scan
+  WT 0.79-0.80 over three seeds within the budget, 2-core Intel Xeon with
+  AMX).
 - "anatomy" and "synthseg": a lightweight-unet trained anew on 24 MNI152
   template heads (bratskeras.synth.anatomy) or 32 SynthSeg-style heads
-  (bratskeras.synth.synthseg) at 3 mm. Held-out WT 0.85-0.91 on unseen generated
-  heads within the budget, but 0.50-0.67 on real scans.
-- "simple": the geometric phantoms, 48 x 48 x 40. Learnt well in the budget
-  (held-out WT about 0.9), but easy in a way real scans are not: a model
-  trained on them scores WT 0.25-0.39 on heads built on real anatomy
-  (tools/bench_transfer.py). Kept for comparison and as cheap test data.
+  (bratskeras.synth.synthseg) at 3 mm. They score well on unseen generated
+  heads but reached only real-scan WT 0.50-0.67 within the budget (README).
+- "simple": the geometric phantoms, 48 x 48 x 40. Learnt well in the budget,
+  but easy in a way real scans are not: a model trained on them scored WT
+  0.28 and 0.39 on anatomy heads (README, tools/bench_transfer.py). Kept for
+  comparison and as cheap test data.
 """
 
 import os
@@ -41,6 +42,8 @@ class DemoData:
         generator: the `synth --kind` that writes its phantoms (None: the
             demo's own name). A demo whose overrides hold "init_from"
             fine-tunes that model (fit --init-from) instead of training anew.
+        needs_anatomy: its heads are built on the MNI152 template (the
+            `anatomy` extra, bratskeras.synth.anatomy).
     """
 
     shape: tuple
@@ -51,11 +54,12 @@ class DemoData:
     voxel_mm: float = 1.0
     heldout_shape: tuple | None = None
     generator: str | None = None  # the synth kind of its phantoms (None: the demo's own name)
+    needs_anatomy: bool = True
 
 
 _COMMON = {"batch_size": 2, "patch_size": (48, 48, 40), "early_stopping_patience": 0, "checkpoint_every": 5}
 DEMOS = {
-    "simple": DemoData(shape=(48, 48, 40), cases=16, heldout_cases=4,
+    "simple": DemoData(shape=(48, 48, 40), cases=16, heldout_cases=4, needs_anatomy=False,
                        overrides={**_COMMON, "epochs": 30, "steps_per_epoch": 24, "crop": "none"}),
     # Whole heads, written and trained at 3 mm: a 48 x 48 x 40 patch then holds
     # nearly a whole brain (its bounding box is about 47 x 57 x 47 voxels), so
@@ -102,7 +106,7 @@ DEMO_TIME_LIMIT = 255.0
 
 def check_demo_requirements(kind=DEMO_KIND):
     """Raises ConfigError (with the pip command) when `kind` needs the anatomy template and it is missing."""
-    if kind != "simple":
+    if DEMOS[kind].needs_anatomy:
         from bratskeras.synth import anatomy
 
         anatomy.check_available()

@@ -1,7 +1,7 @@
 """`fit`: one function from a TrainConfig and a dataset folder to a trained run.
 
 Data flow, one named step each: on --resume, verify the run folder
-(run_dir.check_resume: writable, same configuration, a readable state, an
+(resume_state.check_resume: writable, same configuration, a readable state, an
 epoch budget not below the epochs trained) before any data is read, and
 that the data is the run's own (run_dir.check_dataset) -> prepare the
 cases (training.prepare: inspect, split, cache) -> check the patch size
@@ -34,9 +34,10 @@ import numpy as np
 
 from bratskeras.core import targets
 from bratskeras.core.errors import ConfigError
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.data import cache
 from bratskeras.platform import claims
-from bratskeras.training import init_from, records, report
+from bratskeras.training import init_from, records, report, resume_state
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
     ResumableEarlyStopping,
@@ -178,7 +179,7 @@ def _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, v
 
     runtime.check_precision(config.precision)
     # Everything a resume can be refused for is checked before the data is read or anything written.
-    state_folder = run_files.check_resume(run_dir, config).prefix if resume else None
+    state_folder = resume_state.check_resume(run_dir, config).prefix if resume else None
     log = log or report.FitLog(quiet=not verbose)
     dataset = run_files.dataset_record(data_dir, case_sizes(data_dir, config.task))
     if resume:
@@ -341,13 +342,13 @@ def _compiled_model(config, run_dir, resume, strategy, state_folder, policy, pre
         model.optimizer.build(model.trainable_variables)
         saved = {}
         if state_folder is not None:
-            saved = run_files.load_state(state_folder, network, model.optimizer)
+            saved = resume_state.load_state(state_folder, network, model.optimizer)
             model.optimizer.learning_rate.assign(saved["learning_rate"])
         # Last: a resumed run's config.json (its epoch budget) and dataset.json change only once its state
         # has loaded, i.e. after every check passed.
         if chief:
             run_files.prepare_run_dir(run_dir, config, resume, dataset)
-            run_files.atomic_write_text(os.path.join(run_dir, "runtime.json"), json.dumps(
+            run_files.atomic_write_text(RunFolder(run_dir).runtime, json.dumps(
                 runtime.describe(policy, precision_details, strategy, xla), indent=2))
     return model, saved
 
@@ -373,7 +374,7 @@ def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
                                        _metrics(config))
     callbacks = [ReplicaLossReport(strategy.num_replicas_in_sync), validation, *stateful.values()]
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"),
+        callbacks.append(keras.callbacks.TensorBoard(RunFolder(run_dir).tensorboard,
                                                      write_graph=False, profile_batch=0))
     callbacks.append(RunFiles(
         run_dir, model.network, run_contract(config, model.network), monitor="val_dice_wt", checkpoint_every=config.checkpoint_every,
@@ -386,11 +387,10 @@ def _callbacks(config, run_dir, model, strategy, val_cached, saved, timer):
 
 def run_contract(config, network):
     """The input contract of the run's models (bratskeras.core.contract), resolved as predict resolves config.json."""
-    import dataclasses
-
     from bratskeras.predict.model_setup import config_contract
+    from bratskeras.training.config_file import RunConfigFile
 
-    return config_contract(dataclasses.asdict(config), "the run's configuration", network)
+    return config_contract(RunConfigFile.of(config, "the run's configuration"), network)
 
 
 def _train(model, config, run_dir, strategy, inputs, finished, steps, callbacks, verbose):
@@ -414,8 +414,8 @@ def _train(model, config, run_dir, strategy, inputs, finished, steps, callbacks,
 
 def _epochs_done(run_dir, finished):
     """Epochs finished in total: the last saved state's, or `finished` if none was saved."""
-    state_folder = run_files.latest_state(run_dir)
-    return run_files.read_state(state_folder)["epoch"] if state_folder else finished
+    state_folder = resume_state.latest_state(run_dir)
+    return resume_state.read_state(state_folder)["epoch"] if state_folder else finished
 
 
 def _build_before_fit(model, config):

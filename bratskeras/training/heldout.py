@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from bratskeras.core import labels, targets
+from bratskeras.core.run_folder import RunFolder
 from bratskeras.training.prepare import cache_cases, labelled_cases
 
 
@@ -16,10 +17,10 @@ def heldout_dice(run_dir, cached_cases, config):
     Returns:
         {"WT": ..., "TC": ..., "ET": ...} ({"WT": ...} for the whole-tumor target).
     """
+    from bratskeras.evaluate import voxelwise as metrics
     from bratskeras.predict import model_setup, tiling
-    from bratskeras.training import metrics
 
-    if not os.path.exists(os.path.join(run_dir, "best.keras")) or not cached_cases:
+    if not os.path.exists(RunFolder(run_dir).best_model) or not cached_cases:
         return {}
     network, setup = model_setup.load_predictor(run_dir)
     regions = tuple(s.upper() for s in targets.get_target(config.target).structures if s.upper() in labels.REGIONS)

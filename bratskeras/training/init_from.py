@@ -53,7 +53,7 @@ def recorded_source(source):
 
 
 def source_config(source):
-    """The config.json (a dict) of the run `source` belongs to, or None for a bare .keras file.
+    """The fields the config.json of the run `source` belongs to holds (a dict), or None for a bare .keras file.
 
     Raises:
         ConfigError: `source` does not exist; ModelError: an unknown pretrained name.
@@ -63,7 +63,8 @@ def source_config(source):
     path = pretrained.resolve(source)
     if not os.path.exists(path):
         raise ConfigError(f"--init-from {source}: no such run directory or .keras file")
-    return run_config(path)
+    config = run_config(path)
+    return None if config is None else config.values()
 
 
 def inherit(source, preset, overrides):
@@ -82,10 +83,11 @@ def inherit(source, preset, overrides):
         ConfigError: an override or preset conflicting with the source (one
             line naming the flag and both values), or a missing source.
     """
-    from bratskeras.training.config import PRESETS, TrainConfig
+    from bratskeras.training.config import PRESETS, TrainConfig, with_task_rule
 
     config = source_config(source)
-    asked = {key: value for key, value in overrides.items() if value is not None}
+    # A task's own modalities count as asked for (the task rule), so a source trained on others is refused.
+    asked = with_task_rule({key: value for key, value in overrides.items() if value is not None})
     asked["init_from"] = recorded_source(source)
     if config is None:
         config = contract_fields(source)

@@ -4,7 +4,7 @@ Shapes (channels last, D, H, W = NIfTI axes i, j, k):
     y_pred: (batch, D, H, W, C) logits or probabilities (`from_logits` says which).
     y_true for the softmax losses: class indices (batch, D, H, W, 1) or
         (batch, D, H, W), values 0..C-1, any integer or float dtype
-        (target "classes" of `bratskeras.core.labels`).
+        (target "classes" of `bratskeras.core.targets`).
     y_true for the sigmoid losses: binary masks (batch, D, H, W, C), one per
         output channel (targets "regions" and "whole_tumor").
 
@@ -25,6 +25,8 @@ class scores Dice ~0 (loss ~1) whatever is predicted; these losses do not.
 
 import keras
 from keras import ops
+
+from bratskeras.core.defaults import DICE_CE_WEIGHTS
 
 DICE_FORMS = ("negative", "one_minus")
 
@@ -181,8 +183,8 @@ def dice_ce_loss(
     y_true,
     y_pred,
     from_logits=True,
-    ce_weight=0.3,
-    dice_weight=0.7,
+    ce_weight=DICE_CE_WEIGHTS["ce_weight"],
+    dice_weight=DICE_CE_WEIGHTS["dice_weight"],
     include_background=True,
     smooth=1.0,
 ):
@@ -203,11 +205,14 @@ def region_dice_bce_loss(
     """Dice + binary cross-entropy on independent sigmoid channels (BraTS regions).
 
     L = dice_weight * (1 - mean_c Dice_c) + bce_weight * mean BCE, with Dice_c
-    the smoothed soft Dice of channel c over the whole batch. Channels WT, TC, ET
-    (target "regions") overlap, which is why they are sigmoids, not a softmax.
+    the smoothed soft Dice of channel c over the whole batch. The region
+    channels of target "regions" (WT, TC, ET, and e.g. RC in a task's scheme)
+    overlap, which is why they are sigmoids, not a softmax.
 
     Args:
-        y_true: float binary masks (batch, D, H, W, C), C = 3 for "regions".
+        y_true: float binary masks (batch, D, H, W, C); for "regions" C is
+            the label scheme's region count (labels.LabelScheme.region_names:
+            3 for the classic WT, TC, ET).
         y_pred: logits (`from_logits=True`) or probabilities, same shape.
 
     Returns:
@@ -330,8 +335,8 @@ class DiceCELoss(_ConfiguredLoss):
     def __init__(
         self,
         from_logits=True,
-        ce_weight=0.3,
-        dice_weight=0.7,
+        ce_weight=DICE_CE_WEIGHTS["ce_weight"],
+        dice_weight=DICE_CE_WEIGHTS["dice_weight"],
         include_background=True,
         smooth=1.0,
         name="dice_ce",

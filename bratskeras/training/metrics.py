@@ -1,16 +1,17 @@
-"""Segmentation metrics: streaming Keras Dice for `fit` logs and per-case BraTS evaluation.
+"""The Keras Dice metric of training: `DiceScore`, streamed over an epoch for `fit`'s logs.
 
 Structures (lower case in every metric name and dict key):
     regions wt = {NCR, ED, ET}, tc = {NCR, ET}, et = {ET}   (bratskeras.core.labels.REGIONS)
     classes ncr, ed, et                                     (ET is region and class: one key)
 
-Training time (Keras, TensorFlow): `DiceScore` accumulates intersections and
+`DiceScore` (Keras, TensorFlow) accumulates intersections and
 volumes over the epoch in float32 state variables and reports
 2*sum(|A∩B|) / (sum|A| + sum|B|), the pooled Dice, not a mean of batch ratios.
 An epoch where prediction and target are both empty reports 1.0.
 
-Evaluation (numpy/scipy, one case of shape (D, H, W)) lives in
-bratskeras.evaluate.voxelwise, free of TensorFlow; its names are re-exported here.
+The per-case metrics of evaluation (numpy/scipy, one case of shape (D, H, W):
+dice, hd95, sensitivity, specificity, case_metrics) live in
+bratskeras.evaluate.voxelwise, free of TensorFlow; import them from there.
 """
 
 import keras
@@ -18,18 +19,7 @@ from keras import ops
 
 from bratskeras.core import targets
 from bratskeras.core.labels import get_scheme, scheme_or_classic
-from bratskeras.evaluate.voxelwise import (  # noqa: F401  (re-exported: the per-case metrics' former home)
-    EMPTY_HD95,
-    REGION_KEYS,
-    STRUCTURE_CLASSES,
-    STRUCTURES,
-    case_metrics,
-    dice,
-    hd95,
-    sensitivity,
-    specificity,
-    structure_mask,
-)
+from bratskeras.evaluate.voxelwise import STRUCTURE_CLASSES
 
 # Structures whose Dice a model trained on each target can report (the targets' table).
 TARGET_STRUCTURES = {name: target.structures for name, target in targets.TARGETS.items()}

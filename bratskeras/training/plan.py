@@ -12,15 +12,11 @@ import time
 from dataclasses import dataclass
 
 from bratskeras.core.errors import ConfigError
+from bratskeras.core.run_folder import DATASET_FILE, RunFolder
 from bratskeras.training import demo, init_from
 from bratskeras.training import run_dir as run_files
-from bratskeras.training.config import resolve_config, resume_config
-
-DEFAULT_PRESET = "lightweight2020"
-# Inside a demo's run folder: its phantoms (train/ and heldout/), so that --resume finds them.
-DEMO_DATA = "demo_data"
-# Inside DEMO_DATA: the demo phantoms' preprocessing cache, so that deleting the demo data deletes all of it.
-DEMO_CACHE = "cache"
+from bratskeras.training.config import DEFAULT_PRESET, resolve_config
+from bratskeras.training.config_file import resume_config
 
 
 class MissingDataDir(ConfigError):
@@ -87,7 +83,7 @@ def plan_new(data_dir, run_dir, preset, overrides, time_limit=None):
 def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     """The built-in demo: phantoms written into the claimed run folder, held-out phantoms scored after.
 
-    The demo's preprocessing cache goes into its data folder too (DEMO_CACHE),
+    The demo's preprocessing cache goes into its data folder too (RunFolder.demo_cache),
     not the per-user cache: deleting the demo data leaves nothing behind.
 
     The run folder is claimed before the phantoms go into it, so they never
@@ -105,11 +101,11 @@ def plan_demo(run_dir, preset, overrides, time_limit=None, echo=print):
     config = resolve_config(preset or DEFAULT_PRESET, overrides)
     refuse_before_writing(config, run_dir)
     run_files.claim_run_dir(run_dir)
-    data_root = os.path.join(run_dir, DEMO_DATA)
+    data_root = RunFolder(run_dir).demo_data
     echo(f"demo: writing synthetic BraTS 2020 phantoms ({demo.DEMO_KIND}) to {data_root}")
     data_dir, heldout_dir = demo.write_demo_data(data_root, seed=config.seed)
     return RunPlan(config, data_dir, run_dir, heldout_dir=heldout_dir, time_limit=time_limit or demo.DEMO_TIME_LIMIT,
-                   cache_dir=os.path.join(data_root, DEMO_CACHE))
+                   cache_dir=RunFolder(run_dir).demo_cache)
 
 
 def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
@@ -128,10 +124,10 @@ def plan_resume(run_dir, data_dir, preset, overrides, time_limit=None):
     config = resume_config(run_dir, {**overrides, "preset": preset})
     heldout_dir = cache_dir = None
     if data_dir is None:
-        demo_root = os.path.join(run_dir, DEMO_DATA)
+        demo_root = RunFolder(run_dir).demo_data
         if os.path.isdir(demo_root):
             data_dir, heldout_dir = demo.demo_folders(demo_root)
-            cache_dir = os.path.join(demo_root, DEMO_CACHE)
+            cache_dir = RunFolder(run_dir).demo_cache
         else:
             data_dir = remembered_data_dir(run_dir)
     return RunPlan(config, data_dir, run_dir, resume=True, heldout_dir=heldout_dir, time_limit=time_limit,
@@ -148,6 +144,6 @@ def remembered_data_dir(run_dir):
     if record is None:
         raise MissingDataDir(f"resuming {run_dir} needs the DATA_DIR it was trained on")
     if not os.path.isdir(record["data_dir"]):
-        raise ConfigError(f"{run_dir} was trained on {record['data_dir']} ({run_files.DATASET_FILE}), which is no "
+        raise ConfigError(f"{run_dir} was trained on {record['data_dir']} ({DATASET_FILE}), which is no "
                           "longer a folder: give the DATA_DIR it was moved to")
     return record["data_dir"]

@@ -21,12 +21,16 @@ import platform
 import sys
 import time
 
+from bratskeras.core.run_folder import (
+    ENVIRONMENT_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    PRESET_CHANGES_FILE,
+    RESULTS_FILE,
+    SPLITS_FILE,
+)
 from bratskeras.training import run_dir as run_files
 
-SPLITS_FILE = "splits.json"
-ENVIRONMENT_FILE = "environment.json"
-PRESET_CHANGES_FILE = "preset_changes.json"
-RESULTS_FILE = "results.json"
 # The history.csv column that picks best.keras (callbacks.RunFiles' monitor).
 MONITOR = "val_dice_wt"
 _VAL_DICE = "val_dice_"
@@ -131,14 +135,14 @@ def write_results(run_dir, epochs, validation_dice, validation_cases, time_limit
     """
     from bratskeras.training.callbacks import read_history
 
-    rows = read_history(os.path.join(run_dir, "history.csv"))
+    rows = read_history(os.path.join(run_dir, HISTORY_FILE))
     scored = [row for row in rows if row.get(MONITOR) not in ("", None)]
     best = max(scored, key=lambda row: float(row[MONITOR]), default=None)
     _write_json(run_dir, RESULTS_FILE, {
         "epochs": epochs, "monitor": MONITOR, "time_limit_reached": bool(time_limit_reached),
         "best": _epoch_record(best) if best else None,
         "final": _epoch_record(rows[-1]) if rows else None,
-        "validation": {"model": "best.keras", "cases": validation_cases, "dice": dict(validation_dice),
+        "validation": {"model": MODEL_FILE, "cases": validation_cases, "dice": dict(validation_dice),
                        "scored": "whole volumes, predict's sliding window"},
     })
 
@@ -146,5 +150,5 @@ def write_results(run_dir, epochs, validation_dice, validation_cases, time_limit
 def add_heldout(run_dir, data_dir, dice):
     """Adds best.keras's held-out Dice on `data_dir` to RUN_DIR/results.json."""
     record = _read_json(os.path.join(run_dir, RESULTS_FILE)) or {}
-    record["heldout"] = {"model": "best.keras", "data_dir": os.path.abspath(data_dir), "dice": dict(dice)}
+    record["heldout"] = {"model": MODEL_FILE, "data_dir": os.path.abspath(data_dir), "dice": dict(dice)}
     _write_json(run_dir, RESULTS_FILE, record)

@@ -131,11 +131,11 @@ def describe(policy, precision_details, strategy, xla):
     """
     import tensorflow as tf
 
-    from bratskeras.platform import benchmark, cpu
+    from bratskeras.platform import cpu
 
     return json.loads(json.dumps({
         **cpu.describe(),
-        "float32_matmul_gflops": round(benchmark.matmul_gflops(2048, "float32", repeats=3), 1),
+        "float32_matmul_gflops": round(cpu.matmul_gflops(2048, "float32", repeats=3), 1),
         "precision": policy,
         "precision_details": precision_details,
         "strategy": type(strategy).__name__,

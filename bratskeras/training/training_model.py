@@ -24,7 +24,7 @@ class TrainingModel(keras.Model):
     Args:
         network: the functional model being trained.
         seed: base seed of the stateless device-augmentation stream.
-        augmentation: data.AugmentConfig to apply in the train step, or None.
+        augmentation: data.Augmentation to apply in the train step, or None.
         multi_worker: True under MultiWorkerMirroredStrategy.
     """
 

@@ -9,17 +9,21 @@ model and precision policy the benchmark measures, each in its own Python
 process so that peak memory figures do not mix:
 
 - inference of one full case (lightweight-unet 240 x 240 x 155 x 4, flair-unet
-  192 x 192 x 154 x 1) and of one 128^3 window, a compiled forward pass
-  (`model(x, training=False)` in a `tf.function`, XLA off);
-- one training step (`train_on_batch`, Adam) on a batch of 128^3 patches
-  (lightweight: 2 x 128^3 x 4; flair: 1 x 96^3 x 1);
+  its crop, 192 x 192 x 154 x 1) and of one 128^3 window, a compiled forward
+  pass (`model(x, training=False)` in a `tf.function`, XLA off);
+- one training step (`train_on_batch`, Adam) on a batch of patches
+  (lightweight: 2 x 128^3 x 4; flair: 1 x 96^3 x 1), labels and loss from
+  the model's output kind (`TRAIN_TARGETS`);
 
 and reports median seconds after a warm-up, GFLOP/s achieved (FLOPs counted
 from the layers' shapes, a training step counted as 3 forward passes) and its
 ratio to the float32 matmul limit, and the process's peak resident memory
-(`ru_maxrss`, TensorFlow's own ~0.5 GB included). `--quick` uses tiny shapes
-one repetition and float32 only so that the test suite can run it in seconds; its figures
-say nothing about speed.
+(`ru_maxrss`, TensorFlow's own ~0.5 GB included). `--quick` uses tiny shapes,
+one repetition and float32 only so that the test suite can run it in seconds;
+its figures say nothing about speed.
+
+The models and their sizes are the `BenchModel` rows of `FULL` and `QUICK`;
+input channels and output kind come from each one's preset.
 """
 
 import json
@@ -32,16 +36,40 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-MODELS = ("lightweight-unet", "flair-unet")
+from bratskeras.core.model_presets import get_preset
+from bratskeras.platform.cpu import matmul_gflops
+
+# One whole BraTS case (D, H, W), as predict feeds the lightweight family.
+BRATS_CASE = (240, 240, 155)
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One model the benchmark measures, at what sizes; its input channels and output come from its preset.
+
+    Attributes:
+        name: a registry name (bratskeras.core.model_presets).
+        full_case: (D, H, W) of one whole case as predict feeds the model.
+        window: (D, H, W) of one sliding window.
+        train_batch, train_patch: the training step's batch size and (D, H, W) patch.
+    """
+
+    name: str
+    full_case: tuple
+    window: tuple
+    train_batch: int
+    train_patch: tuple
+
+    def input_shape(self, spatial):
+        """(D, H, W, C) for a (D, H, W): C is the preset's modality count."""
+        return (*spatial, get_preset(self.name).input_channels)
 
 
 @dataclass(frozen=True)
 class Shapes:
-    """What to measure, per model: (D, H, W, C) inputs and the training batch."""
+    """What to measure: the model rows, the matmul size, repetitions and the input pipeline's sizes."""
 
-    full: dict
-    window: dict
-    train: dict  # name -> (batch, (D, H, W, C))
+    models: tuple  # BenchModel rows
     matmul: int
     repeats: int
     pipeline_case: tuple
@@ -50,19 +78,51 @@ class Shapes:
 
 
 FULL = Shapes(
-    full={"lightweight-unet": (240, 240, 155, 4), "flair-unet": (192, 192, 154, 1)},
-    window={"lightweight-unet": (128, 128, 128, 4), "flair-unet": (128, 128, 128, 1)},
-    train={"lightweight-unet": (2, (128, 128, 128, 4)), "flair-unet": (1, (96, 96, 96, 1))},
-    matmul=4096, repeats=3, pipeline_case=(240, 240, 155), pipeline_patch=(128, 128, 128),
+    models=(
+        BenchModel("lightweight-unet", full_case=BRATS_CASE, window=(128, 128, 128),
+                   train_batch=2, train_patch=(128, 128, 128)),
+        # Its paper's crop is its whole case; a 1 x 96^3 training batch fits where the crop's would not.
+        BenchModel("flair-unet", full_case=get_preset("flair-unet").default_crop, window=(128, 128, 128),
+                   train_batch=1, train_patch=(96, 96, 96)),
+    ),
+    matmul=4096, repeats=3, pipeline_case=BRATS_CASE, pipeline_patch=(128, 128, 128),
     pipeline_patches=40,
 )
 QUICK = Shapes(
-    full={"lightweight-unet": (24, 24, 18, 4), "flair-unet": (32, 32, 20, 1)},
-    window={"lightweight-unet": (16, 16, 16, 4), "flair-unet": (16, 16, 16, 1)},
-    train={"lightweight-unet": (1, (16, 16, 16, 4)), "flair-unet": (1, (16, 16, 16, 1))},
+    models=(
+        BenchModel("lightweight-unet", full_case=(24, 24, 18), window=(16, 16, 16),
+                   train_batch=1, train_patch=(16, 16, 16)),
+        BenchModel("flair-unet", full_case=(32, 32, 20), window=(16, 16, 16),
+                   train_batch=1, train_patch=(16, 16, 16)),
+    ),
     matmul=256, repeats=1, pipeline_case=(32, 32, 24), pipeline_patch=(16, 16, 16),
     pipeline_patches=4,
 )
+
+
+@dataclass(frozen=True)
+class TrainTarget:
+    """Random labels and the loss of one benchmark training step, for one output kind (Family.output).
+
+    Attributes:
+        labels: callable(rng, (batch, D, H, W), output channels) -> y.
+        loss: callable(keras module) -> a Keras loss.
+    """
+
+    labels: object
+    loss: object
+
+
+TRAIN_TARGETS = {
+    # A network ending in its own sigmoid (flair-unet): binary masks, about 10 % foreground.
+    "probabilities": TrainTarget(
+        labels=lambda rng, spatial, channels: (rng.random((*spatial, channels)) < 0.1).astype("float32"),
+        loss=lambda keras: keras.losses.BinaryCrossentropy()),
+    # Logits of `channels` classes: class indices (batch, D, H, W, 1).
+    "logits": TrainTarget(
+        labels=lambda rng, spatial, channels: rng.integers(0, channels, (*spatial, 1)).astype("uint8"),
+        loss=lambda keras: keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+}
 
 
 @dataclass
@@ -117,26 +177,6 @@ def _median_seconds(fn, repeats):
     return statistics.median(_seconds(fn) for _ in range(repeats))
 
 
-def matmul_gflops(n=4096, dtype="float32", repeats=5):
-    """GFLOP/s of an n x n @ n x n matmul in TensorFlow: the best of `repeats`.
-
-    A limit is what the machine can do, so this takes the fastest run rather
-    than the median: on a shared machine a median can halve it.
-    """
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
-    matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
-    # reduce_sum keeps the copy back to numpy out of the timing; it is O(n^2).
-    run = lambda: matmul(a).numpy()  # noqa: E731
-    # One warm-up serves every timed run (each timed run follows a run either way). A warm-up before
-    # each one, as before, cost `repeats` extra matmuls: every fit measures this for runtime.json,
-    # where the 3 extra 2048^3 matmuls took 0.5-0.8 s of each fit on 2 cores (same GFLOP/s figure).
-    run()
-    fastest = min(_seconds(run) for _ in range(repeats))
-    return 2 * n**3 / fastest / 1e9
-
-
 # --------------------------------------------------------------------------- FLOPs
 
 
@@ -187,13 +227,10 @@ def _measure(job):
     flops = conv_flops(model) * batch
     if job["kind"] == "train":
         flops *= 3  # forward + gradients w.r.t. inputs and weights
-        if job["model"] == "flair-unet":
-            y = (rng.random((batch, *shape[:3], 1)) < 0.1).astype(np.float32)
-            loss = keras.losses.BinaryCrossentropy()
-        else:
-            y = rng.integers(0, 4, (batch, *shape[:3], 1)).astype(np.uint8)
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss, jit_compile=False)
+        preset = get_preset(job["model"])
+        target = TRAIN_TARGETS[preset.output]
+        y = target.labels(rng, (batch, *shape[:3]), preset.output_channels)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=target.loss(keras), jit_compile=False)
         # Built now, not while the first train_on_batch traces its step: tf.function traces a first
         # call that creates variables twice (see training.fit._compiled_model). Warm-up time only.
         model.optimizer.build(model.trainable_variables)
@@ -211,17 +248,25 @@ def run_jobs_here(jobs):
     return [_measure(job) for job in jobs]
 
 
+def child_pythonpath():
+    """PYTHONPATH of a child process: first the folder holding this copy of bratskeras/, installed or not.
+
+    That folder, never bratskeras/ itself, whose platform/ would hide the standard library's `platform`.
+    """
+    import bratskeras
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(bratskeras.__file__)))
+    return os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+
+
 def run_jobs(jobs, isolate=True):
     """Measures each job in a fresh Python process (one process for all if not isolate)."""
     groups = [[job] for job in jobs] if isolate else [jobs]
-    # The child imports this same copy of the package, installed or not.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": path}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": child_pythonpath()}
     results = []
     for group in groups:
         completed = subprocess.run(
-            [sys.executable, "-m", "bratskeras.platform.benchmark", json.dumps(group)],
+            [sys.executable, "-m", "bratskeras.bench.benchmark", json.dumps(group)],
             capture_output=True, text=True, env=env,
         )
         if completed.returncode != 0:
@@ -240,11 +285,11 @@ def pipeline_patches_per_second(cached, patch_size, augment_on, patches, batch_s
     """Training batches drawn from the cache, in patches/s (after 3 warm-up batches).
 
     rotation_degrees > 0 adds the optional small-angle axial rotation (CPU path);
-    `augmentation` (an augment.AugmentConfig) replaces the paper's set.
+    `augmentation` (an augment.Augmentation) replaces the paper's set.
     """
     from bratskeras.data import pipeline as data
 
-    augmentation = augmentation or data.AugmentConfig(rotation_degrees=rotation_degrees)
+    augmentation = augmentation or data.AUGMENTATION_SETS["paper"].with_options(axial_rotation={"degrees": rotation_degrees})
     config = data.PipelineConfig(patch_size=tuple(patch_size), batch_size=batch_size,
                                  augment_on=augment_on, augmentation=augmentation)
     iterator = iter(data.train_dataset(cached, config))
@@ -276,15 +321,15 @@ def bench_pipeline(case_shape, patch_size, patches, cases=2):
 
 
 def jobs_for(shapes, policy_names):
+    """One job per policy, model row and measurement: {"model", "policy", "kind", "batch", "shape", "repeats"}."""
     jobs = []
     for policy in policy_names:
-        for name in MODELS:
-            batch, train_shape = shapes.train[name]
-            for kind, batch_size, shape in (("full_case", 1, shapes.full[name]),
-                                            ("window", 1, shapes.window[name]),
-                                            ("train", batch, train_shape)):
-                jobs.append({"model": name, "policy": policy, "kind": kind, "batch": batch_size,
-                             "shape": list(shape), "repeats": shapes.repeats})
+        for model in shapes.models:
+            for kind, batch_size, spatial in (("full_case", 1, model.full_case),
+                                              ("window", 1, model.window),
+                                              ("train", model.train_batch, model.train_patch)):
+                jobs.append({"model": model.name, "policy": policy, "kind": kind, "batch": batch_size,
+                             "shape": list(model.input_shape(spatial)), "repeats": shapes.repeats})
     return jobs
 
 

@@ -1,0 +1,306 @@
+"""SynthSeg stage 3, intensities: each label painted per modality (`Contrasts`), and what looks like tumour but is not.
+
+`Contrasts` draws Gaussian intensities per label over wide ranges, keeping
+only the contrasts that define the BraTS classes. The mimics are healthy
+structures a network must see labelled healthy: enhancing vessels (`Vessels`,
+`VesselTubes`: labels painted before the contrasts), FLAIR-bright healthy
+tissue (`HealthyHyperintensities`) and choroid plexus (`ChoroidPlexus`),
+painted into the images after them.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from bratskeras.synth import anatomy
+from bratskeras.synth.synthseg.labelmap import (
+    CLASS_OF,
+    CYST,
+    DURA,
+    ENHANCING,
+    GM_CLUSTERS,
+    HEALTHY,
+    LABELS,
+    MODALITIES,
+    NECROSIS,
+    NON_ENHANCING,
+    OEDEMA_A,
+    OEDEMA_B,
+    OUTSIDE,
+    PARENCHYMA,
+    SULCAL_CSF,
+    VENTRICLE,
+    VESSEL,
+    WM_CLUSTERS,
+    check_range,
+    uniform,
+)
+
+# Typical means per modality on a 0..1 scale (anatomy.CONTRASTS' tissues): CSF, GM, WM.
+_BASE = {m: dict(zip(("csf", "gm", "wm"), anatomy.CONTRASTS[m][:3])) for m in MODALITIES}
+
+
+@dataclass(frozen=True)
+class Vessels:
+    """Enhancing healthy structures (vessels in sulci, choroid plexus): bright on T1c, not tumour."""
+
+    name = "vessels"
+    count: tuple = (5, 40)
+    radius_mm: tuple = (0.8, 2.5)
+
+    def __call__(self, head, rng):
+        csf = np.argwhere(np.isin(head.labels, (SULCAL_CSF, VENTRICLE)))
+        if not len(csf):
+            return
+        seeds = np.zeros(head.shape, dtype=bool)
+        chosen = csf[rng.integers(len(csf), size=int(uniform(rng, self.count)))]
+        seeds[tuple(chosen.T)] = True
+        distance = ndimage.distance_transform_edt(~seeds) * head.voxel_mm
+        vessels = (distance <= uniform(rng, self.radius_mm)) & np.isin(head.labels, HEALTHY)
+        head.labels[vessels] = VESSEL
+
+
+@dataclass(frozen=True)
+class VesselTubes:
+    """Tubular enhancing vessels: random walks from CSF (sulci, ventricles: choroid plexus) through tissue.
+
+    Real T1c scans show veins, sinuses and choroid plexus as bright as
+    enhancing tumour; a model that has seen none calls them ET.
+    """
+
+    name = "vessel_tubes"
+    count: tuple = (10, 60)
+    length_mm: tuple = (10.0, 60.0)
+    radius_mm: tuple = (0.6, 2.0)
+
+    def __call__(self, head, rng):
+        starts = np.argwhere(np.isin(head.labels, (SULCAL_CSF, VENTRICLE)))
+        if not len(starts):
+            return
+        tubes = np.zeros(head.shape, dtype=bool)
+        voxel = head.voxel_mm
+        for start in starts[rng.integers(len(starts), size=int(uniform(rng, self.count)))]:
+            steps = max(2, int(uniform(rng, self.length_mm) / voxel))
+            turns = rng.normal(size=(steps, 3)).cumsum(0) * 0.3 + rng.normal(size=3)
+            path = start + np.cumsum(turns / np.linalg.norm(turns, axis=1, keepdims=True), axis=0)
+            inside = np.all((path >= 0) & (path < np.asarray(head.shape) - 0.5), axis=1)
+            tubes[tuple(np.round(path[inside]).astype(int).T)] = True
+        radius = uniform(rng, self.radius_mm) / voxel
+        if radius > 0.75:
+            tubes = ndimage.binary_dilation(tubes, iterations=int(round(radius)))
+        head.labels[tubes & np.isin(head.labels, HEALTHY)] = VESSEL
+
+
+@dataclass(frozen=True)
+class Contrasts:
+    """Paints every label with a Gaussian per modality (SynthSeg's mixture), keeping BraTS's contrasts.
+
+    Healthy means are the typical contrasts plus up to `jitter` (each GM and
+    WM cluster apart), or in `random_share` of the heads uniform in 0.05-0.95
+    (SynthSeg's fully random contrasts). Tumour means are drawn relative to
+    the drawn parenchyma range [low, high] of each modality (`_tumour_means`).
+    """
+
+    name = "contrasts"
+    jitter: float = 0.15
+    random_share: float = 0.25
+    spread: tuple = (0.0, 0.06)  # standard deviation within a label
+
+    def __call__(self, head, rng):
+        fully_random = rng.random() < self.random_share
+        t1_means = None
+        for modality in MODALITIES:
+            means = self._healthy_means(modality, fully_random, rng)
+            if modality == "t1ce" and t1_means is not None:  # contrast changes only what enhances
+                means[list(HEALTHY)] = t1_means[list(HEALTHY)] * rng.uniform(0.9, 1.1, size=len(HEALTHY))
+            self._tumour_means(modality, means, t1_means, rng)
+            if modality == "t1":
+                t1_means = means.copy()
+            spread = uniform(rng, self.spread, size=LABELS).astype(np.float32)
+            image = means.astype(np.float32)[head.labels]
+            image += spread[head.labels] * rng.standard_normal(head.shape, dtype=np.float32)
+            head.images[modality] = image
+        tumour = np.isin(head.labels, tuple(CLASS_OF))
+        texture = 1.0 + anatomy.waves(head.points, rng, 5, (6.0, 20.0), 0.15)
+        for modality in MODALITIES:
+            head.images[modality] = np.where(tumour, head.images[modality] * texture, head.images[modality])
+
+    def _healthy_means(self, modality, fully_random, rng):
+        means = np.zeros(LABELS, dtype=np.float64)
+        base = _BASE[modality]
+        for labels, tissue in (((VENTRICLE, SULCAL_CSF), "csf"), (GM_CLUSTERS, "gm"), (WM_CLUSTERS, "wm")):
+            for label in labels:
+                means[label] = (rng.uniform(0.05, 0.95) if fully_random
+                                else base[tissue] + rng.uniform(-self.jitter, self.jitter))
+        means[DURA] = rng.uniform(0.1, 0.9)
+        means[OUTSIDE] = rng.uniform(0.0, 0.9)
+        return np.clip(means, 0.02, 1.0)
+
+    @staticmethod
+    def _tumour_means(modality, means, t1_means, rng):
+        """Fills the tumour and vessel means of `modality` in place from its parenchyma range."""
+        low, high = means[list(PARENCHYMA)].min(), means[list(PARENCHYMA)].max()
+        csf = means[[VENTRICLE, SULCAL_CSF]].mean()
+        if modality in ("flair", "t2"):  # oedema and tumour bright
+            means[OEDEMA_A], means[OEDEMA_B] = high + rng.uniform(0.1, 0.6, size=2)
+            means[NON_ENHANCING] = high + rng.uniform(0.05, 0.6)
+            means[ENHANCING] = high + rng.uniform(-0.05, 0.5)
+            means[NECROSIS] = high + rng.uniform(0.1, 0.7) if modality == "t2" else rng.uniform(low, high + 0.6)
+            means[CYST] = max(csf, high) + rng.uniform(0.0, 0.3) if modality == "t2" else csf + rng.uniform(0, 0.4)
+            means[VESSEL] = rng.uniform(0.02, low)  # flow voids
+        elif modality == "t1":  # tumour dark, fluid darker
+            means[[OEDEMA_A, OEDEMA_B]] = low - rng.uniform(-0.05, 0.2, size=2)
+            means[NON_ENHANCING] = low - rng.uniform(0.0, 0.3)
+            means[ENHANCING] = low - rng.uniform(-0.1, 0.25)
+            means[NECROSIS] = low - rng.uniform(0.1, 0.4)
+            means[CYST] = min(csf, low) - rng.uniform(0.0, 0.1)
+            means[VESSEL] = rng.uniform(0.02, high)
+        else:  # t1ce: what does not enhance keeps its T1 contrast; ET above every healthy tissue
+            for label in (OEDEMA_A, OEDEMA_B, NON_ENHANCING, NECROSIS, CYST):
+                means[label] = t1_means[label] * rng.uniform(0.9, 1.1)
+            brightest = max(means[list(HEALTHY)].max(), means[[OEDEMA_A, OEDEMA_B, NON_ENHANCING]].max())
+            means[ENHANCING] = brightest + rng.uniform(0.15, 0.8)
+            means[VESSEL] = brightest + rng.uniform(0.1, 0.8)
+        means[:] = np.clip(means, 0.02, 2.0)
+
+
+@dataclass(frozen=True)
+class FaintEnhancement:
+    """In `share` of the heads, enhancing tumour only moderately bright on T1c; painted after `Contrasts`.
+
+    `Contrasts` puts ET above every healthy tissue. On real BraTS scans the
+    enhancing rim's T1c often lies between the healthy parenchyma's median and
+    its 99th percentile, in some tumours below that median: on public cases
+    the ET the stage-3 model missed had a median (x - p50) / (p99 - p50) of
+    -0.2 to 0.5 (p50, p99 of the healthy brain), the ET it found 0.4 to 1.6.
+    The step shifts the T1c of the ET voxels (noise and texture kept) so their
+    mean lies `level` of the way from the parenchyma's median to its 99th
+    percentile, and never below the brightest necrosis, non-enhancing tumour
+    or oedema + `margin`: ET stays brighter than the tumour around it, the
+    contrast that defines the class. Classes unchanged.
+    """
+
+    name = "faint_enhancement"
+    share: float = 0.5
+    level: tuple = (-0.2, 0.9)
+    margin: float = 0.05
+
+    def __post_init__(self):
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"share must be within [0, 1], got {self.share}")
+        check_range("level", self.level, -1.0, 2.0)
+
+    def __call__(self, head, rng):
+        faint, level = rng.random() < self.share, uniform(rng, self.level)  # both drawn: a stable stream
+        enhancing = head.labels == ENHANCING
+        if not faint or not enhancing.any():
+            return
+        t1c = head.images["t1ce"]
+        low, high = np.percentile(t1c[np.isin(head.labels, PARENCHYMA)], (50, 99))
+        around = [t1c[head.labels == label].mean() for label in (NECROSIS, NON_ENHANCING, OEDEMA_A, OEDEMA_B)
+                  if (head.labels == label).any()]
+        target = max([low + level * (high - low)] + [mean + self.margin for mean in around])
+        t1c[enhancing] += np.float32(target - t1c[enhancing].mean())
+
+
+@dataclass(frozen=True)
+class HealthyHyperintensities:
+    """FLAIR- and T2-bright healthy tissue that is not oedema, painted after `Contrasts`; classes unchanged.
+
+    Real scans show, besides tumour: caps and a thin band of FLAIR signal
+    around the ventricles, a bright rim at the cortex's edge (partial volume
+    with CSF and dura, flow), white-matter hyperintensities of small vessel
+    disease, and on FLAIR alone CSF that the inversion did not suppress
+    (flow in the ventricles and basal cisterns). As bright as oedema can be, they are told apart only by
+    where they are and their shape, so a network needs to have seen them
+    labelled healthy. T1 and T1c darken a little there (no enhancement).
+    """
+
+    name = "healthy_bright"
+    flow_share: float = 0.3  # FLAIR's CSF flow artefact: patches of ventricles and cisterns not suppressed
+    caps_share: float = 0.5
+    caps_mm: tuple = (1.0, 5.0)
+    rim_share: float = 0.5
+    rim_mm: tuple = (1.0, 3.0)
+    spots_share: float = 0.4
+    spots: tuple = (1, 30)
+    spot_mm: tuple = (1.5, 5.0)
+    gain: tuple = (-0.05, 0.4)  # above the parenchyma's 95th percentile on FLAIR and T2
+
+    def __post_init__(self):
+        for name in ("flow_share", "caps_share", "rim_share", "spots_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        check_range("caps_mm", self.caps_mm, 0.0, 20.0)
+        check_range("rim_mm", self.rim_mm, 0.0, 10.0)
+
+    def __call__(self, head, rng):
+        bright = np.zeros(head.shape, dtype=bool)
+        healthy = np.isin(head.labels, PARENCHYMA)
+        voxel = head.voxel_mm
+        if rng.random() < self.caps_share:
+            ventricles = head.labels == VENTRICLE
+            band = ndimage.distance_transform_edt(~ventricles) * voxel <= uniform(rng, self.caps_mm)
+            patches = anatomy.waves(head.points, rng, 3, (30.0, 90.0), 1.0) > rng.uniform(-1.0, 0.4)
+            bright |= band & patches & healthy
+        if rng.random() < self.rim_share:
+            depth = ndimage.distance_transform_edt(head.labels > 0) * voxel
+            patches = anatomy.waves(head.points, rng, 3, (40.0, 120.0), 1.0) > rng.uniform(-1.0, 0.5)
+            bright |= (depth <= uniform(rng, self.rim_mm)) & patches & np.isin(head.labels, GM_CLUSTERS + (SULCAL_CSF,))
+        if rng.random() < self.spots_share:
+            white = np.argwhere(np.isin(head.labels, WM_CLUSTERS))
+            if len(white):
+                seeds = np.zeros(head.shape, dtype=bool)
+                seeds[tuple(white[rng.integers(len(white), size=int(uniform(rng, self.spots)))].T)] = True
+                distance = ndimage.distance_transform_edt(~seeds) * voxel
+                bright |= (distance <= uniform(rng, self.spot_mm)) & healthy
+        parenchyma = np.isin(head.labels, PARENCHYMA)
+        if bright.any():
+            weight = np.minimum(np.clip(1.0 + anatomy.waves(head.points, rng, 3, (5.0, 20.0), 0.3), 0.5, 1.5), 1.0)
+            darker = rng.uniform(0.8, 1.0)
+            for modality in MODALITIES:
+                image = head.images[modality]
+                if modality in ("flair", "t2"):
+                    level = np.percentile(image[parenchyma], 95) + uniform(rng, self.gain)
+                    image[bright] += (level - image[bright]) * weight[bright]
+                else:
+                    image[bright] *= darker
+        if rng.random() < self.flow_share:
+            csf = np.isin(head.labels, (VENTRICLE, SULCAL_CSF))
+            patches = anatomy.waves(head.points, rng, 3, (20.0, 60.0), 1.0) > rng.uniform(0.0, 0.7)
+            flow = csf & patches
+            flair = head.images["flair"]
+            flair[flow] = np.percentile(flair[parenchyma], rng.uniform(30, 99)) * rng.uniform(0.8, 1.3)
+
+
+@dataclass(frozen=True)
+class ChoroidPlexus:
+    """Tufts of choroid plexus inside the ventricles: enhancing like tumour on T1c, not tumour.
+
+    Painted after `Contrasts` over the ventricle label: T1c as bright as
+    enhancing tumour can be, FLAIR from CSF-dark to parenchyma-bright, T2
+    and T1 between CSF and parenchyma. Real T1c scans always show it, and a
+    network that has not seen it calls it enhancing tumour with oedema around.
+    """
+
+    name = "choroid_plexus"
+    tufts: tuple = (2, 8)
+    radius_mm: tuple = (1.5, 4.5)
+
+    def __call__(self, head, rng):
+        ventricles = np.argwhere(head.labels == VENTRICLE)
+        if not len(ventricles):
+            return
+        seeds = np.zeros(head.shape, dtype=bool)
+        seeds[tuple(ventricles[rng.integers(len(ventricles), size=int(uniform(rng, self.tufts)))].T)] = True
+        distance = ndimage.distance_transform_edt(~seeds) * head.voxel_mm
+        tufts = (distance <= uniform(rng, self.radius_mm)) & (head.labels == VENTRICLE)
+        healthy = np.isin(head.labels, HEALTHY) & ~tufts
+        for modality in MODALITIES:
+            image = head.images[modality]
+            if modality == "t1ce":
+                level = np.percentile(image[healthy], 99.5) + rng.uniform(0.1, 0.8)
+            else:
+                level = np.percentile(image[healthy], rng.uniform(10, 95))
+            image[tufts] = level * (1 + 0.08 * rng.standard_normal(int(tufts.sum()), dtype=np.float32))
