@@ -4,12 +4,13 @@ import click
 
 from bratskeras.cli.models import parse_shape
 from bratskeras.cli.quiet import needs_tensorflow
-from bratskeras.export.formats import DEFAULT_STATIC_SPATIAL, FORMATS, QUANTIZATIONS, names_where, short_number
+from bratskeras.core.defaults import PATCH_SIZE
+from bratskeras.export.formats import FORMATS, QUANTIZATIONS, names_where, short_number
 
 # The help texts, read off the format and quantization rows.
 FORMAT_HELP = "; ".join(row.cli_help for row in FORMATS.values()) + "."
 INPUT_SHAPE_HELP = (f"D,H,W,C to export ({names_where(lambda row: row.static_spatial)} default for dynamic models: "
-                    f"{','.join(map(str, DEFAULT_STATIC_SPATIAL))},C).")
+                    f"{','.join(map(str, PATCH_SIZE))},C).")
 TOLERANCE_HELP = ("Max abs difference allowed against Keras (default "
                   + ", ".join(f"{short_number(q.tolerance)} {q.weights}" for q in QUANTIZATIONS.values()) + ").")
 

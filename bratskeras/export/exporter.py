@@ -119,8 +119,8 @@ def export_model(source, format, out=None, version=None, quantize="none", input_
         version: saved_model version; default one above the highest present.
         quantize: "none", "float16" or "dynamic-int8" (tflite only).
         input_shape: (D, H, W, C) to export; default the model's own, with
-            dynamic sizes set to DEFAULT_STATIC_SPATIAL for a format that
-            needs static ones (tflite).
+            dynamic sizes set to the training patch (core.defaults.PATCH_SIZE)
+            for a format that needs static ones (tflite).
         overwrite: replace an existing artefact of the same format, once the
             new one has passed its check (never a folder or file of another
             kind; bratskeras.platform.outputs).

@@ -25,11 +25,6 @@ from bratskeras.core.contract import CONTRACT_FILE
 from bratskeras.platform.artefacts import ArtefactKind, magic_file_kind, suffix_file_kind, zip_archive_kind
 from bratskeras.predict.runtimes import RUNTIMES, Runtime
 
-# LiteRT needs static spatial sizes (the pad/crop layers and the reshapes that
-# express 3-D pooling are resolved at conversion); a size-free model gets this
-# unless --input-shape says otherwise: the training patch size.
-DEFAULT_STATIC_SPATIAL = (128, 128, 128)
-
 
 @dataclasses.dataclass(frozen=True)
 class Deferred:
@@ -94,8 +89,9 @@ class ExportFormat:
         converts: the writer converts the graph (progress says "converting
             to"), rather than writing it as it is ("writing").
         quantizes: takes --quantize other than "none".
-        static_spatial: needs static spatial sizes (DEFAULT_STATIC_SPATIAL
-            for a size-free model).
+        static_spatial: needs static spatial sizes (a size-free model gets
+            the training patch, core.defaults.PATCH_SIZE, unless
+            --input-shape says otherwise: bratskeras.export.graph).
         builtin_ops: written from the export graph with builtin pooling and
             instance norm (bratskeras.export.graph), and so checked against it.
         serves_probabilities: holds the export graph (probabilities out); a

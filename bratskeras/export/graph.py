@@ -22,8 +22,8 @@ graph swaps those layers for exact builtin forms (`BuiltinMaxPool3D`,
 import keras
 from keras import ops
 
+from bratskeras.core.defaults import PATCH_SIZE
 from bratskeras.core.errors import ModelError
-from bratskeras.export.formats import DEFAULT_STATIC_SPATIAL
 from bratskeras.predict.model_setup import output_activation
 from bratskeras.predict.runtimes import INPUT_NAME, OUTPUT_NAME
 
@@ -134,8 +134,10 @@ def serving_model(model, input_shape, builtin_pooling=False, target=None):
 def resolve_input_shape(model, input_shape=None, static=False):
     """The (D, H, W, C) to export: the model's own, --input-shape, or a default.
 
-    `static` (a format that needs static sizes) sets the spatial sizes left
-    free to DEFAULT_STATIC_SPATIAL.
+    `static` (a format that needs static sizes: LiteRT, whose pad/crop layers
+    and the reshapes that express 3-D pooling are resolved at conversion)
+    sets the spatial sizes left free to the training patch,
+    core.defaults.PATCH_SIZE.
 
     Raises:
         ModelError: wrong length, a channel count or static size that differs
@@ -153,7 +155,7 @@ def resolve_input_shape(model, input_shape=None, static=False):
                 raise ModelError(f"{model.name} was built for input {own}; "
                                  f"input shape {shape} does not fit it")
     if static:
-        shape = tuple(d if s is None else s for s, d in zip(shape[:3], DEFAULT_STATIC_SPATIAL)) + shape[3:]
+        shape = tuple(d if s is None else s for s, d in zip(shape[:3], PATCH_SIZE)) + shape[3:]
     return shape
 
 
