@@ -12,20 +12,13 @@ from side_by_side import finish_all
 
 from bratskeras.cli import cli
 from bratskeras.data.contract import CONTRACT_FILE, InputContract
-from bratskeras.export.exporter import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    SIGNATURE_KEY,
-    BuiltinMaxPool3D,
-    export_model,
-    run_onnx,
-    run_saved_model,
-    run_tflite,
-    serving_model,
-    tflite_ops,
-)
+from bratskeras.export.exporter import export_model
+from bratskeras.export.formats import FORMATS
+from bratskeras.export.graph import BuiltinMaxPool3D, serving_model
+from bratskeras.export.litert import tflite_ops
 from bratskeras.models import build_model
 from bratskeras.models.saving import save_model
+from bratskeras.predict.runtimes import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY
 
 LIGHT_SHAPE = (16, 16, 16, 4)
 FLAIR_SHAPE = (32, 32, 30, 1)  # 30 is not a multiple of 16: pad/crop layers included
@@ -75,7 +68,7 @@ def models(tmp_path_factory):
 def test_tflite_is_builtin_only_and_matches_keras(models, tmp_path, which, shape):
     report = export_model(models[which], "tflite", out=tmp_path / "m.tflite", input_shape=shape)
     # Against Keras' own MaxPooling3D and instance norm: the builtin replacements are checked too.
-    assert independent_diff(models[which], run_tflite, report.path, shape or FLAIR_SHAPE) <= 1e-4
+    assert independent_diff(models[which], FORMATS["tflite"].run, report.path, shape or FLAIR_SHAPE) <= 1e-4
     assert "CONV_3D" in report.ops and "MAX_POOL_2D" in report.ops
     assert not [op for op in tflite_ops(report.path) if op.startswith("Flex")]
     assert b"Flex" not in report.path.read_bytes()
@@ -86,7 +79,7 @@ def test_tflite_quantized_reports_error_and_size(models, tmp_path, quantize):
     full = export_model(models["light"], "tflite", out=tmp_path / "f32.tflite", input_shape=LIGHT_SHAPE)
     small = export_model(models["light"], "tflite", out=tmp_path / "q.tflite",
                          input_shape=LIGHT_SHAPE, quantize=quantize)
-    diff = independent_diff(models["light"], run_tflite, small.path, LIGHT_SHAPE)
+    diff = independent_diff(models["light"], FORMATS["tflite"].run, small.path, LIGHT_SHAPE)
     # An approximation (so not the float32 graph), within its documented bound.
     assert 0 < diff <= small.tolerance
     assert small.size_bytes <= full.size_bytes
@@ -100,7 +93,7 @@ def test_saved_model_layout_and_auto_version(models, tmp_path):
     second = export_model(models["light"], "saved_model", out=base)
     assert (first.path, second.path) == (base / "1", base / "2")
     assert (base / "1" / "saved_model.pb").is_file() and (base / "1" / "variables").is_dir()
-    assert independent_diff(models["light"], run_saved_model, first.path, (20, 18, 17, 4)) <= 1e-4
+    assert independent_diff(models["light"], FORMATS["saved_model"].run, first.path, (20, 18, 17, 4)) <= 1e-4
 
 
 # One fresh process loads every SavedModel given to it (path and input size in pairs): a TensorFlow
@@ -185,7 +178,7 @@ def test_onnx_matches_keras(models, tmp_path, which):
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (extra `onnx`)")
     report = export_model(models[which], "onnx", out=tmp_path / "m.onnx")
     shape = (20, 18, 17, 4) if which == "light" else FLAIR_SHAPE
-    assert independent_diff(models[which], run_onnx, report.path, shape) <= 1e-4
+    assert independent_diff(models[which], FORMATS["onnx"].run, report.path, shape) <= 1e-4
 
 
 def test_keras_inference_file_has_no_optimizer_and_matches(models, tmp_path):
@@ -239,7 +232,7 @@ def test_cli_existing_output_needs_overwrite(models, tmp_path):
 
 
 def test_builtin_instance_norm_matches_the_models_instance_norm():
-    from bratskeras.export.exporter import BuiltinInstanceNormalization
+    from bratskeras.export.graph import BuiltinInstanceNormalization
     from bratskeras.models.layers import InstanceNormalization
 
     x = np.random.default_rng(4).normal(3.0, 2.0, size=(2, 12, 10, 8, 5)).astype(np.float32)
@@ -271,7 +264,7 @@ def test_model_trained_in_mixed_precision_exports_as_float32(tmp_path):
         if fmt == "onnx":
             pytest.importorskip("onnxruntime")
         report = export_model(path, fmt, out=out, input_shape=LIGHT_SHAPE)
-        runner = run_onnx if fmt == "onnx" else run_tflite
+        runner = FORMATS[fmt].run
         assert independent_diff(path, runner, report.path, LIGHT_SHAPE) <= 1e-4
 
 

@@ -20,13 +20,14 @@ from bratskeras.cli import cli
 from bratskeras.data.contract import InputContract
 from bratskeras.export import exporter as export
 from bratskeras.export.formats import FORMATS
+from bratskeras.export.litert import litert_twin_shape
 from bratskeras.models import build_model
 from bratskeras.models.saving import save_model
 from bratskeras.platform import extras
 
 CONTRACT = InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes", spacing=(3, 3, 3),
                          patch_size=(16, 16, 16), input_multiple=4)
-# Larger than export.LITERT_CHECK_SPATIAL on one axis: checked through a 64x64x64 twin.
+# Larger than bratskeras.export.litert.LITERT_CHECK_SPATIAL on one axis: checked through a 64x64x64 twin.
 TFLITE_SHAPE = (80, 64, 64, 4)
 # What TensorFlow, LiteRT and Keras' tf2onnx patch printed during an export before #25.
 NOISE = ("W0000", "FutureWarning", "deprecated", "XNNPACK", "Traceback")
@@ -129,9 +130,8 @@ def test_every_extra_names_its_pip_command(monkeypatch, name):
 
 
 def test_every_export_format_names_its_extra_in_the_table():
-    for format, (extra, _) in FORMATS.items():
-        assert extra is None or extra in extras.EXTRAS, format
-    assert tuple(FORMATS) == export.FORMATS
+    for format, row in FORMATS.items():
+        assert row.extra is None or row.extra in extras.EXTRAS, format
 
 
 # ----------------------------------------------------------------- choices
@@ -183,7 +183,7 @@ def test_export_output_is_announced_stages_and_no_noise(exported, format):
     for noise in NOISE:
         assert noise not in text, text
     assert "checking on a " in text and "path: " in text, text
-    assert f"converting to {FORMATS[format][1]}" in text, text
+    assert f"converting to {FORMATS[format].title}" in text, text
 
 
 def test_a_large_litert_export_is_checked_on_a_small_twin(exported):
@@ -196,10 +196,10 @@ def test_a_large_litert_export_is_checked_on_a_small_twin(exported):
 
 def test_a_litert_export_within_the_check_size_is_checked_as_it_is():
     model = build_model("lightweight-unet", base_filters=4)
-    assert export._litert_twin_shape(model, (64, 64, 64, 4)) is None
-    assert export._litert_twin_shape(model, (128, 128, 40, 4)) == (64, 64, 40, 4)
+    assert litert_twin_shape(model, (64, 64, 64, 4)) is None
+    assert litert_twin_shape(model, (128, 128, 40, 4)) == (64, 64, 40, 4)
     fixed = build_model("flair-unet", input_shape=(32, 32, 30, 1))
-    assert export._litert_twin_shape(fixed, (32, 32, 30, 1)) is None
+    assert litert_twin_shape(fixed, (32, 32, 30, 1)) is None
 
 
 def test_the_extras_table_matches_setup_cfg():

@@ -112,13 +112,13 @@ def test_export_overwrite_keeps_the_old_artefact_when_the_new_one_fails(tiny_mod
 
 @pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_path, monkeypatch):
-    from bratskeras.export import exporter as export
+    from bratskeras.predict import runtimes
 
     base = tmp_path / "sm"
     assert invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1").exit_code == 0
     before = tree(base / "1")
     with monkeypatch.context() as patched:  # a SavedModel that computes something else
-        patched.setattr(export, "run_saved_model", lambda path, image: np.zeros_like(image[..., :4]))
+        patched.setattr(runtimes.SavedModelPredictor, "__call__", lambda self, batch: np.zeros_like(batch[..., :4]))
         failed = invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1",
                          "--overwrite")
     one_line_error(failed, base / "1", "existing one is kept")
@@ -148,7 +148,7 @@ def test_kill_during_export_leaves_the_old_artefact(tiny_model, tmp_path):
         def hang(*args, **kwargs):
             open(sys.argv[1], "w").close()
             time.sleep(300)
-        export._verify = hang
+        export.verify = hang
         main(["export", sys.argv[2], "--format", "tflite", "--input-shape", "16,16,16,4",
               "--out", sys.argv[3], "--overwrite"])
     """, flag, tiny_model, target)

@@ -160,7 +160,7 @@ def _private_api_problems():
 
     if not hasattr(keras.export.ExportArchive(), "_tf_trackable"):
         problems.append(f"keras {keras.__version__}: ExportArchive has no _tf_trackable, the SavedModel root that "
-                        "bratskeras/export/exporter.py:write_saved_model attaches the input contract asset to")
+                        "bratskeras/export/writers.py:save_graph attaches the input contract asset to")
     # TensorFlow's own copy, not only ai-edge-litert's fallback: TensorFlow is what setup.cfg pins.
     try:
         schema = importlib.import_module(TFLITE_SCHEMA_MODULES[0])
@@ -176,7 +176,7 @@ def _private_api_problems():
         return problems
     if not hasattr(Interpreter, "_get_ops_details"):
         problems.append("ai_edge_litert's Interpreter has no _get_ops_details, which "
-                        "bratskeras/export/exporter.py:tflite_ops uses to list a model's operators")
+                        "bratskeras/export/litert.py:tflite_ops uses to list a model's operators")
     return problems
 
 

@@ -31,7 +31,7 @@ from bratskeras.cli import cli
 from bratskeras.core.errors import DataError
 from bratskeras.data import layouts
 from bratskeras.export import exporter as export
-from bratskeras.platform import outputs
+from bratskeras.platform import claims
 from bratskeras.predict import inference, model_setup
 from bratskeras.synth import phantoms as synth
 
@@ -64,12 +64,12 @@ def predictions(dataset, tmp_path_factory):
 
 
 class Holder:
-    """Another process holding the claim on a folder (outputs.claim_folder) until it is killed."""
+    """Another process holding the claim on a folder (claims.claim_folder) until it is killed."""
 
     SCRIPT = """
         import sys, time
-        from bratskeras.platform import outputs
-        with outputs.claim_folder(sys.argv[1], "predict"):
+        from bratskeras.platform import claims
+        with claims.claim_folder(sys.argv[1], "predict"):
             print("held", flush=True)
             time.sleep(600)
     """
@@ -106,7 +106,7 @@ def test_every_writer_is_refused_while_another_process_writes_the_folder(held, t
     one_line_error(_invoke("show", predictions, dataset, folder), folder, pid)
     one_line_error(_invoke("synth", folder, "--cases", "1", "--shape", "16,16,16"), folder, pid)
     one_line_error(_invoke("export", tiny_model, "--format", "keras", "--out", folder / "m.keras"), folder, pid)
-    assert os.listdir(folder) == [outputs.CLAIM_FILE]  # nothing written by any of them
+    assert os.listdir(folder) == [claims.CLAIM_FILE]  # nothing written by any of them
 
 
 def test_fit_resume_is_refused_before_config_json_while_the_run_trains(held, dataset):
@@ -126,9 +126,9 @@ def test_fit_resume_is_refused_before_config_json_while_the_run_trains(held, dat
 def test_a_killed_writer_leaves_no_claim_behind(held, tiny_model, dataset):
     folder, holder = held
     holder.kill()  # SIGKILL: no clean-up ran, the claim file is still there
-    assert outputs.CLAIM_FILE in os.listdir(folder)
-    with outputs.claim_folder(folder, "evaluate"):
-        assert json.load(open(folder / outputs.CLAIM_FILE))["pid"] == os.getpid()
+    assert claims.CLAIM_FILE in os.listdir(folder)
+    with claims.claim_folder(folder, "evaluate"):
+        assert json.load(open(folder / claims.CLAIM_FILE))["pid"] == os.getpid()
     assert os.listdir(folder) == []
 
 

@@ -9,6 +9,7 @@ from bratskeras.core import labels
 from bratskeras.core.errors import ConfigError, DataError
 from bratskeras.data import layouts
 from bratskeras.export import exporter as export
+from bratskeras.export.formats import FORMATS
 from bratskeras.predict import inference, model_setup
 from bratskeras.synth import phantoms as synth
 from bratskeras.training.fit import fit
@@ -54,7 +55,7 @@ def _check_exported_probabilities(run, model, out):
     """A task's 4 region logits look like the classic 4 classes: the export must take the run's sigmoid, not softmax."""
     report = export.export_model(str(run / "best.keras"), "saved_model", out=str(out))
     image = np.random.default_rng(0).standard_normal((1, 16, 16, 16, 4)).astype(np.float32)
-    served = export.run_saved_model(report.path, image)
+    served = FORMATS["saved_model"].run(report.path, image)
     logits = keras.ops.convert_to_numpy(model(image, training=False))
     np.testing.assert_allclose(served, 1 / (1 + np.exp(-logits)), atol=1e-5)
 

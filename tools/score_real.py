@@ -174,9 +174,9 @@ def format_report(report):
 
 def csv_kind():
     """ArtefactKind of `rows_to_csv`'s file (its header line), so --overwrite replaces only such a file."""
-    from bratskeras.platform import outputs
+    from bratskeras.platform import artefacts
 
-    return outputs.text_file_kind("score_real CSV", ",".join(CASE_COLUMNS))
+    return artefacts.text_file_kind("score_real CSV", ",".join(CASE_COLUMNS))
 
 
 def rows_to_csv(rows):

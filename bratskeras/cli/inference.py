@@ -243,7 +243,7 @@ def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_pape
     With --out, the per-case CSV and summary.json beside it (docs/evaluation.md), as nnU-Net writes one.
     """
     from bratskeras.evaluate import scoring as evaluation
-    from bratskeras.platform import outputs
+    from bratskeras.platform import claims, outputs
 
     if out and summary_path is None:
         summary_path = os.path.join(os.path.dirname(os.path.abspath(out)), "summary.json")
@@ -254,10 +254,10 @@ def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_pape
     for path, kind in files:  # before any case is scored: a refusal costs nothing
         outputs.refuse_existing(path, overwrite, kind)
         outputs.ensure_writable_folder(os.path.dirname(os.path.abspath(path)))
-    with contextlib.ExitStack() as claims:
-        # One writer per output folder (outputs.claim_folder): a second writer there is refused.
+    with contextlib.ExitStack() as held:
+        # One writer per output folder (claims.claim_folder): a second writer there is refused.
         for folder in sorted({os.path.dirname(os.path.abspath(path)) for path, _ in files}):
-            claims.enter_context(outputs.claim_folder(folder, "evaluate"))
+            held.enter_context(claims.claim_folder(folder, "evaluate"))
         result = evaluation.evaluate(pred_dir, ref_dir, lesion_wise=lesion_wise, task=task, workers=workers)
         if out:
             _write_text(out, evaluation.rows_to_csv(result.rows), overwrite, evaluation.metrics_csv_kind())
@@ -289,7 +289,7 @@ def evaluate_command(pred_dir, ref_dir, out, summary_path, as_json, compare_pape
 
 
 def _write_text(path, text, overwrite, kind):
-    """Writes `text` to `path` atomically, under outputs' --overwrite rules (`kind`: outputs.ArtefactKind)."""
+    """Writes `text` to `path` atomically, under outputs' --overwrite rules (`kind`: artefacts.ArtefactKind)."""
     from bratskeras.platform import outputs
 
     def write(tmp):
@@ -316,27 +316,27 @@ def show_command(pred_dir, data_dir, out_dir, case_ids, overwrite, task):
     from bratskeras.data import layouts
     from bratskeras.evaluate import visualize
     from bratskeras.evaluate.scoring import find_predictions
-    from bratskeras.platform import outputs
+    from bratskeras.platform import artefacts, claims, outputs
 
     dataset = layouts.discover(data_dir, task=task)
     dataset.refuse_duplicates()
     cases = [dataset.case(c) for c in case_ids] if case_ids else dataset.cases
     predictions = find_predictions(pred_dir)
     for case in cases:
-        outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite, outputs.KINDS["png"])
+        outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite, artefacts.KINDS["png"])
     outputs.ensure_writable_folder(out_dir)
     failed = list(dataset.skipped)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
     for line in dataset.ignored:
         click.echo(f"ignored: {line}", err=True)
-    with outputs.claim_folder(out_dir, "show"):
+    with claims.claim_folder(out_dir, "show"):
         for case in cases:
             try:
                 if case.id not in predictions:
                     raise BratsKerasError(f"case {case.id}: no prediction in {pred_dir}")
                 # Again under the claim: another writer may have put a file there before it.
-                outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite, outputs.KINDS["png"])
+                outputs.refuse_existing(os.path.join(out_dir, f"{case.id}.png"), overwrite, artefacts.KINDS["png"])
                 click.echo(visualize.show_case(case, predictions[case.id], out_dir))
             except (BratsKerasError, ValueError, OSError) as error:
                 failed.append(case.id)

@@ -211,14 +211,14 @@ def summarize(rows):
 
 def metrics_csv_kind():
     """ArtefactKind of `rows_to_csv`'s file: text whose first line is its header (id,status,dice_wt,...)."""
-    from bratskeras.platform import outputs
+    from bratskeras.platform import artefacts
 
-    return outputs.text_file_kind("metrics CSV", ",".join(["id", "status", *METRIC_KEYS]))
+    return artefacts.text_file_kind("metrics CSV", ",".join(["id", "status", *METRIC_KEYS]))
 
 
 def summary_json_kind():
     """ArtefactKind of summary.json (`Evaluation.summary_json`): JSON whose "format" is a SUMMARY_FORMAT version."""
-    from bratskeras.platform import outputs
+    from bratskeras.platform import artefacts
 
     def problem(path):
         if os.path.islink(path) or not os.path.isfile(path):
@@ -233,7 +233,7 @@ def summary_json_kind():
             return f"no \"format\": \"{SUMMARY_FORMAT}\" in it"
         return None
 
-    return outputs.ArtefactKind("evaluation summary JSON", False, problem)
+    return artefacts.ArtefactKind("evaluation summary JSON", False, problem)
 
 
 def rows_to_csv(rows):

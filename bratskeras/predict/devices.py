@@ -21,12 +21,11 @@ import re
 
 from bratskeras.core.errors import ConfigError
 from bratskeras.data.contract import model_format
+from bratskeras.predict.runtimes import RUNTIMES
 
 AUTO = "auto"
 CHOICES = "auto, cpu, gpu or gpu:N"
 _DEVICE = re.compile(r"^(auto|cpu|gpu)(?::(\d+))?$")
-# Formats that run outside TensorFlow, on the CPU (bratskeras.predict.runtimes.RUNTIMES' names).
-CPU_ONLY_FORMATS = {"onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 
 
 def parse_device(text):
@@ -93,7 +92,8 @@ def check_model_device(device, path):
     Raises:
         ConfigError: one line naming the model and its runtime.
     """
-    runtime = CPU_ONLY_FORMATS.get(model_format(path))
+    row = RUNTIMES.get(model_format(path))
+    runtime = row.engine if row is not None else None
     if runtime is not None and wants_gpu(device):
         raise ConfigError(f"--device {parse_device(device)}: {path} runs in {runtime} on the CPU; "
                           "--device picks a device for Keras and SavedModel models only (leave it out or "

@@ -40,7 +40,7 @@ from bratskeras.core import labels, targets
 from bratskeras.core.errors import BratsKerasError, DataError, ModelError, OutputExistsError, user_message
 from bratskeras.data import inspection, volumes
 from bratskeras.data.preprocessing import preprocess, restore_grid, uncrop
-from bratskeras.platform import outputs
+from bratskeras.platform import artefacts, claims, outputs
 from bratskeras.predict import postprocessing
 from bratskeras.predict.devices import placement
 from bratskeras.predict.ensemble import Ensemble
@@ -94,8 +94,8 @@ def _probability_map_problem(path):
     return None
 
 
-LABEL_MAP = outputs.ArtefactKind("predicted label map", False, _label_map_problem)
-PROBABILITY_MAP = outputs.ArtefactKind("probability map", False, _probability_map_problem)
+LABEL_MAP = artefacts.ArtefactKind("predicted label map", False, _label_map_problem)
+PROBABILITY_MAP = artefacts.ArtefactKind("probability map", False, _probability_map_problem)
 
 
 @dataclass(frozen=True)
@@ -286,8 +286,8 @@ def predict_dataset(network, setup, cases, output_dir, settings=PredictSettings(
     output_dir = os.fspath(output_dir)
     check_output_folder(output_dir, [c.id for c in cases], settings.save_probabilities, overwrite)
     results = []
-    # One writer per output folder: a second predict into it is refused (outputs.claim_folder).
-    with outputs.claim_folder(output_dir, "predict"):
+    # One writer per output folder: a second predict into it is refused (claims.claim_folder).
+    with claims.claim_folder(output_dir, "predict"):
         # Again: what was checked may have changed before the claim.
         check_output_folder(output_dir, [c.id for c in cases], settings.save_probabilities, overwrite)
         for case in cases:

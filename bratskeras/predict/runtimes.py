@@ -14,9 +14,14 @@ and `output_channels`, which model_setup holds against the model's contract.
 Every export has one input and one output under the names below; the
 runtimes take whatever single input and output a model has, so an export of
 an older bratskeras (or another tool) runs too.
+
+`RUNTIMES` has one row per exported format: its predictor and the optional
+extra (bratskeras.platform.extras) that installs it. bratskeras.export.formats'
+rows point at these to run what they write.
 """
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,11 +37,39 @@ OUTPUT_NAME = "probabilities"
 # interpreter's CPU delegate announcement on its first run, the converter's notes on flags it ignores.
 LITERT_NOISE = (r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
                 r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored ")
-# format: (the extra whose runtime module runs it (bratskeras.platform.extras.EXTRAS), that module, what the model is).
-RUNTIMES = {
-    "onnx": ("onnx", "onnxruntime", "an ONNX model"),
-    "tflite": ("litert", "ai_edge_litert", "a LiteRT model"),
-}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How one exported format is run: a row of RUNTIMES.
+
+    Attributes:
+        format: the format's name (bratskeras.data.contract.model_format's).
+        what: the model in messages ("an ONNX model").
+        predictor: the predictor class; predictor(path) loads the model.
+        extra: the optional extra that installs the runtime (a key of
+            bratskeras.platform.extras.EXTRAS), None when TensorFlow runs it.
+        module: the extra's module that runs the model (predict needs only
+            it; export's conversion needs the whole extra).
+        engine: the runtime outside TensorFlow that runs the model, on the
+            CPU only (named in `--device gpu`'s refusal); None: TensorFlow.
+    """
+
+    format: str
+    what: str
+    predictor: type
+    extra: str | None = None
+    module: str | None = None
+    engine: str | None = None
+
+    def check(self, path):
+        """Refuses `path` in one line naming the pip extra when this runtime is not installed."""
+        if self.extra is not None:
+            require_extra(self.extra, f"{path}: {self.what}", modules=(self.module,))
+
+    def run(self, path, image):
+        """Loads the model at `path` and runs it once: float32 (B, D, H, W, C) -> (B, D, H, W, K)."""
+        return self.predictor(path)(image)
 
 
 def check_runtime(path):
@@ -45,20 +78,18 @@ def check_runtime(path):
     Raises:
         ConfigError: one line naming the model and the pip extra to install.
     """
-    format = model_format(path)
-    if format in RUNTIMES:
-        extra, module, what = RUNTIMES[format]
-        require_extra(extra, f"{path}: {what}", modules=(module,))
+    runtime = RUNTIMES.get(model_format(path))
+    if runtime is not None:
+        runtime.check(path)
 
 
 def load(path, format=None):
-    """The predictor of an exported model (format: "saved_model", "onnx" or "tflite"; default from the path)."""
+    """The predictor of an exported model (format: a key of RUNTIMES; default from the path)."""
     format = format or model_format(path)
     check_runtime(path)
-    loaders = {"saved_model": SavedModelPredictor, "onnx": OnnxPredictor, "tflite": LiteRtPredictor}
-    if format not in loaders:
+    if format not in RUNTIMES:
         raise ModelError(f"{path}: not an exported model (SavedModel folder, .onnx or .tflite)")
-    return loaders[format](path)
+    return RUNTIMES[format].predictor(path)
 
 
 def _check_io(path, inputs, outputs, input_shape):
@@ -175,3 +206,13 @@ class LiteRtPredictor:
     def __call__(self, batch):
         with filtered_stderr(LITERT_NOISE):
             return self._runner(**{self._input: np.asarray(batch, np.float32)})[self._output]
+
+
+# One row per exported format that predict runs (a .keras is Keras' own: bratskeras.predict.model_setup).
+RUNTIMES = {
+    "saved_model": Runtime("saved_model", "a SavedModel", SavedModelPredictor),
+    "onnx": Runtime("onnx", "an ONNX model", OnnxPredictor, extra="onnx", module="onnxruntime",
+                    engine="onnxruntime"),
+    "tflite": Runtime("tflite", "a LiteRT model", LiteRtPredictor, extra="litert", module="ai_edge_litert",
+                      engine="ai-edge-litert"),
+}

@@ -23,7 +23,7 @@ import shutil
 from bratskeras.core import labels
 from bratskeras.core.errors import OutputExistsError
 from bratskeras.data.layout_rows import LAYOUTS
-from bratskeras.platform import outputs
+from bratskeras.platform import claims, outputs
 
 # Written last into every dataset synth writes: a JSON manifest of its files
 # ({"written_by": "bratskeras synth", "files": [relative paths]}). --overwrite
@@ -101,14 +101,14 @@ def write_folder(out_dir, overwrite, write_cases):
         OSError: naming the file's final path under `out_dir`.
     """
     out_dir = os.fspath(out_dir)
-    with outputs.claim_folder(out_dir, "synth"):
+    with claims.claim_folder(out_dir, "synth"):
         _check_out_dir(out_dir, overwrite)
-        staging = outputs.staging_folder(out_dir)
+        staging = claims.staging_folder(out_dir)
         try:
             with _names_final_paths(staging, out_dir):
                 folders = write_cases(staging)
                 _write_manifest(staging)
-            outputs.publish_folder(staging, out_dir, last=SYNTH_MARKER)
+            claims.publish_folder(staging, out_dir, last=SYNTH_MARKER)
         finally:
             if os.path.lexists(staging):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -121,7 +121,7 @@ def _dataset_files(root):
     for parent, folders, files in os.walk(root):
         if parent == root:
             folders[:] = [f for f in folders if f not in _DERIVED]
-            files = [f for f in files if f not in (SYNTH_MARKER, outputs.CLAIM_FILE)]
+            files = [f for f in files if f not in (SYNTH_MARKER, claims.CLAIM_FILE)]
         found += [os.path.relpath(os.path.join(parent, name), root) for name in files]
     return sorted(found)
 
@@ -159,7 +159,7 @@ def _check_out_dir(out_dir, overwrite):
     """
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise OutputExistsError(f"{out_dir}: exists and is not a folder")
-    entries = outputs.folder_entries(out_dir) if os.path.isdir(out_dir) else []
+    entries = claims.folder_entries(out_dir) if os.path.isdir(out_dir) else []
     if entries and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder is not empty (pass --overwrite to write into it)")
     if entries and SYNTH_MARKER not in entries:

@@ -36,7 +36,7 @@ from bratskeras.core import targets
 from bratskeras.core.errors import ConfigError
 from bratskeras.core.run_folder import RunFolder
 from bratskeras.data import cache
-from bratskeras.platform import outputs
+from bratskeras.platform import claims
 from bratskeras.training import init_from, records, report, resume_state
 from bratskeras.training import run_dir as run_files
 from bratskeras.training.callbacks import (
@@ -148,8 +148,8 @@ def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir
         OutputError: a run folder to resume that is not writable.
     """
     # The run folder is claimed for the whole fit, before its config.json is read or rewritten, so a second
-    # fit or --resume of the same run is refused (outputs.claim_folder).
-    claim = outputs.claim_folder(run_dir, "fit") if _writes_run_dir(config) else contextlib.nullcontext()
+    # fit or --resume of the same run is refused (claims.claim_folder).
+    claim = claims.claim_folder(run_dir, "fit") if _writes_run_dir(config) else contextlib.nullcontext()
     with claim:
         return _fit_claimed(config, data_dir, run_dir, resume, skip_bad_cases, cache_dir, verbose, time_limit,
                             log, command)

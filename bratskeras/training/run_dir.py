@@ -17,7 +17,7 @@ import uuid
 
 from bratskeras.core.errors import ConfigError, OutputExistsError
 from bratskeras.core.run_folder import CONFIG_FILE, MARKER_FILE, RunFolder
-from bratskeras.platform import outputs
+from bratskeras.platform import claims, outputs
 from bratskeras.platform.outputs import atomic_path
 
 # Tells this process's claim from another's (pids repeat across containers).
@@ -65,7 +65,7 @@ def check_new_run_dir(run_dir):
     if not os.path.isdir(run_dir):
         outputs.ensure_writable_folder(run_dir)
         return
-    entries = outputs.folder_entries(run_dir)  # the claim file of this fit (outputs.claim_folder) aside
+    entries = claims.folder_entries(run_dir)  # the claim file of this fit (claims.claim_folder) aside
     if CONFIG_FILE in entries:
         raise OutputExistsError(
             f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
@@ -106,7 +106,7 @@ def claim_run_dir(run_dir):
     with os.fdopen(descriptor, "w") as stream:
         json.dump({"token": _PROCESS_TOKEN, "pid": os.getpid()}, stream)
     # Someone else's files may have arrived between the check and the marker.
-    others = sorted(set(outputs.folder_entries(run_dir)) - {MARKER_FILE})
+    others = sorted(set(claims.folder_entries(run_dir)) - {MARKER_FILE})
     if others:
         os.remove(RunFolder(run_dir).marker)
         raise OutputExistsError(f"{run_dir}: files appeared while it was being claimed ({others[0]}); "
