@@ -1,1 +1,1 @@
-"""The shared vocabulary every stage speaks: label schemes, training targets, errors, a model's input contract, the model table."""
+"""The shared vocabulary every stage speaks: label schemes, training targets, the model table, run-folder file names, shared defaults and value rules, errors."""

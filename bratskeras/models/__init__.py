@@ -1,8 +1,9 @@
-"""Models: builders, the registry of presets, layer tables, loading and saving.
+"""Models: builders, the registry of presets, the Keras objects they carry (layers, losses, metrics), layer tables, loading and saving.
 
 - flair_unet, unet3d: the two builder families (FLAIR-only U-Net, lightweight 3D U-Net family);
 - layers: the custom layers they share;
 - registry: builds a preset row of bratskeras.core.model_presets (`build_model`, `model_facts`);
+- losses, metrics: the Dice losses and the Keras epoch Dice they are compiled with;
 - summary: layer tables and their comparison with the papers' tables;
 - saving: `load_model`, `custom_objects`, inference copies.
 
