@@ -127,3 +127,11 @@ def test_run_folder_names_each_file_once(tmp_path):
     assert RunFolder.of_model_file(folder.best_model) == folder
     assert os.path.dirname(folder.demo_cache) == folder.demo_data
     assert not folder.has_config()
+
+
+def test_every_strategy_choice_has_a_maker():
+    """config's --strategy choices and training.runtime's makers name the same strategies ("auto" picks one)."""
+    from bratskeras.config.train_config import STRATEGIES
+    from bratskeras.training import runtime
+
+    assert set(runtime._STRATEGIES) | {"auto"} == set(STRATEGIES)

@@ -25,8 +25,9 @@ from bratskeras.cli import cli
 from bratskeras.config.train_config import resolve_config
 from bratskeras.core.errors import ExportError, ModelError
 from bratskeras.data import contract as contracts
-from bratskeras.data import layouts
-from bratskeras.data.contract import InputContract, read_contract
+from bratskeras.data import layouts, model_files
+from bratskeras.data.contract import InputContract
+from bratskeras.data.model_files import read_contract
 from bratskeras.export.exporter import export_model
 from bratskeras.models import build_model
 from bratskeras.models.saving import save_model
@@ -154,7 +155,7 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("format", ["keras", "saved_model", "onnx", "tflite"])
 def test_the_contract_round_trips_through_every_format(exported, format):
-    assert contracts.model_format(exported[format]) == format
+    assert model_files.model_format(exported[format]) == format
     assert read_contract(exported[format]) == _contract()
 
 
@@ -180,7 +181,7 @@ def test_the_onnx_contract_is_in_metadata_props(exported):
 
 
 def test_the_tflite_contract_is_a_named_metadata_buffer_and_the_file_still_runs(exported):
-    schema = importlib.import_module(contracts.TFLITE_SCHEMA_MODULES[0])
+    schema = importlib.import_module(model_files.TFLITE_SCHEMA_MODULES[0])
     model = schema.Model.GetRootAs(exported["tflite"].read_bytes(), 0)
     names = [model.Metadata(i).Name() for i in range(model.MetadataLength())]
     assert names.count(contracts.CONTRACT_KEY.encode()) == 1
@@ -192,7 +193,7 @@ def test_the_tflite_contract_is_a_named_metadata_buffer_and_the_file_still_runs(
 
 
 def test_an_export_whose_contract_does_not_read_back_is_not_written(exported, tmp_path, monkeypatch):
-    monkeypatch.setattr(contracts, "write_keras", lambda path, contract: None)  # the writer "forgets" it
+    monkeypatch.setattr(model_files, "write_keras", lambda path, contract: None)  # the writer "forgets" it
     target = tmp_path / "m.keras"
     with pytest.raises(ExportError, match="input contract reads back as None"):
         export_model(exported["keras"], "keras", out=target)
@@ -236,7 +237,7 @@ def test_predict_on_an_export_matches_the_keras_model(exported, heads, keras_pre
     result = _predict(exported[format], heads, tmp_path / "out", "--save-probabilities")
     assert result.exit_code == 0, result.output
     assert "spacing 2x2x2 mm" in result.output
-    assert f"contract source: {model_setup.EXPORTED} ({contracts.LOCATIONS[format]})" in result.output
+    assert f"contract source: {model_setup.EXPORTED} ({model_files.LOCATIONS[format]})" in result.output
     # The 32^3 head at the contract's 2 mm, in one window: the spacing came from the export.
     assert seen == [(1, 16, 16, 16, 4)]
     labels, probabilities = _written(tmp_path / "out")
@@ -353,9 +354,9 @@ def test_a_damaged_contract_in_any_format_stops_predict_in_one_line(exported, he
         bad = types.SimpleNamespace(to_json=lambda: json.dumps({**_contract().to_dict(), "crop": "square"}))
         if format == "onnx":
             shutil.copy(exported[format], damaged)
-            contracts.write_onnx(damaged, bad)
+            model_files.write_onnx(damaged, bad)
         else:
-            damaged.write_bytes(contracts.with_tflite_contract(exported[format].read_bytes(), bad, damaged))
+            damaged.write_bytes(model_files.with_tflite_contract(exported[format].read_bytes(), bad, damaged))
     line = only_line(_predict(damaged, heads, tmp_path / "out"))
     assert line.startswith(f"Error: {damaged}") and f"damaged {contracts.CONTRACT_KEY}" in line
     assert not (tmp_path / "out").exists()

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from bratskeras.cli import cli
 from bratskeras.core.errors import ModelError, OutputExistsError
 from bratskeras.data import layouts, volumes
-from bratskeras.data.contract import InputContract, write_keras
+from bratskeras.data.contract import InputContract
+from bratskeras.data.model_files import write_keras
 from bratskeras.data.preprocessing import brain_bbox
 from bratskeras.models import build_model
 from bratskeras.predict import inference, model_setup, tiling

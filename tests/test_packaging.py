@@ -156,7 +156,7 @@ def _private_api_problems():
                             f"(used by bratskeras/{user})")
     import importlib
 
-    from bratskeras.data.contract import TFLITE_SCHEMA_MODULES
+    from bratskeras.data.model_files import TFLITE_SCHEMA_MODULES
 
     if not hasattr(keras.export.ExportArchive(), "_tf_trackable"):
         problems.append(f"keras {keras.__version__}: ExportArchive has no _tf_trackable, the SavedModel root that "

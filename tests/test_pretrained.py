@@ -202,7 +202,7 @@ def test_export_names_its_outputs_after_the_pretrained_model(shipped, tmp_path, 
     assert keras_file.exit_code == 0, keras_file.output
     assert (tmp_path / f"{NAME}.inference.keras").is_file()
     # Both carry the shipped run's input contract, read back like any export's.
-    from bratskeras.data.contract import read_contract
+    from bratskeras.data.model_files import read_contract
     from bratskeras.predict.model_setup import RUN_CONFIG_AND_EMBEDDED
 
     expected = read_contract(f"pretrained:{NAME}")

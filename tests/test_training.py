@@ -133,7 +133,7 @@ def test_run_directory_holds_every_artefact(finished_run):
 
 
 def test_every_keras_file_of_the_run_carries_its_input_contract(finished_run):
-    from bratskeras.data.contract import read_contract
+    from bratskeras.data.model_files import read_contract
 
     run_dir, _ = finished_run
     saved = TrainConfig.from_dict(json.load(open(os.path.join(run_dir, "config.json"))))
@@ -629,7 +629,7 @@ def test_init_from_starts_from_the_source_weights_and_resumes_as_any_run(finishe
     assert resumed.exit_code == 0, resumed.output
     assert "fine-tuning" not in resumed.output and [int(r["epoch"]) for r in history_rows(out)] == [1, 2]
     # Its .keras files carry the contract of its own configuration, which inherited its source's inputs.
-    from bratskeras.data.contract import read_contract
+    from bratskeras.data.model_files import read_contract
 
     for path in [out / "best.keras", *sorted((out / "checkpoints").glob("*.keras"))]:
         contract = read_contract(path)
@@ -643,7 +643,7 @@ def test_init_from_starts_from_the_source_weights_and_resumes_as_any_run(finishe
 
 def test_a_fine_tuned_run_stores_its_input_contract_in_best_keras_and_every_checkpoint(finished_run, dataset,
                                                                                        tmp_path):
-    from bratskeras.data.contract import read_contract
+    from bratskeras.data.model_files import read_contract
     from bratskeras.models import load_model
     from bratskeras.training import plan
     from bratskeras.training.fit import run_contract

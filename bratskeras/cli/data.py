@@ -79,7 +79,7 @@ def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, se
         click.echo(f"warning: --seed {seed} is the seed `bratskeras fit`'s demo trains on: these cases may be its "
                    f"training cases, not new ones (the default, {UNSEEN_SEED}, is not)", err=True)
 
-    if shape is None and kind != "simple":
+    if shape is None and KINDS[kind].takes_voxel_size:  # heads drawn at a voxel size fill BraTS's field of view
         from bratskeras.synth.anatomy import grid_shape
 
         shape = ",".join(map(str, grid_shape(voxel_size)))

@@ -89,6 +89,8 @@ class LabelScheme:
         classic: classic[class_index] = the classic class (0 bg, 1 NCR, 2 ED,
             3 ET) it counts as in the voxel-wise WT/TC/ET metrics: RC is not
             tumor, a paediatric cyst is core (NCR), MEN-RT's GTV is core.
+        is_task: a 2023+ task `--task` names (False: the 2017-2021 releases'
+            scheme, which their folders name themselves).
         ambiguous: its folders may hold another task's labels, which `task`
             then names (2024 post-treatment glioma in BraTS-GLI folders).
         from_classic: from_classic[classic class] = the class a classic
@@ -107,6 +109,7 @@ class LabelScheme:
     classic: tuple = (0, 1, 2, 3)
     from_classic: tuple = (0, 1, 2, 3)
     ambiguous: bool = False
+    is_task: bool = True
 
     def lookup_table(self):
         """uint8 array mapping on-disk label value -> class index (255 = invalid)."""
@@ -169,7 +172,8 @@ _POST_TREATMENT = dict(
     regions=(("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)), ("RC", (4,))), classic=(0, 1, 2, 3, 0))
 
 SCHEMES = {scheme.name: scheme for scheme in (
-    LabelScheme("brats2020", (0, 1, 2, 4), lesion_groups=(("et", (4,)), ("tc", (1, 4)), ("wt", (1, 2, 4)))),
+    LabelScheme("brats2020", (0, 1, 2, 4), lesion_groups=(("et", (4,)), ("tc", (1, 4)), ("wt", (1, 2, 4))),
+                is_task=False),
     LabelScheme("brats2023", (0, 1, 2, 3), official_config="MenPre", prefixes=("GLI", "SSA"), ambiguous=True),
     LabelScheme("gli", **_POST_TREATMENT, official_config="gli", lesion_groups=(
         ("netc", (1,)), ("snfh", (2,)), ("et", (3,)), ("rc", (4,)), ("tc", (1, 3)), ("wt", (1, 2, 3)))),
@@ -191,7 +195,7 @@ SCHEMES = {scheme.name: scheme for scheme in (
 # what a model without a task trains on.
 CLASSIC_SCHEME = "brats2023"
 # The 2023+ tasks, for --task (the 2017-2021 releases name themselves).
-TASKS = tuple(name for name in SCHEMES if name != "brats2020")
+TASKS = tuple(name for name, scheme in SCHEMES.items() if scheme.is_task)
 
 
 def scheme_for_prefix(prefix):

@@ -112,7 +112,7 @@ def split_regions(classes, scheme=None):
 
 @dataclass(frozen=True)
 class Target:
-    """One row of TARGETS.
+    """One row of TARGETS; each kind of target is a subclass carrying its own encoding and decoding.
 
     Every method takes the run's task `scheme` (TrainConfig.task, a
     labels.TASKS name) or None for the classic classes: a task's classes
@@ -124,15 +124,12 @@ class Target:
         activation: the activation that turns the model's logits into
             probabilities ("softmax" or "sigmoid").
         structures: the metrics structures (bratskeras.models.metrics) it defines.
-        fixed_channels: output channels, or None when the label scheme decides
-            (one per class for "classes", one per region for "regions").
         y_dtype: dtype of the pipeline's y.
     """
 
     name: str
     activation: str
     structures: tuple
-    fixed_channels: int | None
     y_dtype: str
 
     @property
@@ -142,61 +139,106 @@ class Target:
 
     @property
     def is_mask(self):
-        """True for the one-channel whole-tumor mask (postprocessing reads it as a bool mask)."""
-        return self.fixed_channels == 1
+        """True for a one-channel mask target (postprocessing reads it as a bool mask)."""
+        return False
+
+    @property
+    def outputs_regions(self):
+        """True when each output channel is one of the scheme's regions (scored as predicted, by channel)."""
+        return False
 
     def channels(self, scheme=None):
-        """Model output channels for `scheme` (None: the classic classes, 4 classes or 3 regions)."""
-        if self.fixed_channels is not None:
-            return self.fixed_channels
-        scheme = scheme_or_classic(scheme)
-        return len(scheme.labels) if self.name == "classes" else len(scheme.regions)
+        """Model output channels for `scheme` (None: the classic classes)."""
+        raise NotImplementedError
 
     def y_channels(self, scheme=None):
-        """Channels of the pipeline's y: 1 class index for "classes", else one per output."""
-        return 1 if self.name == "classes" else self.channels(scheme)
+        """Channels of the pipeline's y: one per output unless the target says otherwise."""
+        return self.channels(scheme)
 
     def encode(self, classes, scheme=None):
         """Class indices (..., 1) or (...) -> y (..., y_channels) of dtype y_dtype (numpy in, numpy out)."""
         ops = _ops_for(classes)
-        classes = _squeeze_channel(ops.convert_to_tensor(classes))
-        if self.name == "classes":
-            return ops.cast(classes, "uint8")[..., None]
-        classes = ops.cast(classes, "int32")
-        if self.name == "regions":
-            return ops.cast(split_regions(classes, scheme), "float32")
-        return ops.cast(classes > 0, "float32")[..., None]
+        return self._encode(ops, _squeeze_channel(ops.convert_to_tensor(classes)), scheme)
 
     def decode_target(self, y, scheme=None):
         """A pipeline y (`encode`'s output) -> int32 class indices (...)."""
         ops = _ops_for(y)
         y = ops.cast(ops.round(ops.cast(y, "float32")), "int32")
-        if self.name == "classes":
-            return _squeeze_channel(y)
         return self._binary_to_classes(y > 0, scheme)
 
     def decode_output(self, y, from_logits=False, scheme=None):
         """A model output (..., channels) -> int32 class indices (...).
 
-        "classes": argmax (logits and probabilities alike); the sigmoid
-        targets: thresholded at probability 0.5 (logit 0), then composed.
+        The sigmoid targets: thresholded at probability 0.5 (logit 0), then
+        composed into classes (ClassesTarget: argmax).
         """
-        ops = _ops_for(y)
-        if self.name == "classes":
-            return ops.cast(ops.argmax(y, axis=-1), "int32")
         threshold = 0.0 if from_logits else 0.5
-        return self._binary_to_classes(ops.cast(y, "float32") > threshold, scheme)
+        return self._binary_to_classes(_ops_for(y).cast(y, "float32") > threshold, scheme)
+
+
+@dataclass(frozen=True)
+class ClassesTarget(Target):
+    """Mutually exclusive classes (softmax): one output per class of the scheme; y is the class index."""
+
+    def channels(self, scheme=None):
+        return len(scheme_or_classic(scheme).labels)
+
+    def y_channels(self, scheme=None):
+        return 1
+
+    def _encode(self, ops, classes, scheme):
+        return ops.cast(classes, "uint8")[..., None]
+
+    def decode_target(self, y, scheme=None):
+        ops = _ops_for(y)
+        return _squeeze_channel(ops.cast(ops.round(ops.cast(y, "float32")), "int32"))
+
+    def decode_output(self, y, from_logits=False, scheme=None):
+        """argmax, for logits and probabilities alike."""
+        ops = _ops_for(y)
+        return ops.cast(ops.argmax(y, axis=-1), "int32")
+
+
+@dataclass(frozen=True)
+class RegionsTarget(Target):
+    """Nested regions (sigmoids): one output per region of the scheme, composed back into classes."""
+
+    @property
+    def outputs_regions(self):
+        return True
+
+    def channels(self, scheme=None):
+        return len(scheme_or_classic(scheme).regions)
+
+    def _encode(self, ops, classes, scheme):
+        return ops.cast(split_regions(ops.cast(classes, "int32"), scheme), "float32")
 
     def _binary_to_classes(self, on, scheme):
-        if self.name == "regions":
-            return compose_regions(on, scheme)
+        return compose_regions(on, scheme)
+
+
+@dataclass(frozen=True)
+class WholeTumorTarget(Target):
+    """One sigmoid channel, the whole tumour, written back as WHOLE_TUMOR_CLASS."""
+
+    @property
+    def is_mask(self):
+        return True
+
+    def channels(self, scheme=None):
+        return 1
+
+    def _encode(self, ops, classes, scheme):
+        return ops.cast(ops.cast(classes, "int32") > 0, "float32")[..., None]
+
+    def _binary_to_classes(self, on, scheme):
         return _ops_for(on).cast(on[..., 0], "int32") * WHOLE_TUMOR_CLASS
 
 
 TARGETS = {target.name: target for target in (
-    Target("classes", "softmax", ("wt", "tc", "et", "ncr", "ed"), None, "uint8"),
-    Target("regions", "sigmoid", ("wt", "tc", "et", "ncr", "ed"), None, "float32"),
-    Target("whole_tumor", "sigmoid", ("wt",), 1, "float32"),
+    ClassesTarget("classes", "softmax", ("wt", "tc", "et", "ncr", "ed"), "uint8"),
+    RegionsTarget("regions", "sigmoid", ("wt", "tc", "et", "ncr", "ed"), "float32"),
+    WholeTumorTarget("whole_tumor", "sigmoid", ("wt",), "float32"),
 )}
 NAMES = tuple(TARGETS)
 

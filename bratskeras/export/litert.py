@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bratskeras.data import contract as contracts
+from bratskeras.data import model_files
 from bratskeras.export.formats import QUANTIZATIONS
 from bratskeras.export.graph import serving_model
 from bratskeras.export.writers import save_graph
@@ -51,7 +51,7 @@ def write_tflite(model, path, input_shape, quantize="none", target=None, contrac
         with filtered_stderr(LITERT_NOISE):
             flatbuffer = converter.convert()
     if contract is not None:
-        flatbuffer = contracts.with_tflite_contract(flatbuffer, contract, path)
+        flatbuffer = model_files.with_tflite_contract(flatbuffer, contract, path)
     Path(path).write_bytes(flatbuffer)
 
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from bratskeras.core.errors import ExportError, ModelError
-from bratskeras.data import contract as contracts
+from bratskeras.data import model_files
 from bratskeras.export.graph import serving_model
 
 # Spatial size of the random check volume where the artefact accepts any size;
@@ -170,7 +170,7 @@ def read_back_contract(written, fmt):
     `fmt.contract_problem`).
     """
     try:
-        found = contracts.read_contract(written, fmt.name)
+        found = model_files.read_contract(written, fmt.name)
     except ModelError as error:
         return f"damaged ({error})"
     if found is not None and fmt.contract_problem is not None:

@@ -18,6 +18,7 @@ import keras
 
 from bratskeras.core.errors import ConfigError, ExportError
 from bratskeras.data import contract as contracts
+from bratskeras.data import model_files
 from bratskeras.export.graph import input_signature, serving_model
 from bratskeras.models.saving import inference_model, save_model
 from bratskeras.predict.runtimes import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, SavedModelPredictor
@@ -34,7 +35,7 @@ def write_saved_model(model, path, input_shape, quantize="none", target=None, co
 
     Loads with `tf.saved_model.load` alone: no bratskeras, no custom objects.
     `contract` (if any) is a tracked asset, assets/bratskeras_contract.json
-    (bratskeras.data.contract.saved_model_asset).
+    (bratskeras.data.model_files.saved_model_asset).
     """
     save_graph(serving_model(model, input_shape, target=target), path, input_shape, contract)
 
@@ -57,7 +58,7 @@ def save_graph(graph, path, input_shape, contract=None):
             if root is None:
                 raise ExportError(f"{path}: this Keras' ExportArchive has no _tf_trackable; the SavedModel "
                                   "cannot carry its input contract (bratskeras supports keras<3.16)")
-            setattr(root, contracts.CONTRACT_KEY, contracts.saved_model_asset(contract, workdir))
+            setattr(root, contracts.CONTRACT_KEY, model_files.saved_model_asset(contract, workdir))
         archive.write_out(str(path), verbose=False)
 
 
@@ -94,7 +95,7 @@ def write_onnx(model, path, input_shape, quantize="none", target=None, contract=
     name_onnx_io(proto.graph)
     onnx.save(proto, os.fspath(path))
     if contract is not None:
-        contracts.write_onnx(path, contract)
+        model_files.write_onnx(path, contract)
 
 
 def name_onnx_io(graph):

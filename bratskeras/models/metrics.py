@@ -88,7 +88,7 @@ class DiceScore(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if self.target == "regions" and self.channel is not None:
+        if targets.get_target(self.target).outputs_regions and self.channel is not None:
             # Region channels are scored as predicted, before composition into
             # classes (a TC voxel outside the WT channel still counts for TC).
             pred = _region_channel(y_pred, self.channel, 0.0 if self.from_logits else 0.5)

@@ -75,7 +75,7 @@ def custom_objects():
 
 
 def save_model(model, path, contract):
-    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.data.contract.write_keras).
+    """`model.save(path)` (a .keras file) with `contract` stored in it (bratskeras.data.model_files.write_keras).
 
     The file still loads with plain `keras.saving.load_model(path, safe_mode=True)`.
     Callers write through a temporary path (bratskeras.platform.outputs) so the final
@@ -87,7 +87,7 @@ def save_model(model, path, contract):
         contract: bratskeras.data.contract.InputContract, or None for a model
             whose needs are unknown (nothing is stored).
     """
-    from bratskeras.data.contract import write_keras
+    from bratskeras.data.model_files import write_keras
 
     model.save(path)
     if contract is not None:

@@ -20,7 +20,7 @@ import contextlib
 import re
 
 from bratskeras.core.errors import ConfigError
-from bratskeras.data.contract import model_format
+from bratskeras.data.model_files import model_format
 from bratskeras.predict.runtimes import RUNTIMES
 
 AUTO = "auto"

@@ -33,7 +33,8 @@ from bratskeras.core import targets
 from bratskeras.core.defaults import PATCH_SIZE as DEFAULT_PATCH_SIZE
 from bratskeras.core.errors import ConfigError, ModelError
 from bratskeras.core.run_folder import RunFolder
-from bratskeras.data.contract import LOCATIONS, InputContract, model_format, read_contract, spacing_text
+from bratskeras.data.contract import InputContract, spacing_text
+from bratskeras.data.model_files import KERAS, LOCATIONS, MODEL_FILES, model_format, read_contract
 from bratskeras.predict.tiling import balanced_window
 
 # The least default window per axis: the most accurate tiling measured
@@ -224,7 +225,7 @@ def keras_contract(path, network):
         ModelError: a damaged embedded contract, or one that disagrees with
             the run's config.json (naming the fields).
     """
-    embedded = read_contract(path, "keras")
+    embedded = read_contract(path, KERAS)
     config_path = run_config_path(path)
     if config_path is None:
         return (embedded, EMBEDDED) if embedded is not None else (None, GUESSED)
@@ -274,7 +275,7 @@ def run_config_path(path):
 def run_config(path):
     """The config.json of the run a model belongs to (a config_file.RunConfigFile), or None (`run_config_path`)."""
     path = pretrained.resolve(path)
-    config_path = run_config_path(path) if model_format(path) == "keras" else None
+    config_path = None if MODEL_FILES[model_format(path)].exported else run_config_path(path)
     return None if config_path is None else load_config_file(config_path)
 
 
@@ -320,7 +321,7 @@ def load_predictor(path):
     # pretrained:NAME is its shipped run folder: config.json and the best.keras' embedded contract, as any run's.
     path = os.fspath(pretrained.resolve(path))
     format = model_format(path)
-    if format != "keras":
+    if MODEL_FILES[format].exported:
         from bratskeras.predict import runtimes
 
         predictor = runtimes.load(path, format)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bratskeras.core.errors import ModelError
-from bratskeras.data.contract import model_format, onnx_session
+from bratskeras.data.model_files import model_format, onnx_session
 from bratskeras.platform.extras import require_extra
 from bratskeras.platform.quiet import filtered_stderr
 
@@ -44,7 +44,7 @@ class Runtime:
     """How one exported format is run: a row of RUNTIMES.
 
     Attributes:
-        format: the format's name (bratskeras.data.contract.model_format's).
+        format: the format's name (bratskeras.data.model_files.model_format's).
         what: the model in messages ("an ONNX model").
         predictor: the predictor class; predictor(path) loads the model.
         extra: the optional extra that installs the runtime (a key of

@@ -113,7 +113,7 @@ def contract_fields(source):
     The contract has no architecture: "model" and "model_overrides" are left
     to the flags (a wrong one is caught by the weight shapes).
     """
-    from bratskeras.data.contract import read_contract
+    from bratskeras.data.model_files import read_contract
 
     contract = read_contract(source, "keras")
     if contract is None:

@@ -86,15 +86,23 @@ def make_strategy(name):
 
     if name == "auto":
         name = "mirrored" if len(gpus()) > 1 else "default"
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ConfigError("--strategy multi-worker needs the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"unknown strategy {name!r}")
+    if name not in _STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}")
+    return _STRATEGIES[name](tf)
+
+
+def _multi_worker(tf):
+    if "TF_CONFIG" not in os.environ:
+        raise ConfigError("--strategy multi-worker needs the TF_CONFIG environment variable")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+# Each --strategy (but "auto", which picks one of them) and how it is made, given the tensorflow module.
+_STRATEGIES = {
+    "default": lambda tf: tf.distribute.get_strategy(),
+    "mirrored": lambda tf: tf.distribute.MirroredStrategy(),
+    "multi-worker": _multi_worker,
+}
 
 
 def is_chief(strategy):
