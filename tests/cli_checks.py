@@ -88,3 +88,10 @@ def write_run_folder(run, spacing=(3, 3, 3), seed=2):
     network = build_model("lightweight-unet", base_filters=4)
     run_dir.atomic_save_model(inference_model(network), str(run / "best.keras"), run_contract(config, network))
     return run
+
+
+def deny_writes(monkeypatch, folder):
+    """os.access answers "not writable" for `folder` (as for a read-only folder; root could write anywhere)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(path) == str(folder)
+                        and mode & os.W_OK else real_access(path, mode, **kw))

@@ -23,7 +23,7 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_checks import invoke, one_line_error, subprocess_env, tree
+from cli_checks import deny_writes, invoke, one_line_error, subprocess_env, tree
 from side_by_side import finish_all
 
 from bratskeras.core.errors import DataError, OutputExistsError
@@ -359,9 +359,7 @@ def test_predict_into_a_folder_that_cannot_be_created_is_one_line(tmp_path, tiny
 def test_predict_into_an_unwritable_folder_stops_before_any_work(tmp_path, tiny_model, dataset, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(path) == str(out)
-                        and mode & os.W_OK else real_access(path, mode, **kw))
+    deny_writes(monkeypatch, out)
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the model was loaded for an output that cannot be written")

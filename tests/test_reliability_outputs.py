@@ -24,10 +24,8 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
-from cli_checks import one_line_error, tree
-from click.testing import CliRunner
+from cli_checks import deny_writes, invoke, one_line_error, subprocess_env, tree
 
-from bratskeras.cli import cli
 from bratskeras.core.errors import DataError
 from bratskeras.data import layouts
 from bratskeras.export import exporter as export
@@ -38,13 +36,6 @@ from bratskeras.synth import phantoms as synth
 SHAPE = (16, 16, 16)
 
 
-def _env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-
-
-def _invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ class Holder:
 
     def __init__(self, folder):
         self.process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(self.SCRIPT), str(folder)],
-                                        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        env=subprocess_env(log_level="2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         assert line.strip() == "held", self.process.stderr.read()
 
@@ -101,11 +92,11 @@ def held(tmp_path):
 def test_every_writer_is_refused_while_another_process_writes_the_folder(held, tiny_model, dataset, predictions):
     folder, holder = held
     pid = f"pid {holder.process.pid}"
-    one_line_error(_invoke("predict", tiny_model, dataset, folder), folder, "in use by bratskeras predict", pid)
-    one_line_error(_invoke("evaluate", predictions, dataset, "--out", folder / "m.csv"), folder, pid)
-    one_line_error(_invoke("show", predictions, dataset, folder), folder, pid)
-    one_line_error(_invoke("synth", folder, "--cases", "1", "--shape", "16,16,16"), folder, pid)
-    one_line_error(_invoke("export", tiny_model, "--format", "keras", "--out", folder / "m.keras"), folder, pid)
+    one_line_error(invoke("predict", tiny_model, dataset, folder), folder, "in use by bratskeras predict", pid)
+    one_line_error(invoke("evaluate", predictions, dataset, "--out", folder / "m.csv"), folder, pid)
+    one_line_error(invoke("show", predictions, dataset, folder), folder, pid)
+    one_line_error(invoke("synth", folder, "--cases", "1", "--shape", "16,16,16"), folder, pid)
+    one_line_error(invoke("export", tiny_model, "--format", "keras", "--out", folder / "m.keras"), folder, pid)
     assert os.listdir(folder) == [claims.CLAIM_FILE]  # nothing written by any of them
 
 
@@ -118,7 +109,7 @@ def test_fit_resume_is_refused_before_config_json_while_the_run_trains(held, dat
                                                 "precision": "float32"})
     (run / "config.json").write_text(config.to_json())
     before = tree(run)
-    result = _invoke("fit", dataset, "--resume", run, "--quiet")
+    result = invoke("fit", dataset, "--resume", run, "--quiet")
     one_line_error(result, run, "in use by bratskeras predict")
     assert tree(run) == before
 
@@ -144,7 +135,7 @@ def test_evaluate_overwrite_never_replaces_an_input_scan(dataset):
     case = layouts.discover(dataset).cases[0]
     scan = case.modalities["t1"]
     before = open(scan, "rb").read()
-    line = one_line_error(_invoke("evaluate", dataset, dataset, "--out", scan, "--overwrite"), scan)
+    line = one_line_error(invoke("evaluate", dataset, dataset, "--out", scan, "--overwrite"), scan)
     assert "not a metrics CSV" in line
     assert open(scan, "rb").read() == before
 
@@ -157,15 +148,15 @@ def test_predict_overwrite_replaces_its_own_label_map_only(tiny_model, tmp_path)
     out.mkdir()
     target = out / f"{case.id}.nii.gz"
     target.write_text("my notes")
-    one_line_error(_invoke("predict", tiny_model, data, out, "--overwrite"), target, "not a predicted label map")
+    one_line_error(invoke("predict", tiny_model, data, out, "--overwrite"), target, "not a predicted label map")
     assert target.read_text() == "my notes"
     nib.save(nib.load(case.modalities["flair"]), target)  # an MRI scan (int16 intensities), not a label map
     scan = target.read_bytes()
-    one_line_error(_invoke("predict", tiny_model, data, out, "--overwrite"), target, "no label")
+    one_line_error(invoke("predict", tiny_model, data, out, "--overwrite"), target, "no label")
     assert target.read_bytes() == scan
     target.unlink()
-    assert _invoke("predict", tiny_model, data, out).exit_code == 0
-    replaced = _invoke("predict", tiny_model, data, out, "--overwrite")
+    assert invoke("predict", tiny_model, data, out).exit_code == 0
+    replaced = invoke("predict", tiny_model, data, out, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert sorted(os.listdir(out)) == [target.name]
 
@@ -176,7 +167,7 @@ def test_show_overwrite_never_replaces_a_text_png(dataset, tmp_path):
     out.mkdir()
     fake = out / f"{case.id}.png"
     fake.write_text("not an image")
-    one_line_error(_invoke("show", dataset, dataset, out, "--case", case.id, "--overwrite"), fake, "not a PNG image")
+    one_line_error(invoke("show", dataset, dataset, out, "--case", case.id, "--overwrite"), fake, "not a PNG image")
     assert fake.read_text() == "not an image"
 
 
@@ -207,7 +198,7 @@ def test_export_saved_model_overwrite_never_deletes_the_users_files(tiny_model, 
     (version / "notes.txt").write_text("my notes")
     (version / "mydata" / "x.csv").write_text("1,2")
     before = tree(version)
-    result = _invoke("export", tiny_model, "--format", "saved_model", "--out", tmp_path / "sm", "--version", "1",
+    result = invoke("export", tiny_model, "--format", "saved_model", "--out", tmp_path / "sm", "--version", "1",
                      "--overwrite")
     line = one_line_error(result, version, "not a SavedModel folder")
     assert "mydata" in line and "notes.txt" in line
@@ -230,7 +221,7 @@ def test_synth_full_disk_leaves_no_partial_file_and_names_it(tmp_path, monkeypat
 
     monkeypatch.setattr(nib, "save", full_disk)
     out = tmp_path / "synth"
-    line = one_line_error(_invoke("synth", out, "--layout", "brats2021", "--cases", "2", "--shape", "16,16,16"),
+    line = one_line_error(invoke("synth", out, "--layout", "brats2021", "--cases", "2", "--shape", "16,16,16"),
                            "No space left on device")
     assert f"{out}{os.sep}BraTS2021_00000{os.sep}" in line and ".tmp-" not in line
     assert os.listdir(tmp_path) == []  # no partial file, and not the folder the failed synth created
@@ -239,14 +230,14 @@ def test_synth_full_disk_leaves_no_partial_file_and_names_it(tmp_path, monkeypat
 def test_synth_overwrite_replaces_its_dataset_whole(tmp_path):
     out = tmp_path / "synth"
     for _ in range(2):
-        assert _invoke("synth", out, "--cases", "2", "--shape", "16,16,16", "--overwrite").exit_code == 0
+        assert invoke("synth", out, "--cases", "2", "--shape", "16,16,16", "--overwrite").exit_code == 0
     parent = out / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
     assert len((parent / "name_mapping.csv").read_text().splitlines()) == 3  # header + 2, not duplicated
-    assert _invoke("synth", out, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16",
+    assert invoke("synth", out, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16",
                    "--overwrite").exit_code == 0
     assert sorted(p for p in os.listdir(out) if not p.startswith(".")) == ["BraTS2021_00000"]
     (out / "BraTS2021_00000" / "my_notes.txt").write_text("mine")
-    one_line_error(_invoke("synth", out, "--cases", "1", "--shape", "16,16,16", "--overwrite"),
+    one_line_error(invoke("synth", out, "--cases", "1", "--shape", "16,16,16", "--overwrite"),
                     out, "my_notes.txt")
     assert (out / "BraTS2021_00000" / "my_notes.txt").read_text() == "mine"
 
@@ -263,7 +254,7 @@ def test_full_disk_during_saved_model_export_is_one_line_naming_the_target(tiny_
     # ExportArchive() makes the backend's subclass, whose write_out tf.saved_model.save runs in.
     monkeypatch.setattr(type(keras.export.ExportArchive()), "write_out", full_disk)
     base = tmp_path / "sm"
-    line = one_line_error(_invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1"),
+    line = one_line_error(invoke("export", tiny_model, "--format", "saved_model", "--out", base, "--version", "1"),
                            base / "1", "No space left on device")
     assert ".tmp-" not in line
     assert not base.exists()  # nothing partial, not even the base folder the failed export created
@@ -279,22 +270,20 @@ def test_bad_postprocess_values_are_refused_before_the_model_loads(step, message
         raise AssertionError("the model was loaded for a --postprocess that cannot run")
 
     monkeypatch.setattr(model_setup, "load_predictor", must_not_run)
-    one_line_error(_invoke("predict", tiny_model, dataset, tmp_path / "out", "--postprocess", step), step, message)
+    one_line_error(invoke("predict", tiny_model, dataset, tmp_path / "out", "--postprocess", step), step, message)
     assert not (tmp_path / "out").exists()
 
 
 def test_export_into_an_unwritable_folder_is_refused_before_the_model_loads(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "exports"
     out.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if os.path.abspath(path) == str(out)
-                        and mode & os.W_OK else real_access(path, mode, **kw))
+    deny_writes(monkeypatch, out)
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the model was loaded for an export that cannot be written")
 
     monkeypatch.setattr(export, "load_model", must_not_run)
-    one_line_error(_invoke("export", tiny_model, "--format", "tflite", "--out", out / "m.tflite"), out,
+    one_line_error(invoke("export", tiny_model, "--format", "tflite", "--out", out / "m.tflite"), out,
                     "not writable")
 
 
@@ -314,7 +303,7 @@ def test_the_next_writer_removes_temporaries_of_dead_writers_only(dataset, predi
     live.write_text("being written")
     mine = out / ".tmp-notes"
     mine.write_text("a user's file that merely looks alike")
-    result = _invoke("evaluate", predictions, dataset, "--out", out / "m.csv", "--workers", "1")
+    result = invoke("evaluate", predictions, dataset, "--out", out / "m.csv", "--workers", "1")
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(out)) == sorted([live.name, mine.name, "m.csv", "summary.json"])
 
@@ -327,5 +316,5 @@ def test_a_killed_synths_staging_folder_is_removed_by_the_next_synth(tmp_path):
     (staging / "BraTS2021_00000").mkdir(parents=True)
     other = tmp_path / f".tmp-{dead.pid}-0123abcd-another"  # another output's: not synth's to remove
     other.mkdir()
-    assert _invoke("synth", out, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16").exit_code == 0
+    assert invoke("synth", out, "--layout", "brats2021", "--cases", "1", "--shape", "16,16,16").exit_code == 0
     assert sorted(os.listdir(tmp_path)) == sorted([other.name, "synth"])

@@ -10,7 +10,7 @@ import os
 import shutil
 
 import pytest
-from cli_checks import tree
+from cli_checks import deny_writes, tree
 from click.testing import CliRunner
 from model_cards import example_card
 
@@ -179,9 +179,7 @@ def test_resume_of_an_unwritable_run_is_refused_before_the_data_is_read(run, dat
     monkeypatch.setattr(fit_module, "load_cases", touched)
     monkeypatch.setattr(fit_module, "case_sizes", touched, raising=False)
     if os.geteuid() == 0:  # root writes anywhere: simulate the permission the folder lacks
-        real_access = os.access
-        monkeypatch.setattr(os, "access", lambda path, mode, **kw: os.path.abspath(path) != os.path.abspath(run)
-                            and real_access(path, mode, **kw))
+        deny_writes(monkeypatch, os.path.abspath(run))
     else:
         os.chmod(run, 0o555)
     try:

@@ -6,22 +6,11 @@ what its output channels stand for. A run keeps that in its config.json; a
 `.keras` copied out of the run folder lost it (a 3 mm model was then
 predicted at 1 mm). `InputContract` is that knowledge as one small frozen
 record, built once from a run's configuration (`InputContract.from_run_config`)
-and written into every artefact:
-
-    format        where the contract lives (all under the name CONTRACT_KEY)
-    .keras        metadata.json, key "bratskeras_contract" (the archive's own
-                  metadata file, which Keras writes and never reads back)
-    SavedModel    assets/bratskeras_contract.json, a tracked tf.saved_model.Asset
-    ONNX          ModelProto.metadata_props["bratskeras_contract"]
-    LiteRT        the flatbuffer's metadata "bratskeras_contract" (a buffer of JSON)
-
-Each holds the same JSON object (`InputContract.to_dict`). Reading a
-`.keras` or SavedModel contract needs only zipfile and json; LiteRT needs the
-flatbuffer schema module TensorFlow ships (`_tflite_schema`), ONNX the
-onnxruntime that runs the model. A damaged contract is a one-line ModelError
-naming the file; a missing one is None (the caller guesses, and says so).
-Where each format keeps it, and reading and writing it there:
-bratskeras.data.model_files (`MODEL_FILES`, one row per format).
+and written into every artefact as the same JSON object (`InputContract.to_dict`,
+under the name CONTRACT_KEY): where each model format keeps it, and reading
+and writing it there, is bratskeras.data.model_files (`MODEL_FILES`, one row
+per format). A damaged contract is a one-line ModelError naming the file; a
+missing one is None (the caller guesses, and says so).
 """
 
 import dataclasses

@@ -5,7 +5,7 @@ CropToReference, InstanceNormalization, NormalizedConv3D:
 bratskeras.models.layers); importing this package registers them, so
 `bratskeras.load_model(path)` works in a fresh process with `safe_mode=True`.
 Every `.keras` bratskeras writes goes through `save_model`, which stores the
-model's input contract inside it (bratskeras.data.contract).
+model's input contract inside it (bratskeras.data.model_files.write_keras).
 """
 
 from pathlib import Path
