@@ -8,7 +8,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from bratskeras.cli import cli
-from bratskeras.data import augment
+from bratskeras.data import augment, resampling
 from bratskeras.data import patch as patch_module
 from bratskeras.data.augment import AUGMENTATION_SETS, Augmentation, augment_patch
 from bratskeras.data.augmentations import ROTATIONS_90, Brightness, Mirror, Noise, Zoom
@@ -206,3 +206,26 @@ def test_transforms_check_their_options(make, message):
     with pytest.raises(ValueError) as error:
         make()
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_low_resolution_reads_back_what_a_resize_down_and_up_gives():
+    """resampling.coarsened (static shapes) equals nearest-down then linear-up through tf.image.resize."""
+
+
+    rng = np.random.default_rng(0)
+    for shape, small in (((16, 16, 16, 2), (8, 11, 5)), ((20, 12, 9, 1), (10, 12, 3)), ((7, 7, 7, 1), (1, 7, 4))):
+        volume = tf.constant(rng.normal(size=shape).astype(np.float32))
+        resized = resampling.resize_3d(resampling.resize_3d(volume, small, "nearest"), shape[:3], "bilinear")
+        np.testing.assert_allclose(resampling.coarsened(volume, tf.constant(small)), resized, atol=1e-5)
+
+
+@pytest.mark.slow  # XLA compiles both sets: in CI's second run (pytest -q -m slow)
+@pytest.mark.parametrize("name", ["paper", "nnunet"])
+def test_every_augmentation_set_compiles_under_xla(name):
+    """`fit --augment-on device` on a GPU runs the train step under XLA (jit_compile auto): every
+    transform must have compile-time shapes (a resize to a drawn size has none)."""
+    augmentation = AUGMENTATION_SETS[name]
+    step = tf.function(lambda image, label, seed: augment_patch(image, label, seed, augmentation), jit_compile=True)
+    image, label = step(tf.random.normal((16, 16, 16, 4)), tf.zeros((16, 16, 16, 1), tf.uint8),
+                        tf.constant([1, 2], tf.int64))
+    assert image.shape == (16, 16, 16, 4) and label.shape == (16, 16, 16, 1)

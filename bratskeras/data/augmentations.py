@@ -420,6 +420,6 @@ class LowResolution(Transform):
             shape = tf.shape(image)
             factor = tf.random.stateless_uniform([], values_seed, *self.zoom)
             small = tf.maximum(tf.cast(tf.round(tf.cast(shape[:3], tf.float32) * factor), tf.int32), 1)
-            return resampling.resize_3d(resampling.resize_3d(image, small, "nearest"), shape[:3], "bilinear")
+            return resampling.coarsened(image, small)
 
         return _with_probability(patch, seed, self.probability, low_resolution, keep_symmetry=False)

@@ -121,6 +121,41 @@ def resize_3d(volume, size, method):
     return along
 
 
+def coarsened(volume, small):
+    """volume (D, H, W, C) sampled down to `small` (3,) voxels (nearest) and read back up (linear).
+
+    What resize_3d(resize_3d(volume, small, "nearest"), (D, H, W), "bilinear")
+    gives (tf.image.resize's half-pixel centres), axis by axis, without a
+    tensor of the drawn small size: every shape stays the volume's, so XLA
+    compiles it (a resize to a random size has no compile-time shape, which
+    XLA refuses).
+    """
+    for axis in range(3):
+        volume = _coarsened_axis(volume, axis, small[axis])
+    return volume
+
+
+def _coarsened_axis(volume, axis, small):
+    import tensorflow as tf
+
+    size = tf.shape(volume)[axis]
+    n, m = tf.cast(size, tf.float32), tf.cast(small, tf.float32)
+    # Linear read-back: output voxel i lies at u on the small grid (clamped at its first sample).
+    position = tf.maximum((tf.range(n) + 0.5) * m / n - 0.5, 0.0)
+    low = tf.floor(position)
+    weight = position - low
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, small - 1)
+
+    def source(sample):  # nearest read-down: small sample j is voxel floor((j + 0.5) n / m)
+        return tf.minimum(tf.cast(tf.floor((tf.cast(sample, tf.float32) + 0.5) * n / m), tf.int32), size - 1)
+
+    shape = [1, 1, 1, 1]
+    shape[axis] = -1
+    weight = tf.reshape(weight, shape)
+    return tf.gather(volume, source(low), axis=axis) * (1 - weight) + tf.gather(volume, source(high), axis=axis) * weight
+
+
 def rotate_axial(volume, angle, interpolation):
     """Rotates (D, H, W, C) by `angle` (radians) about the patch centre in the (D, H) plane, zero fill.
 
