@@ -135,3 +135,12 @@ def test_every_strategy_choice_has_a_maker():
     from bratskeras.training import runtime
 
     assert set(runtime._STRATEGIES) | {"auto"} == set(STRATEGIES)
+
+
+def test_every_optimizer_and_crop_choice_has_its_maker():
+    from bratskeras.config.train_config import OPTIMIZERS
+    from bratskeras.data import preprocessing
+    from bratskeras.training.fit import OPTIMIZER_MAKERS
+
+    assert set(OPTIMIZER_MAKERS) == set(OPTIMIZERS)
+    assert set(preprocessing._CROP_BOXES) == set(preprocessing.CROPS)

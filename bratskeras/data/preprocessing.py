@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from bratskeras.core.model_presets import FLAIR_PAPER_CROP
 
-CROPS = ("bbox", "center", "none")
+CROPS = ("bbox", "center", "none")  # each one's box: _CROP_BOXES
 # The intensity normalisation `preprocess` applies (`zscore`: over the brain,
 # the voxels that are not background, 0 or a constant), by the name a model's
 # input contract (bratskeras.data.contract) records; the only one so far.
@@ -216,19 +216,32 @@ def brain_bbox(image):
     return tuple(start), tuple(stop)
 
 
+def _whole_volume(image, shape, settings):
+    return (0, 0, 0), shape
+
+
+def _centre_box(image, shape, settings):
+    """crop_size centred on the volume (the FLAIR paper's 192 x 192 x 154)."""
+    size = settings.crop_size
+    return tuple((n - s) // 2 for n, s in zip(shape, size)), size
+
+
+def _brain_box(image, shape, settings):
+    """The brain's box with `margin` voxels around it, inside the volume."""
+    box_start, box_stop = brain_bbox(image)
+    start = tuple(max(0, b - settings.margin) for b in box_start)
+    stop = tuple(min(n, b + settings.margin) for n, b in zip(shape, box_stop))
+    return start, tuple(e - s for s, e in zip(start, stop))
+
+
+# Each crop (PreprocessSettings.crop) and the box it takes: (image, shape, settings) -> (start, size).
+_CROP_BOXES = {"bbox": _brain_box, "center": _centre_box, "none": _whole_volume}
+
+
 def crop_geometry(image, settings):
     """The geometry dict that `settings` gives for image (D, H, W, C)."""
     shape = tuple(int(s) for s in image.shape[:3])
-    if settings.crop == "none":
-        start, size = (0, 0, 0), shape
-    elif settings.crop == "center":
-        size = settings.crop_size
-        start = tuple((n - s) // 2 for n, s in zip(shape, size))
-    else:
-        box_start, box_stop = brain_bbox(image)
-        start = tuple(max(0, b - settings.margin) for b in box_start)
-        stop = tuple(min(n, b + settings.margin) for n, b in zip(shape, box_stop))
-        size = tuple(e - s for s, e in zip(start, stop))
+    start, size = _CROP_BOXES[settings.crop](image, shape, settings)
     return {"original_shape": shape, "start": tuple(int(s) for s in start), "size": tuple(int(s) for s in size)}
 
 

@@ -104,13 +104,19 @@ def outputs_logits(config):
     return model_facts(config.model, **config.model_overrides).outputs_logits
 
 
+# Each --optimizer (config.train_config.OPTIMIZERS) and how it is made: (keras, config, clip options) -> optimizer.
+OPTIMIZER_MAKERS = {
+    "adamw": lambda keras, config, clip: keras.optimizers.AdamW(config.learning_rate,
+                                                                 weight_decay=config.weight_decay, **clip),
+    "adam": lambda keras, config, clip: keras.optimizers.Adam(config.learning_rate, **clip),
+}
+
+
 def make_optimizer(config):
     import keras
 
     clip = {"global_clipnorm": config.clipnorm} if config.clipnorm else {}
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, **clip)
-    return keras.optimizers.Adam(config.learning_rate, **clip)
+    return OPTIMIZER_MAKERS[config.optimizer](keras, config, clip)
 
 
 def fit(config, data_dir, run_dir, resume=False, skip_bad_cases=False, cache_dir=None, verbose=1,
