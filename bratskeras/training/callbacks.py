@@ -12,6 +12,7 @@ import time
 
 import keras
 
+from bratskeras.core.labels import REGION_KEYS
 from bratskeras.core.run_folder import RunFolder
 from bratskeras.models.saving import inference_model
 from bratskeras.platform.outputs import atomic_path
@@ -210,7 +211,7 @@ def plot_curves(history_csv, png_path):
         if key in rows[0]:
             axes[0].plot(epochs, series(key), style, label=key)
     axes[0].set_title("loss")
-    for region in ("wt", "tc", "et"):
+    for region in REGION_KEYS:
         for prefix, style in (("", "-"), ("val_", "--")):
             key = f"{prefix}dice_{region}"
             if key in rows[0]:
