@@ -29,6 +29,8 @@ from bratskeras.data.contract import CONTRACT_FILE, CONTRACT_KEY, InputContract
 KERAS = "keras"  # a .keras file or a run folder (its best.keras): what Keras loads, and what unknown paths are read as
 SAVED_MODEL_MARKER = "saved_model.pb"
 _KERAS_METADATA = "metadata.json"
+# The entry every .keras archive holds (Keras' own model config): what tells a .keras model from another zip.
+KERAS_ARCHIVE_CONFIG = "config.json"
 _TFLITE_IDENTIFIER = b"TFL3"
 
 

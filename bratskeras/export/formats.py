@@ -22,6 +22,7 @@ import os
 from typing import Callable
 
 from bratskeras.data.contract import CONTRACT_FILE
+from bratskeras.data.model_files import KERAS_ARCHIVE_CONFIG
 from bratskeras.platform.artefacts import ArtefactKind, magic_file_kind, suffix_file_kind, zip_archive_kind
 from bratskeras.predict.runtimes import RUNTIMES, Runtime
 
@@ -190,7 +191,7 @@ FORMATS = {row.name: row for row in (
         suffix=".onnx", converts=True,
     ),
     ExportFormat(
-        "keras", ".keras", zip_archive_kind(".keras model", "config.json", "a Keras config.json"),
+        "keras", ".keras", zip_archive_kind(".keras model", KERAS_ARCHIVE_CONFIG, "a Keras config.json"),
         write=Deferred(_WRITERS, "write_keras"), run=Deferred(_WRITERS, "run_keras"),
         suffix=".inference.keras", serves_probabilities=False,
     ),

@@ -15,6 +15,7 @@ import keras
 from bratskeras import pretrained
 from bratskeras.core.errors import ModelError
 from bratskeras.core.run_folder import MODEL_FILE, RunFolder
+from bratskeras.data.model_files import KERAS_ARCHIVE_CONFIG
 
 
 def load_model(source):
@@ -105,8 +106,8 @@ def _check_keras_archive(path):
         reason = "not a zip archive" if isinstance(error, zipfile.BadZipFile) else error.strerror
         raise ModelError(f"{path}: not a .keras model file ({reason}; corrupt, truncated or another "
                          "format)") from None
-    if "config.json" not in names:
-        raise ModelError(f"{path}: not a .keras model file (a zip archive without config.json)")
+    if KERAS_ARCHIVE_CONFIG not in names:
+        raise ModelError(f"{path}: not a .keras model file (a zip archive without {KERAS_ARCHIVE_CONFIG})")
 
 
 def check_segmentation_model(model, where):
