@@ -1,4 +1,4 @@
-"""Value rules shared by the configuration classes: a check and the words that say what it wants.
+"""Value rules shared by the configuration classes and the transforms: a check and the words that say what it wants.
 
 A rule is a pair (check, what): `check(value)` is True for an acceptable
 value and `what` completes "field X must be ...". TrainConfig
@@ -8,6 +8,7 @@ is set.
 """
 
 import math
+import numbers
 
 
 def is_number(value):
@@ -42,6 +43,15 @@ def integer_from(low):
 def _is_sizes(value):
     """Three positive integers (a list in JSON)."""
     return isinstance(value, (list, tuple)) and len(value) == 3 and all(is_integer(v) and v >= 1 for v in value)
+
+
+def pair_within(low=-math.inf, high=math.inf):
+    """A rule: a (min, max) pair of numbers with low <= min <= max <= high (augmentation and generator ranges)."""
+    def check(value):
+        pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+        return (len(pair) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)
+                and low <= pair[0] <= pair[1] <= high)
+    return check, f"(min, max) within [{low}, {high}]"
 
 
 SIZES = (_is_sizes, "three positive integers")

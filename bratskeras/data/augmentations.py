@@ -19,6 +19,7 @@ import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bratskeras.core import checks
 from bratskeras.data import resampling
 from bratskeras.data.patch import xla_kernel
 
@@ -53,11 +54,10 @@ class Transform:
 
     def _check_range(self, option, bounds, low, high=math.inf):
         """A (min, max) option within [low, high]; stored as a tuple so the transform stays hashable."""
-        pair = tuple(bounds) if isinstance(bounds, (tuple, list)) else ()
-        if len(pair) != 2 or not all(map(_is_number, pair)) or not low <= pair[0] <= pair[1] <= high:
-            raise ValueError(f"augmentation {self.name!r}: {option} must be (min, max) within "
-                             f"[{low}, {high}], got {bounds!r}")
-        object.__setattr__(self, option, tuple(float(b) for b in pair))
+        check, what = checks.pair_within(low, high)
+        if not check(bounds):
+            raise ValueError(f"augmentation {self.name!r}: {option} must be {what}, got {bounds!r}")
+        object.__setattr__(self, option, tuple(float(b) for b in bounds))
 
 
 def _is_number(value):

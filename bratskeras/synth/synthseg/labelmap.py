@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from bratskeras.core import checks
 from bratskeras.core.labels import ALL_MODALITIES
 from bratskeras.synth import anatomy
 
@@ -46,9 +47,10 @@ def uniform(rng, bounds, size=None):
 
 
 def check_range(name, bounds, low=-np.inf, high=np.inf):
-    """ValueError unless `bounds` is (min, max) with low <= min <= max <= high."""
-    if len(bounds) != 2 or not low <= bounds[0] <= bounds[1] <= high:
-        raise ValueError(f"{name} must be (min, max) within [{low}, {high}], got {bounds}")
+    """ValueError unless `bounds` is (min, max) with low <= min <= max <= high (core.checks.pair_within)."""
+    problem = checks.failure(checks.pair_within(low, high), name, bounds)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 @dataclass
