@@ -74,6 +74,7 @@ def test_tflite_is_builtin_only_and_matches_keras(models, tmp_path, which, shape
     assert b"Flex" not in report.path.read_bytes()
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 @pytest.mark.parametrize("quantize", ["float16", "dynamic-int8"])
 def test_tflite_quantized_reports_error_and_size(models, tmp_path, quantize):
     full = export_model(models["light"], "tflite", out=tmp_path / "f32.tflite", input_shape=LIGHT_SHAPE)
@@ -172,7 +173,7 @@ def test_saved_model_cli_lists_the_signature(saved_model_processes):
     assert f"inputs['{INPUT_NAME}']" in shown and f"outputs['{OUTPUT_NAME}']" in shown
 
 
-@pytest.mark.parametrize("which", ["light", "flair"])
+@pytest.mark.parametrize("which", ["light", pytest.param("flair", marks=pytest.mark.slow)])  # flair: CI's slow run
 def test_onnx_matches_keras(models, tmp_path, which):
     pytest.importorskip("onnxruntime", reason="ONNX runtime not installed (extra `onnx`)")
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (extra `onnx`)")

@@ -136,6 +136,7 @@ def test_saved_model_version_is_swapped_only_after_its_check(tiny_model, tmp_pat
     assert sorted(os.listdir(base)) == ["1", "2"]
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_kill_during_export_leaves_the_old_artefact(tiny_model, tmp_path):
     target = tmp_path / "m.tflite"
     old = b"\0\0\0\0TFL3 an older export"

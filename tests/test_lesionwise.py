@@ -217,6 +217,7 @@ def test_random_cases_match_the_official_package(tmp_path, seed):
             raise AssertionError(f"seed {seed}, {task}, spacing {zooms}: {error}") from None
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_full_size_synthetic_case_matches_the_official_package(tmp_path):
     """One 240 x 240 x 155 post-treatment glioma with a cavity, predicted shifted and with a false positive."""
     _official()

@@ -87,6 +87,7 @@ def test_kaiming_init_variance_uses_fan_in():
     assert abs(kernel.var() / expected - 1) < 0.1
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_full_volume_forward_keeps_spatial_shape_lightweight():
     model = build_model("lightweight-unet", input_shape=(240, 240, 155, 4))
     out = model.predict(np.zeros((1, 240, 240, 155, 4), np.float32), verbose=0)

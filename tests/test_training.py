@@ -197,6 +197,7 @@ def test_device_augmentation_trains(dataset, tmp_path):
     assert model.name == "lightweight_unet"
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_nnunet_augmentation_on_device_trains(dataset, tmp_path):
     result = fit(tiny_config(augment_on="device", augmentation="nnunet", epochs=1), dataset, str(tmp_path / "run"),
                  verbose=0)
@@ -219,6 +220,7 @@ def test_fit_augment_flag_selects_the_set(dataset, tmp_path):
         resolve_config("lightweight2020", {"augmentation": "heavy"})
 
 
+@pytest.mark.slow  # in CI's second run (pytest -q -m slow), not the default suite
 def test_fit_at_a_coarser_spacing_predicts_on_the_source_grid(dataset, tmp_path):
     """fit --spacing 2 caches and trains at 2 mm (half the voxels per axis); predict resamples back to 1 mm."""
     out, predictions = tmp_path / "run", tmp_path / "pred"
