@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from bratskeras.core.defaults import BRATS_SHAPE as BRATS_CASE
 from bratskeras.core.defaults import PATCH_SIZE
 from bratskeras.core.model_presets import get_preset
-from bratskeras.platform.cpu import matmul_gflops
+from bratskeras.platform.cpu import matmul_gflops, seconds
 
 # One whole BraTS case (D, H, W), as predict feeds the lightweight family.
 
@@ -167,15 +167,9 @@ def policies(machine):
     return ["float32", "mixed_bfloat16"] if machine["cpu_bf16"] else ["float32"]
 
 
-def _seconds(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _median_seconds(fn, repeats):
     fn()  # warm-up: tracing, oneDNN primitive creation, first-touch pages
-    return statistics.median(_seconds(fn) for _ in range(repeats))
+    return statistics.median(seconds(fn) for _ in range(repeats))
 
 
 # --------------------------------------------------------------------------- FLOPs

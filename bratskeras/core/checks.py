@@ -16,6 +16,11 @@ def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_real(value):
+    """Any real number, numpy's included, but not a bool (infinities allowed: range ends may be open)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def is_integer(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -49,8 +54,7 @@ def pair_within(low=-math.inf, high=math.inf):
     """A rule: a (min, max) pair of numbers with low <= min <= max <= high (augmentation and generator ranges)."""
     def check(value):
         pair = tuple(value) if isinstance(value, (tuple, list)) else ()
-        return (len(pair) == 2 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)
-                and low <= pair[0] <= pair[1] <= high)
+        return len(pair) == 2 and all(map(is_real, pair)) and low <= pair[0] <= pair[1] <= high
     return check, f"(min, max) within [{low}, {high}]"
 
 

@@ -15,7 +15,6 @@ intensity transforms change the image only.
 """
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,7 +48,7 @@ class Transform:
         raise NotImplementedError
 
     def _check_interval(self, option, value, low, high):
-        if not _is_number(value) or not low <= value <= high:
+        if not checks.is_real(value) or not low <= value <= high:
             raise ValueError(f"augmentation {self.name!r}: {option} must be in [{low}, {high}], got {value!r}")
 
     def _check_range(self, option, bounds, low, high=math.inf):
@@ -58,10 +57,6 @@ class Transform:
         if not check(bounds):
             raise ValueError(f"augmentation {self.name!r}: {option} must be {what}, got {bounds!r}")
         object.__setattr__(self, option, tuple(float(b) for b in bounds))
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _split(seed, count):

@@ -18,7 +18,7 @@ Kept apart from bratskeras.models.metrics (the Keras metrics of `fit`) so that
 
 import numpy as np
 
-from bratskeras.core.labels import REGION_KEYS, STRUCTURE_CLASSES, STRUCTURES  # noqa: F401  (metric keys)
+from bratskeras.core.labels import STRUCTURE_CLASSES, STRUCTURES
 from bratskeras.evaluate import surface
 
 EMPTY_HD95 = 373.13

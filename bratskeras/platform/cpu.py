@@ -196,7 +196,8 @@ def describe():
     }
 
 
-def _seconds(fn):
+def seconds(fn):
+    """Wall-clock seconds of one call of `fn` (the machine-limit and benchmark timings)."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -218,5 +219,5 @@ def matmul_gflops(n=4096, dtype="float32", repeats=5):
     # each one, as before, cost `repeats` extra matmuls: every fit measures this for runtime.json,
     # where the 3 extra 2048^3 matmuls took 0.5-0.8 s of each fit on 2 cores (same GFLOP/s figure).
     run()
-    fastest = min(_seconds(run) for _ in range(repeats))
+    fastest = min(seconds(run) for _ in range(repeats))
     return 2 * n**3 / fastest / 1e9

@@ -198,8 +198,8 @@ class FaintEnhancement:
             return
         t1c = head.images["t1ce"]
         low, high = np.percentile(t1c[np.isin(head.labels, PARENCHYMA)], (50, 99))
-        around = [t1c[head.labels == label].mean() for label in (NECROSIS, NON_ENHANCING, OEDEMA_A, OEDEMA_B)
-                  if (head.labels == label).any()]
+        masks = (head.labels == label for label in (NECROSIS, NON_ENHANCING, OEDEMA_A, OEDEMA_B))
+        around = [t1c[mask].mean() for mask in masks if mask.any()]
         target = max([low + level * (high - low)] + [mean + self.margin for mean in around])
         t1c[enhancing] += np.float32(target - t1c[enhancing].mean())
 
