@@ -49,8 +49,10 @@ from bratskeras.synth.synthseg.acquisition import DuraAndScalp, Scanner, SkullSt
 from bratskeras.synth.synthseg.contrasts import (
     ChoroidPlexus,
     Contrasts,
+    FadingOedema,
     FaintEnhancement,
     HealthyHyperintensities,
+    IsointenseEnhancement,
     Vessels,
     VesselTubes,
 )
@@ -88,8 +90,8 @@ __all__ = [
     "NON_ENHANCING", "OEDEMA_A", "OEDEMA_B", "OUTSIDE", "PARENCHYMA", "SULCAL_CSF", "VENTRICLE", "VESSEL",
     "WM_CLUSTERS", "TUMOUR_TYPES", "Head", "stream", "template_labels",
     "Pose", "Tumours", "Warp", "Atrophy", "VentricleShapes", "GrowTumours", "Vessels", "VesselTubes", "Contrasts",
-    "FaintEnhancement", "HealthyHyperintensities", "ChoroidPlexus", "SkullStrip", "DuraAndScalp", "Scanner",
-    "BASIC", "MIMICS", "DEFAULT", "FAINT", "HELDOUT", "GENERATORS", "make_case",
+    "FaintEnhancement", "FadingOedema", "IsointenseEnhancement", "HealthyHyperintensities", "ChoroidPlexus", "SkullStrip", "DuraAndScalp", "Scanner",
+    "BASIC", "MIMICS", "DEFAULT", "FAINT", "FADING", "HELDOUT", "GENERATORS", "make_case",
 ]
 
 
@@ -118,7 +120,13 @@ HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=
 FAINT = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
          Contrasts(), FaintEnhancement(), HealthyHyperintensities(), ChoroidPlexus(), SkullStrip(dilate_share=0.5),
          DuraAndScalp(), Scanner())
-GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS, "faint": FAINT}
+# FAINT with oedema fading toward its edge on FLAIR and T2 (FadingOedema) and enhancing tumour near-isointense
+# there (IsointenseEnhancement): where the stage-3 model under-segmented real tumours; FAINT's heads otherwise.
+FADING = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
+          Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), HealthyHyperintensities(),
+          ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
+GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS, "faint": FAINT,
+              "fading": FADING}
 
 
 def make_case(shape=None, seed=0, transforms=DEFAULT, voxel_mm=1.0):
