@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import ndimage
 
 from bratskeras.cli import cli as cli_main
 from bratskeras.data import layouts
@@ -140,6 +141,73 @@ def test_faint_enhancement_dims_only_et_on_t1c_and_keeps_it_above_the_tumour_aro
             assert t1ce[enhancing].mean() >= t1ce[faint.labels == label].mean() + 0.05 - 1e-5
     with pytest.raises(ValueError, match="level"):
         synthseg.FaintEnhancement(level=(0.5, 0.1))
+
+
+def _glioblastoma_heads(seed, generator, step, **always):
+    """Heads built by `generator` up to `step`, without it ("before") and with it forced on ("after")."""
+    names = [t.name for t in generator]
+    upto = names.index(step)
+    weights = tuple(float(name == "glioblastoma") for name in synthseg.TUMOUR_TYPES)
+    steps = tuple(replace(t, **always) if t.name == step else
+                  replace(t, type_weights=weights, count_weights=(1.0,), whole_ml=(60.0, 80.0), mixed_share=0.0)
+                  if t.name == "tumours" else t for t in generator[:upto + 1])
+    heads = {}
+    for label, chosen in (("before", steps[:-1]), ("after", steps)):
+        head = synthseg.Head(shape=synthseg.anatomy.grid_shape(VOXEL), voxel_mm=VOXEL)
+        for transform in chosen:
+            transform(head, synthseg.stream(seed, transform.name))
+        heads[label] = head
+    return heads["before"], heads["after"]
+
+
+def test_fading_generator_is_faint_with_fading_oedema_and_isointense_enhancement():
+    added = ("fading_oedema", "isointense_enhancement")
+    assert [t.name for t in synthseg.FADING if t.name not in added] == [t.name for t in synthseg.FAINT]
+
+
+def test_fading_oedema_darkens_only_oedema_on_flair_and_t2_most_at_its_outer_edge():
+    """Edge 0 (the parenchyma's median): oedema next to the core keeps its brightness, the fringe falls to it."""
+    before, after = _glioblastoma_heads((6, 1), synthseg.FADING, "fading_oedema", share=1.0, edge=(0.0, 0.0),
+                                        gamma=(1.0, 1.0))
+    assert np.array_equal(before.labels, after.labels)
+    oedema = np.isin(after.labels, (synthseg.OEDEMA_A, synthseg.OEDEMA_B))
+    assert oedema.sum() > 50
+    core = np.isin(after.labels, (synthseg.NECROSIS, synthseg.NON_ENHANCING, synthseg.CYST, synthseg.ENHANCING))
+    outside = ndimage.binary_dilation(oedema | core) & ~(oedema | core)
+    fringe = oedema & ndimage.binary_dilation(outside)
+    beside_core = oedema & ndimage.binary_dilation(core)
+    for modality in ("t1", "t1ce"):
+        assert np.array_equal(before.images[modality], after.images[modality])
+    for modality in ("flair", "t2"):
+        image, old = after.images[modality], before.images[modality]
+        assert np.array_equal(image[~oedema], old[~oedema])
+        assert np.all(image[oedema] <= old[oedema] + 1e-6)  # only ever darker
+        drop = old - image
+        assert drop[fringe].mean() > 2 * drop[beside_core & ~fringe].mean()
+        median = np.percentile(image[np.isin(after.labels, synthseg.PARENCHYMA)], 50)
+        assert image[fringe].mean() < old[fringe].mean()
+        assert abs(image[fringe].mean() - median) < abs(old[fringe].mean() - median)
+    with pytest.raises(ValueError, match="gamma"):
+        synthseg.FadingOedema(gamma=(0.0, 1.0))
+
+
+def test_isointense_enhancement_moves_et_toward_healthy_brain_on_flair_and_t2_only():
+    before, after = _glioblastoma_heads((6, 1), synthseg.FADING, "isointense_enhancement", share=1.0,
+                                        level=(0.0, 0.0))
+    assert np.array_equal(before.labels, after.labels)
+    enhancing = after.labels == synthseg.ENHANCING
+    assert enhancing.sum() > 10
+    for modality in ("t1", "t1ce"):
+        assert np.array_equal(before.images[modality], after.images[modality])
+    for modality in ("flair", "t2"):
+        image, old = after.images[modality], before.images[modality]
+        assert np.array_equal(image[~enhancing], old[~enhancing])
+        median = np.percentile(image[np.isin(after.labels, synthseg.PARENCHYMA)], 50)
+        assert old[enhancing].mean() > median + 0.05
+        assert image[enhancing].mean() == pytest.approx(median, abs=1e-4)
+        assert np.allclose(image[enhancing] - old[enhancing], image[enhancing][0] - old[enhancing][0], atol=1e-5)
+    with pytest.raises(ValueError, match="share"):
+        synthseg.IsointenseEnhancement(share=1.5)
 
 
 def test_healthy_mimics_change_images_not_classes():

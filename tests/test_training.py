@@ -565,7 +565,10 @@ def test_init_from_takes_the_architecture_and_inputs_of_its_source(finished_run,
     assert run.config.preset == "lightweight2020" and run.config.learning_rate == 1e-4
     assert run.config.steps_per_epoch == 0 and run.config.epochs == TrainConfig.epochs
     explicit = plan.plan_new(dataset, str(tmp_path / "run"), None, {"init_from": source, "patch_size": (24, 24, 16)})
-    assert explicit.config.patch_size == (24, 24, 16)  # the one inherited field a flag may change
+    assert explicit.config.patch_size == (24, 24, 16)  # inherited fields a flag may change: the patch ...
+    regridded = plan.plan_new(dataset, str(tmp_path / "run"), None, {"init_from": source, "spacing": (2.0, 2.0, 2.0)})
+    assert regridded.config.spacing == (2.0, 2.0, 2.0)  # ... and the voxel grid it is tuned at
+    assert (regridded.config.model_overrides, regridded.config.crop) == ({"base_filters": 4}, "none")
     with pytest.raises(ConfigError, match="--init-from needs a DATA_DIR"):
         plan.plan_demo(str(tmp_path / "run"), None, {"init_from": source})
     assert not os.path.exists(tmp_path / "run")
@@ -576,7 +579,6 @@ def test_init_from_takes_the_architecture_and_inputs_of_its_source(finished_run,
     (["--model-arg", "base_filters=8"], '--model-arg asks for {"base_filters": 8}'),
     (["--target", "regions"], 'target "classes", --target asks for "regions"'),
     (["--task", "gli"], "task null, --task asks for \"gli\""),
-    (["--spacing", "2"], "spacing null, --spacing asks for [2.0, 2.0, 2.0]"),
     (["--preset", "flair2017"], "is a lightweight-unet, --preset flair2017 trains flair-unet"),
 ])
 def test_init_from_with_a_conflicting_option_is_a_one_line_error_before_any_work(finished_run, dataset, tmp_path,

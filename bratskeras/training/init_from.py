@@ -6,11 +6,15 @@ file: a run's best.keras or checkpoints/epoch-NNNN.keras, or a bare one.
 What the new run takes from where:
 - From the source run's config.json, `INHERITED`: the architecture (model,
   model_overrides) and the contract predict and export read back
-  (modalities, target, task, crop, crop size, spacing), plus the training
-  patch size unless --patch-size is given. A flag asking for another value
-  of any of them but the patch size, or a --preset training another model,
-  is a one-line ConfigError before any work: fine-tuning changes weights,
-  not what the network takes in or puts out.
+  (modalities, target, task, crop, crop size), and the spacing and the
+  training patch size unless --spacing or --patch-size is given. A flag
+  asking for another value of any of them but those two, or a --preset
+  training another model, is a one-line ConfigError before any work:
+  fine-tuning changes weights, not what the network takes in or puts out.
+  The voxel grid may change (e.g. a 2 mm model tuned at 1.5 mm, where thin
+  enhancing rims survive): a fully convolutional network takes any grid,
+  and the new run's config.json and models record the spacing it was tuned
+  at, so predict resamples to that one.
 - From the preset (default: the one the source was trained with) and the
   flags: everything else, i.e. how to train (optimizer, learning rate, the
   loss for the target, epochs, steps, batch size, augmentation). No
@@ -39,8 +43,8 @@ from bratskeras.core.errors import ConfigError
 INHERITED = ("model", "model_overrides", "modalities", "target", "task", "crop", "crop_size", "spacing",
              "patch_size")
 # ... and those of them a flag may set to another value: a fully convolutional network takes any patch
-# its pooling allows.
-ADJUSTABLE = ("patch_size",)
+# its pooling allows, on any voxel grid (the run then records the grid it was tuned at).
+ADJUSTABLE = ("patch_size", "spacing")
 # The flag that sets each inherited field, for the error a conflicting one gives (crop and crop size
 # come from presets only; the modalities from --task).
 _FLAGS = {"model": "--model", "model_overrides": "--model-arg", "modalities": "--task", "target": "--target",
@@ -77,7 +81,7 @@ def inherit(source, preset, overrides):
 
     Returns:
         (preset or None, overrides with the source's INHERITED fields and
-        `init_from` added; an explicit patch size is kept).
+        `init_from` added; an explicit patch size or spacing is kept).
 
     Raises:
         ConfigError: an override or preset conflicting with the source (one
