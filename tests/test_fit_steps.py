@@ -80,8 +80,11 @@ def test_plan_demo_claims_the_folder_and_writes_its_phantoms(tmp_path, monkeypat
 
         source = source_config(demo.DEMO_OVERRIDES["init_from"])
         assert saved["init_from"] == demo.DEMO_OVERRIDES["init_from"]
-        assert all(saved[key] == source[key] for key in ("model", "spacing", "crop", "patch_size", "modalities"))
-        assert saved["learning_rate"] == demo.DEMO_OVERRIDES["learning_rate"] != source["learning_rate"]
+        assert all(saved[key] == source[key] for key in ("model", "crop", "modalities"))
+        for key in ("spacing", "patch_size"):  # the grid and patch may be the demo's own (init_from.ADJUSTABLE)
+            wanted = demo.DEMO_OVERRIDES.get(key)
+            assert saved[key] == (list(wanted) if wanted is not None else source[key])
+        assert saved["learning_rate"] == demo.DEMO_OVERRIDES["learning_rate"]  # how to train: the demo's own
     else:
         assert run.config.patch_size == demo.DEMO_OVERRIDES["patch_size"]
         assert saved["crop"] == demo.DEMO_OVERRIDES["crop"]

@@ -21,18 +21,23 @@ import subprocess
 import sys
 
 RECIPES = {
-    # lightweight-unet on SynthSeg-style heads (bratskeras.synth.synthseg) at 2 mm, in three stages. A 64 x 80 x 64
-    # patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no enhancing mimics),
-    # 38 epochs of 80 steps (what 68 minutes held on the 2-core AMX machine it was first trained on, sharing
-    # it with other work). Stage 2 fine-tunes stage 1's best weights on 160 heads of the "mimics" generator
-    # (tubular vessels, enhancing dura: what real T1c scans show besides tumour) at a quarter of the learning
-    # rate for 15 epochs; its model, spacing and patch come from stage 1 (--init-from). The shipped weights
-    # are stage 2's last epoch ("ship"), not its best.keras: by the plateau schedule its learning rate had
-    # fallen to 8e-6 by then, and its synthetic validation Dice (which picked epoch 1) no longer followed
-    # real-scan Dice. Stage 3 fine-tunes those stage-2 weights on 240 heads of the default generator (which
-    # adds ventricle shapes, FLAIR-bright healthy tissue and choroid plexus: where the stage-2 model's false
-    # positives on real scans lay) for 16 epochs; the shipped weights are its best.keras (its best synthetic
-    # validation WT, epoch 14), chosen by that rule before any real scan was scored.
+    # lightweight-unet on SynthSeg-style heads (bratskeras.synth.synthseg), in five stages (2 mm, the last 1.5
+    # mm). A 64 x 80 x 64 patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no
+    # enhancing mimics), 38 epochs of 80 steps (what 68 minutes held on the 2-core AMX machine it was first
+    # trained on, sharing it with other work). Stage 2 fine-tunes stage 1's best weights on 160 heads of the
+    # "mimics" generator (tubular vessels, enhancing dura: what real T1c scans show besides tumour) at a quarter
+    # of the learning rate for 15 epochs; its model, spacing and patch come from stage 1 (--init-from). The
+    # shipped weights are stage 2's last epoch ("ship"), not its best.keras: by the plateau schedule its learning
+    # rate had fallen to 8e-6 by then, and its synthetic validation Dice (which picked epoch 1) no longer
+    # followed real-scan Dice. Stage 3 fine-tunes those stage-2 weights on 240 heads of the default generator
+    # (which adds ventricle shapes, FLAIR-bright healthy tissue and choroid plexus: where the stage-2 model's
+    # false positives on real scans lay) for 16 epochs; its best.keras (its best synthetic validation WT, epoch
+    # 14: the rule fixed before any real scan was scored) was shipped until stages 4-5 came. Stage 4 fine-tunes
+    # stage 3's best.keras on 200 heads of the "fading" generator (faint enhancement, oedema fading toward its
+    # edge, ET near-isointense on FLAIR and T2: where the stage-3 model under-segmented real tumours) at 2 mm for
+    # 16 epochs. Stage 5 fine-tunes stage 4's best.keras on 160 "fading" heads written at 1.5 mm, on a 1.5 mm
+    # grid (--spacing 1.5: thin enhancing rims survive it) with 80 x 96 x 80 patches, for 14 epochs; the shipped
+    # weights are its best.keras (best synthetic validation WT, epoch 10), by the same rule.
     "brats-glioma-synth-lightweight": {
         "stages": [
             {"synth": ["--kind", "synthseg", "--settings", "basic", "--voxel-size", "2", "--cases", "320",
@@ -49,6 +54,14 @@ RECIPES = {
              "init_from": "checkpoints/epoch-0015.keras",
              "fit": ["--batch-size", "2", "--learning-rate", "5e-4", "--epochs", "16", "--steps-per-epoch", "80",
                      "--folds", "20", "--fold", "0", "--seed", "2"]},
+            {"synth": ["--kind", "synthseg", "--settings", "fading", "--voxel-size", "2", "--cases", "200",
+                       "--seed", "7400"],
+             "fit": ["--batch-size", "2", "--learning-rate", "3e-4", "--epochs", "16", "--steps-per-epoch", "80",
+                     "--folds", "20", "--fold", "0", "--seed", "5"]},
+            {"synth": ["--kind", "synthseg", "--settings", "fading", "--voxel-size", "1.5", "--cases", "160",
+                       "--seed", "7500"],
+             "fit": ["--spacing", "1.5", "--patch-size", "80,96,80", "--batch-size", "2", "--learning-rate", "2e-4",
+                     "--epochs", "14", "--steps-per-epoch", "80", "--folds", "20", "--fold", "0", "--seed", "6"]},
         ],
         "ship": "best.keras",  # inside the last stage's run folder, with its config.json
     },

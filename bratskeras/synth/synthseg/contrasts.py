@@ -5,7 +5,11 @@ only the contrasts that define the BraTS classes. The mimics are healthy
 structures a network must see labelled healthy: enhancing vessels (`Vessels`,
 `VesselTubes`: labels painted before the contrasts), FLAIR-bright healthy
 tissue (`HealthyHyperintensities`) and choroid plexus (`ChoroidPlexus`),
-painted into the images after them.
+painted into the images after them. Tumour that is harder to see than
+`Contrasts` paints it, as real scans show it, is painted after it too:
+moderately enhancing ET (`FaintEnhancement`), oedema fading toward its edge
+(`FadingOedema`) and ET near-isointense on FLAIR and T2
+(`IsointenseEnhancement`); classes never change.
 """
 
 from dataclasses import dataclass
