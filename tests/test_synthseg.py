@@ -109,40 +109,6 @@ def test_faint_generator_is_default_with_faint_enhancement_and_the_cli_offers_ev
     assert KINDS["anatomy"].settings == tuple(anatomy.SETTINGS)
 
 
-def test_faint_enhancement_dims_only_et_on_t1c_and_keeps_it_above_the_tumour_around_it():
-    """ET's T1c mean moves into the healthy range (level 0: the parenchyma's median), above NCR and oedema."""
-    seed = (6, 1)
-    names = [t.name for t in synthseg.FAINT]
-    upto = names.index("faint_enhancement")
-    always = tuple(replace(t, share=1.0, level=(0.0, 0.0)) if t.name == "faint_enhancement" else t
-                   for t in synthseg.FAINT[:upto + 1])
-    weights = tuple(float(name == "glioblastoma") for name in synthseg.TUMOUR_TYPES)
-    always = tuple(replace(t, type_weights=weights, count_weights=(1.0,), whole_ml=(60.0, 80.0), mixed_share=0.0)
-                   if t.name == "tumours" else t for t in always)
-    heads = {}
-    for label, steps in (("bright", always[:-1]), ("faint", always)):
-        head = synthseg.Head(shape=synthseg.anatomy.grid_shape(VOXEL), voxel_mm=VOXEL)
-        for transform in steps:
-            transform(head, synthseg.stream(seed, transform.name))
-        heads[label] = head
-    bright, faint = heads["bright"], heads["faint"]
-    assert np.array_equal(bright.labels, faint.labels)
-    for modality in ("flair", "t1", "t2"):
-        assert np.array_equal(bright.images[modality], faint.images[modality])
-    enhancing = faint.labels == synthseg.ENHANCING
-    assert enhancing.sum() > 10
-    t1ce, before = faint.images["t1ce"], bright.images["t1ce"]
-    assert np.array_equal(t1ce[~enhancing], before[~enhancing])
-    parenchyma = np.percentile(t1ce[np.isin(faint.labels, synthseg.PARENCHYMA)], (50, 99))
-    assert t1ce[enhancing].mean() < before[enhancing].mean()
-    assert t1ce[enhancing].mean() < parenchyma[1]
-    for label in (synthseg.NECROSIS, synthseg.OEDEMA_A, synthseg.OEDEMA_B):
-        if (faint.labels == label).any():
-            assert t1ce[enhancing].mean() >= t1ce[faint.labels == label].mean() + 0.05 - 1e-5
-    with pytest.raises(ValueError, match="level"):
-        synthseg.FaintEnhancement(level=(0.5, 0.1))
-
-
 def _glioblastoma_heads(seed, generator, step, **always):
     """Heads built by `generator` up to `step`, without it ("before") and with it forced on ("after")."""
     names = [t.name for t in generator]
@@ -158,6 +124,26 @@ def _glioblastoma_heads(seed, generator, step, **always):
             transform(head, synthseg.stream(seed, transform.name))
         heads[label] = head
     return heads["before"], heads["after"]
+
+
+def test_faint_enhancement_dims_only_et_on_t1c_and_keeps_it_above_the_tumour_around_it():
+    """ET's T1c mean moves into the healthy range (level 0: the parenchyma's median), above NCR and oedema."""
+    bright, faint = _glioblastoma_heads((6, 1), synthseg.FAINT, "faint_enhancement", share=1.0, level=(0.0, 0.0))
+    assert np.array_equal(bright.labels, faint.labels)
+    for modality in ("flair", "t1", "t2"):
+        assert np.array_equal(bright.images[modality], faint.images[modality])
+    enhancing = faint.labels == synthseg.ENHANCING
+    assert enhancing.sum() > 10
+    t1ce, before = faint.images["t1ce"], bright.images["t1ce"]
+    assert np.array_equal(t1ce[~enhancing], before[~enhancing])
+    parenchyma = np.percentile(t1ce[np.isin(faint.labels, synthseg.PARENCHYMA)], (50, 99))
+    assert t1ce[enhancing].mean() < before[enhancing].mean()
+    assert t1ce[enhancing].mean() < parenchyma[1]
+    for label in (synthseg.NECROSIS, synthseg.OEDEMA_A, synthseg.OEDEMA_B):
+        if (faint.labels == label).any():
+            assert t1ce[enhancing].mean() >= t1ce[faint.labels == label].mean() + 0.05 - 1e-5
+    with pytest.raises(ValueError, match="level"):
+        synthseg.FaintEnhancement(level=(0.5, 0.1))
 
 
 def test_fading_generator_is_faint_with_fading_oedema_and_isointense_enhancement():

@@ -38,6 +38,7 @@ from bratskeras.synth.synthseg.labelmap import (
     VESSEL,
     WM_CLUSTERS,
     check_range,
+    check_share,
     uniform,
 )
 
@@ -169,6 +170,12 @@ class Contrasts:
         means[:] = np.clip(means, 0.02, 2.0)
 
 
+def _position_level(image, parenchyma, level):
+    """The intensity `level` of the way from the parenchyma's median (0) to its 99th percentile (1)."""
+    low, high = np.percentile(image[parenchyma], (50, 99))
+    return low + level * (high - low)
+
+
 @dataclass(frozen=True)
 class FaintEnhancement:
     """In `share` of the heads, enhancing tumour only moderately bright on T1c; painted after `Contrasts`.
@@ -191,8 +198,7 @@ class FaintEnhancement:
     margin: float = 0.05
 
     def __post_init__(self):
-        if not 0.0 <= self.share <= 1.0:
-            raise ValueError(f"share must be within [0, 1], got {self.share}")
+        check_share("share", self.share)
         check_range("level", self.level, -1.0, 2.0)
 
     def __call__(self, head, rng):
@@ -201,17 +207,11 @@ class FaintEnhancement:
         if not faint or not enhancing.any():
             return
         t1c = head.images["t1ce"]
-        low, high = np.percentile(t1c[np.isin(head.labels, PARENCHYMA)], (50, 99))
         masks = (head.labels == label for label in (NECROSIS, NON_ENHANCING, OEDEMA_A, OEDEMA_B))
         around = [t1c[mask].mean() for mask in masks if mask.any()]
-        target = max([low + level * (high - low)] + [mean + self.margin for mean in around])
+        level_mean = _position_level(t1c, np.isin(head.labels, PARENCHYMA), level)
+        target = max([level_mean] + [mean + self.margin for mean in around])
         t1c[enhancing] += np.float32(target - t1c[enhancing].mean())
-
-
-def _position_level(image, parenchyma, level):
-    """The intensity `level` of the way from the parenchyma's median (0) to its 99th percentile (1)."""
-    low, high = np.percentile(image[parenchyma], (50, 99))
-    return low + level * (high - low)
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,7 @@ class FadingOedema:
     gamma: tuple = (0.5, 2.0)
 
     def __post_init__(self):
-        if not 0.0 <= self.share <= 1.0:
-            raise ValueError(f"share must be within [0, 1], got {self.share}")
+        check_share("share", self.share)
         check_range("edge", self.edge, -1.0, 3.0)
         check_range("gamma", self.gamma, 0.1, 10.0)
 
@@ -283,8 +282,7 @@ class IsointenseEnhancement:
     level: tuple = (-0.1, 0.6)
 
     def __post_init__(self):
-        if not 0.0 <= self.share <= 1.0:
-            raise ValueError(f"share must be within [0, 1], got {self.share}")
+        check_share("share", self.share)
         check_range("level", self.level, -1.0, 2.0)
 
     def __call__(self, head, rng):
@@ -326,8 +324,7 @@ class HealthyHyperintensities:
 
     def __post_init__(self):
         for name in ("flow_share", "caps_share", "rim_share", "spots_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+            check_share(name, getattr(self, name))
         check_range("caps_mm", self.caps_mm, 0.0, 20.0)
         check_range("rim_mm", self.rim_mm, 0.0, 10.0)
 

@@ -46,6 +46,12 @@ def uniform(rng, bounds, size=None):
     return rng.uniform(bounds[0], bounds[1], size=size)
 
 
+def check_share(name, value):
+    """ValueError unless `value`, the share of heads a step applies to, is within [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be within [0, 1], got {value}")
+
+
 def check_range(name, bounds, low=-np.inf, high=np.inf):
     """ValueError unless `bounds` is (min, max) with low <= min <= max <= high (core.checks.pair_within)."""
     problem = checks.failure(checks.pair_within(low, high), name, bounds)
