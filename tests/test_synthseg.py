@@ -196,6 +196,31 @@ def test_isointense_enhancement_moves_et_toward_healthy_brain_on_flair_and_t2_on
         synthseg.IsointenseEnhancement(share=1.5)
 
 
+def test_unsuppressed_generator_is_fading_with_unsuppressed_csf():
+    assert [t.name for t in synthseg.UNSUPPRESSED if t.name != "unsuppressed_csf"] == [t.name for t in synthseg.FADING]
+
+
+def test_unsuppressed_csf_brightens_only_csf_on_flair_most_toward_the_skull_base():
+    """Level 1 (the parenchyma's p99) with no patches: only the inferior gradient lifts CSF, only on FLAIR."""
+    before, after = _glioblastoma_heads((6, 1), synthseg.UNSUPPRESSED, "unsuppressed_csf", share=1.0,
+                                        level=(1.0, 1.0), coverage=(-1.0, -1.0), inferior_share=1.0)
+    assert np.array_equal(before.labels, after.labels)
+    csf = np.isin(after.labels, (synthseg.VENTRICLE, synthseg.SULCAL_CSF))
+    for modality in ("t1", "t1ce", "t2"):
+        assert np.array_equal(before.images[modality], after.images[modality])
+    flair, old = after.images["flair"], before.images["flair"]
+    assert np.array_equal(flair[~csf], old[~csf])
+    assert np.all(flair[csf] >= old[csf])  # only ever brighter
+    lift = flair - old
+    low, high = csf & (after.points[2] < -45), csf & (after.points[2] > 0)
+    assert low.sum() > 20 and high.sum() > 20
+    assert lift[low].mean() > 0.1 and np.all(lift[high] == 0)  # waves at most 1 - 1: none above the centre
+    p99 = np.percentile(flair[np.isin(after.labels, synthseg.PARENCHYMA)], 99)
+    assert flair[csf].max() <= max(p99, old[csf].max()) + 1e-5
+    with pytest.raises(ValueError, match="inferior_mm"):
+        synthseg.UnsuppressedCSF(inferior_mm=0.0)
+
+
 def test_healthy_mimics_change_images_not_classes():
     """Choroid plexus and FLAIR-bright healthy tissue: the same tumour classes; plexus enhances like ET."""
     seed = (4, 2)

@@ -54,6 +54,7 @@ from bratskeras.synth.synthseg.contrasts import (
     HealthyHyperintensities,
     IsointenseEnhancement,
     Vessels,
+    UnsuppressedCSF,
     VesselTubes,
 )
 from bratskeras.synth.synthseg.labelmap import (
@@ -90,8 +91,8 @@ __all__ = [
     "NON_ENHANCING", "OEDEMA_A", "OEDEMA_B", "OUTSIDE", "PARENCHYMA", "SULCAL_CSF", "VENTRICLE", "VESSEL",
     "WM_CLUSTERS", "TUMOUR_TYPES", "Head", "stream", "template_labels",
     "Pose", "Tumours", "Warp", "Atrophy", "VentricleShapes", "GrowTumours", "Vessels", "VesselTubes", "Contrasts",
-    "FaintEnhancement", "FadingOedema", "IsointenseEnhancement", "HealthyHyperintensities", "ChoroidPlexus", "SkullStrip", "DuraAndScalp", "Scanner",
-    "BASIC", "MIMICS", "DEFAULT", "FAINT", "FADING", "HELDOUT", "GENERATORS", "make_case",
+    "FaintEnhancement", "FadingOedema", "IsointenseEnhancement", "UnsuppressedCSF", "HealthyHyperintensities", "ChoroidPlexus", "SkullStrip", "DuraAndScalp", "Scanner",
+    "BASIC", "MIMICS", "DEFAULT", "FAINT", "FADING", "UNSUPPRESSED", "HELDOUT", "GENERATORS", "make_case",
 ]
 
 
@@ -125,8 +126,13 @@ FAINT = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(),
 FADING = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
           Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), HealthyHyperintensities(),
           ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
+# FADING with CSF that FLAIR nulled only in part (UnsuppressedCSF): where the shipped stage-5 model called CSF
+# oedema on real scans of one site; FADING's heads otherwise, draw for draw.
+UNSUPPRESSED = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
+                Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), HealthyHyperintensities(),
+                UnsuppressedCSF(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
 GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS, "faint": FAINT,
-              "fading": FADING}
+              "fading": FADING, "unsuppressed": UNSUPPRESSED}
 
 
 def make_case(shape=None, seed=0, transforms=DEFAULT, voxel_mm=1.0):

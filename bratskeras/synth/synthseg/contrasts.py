@@ -9,7 +9,8 @@ painted into the images after them. Tumour that is harder to see than
 `Contrasts` paints it, as real scans show it, is painted after it too:
 moderately enhancing ET (`FaintEnhancement`), oedema fading toward its edge
 (`FadingOedema`) and ET near-isointense on FLAIR and T2
-(`IsointenseEnhancement`); classes never change.
+(`IsointenseEnhancement`); classes never change. So is CSF that FLAIR's
+inversion nulled only in part (`UnsuppressedCSF`), a healthy mimic of oedema.
 """
 
 from dataclasses import dataclass
@@ -365,6 +366,60 @@ class HealthyHyperintensities:
             flow = csf & patches
             flair = head.images["flair"]
             flair[flow] = np.percentile(flair[parenchyma], rng.uniform(30, 99)) * rng.uniform(0.8, 1.3)
+
+
+@dataclass(frozen=True)
+class UnsuppressedCSF:
+    """In `share` of the heads, FLAIR's inversion nulls CSF only in part; painted after `Contrasts`; classes unchanged.
+
+    `Contrasts` paints CSF dark on FLAIR, and `HealthyHyperintensities` lifts
+    only patches of it to one level. On many real FLAIR scans CSF is nulled
+    unevenly all over: on 6 public BraTS 2018 scans from one site, the upper
+    quartile of CSF-like voxels (T2 above the healthy brain's p95, T1 below
+    its p10) reached about the healthy brain's FLAIR median (their p75 at
+    -0.3 to 0.2 of the way from its p50 to its p99, against -1.2 on a
+    well-nulled scan; the CSF the model called tumour above its p90), and
+    the stage-5 model called 4,500-21,000 of those voxels oedema: CSF-bright
+    on T2, dark on T1 and grey on FLAIR is what oedema looks like, except
+    where it is. Each CSF voxel's FLAIR moves toward `level` (drawn on the
+    healthy parenchyma's p50..p99 scale) by a smooth weight in [0, 1]: random
+    waves (`patch_mm` wavelengths) raised by an offset drawn from `coverage`
+    and, in `inferior_share` of those heads, a weight growing toward the skull
+    base (1 at `inferior_mm` below the brain's centre: the basal cisterns,
+    fourth ventricle and temporal horns, where flow spoils the nulling most).
+    Only ever brighter; T2, T1 and T1c unchanged (CSF stays CSF there).
+    """
+
+    name = "unsuppressed_csf"
+    share: float = 0.5
+    level: tuple = (-0.3, 1.0)
+    coverage: tuple = (-0.3, 0.8)
+    patch_mm: tuple = (20.0, 80.0)
+    inferior_share: float = 0.5
+    inferior_mm: float = 60.0
+
+    def __post_init__(self):
+        check_share("share", self.share)
+        check_share("inferior_share", self.inferior_share)
+        check_range("level", self.level, -1.0, 3.0)
+        check_range("coverage", self.coverage, -1.0, 1.0)
+        check_range("patch_mm", self.patch_mm, 1.0, 500.0)
+        if not self.inferior_mm > 0:
+            raise ValueError(f"inferior_mm must be > 0, got {self.inferior_mm}")
+
+    def __call__(self, head, rng):
+        unsuppressed, level, offset = rng.random() < self.share, uniform(rng, self.level), uniform(rng, self.coverage)
+        inferior = rng.random() < self.inferior_share
+        csf = np.isin(head.labels, (VENTRICLE, SULCAL_CSF))
+        if not unsuppressed or not csf.any():
+            return
+        weight = anatomy.waves(head.points, rng, 3, self.patch_mm, 1.0) + np.float32(offset)
+        if inferior:  # points[2]: mm above the brain's centre (the grid's k axis runs inferior to superior)
+            weight = np.maximum(weight, -head.points[2] / np.float32(self.inferior_mm))
+        weight = np.clip(weight[csf], 0.0, 1.0)
+        flair = head.images["flair"]
+        target = np.float32(_position_level(flair, np.isin(head.labels, PARENCHYMA), level))
+        flair[csf] += weight * np.maximum(target - flair[csf], 0.0)
 
 
 @dataclass(frozen=True)
