@@ -196,13 +196,35 @@ def test_isointense_enhancement_moves_et_toward_healthy_brain_on_flair_and_t2_on
         synthseg.IsointenseEnhancement(share=1.5)
 
 
-def test_unsuppressed_generator_is_fading_with_unsuppressed_csf():
-    assert [t.name for t in synthseg.UNSUPPRESSED if t.name != "unsuppressed_csf"] == [t.name for t in synthseg.FADING]
+def test_subtle_generator_is_fading_with_subtle_t2_oedema_and_unsuppressed_csf():
+    added = ("subtle_t2_oedema", "unsuppressed_csf")
+    assert [t.name for t in synthseg.SUBTLE if t.name not in added] == [t.name for t in synthseg.FADING]
+
+
+def test_subtle_t2_oedema_moves_oedema_and_non_enhancing_tumour_toward_parenchyma_on_t2_only():
+    """Level 0.2: each class's T2 mean lands a fifth of the way from the parenchyma's median to the CSF's."""
+    before, after = _glioblastoma_heads((6, 1), synthseg.SUBTLE, "subtle_t2_oedema", share=1.0, level=(0.2, 0.2))
+    assert np.array_equal(before.labels, after.labels)
+    for modality in ("flair", "t1", "t1ce"):
+        assert np.array_equal(before.images[modality], after.images[modality])
+    t2, old = after.images["t2"], before.images["t2"]
+    oedema = np.isin(after.labels, (synthseg.OEDEMA_A, synthseg.OEDEMA_B))
+    changed = oedema | (after.labels == synthseg.NON_ENHANCING)
+    assert oedema.sum() > 50
+    assert np.array_equal(t2[~changed], old[~changed])
+    assert np.all(t2[changed] <= old[changed] + 1e-6)
+    parenchyma = np.median(t2[np.isin(after.labels, synthseg.PARENCHYMA)])
+    fluid = np.median(t2[np.isin(after.labels, (synthseg.VENTRICLE, synthseg.SULCAL_CSF))])
+    if old[oedema].mean() > parenchyma + 0.2 * (fluid - parenchyma):
+        assert t2[oedema].mean() == pytest.approx(parenchyma + 0.2 * (fluid - parenchyma), abs=1e-4)
+    assert t2[oedema].mean() < old[oedema].mean()
+    with pytest.raises(ValueError, match="level"):
+        synthseg.SubtleT2Oedema(level=(0.6, 0.1))
 
 
 def test_unsuppressed_csf_brightens_only_csf_on_flair_most_toward_the_skull_base():
     """Level 1 (the parenchyma's p99) with no patches: only the inferior gradient lifts CSF, only on FLAIR."""
-    before, after = _glioblastoma_heads((6, 1), synthseg.UNSUPPRESSED, "unsuppressed_csf", share=1.0,
+    before, after = _glioblastoma_heads((6, 1), synthseg.SUBTLE, "unsuppressed_csf", share=1.0,
                                         level=(1.0, 1.0), coverage=(-1.0, -1.0), inferior_share=1.0)
     assert np.array_equal(before.labels, after.labels)
     csf = np.isin(after.labels, (synthseg.VENTRICLE, synthseg.SULCAL_CSF))
