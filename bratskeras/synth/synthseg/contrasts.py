@@ -375,10 +375,11 @@ class SubtleT2Oedema:
 
     `Contrasts` paints oedema on T2 0.1-0.6 above the brightest parenchyma,
     about as bright as CSF or brighter. On 40 public BraTS 2018 scans with
-    manual references, oedema's median T2 lay 0.30 of the way from the
-    parenchyma's median (0) to CSF's (1) (p10-p90 over scans 0.12-0.69), and
-    the oedema the stage-5 model missed 0.15 (0.07-0.27) against 0.42 for the
-    oedema it found: it had learned oedema as T2-bright as fluid. The step
+    manual references (`tools/error_analysis.py`), the oedema the stage-5
+    model missed had a median T2 0.16 of the way from the parenchyma's
+    median (0) to CSF's (1) (p10-p90 over the scans 0.08-0.27), the oedema
+    it found 0.43 (0.22-0.80): it had learned oedema as T2-bright as fluid,
+    while on real scans it is often only a little brighter than brain. The step
     shifts each class's T2 (oedema both clusters together, non-enhancing
     tumour apart; noise, texture and fading kept) so its mean lies `level`
     (drawn per class) of the way from the parenchyma's median to the CSF's
@@ -417,14 +418,15 @@ class UnsuppressedCSF:
 
     `Contrasts` paints CSF dark on FLAIR, and `HealthyHyperintensities` lifts
     only patches of it to one level. On many real FLAIR scans CSF is nulled
-    unevenly all over: on 6 public BraTS 2018 scans from one site, the upper
-    quartile of CSF-like voxels (T2 above the healthy brain's p95, T1 below
-    its p10) reached about the healthy brain's FLAIR median (their p75 at
-    -0.3 to 0.2 of the way from its p50 to its p99, against -1.2 on a
-    well-nulled scan; the CSF the model called tumour above its p90), and
-    the stage-5 model called 4,500-21,000 of those voxels oedema: CSF-bright
-    on T2, dark on T1 and grey on FLAIR is what oedema looks like, except
-    where it is. Each CSF voxel's FLAIR moves toward `level` (drawn on the
+    unevenly all over: on the 25 CBICA scans among 40 public BraTS 2018
+    training cases (`tools/error_analysis.py`), the upper quartile of the
+    CSF-like voxels (T2 above the healthy brain's p95, T1 below its p10) lay
+    at -0.42 to 0.39 of the way from the healthy brain's FLAIR median to its
+    99th percentile in 21 of them (against -1.2 on a well-nulled TCIA scan),
+    and the stage-5 model called 1,000-33,000 of those voxels tumour in each
+    (median 7,000): CSF-bright on T2, dark on T1 and grey on FLAIR is what
+    oedema looks like, except where it is. Each CSF voxel's FLAIR moves
+    toward `level` (drawn on the
     healthy parenchyma's p50..p99 scale) by a smooth weight in [0, 1]: random
     waves (`patch_mm` wavelengths) raised by an offset drawn from `coverage`
     and, in `inferior_share` of those heads, a weight growing toward the skull
