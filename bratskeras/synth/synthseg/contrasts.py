@@ -426,9 +426,9 @@ class UnsuppressedCSF:
     and the stage-5 model called 1,000-33,000 of those voxels tumour in each
     (median 7,000): CSF-bright on T2, dark on T1 and grey on FLAIR is what
     oedema looks like, except where it is. Each CSF voxel's FLAIR moves
-    toward `level` (drawn on the
-    healthy parenchyma's p50..p99 scale) by a smooth weight in [0, 1]: random
-    waves (`patch_mm` wavelengths) raised by an offset drawn from `coverage`
+    toward `level` (drawn on the healthy parenchyma's p50..p99 scale) by a
+    smooth weight in [0, 1]: random waves (`patch_mm` wavelengths) raised by
+    an offset drawn from `coverage`
     and, in `inferior_share` of those heads, a weight growing toward the skull
     base (1 at `inferior_mm` below the brain's centre: the basal cisterns,
     fourth ventricle and temporal horns, where flow spoils the nulling most).
