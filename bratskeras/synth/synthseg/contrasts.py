@@ -419,19 +419,19 @@ class UnsuppressedCSF:
     `Contrasts` paints CSF dark on FLAIR, and `HealthyHyperintensities` lifts
     only patches of it to one level. On many real FLAIR scans CSF is nulled
     unevenly all over: on the 25 CBICA scans among 40 public BraTS 2018
-    training cases (`tools/error_analysis.py`), the upper quartile of the
-    CSF-like voxels (T2 above the healthy brain's p95, T1 below its p10) lay
-    at -0.42 to 0.39 of the way from the healthy brain's FLAIR median to its
-    99th percentile in 21 of them (against -1.2 on a well-nulled TCIA scan),
-    and the stage-5 model called 1,000-33,000 of those voxels tumour in each
+    training cases (`tools/error_analysis.py`), the upper quartile of the CSF-
+    like voxels (T2 above the healthy brain's p95, T1 below its p10) lay at
+    -0.42 to 0.39 of the way from the healthy brain's FLAIR median to its 99th
+    percentile in 21 of them (against -1.2 on a well-nulled TCIA scan), and
+    the stage-5 model called 1,000-33,000 of those voxels tumour in each
     (median 7,000): CSF-bright on T2, dark on T1 and grey on FLAIR is what
-    oedema looks like, except where it is. Each CSF voxel's FLAIR moves
-    toward `level` (drawn on the healthy parenchyma's p50..p99 scale) by a
-    smooth weight in [0, 1]: random waves (`patch_mm` wavelengths) raised by
-    an offset drawn from `coverage`
-    and, in `inferior_share` of those heads, a weight growing toward the skull
-    base (1 at `inferior_mm` below the brain's centre: the basal cisterns,
-    fourth ventricle and temporal horns, where flow spoils the nulling most).
+    oedema looks like, except where it is. Each CSF voxel's FLAIR moves toward
+    `level` (drawn on the healthy parenchyma's p50..p99 scale) by a smooth
+    weight in [0, 1]: random waves (`patch_mm` wavelengths) raised by an
+    offset drawn from `coverage` and, in `inferior_share` of those heads, a
+    weight growing toward the skull base (1 at `inferior_mm` below the brain's
+    centre: the basal cisterns, fourth ventricle and temporal horns, where
+    flow spoils the nulling most).
     Only ever brighter; T2, T1 and T1c unchanged (CSF stays CSF there).
     """
 
