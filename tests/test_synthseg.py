@@ -243,6 +243,26 @@ def test_unsuppressed_csf_brightens_only_csf_on_flair_most_toward_the_skull_base
         synthseg.UnsuppressedCSF(inferior_mm=0.0)
 
 
+def test_lowres_generator_is_subtle_with_low_resolution_before_the_scanner():
+    assert [t.name for t in synthseg.LOWRES if t.name != "low_resolution"] == [t.name for t in synthseg.SUBTLE]
+    names = [t.name for t in synthseg.LOWRES]
+    assert names.index("low_resolution") == names.index("scanner") - 1
+
+
+def test_low_resolution_blurs_the_chosen_modalities_only():
+    """Two modalities at 8 mm: their images lose high frequencies, the other two are untouched, classes kept."""
+    before, after = _glioblastoma_heads((6, 1), synthseg.LOWRES, "low_resolution", share=1.0, modalities=(2, 2),
+                                        in_plane_mm=(8.0, 8.0), slice_mm=(8.0, 8.0))
+    assert np.array_equal(before.labels, after.labels)
+    changed = [m for m in synthseg.MODALITIES if not np.array_equal(before.images[m], after.images[m])]
+    assert len(changed) == 2
+    for modality in changed:
+        roughness = [np.abs(np.diff(head.images[modality], axis=0)).mean() for head in (before, after)]
+        assert roughness[1] < 0.7 * roughness[0]
+    with pytest.raises(ValueError, match="modalities"):
+        synthseg.LowResolution(modalities=(0, 5))
+
+
 def test_healthy_mimics_change_images_not_classes():
     """Choroid plexus and FLAIR-bright healthy tissue: the same tumour classes; plexus enhances like ET."""
     seed = (4, 2)
