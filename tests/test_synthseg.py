@@ -144,6 +144,18 @@ def test_faint_enhancement_dims_only_et_on_t1c_and_keeps_it_above_the_tumour_aro
             assert t1ce[enhancing].mean() >= t1ce[faint.labels == label].mean() + 0.05 - 1e-5
     with pytest.raises(ValueError, match="level"):
         synthseg.FaintEnhancement(level=(0.5, 0.1))
+    with pytest.raises(ValueError, match="margin_sd"):
+        synthseg.FaintEnhancement(margin_sd=-1.0)
+
+
+def test_faint_enhancement_with_margin_sd_keeps_et_above_the_texture_of_the_tumour_around_it():
+    _, faint = _glioblastoma_heads((6, 1), synthseg.LOWRES, "faint_enhancement", share=1.0, level=(0.0, 0.0),
+                                   margin_sd=2.0)
+    t1ce, enhancing = faint.images["t1ce"], faint.labels == synthseg.ENHANCING
+    for label in (synthseg.NECROSIS, synthseg.OEDEMA_A, synthseg.OEDEMA_B):
+        around = t1ce[faint.labels == label]
+        if around.size:
+            assert t1ce[enhancing].mean() >= around.mean() + 2.0 * around.std() + 0.05 - 1e-4
 
 
 def test_fading_generator_is_faint_with_fading_oedema_and_isointense_enhancement():
@@ -245,6 +257,7 @@ def test_unsuppressed_csf_brightens_only_csf_on_flair_most_toward_the_skull_base
 
 def test_lowres_generator_is_subtle_with_low_resolution_before_the_scanner():
     assert [t.name for t in synthseg.LOWRES if t.name != "low_resolution"] == [t.name for t in synthseg.SUBTLE]
+    assert [t for t in synthseg.LOWRES if t.name == "faint_enhancement"][0].margin_sd == 2.0
     names = [t.name for t in synthseg.LOWRES]
     assert names.index("low_resolution") == names.index("scanner") - 1
 

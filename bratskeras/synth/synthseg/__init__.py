@@ -134,10 +134,12 @@ SUBTLE = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours()
           Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(),
           HealthyHyperintensities(), UnsuppressedCSF(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(),
           Scanner())
-# SUBTLE with one or two modalities in 30 % of the heads acquired at a low resolution (LowResolution): where the
-# stage-5 model missed most of two BraTS 2013 tumours; SUBTLE's heads otherwise, draw for draw.
+# SUBTLE with one or two modalities in 30 % of the heads acquired at a low resolution (LowResolution: where the
+# stage-5 model missed most of two BraTS 2013 tumours) and faint ET kept 2 standard deviations above the tumour
+# around it (where the stage-7 model, trained on SUBTLE, called bright patches of non-enhancing tumour ET); SUBTLE's
+# heads otherwise, draw for draw.
 LOWRES = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
-          Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(),
+          Contrasts(), FaintEnhancement(margin_sd=2.0), FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(),
           HealthyHyperintensities(), UnsuppressedCSF(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(),
           LowResolution(), Scanner())
 GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS, "faint": FAINT,

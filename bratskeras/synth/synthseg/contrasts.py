@@ -190,18 +190,26 @@ class FaintEnhancement:
     The step shifts the T1c of the ET voxels (noise and texture kept) so their
     mean lies `level` of the way from the parenchyma's median to its 99th
     percentile, and never below the brightest necrosis, non-enhancing tumour
-    or oedema + `margin`: ET stays brighter than the tumour around it, the
-    contrast that defines the class. Classes unchanged.
+    or oedema + `margin` (+ `margin_sd` of that class's standard deviation:
+    with 0, the default, ET may sit within the texture of the tumour around
+    it, and the stage-7 model, trained so, called brighter patches of oedema
+    and of non-enhancing tumour ET: 925 and 1,925 voxels on two generated
+    heads without ET, 6,300-15,600 on two real low-grade gliomas): ET stays
+    brighter than the tumour around it, the contrast that defines the class.
+    Classes unchanged.
     """
 
     name = "faint_enhancement"
     share: float = 0.5
     level: tuple = (-0.2, 0.9)
     margin: float = 0.05
+    margin_sd: float = 0.0  # and above the tumour around's mean + margin_sd of its standard deviations
 
     def __post_init__(self):
         check_share("share", self.share)
         check_range("level", self.level, -1.0, 2.0)
+        if not 0.0 <= self.margin_sd <= 10.0:
+            raise ValueError(f"margin_sd must be within [0, 10], got {self.margin_sd}")
 
     def __call__(self, head, rng):
         faint, level = rng.random() < self.share, uniform(rng, self.level)  # both drawn: a stable stream
@@ -210,7 +218,7 @@ class FaintEnhancement:
             return
         t1c = head.images["t1ce"]
         masks = (head.labels == label for label in (NECROSIS, NON_ENHANCING, OEDEMA_A, OEDEMA_B))
-        around = [t1c[mask].mean() for mask in masks if mask.any()]
+        around = [t1c[mask].mean() + self.margin_sd * t1c[mask].std() for mask in masks if mask.any()]
         level_mean = _position_level(t1c, np.isin(head.labels, PARENCHYMA), level)
         target = max([level_mean] + [mean + self.margin for mean in around])
         t1c[enhancing] += np.float32(target - t1c[enhancing].mean())
