@@ -53,9 +53,9 @@ from bratskeras.synth.synthseg.contrasts import (
     FaintEnhancement,
     HealthyHyperintensities,
     IsointenseEnhancement,
-    Vessels,
     SubtleT2Oedema,
     UnsuppressedCSF,
+    Vessels,
     VesselTubes,
 )
 from bratskeras.synth.synthseg.labelmap import (
