@@ -6,7 +6,7 @@ PRED_DIR holds <case id>.nii.gz predictions (`bratskeras predict`, or
 `tools/score_real.py --keep-predictions`); DATA_DIR the scans with their
 label files, in any layout bratskeras reads. Per case, and as medians over
 the cases, it prints the figures the SynthSeg generator's steps were drawn
-from (bratskeras/synth/synthseg/contrasts.py cites them):
+from (the docstrings of bratskeras/synth/synthseg/contrasts.py and mimics.py cite them):
 
 - WT precision and recall: under- (recall low) or over-segmentation;
 - oedema the model missed and found: median FLAIR on the healthy brain's

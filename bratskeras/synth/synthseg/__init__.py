@@ -35,7 +35,8 @@ them when built, and draws from its own random stream, named after the step
 (`stream`), so adding or removing a step changes no other step's draws. A
 generator is a tuple of transforms (DEFAULT, HELDOUT) run in order over one
 `Head`. The steps live in one module per stage: labelmap (1), tumours (2),
-contrasts (3, with the healthy mimics), acquisition (4); this package holds
+contrasts and mimics (3: tumour intensities; healthy structures that look
+like tumour), acquisition (4); this package holds
 the generators (GENERATORS) and `make_case`, and offers every step's name.
 
 Arrays are (D, H, W) = NIfTI axes (i, j, k) on BraTS's grid (affine
@@ -47,16 +48,11 @@ import numpy as np
 from bratskeras.synth import anatomy
 from bratskeras.synth.synthseg.acquisition import DuraAndScalp, LowResolution, Scanner, SkullStrip
 from bratskeras.synth.synthseg.contrasts import (
-    ChoroidPlexus,
     Contrasts,
     FadingOedema,
     FaintEnhancement,
-    HealthyHyperintensities,
     IsointenseEnhancement,
     SubtleT2Oedema,
-    UnsuppressedCSF,
-    Vessels,
-    VesselTubes,
 )
 from bratskeras.synth.synthseg.labelmap import (
     CLASS_OF,
@@ -84,6 +80,13 @@ from bratskeras.synth.synthseg.labelmap import (
     Warp,
     stream,
     template_labels,
+)
+from bratskeras.synth.synthseg.mimics import (
+    ChoroidPlexus,
+    HealthyHyperintensities,
+    UnsuppressedCSF,
+    Vessels,
+    VesselTubes,
 )
 from bratskeras.synth.synthseg.tumours import TUMOUR_TYPES, GrowTumours, Tumours
 
