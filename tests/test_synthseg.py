@@ -226,7 +226,7 @@ def test_subtle_t2_oedema_moves_oedema_and_non_enhancing_tumour_toward_parenchym
     assert np.array_equal(t2[~changed], old[~changed])
     assert np.all(t2[changed] <= old[changed] + 1e-6)
     parenchyma = np.median(t2[np.isin(after.labels, synthseg.PARENCHYMA)])
-    fluid = np.median(t2[np.isin(after.labels, (synthseg.VENTRICLE, synthseg.SULCAL_CSF))])
+    fluid = np.median(t2[np.isin(after.labels, synthseg.CSF)])
     if old[oedema].mean() > parenchyma + 0.2 * (fluid - parenchyma):
         assert t2[oedema].mean() == pytest.approx(parenchyma + 0.2 * (fluid - parenchyma), abs=1e-4)
     assert t2[oedema].mean() < old[oedema].mean()
@@ -239,7 +239,7 @@ def test_unsuppressed_csf_brightens_only_csf_on_flair_most_toward_the_skull_base
     before, after = _glioblastoma_heads((6, 1), synthseg.SUBTLE, "unsuppressed_csf", share=1.0,
                                         level=(1.0, 1.0), coverage=(-1.0, -1.0), inferior_share=1.0)
     assert np.array_equal(before.labels, after.labels)
-    csf = np.isin(after.labels, (synthseg.VENTRICLE, synthseg.SULCAL_CSF))
+    csf = np.isin(after.labels, synthseg.CSF)
     for modality in ("t1", "t1ce", "t2"):
         assert np.array_equal(before.images[modality], after.images[modality])
     flair, old = after.images["flair"], before.images["flair"]

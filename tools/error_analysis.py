@@ -33,16 +33,18 @@ import sys
 
 import numpy as np
 
-CLASSES = {"NCR": 1, "ED": 2, "ET": 3}  # class indices of volumes.read_case (labels.CLASS_NAMES)
-MODALITIES = ("flair", "t1", "t1ce", "t2")
+from bratskeras.core.labels import ALL_MODALITIES as MODALITIES
+from bratskeras.core.labels import CLASS_NAMES
+
+NCR, ED, ET = (CLASS_NAMES.index(name) for name in ("NCR", "ED", "ET"))  # class indices of volumes.read_case
 NOT_MEASURED = None  # a figure whose voxels are absent in this case
 
 
-def position(values, low, high):
-    """Median of `values` on the scale where `low` is 0 and `high` is 1, or None when there are no values."""
+def position(values, low, high, percentile=50):
+    """A percentile of `values` (the median) on the scale where `low` is 0 and `high` is 1; None without values."""
     if values.size == 0 or high == low:
         return NOT_MEASURED
-    return round(float((np.median(values) - low) / (high - low)), 3)
+    return round(float((np.percentile(values, percentile) - low) / (high - low)), 3)
 
 
 def case_figures(images, reference, prediction):
@@ -59,14 +61,14 @@ def case_figures(images, reference, prediction):
     ref_wt, pred_wt = reference > 0, prediction > 0
     healthy = brain & ~ref_wt & ~pred_wt
     p = {m: np.percentile(images[m][healthy], (10, 50, 95, 99)) for m in MODALITIES}
-    csf = healthy & (images["t2"] > p["t2"][2]) & (images["t1"] < p["t1"][0])
-    csf_all = brain & ~ref_wt & (images["t2"] > p["t2"][2]) & (images["t1"] < p["t1"][0])
+    csf_like = (images["t2"] > p["t2"][2]) & (images["t1"] < p["t1"][0])
+    csf, csf_all = csf_like & healthy, csf_like & brain & ~ref_wt  # the latter: what the model may have called tumour
     parenchyma = healthy & ~csf & (images["t2"] <= p["t2"][2])
     t2_parenchyma = float(np.median(images["t2"][parenchyma])) if parenchyma.any() else 0.0
     t2_csf = float(np.median(images["t2"][csf])) if csf.any() else t2_parenchyma
-    oedema = reference == CLASSES["ED"]
+    oedema = reference == ED
     missed, found = oedema & ~pred_wt, oedema & pred_wt
-    ref_et, pred_et = reference == CLASSES["ET"], prediction == CLASSES["ET"]
+    ref_et, pred_et = reference == ET, prediction == ET
     false_et = pred_et & ~ref_et
     flair_low, flair_high = p["flair"][1], p["flair"][3]
     t1c_low, t1c_high = p["t1ce"][1], p["t1ce"][3]
@@ -81,12 +83,11 @@ def case_figures(images, reference, prediction):
         "missed_oedema_t2_to_csf": position(images["t2"][missed], t2_parenchyma, t2_csf),
         "found_oedema_t2_to_csf": position(images["t2"][found], t2_parenchyma, t2_csf),
         "csf_voxels": int(csf_all.sum()), "csf_called_tumour": int((csf_all & pred_wt).sum()),
-        "csf_flair_p75": (round(float((np.percentile(images["flair"][csf_all], 75) - flair_low)
-                                      / (flair_high - flair_low)), 3) if csf_all.any() else NOT_MEASURED),
+        "csf_flair_p75": position(images["flair"][csf_all], flair_low, flair_high, percentile=75),
         "false_et_outside_tumour": int((false_et & ~ref_wt).sum()), "false_et_inside_tumour": int((false_et & ref_wt).sum()),
         "false_et_t1c": position(images["t1ce"][false_et], t1c_low, t1c_high),
         "reference_et_t1c": position(images["t1ce"][ref_et], t1c_low, t1c_high),
-        "reference_ncr_t1c": position(images["t1ce"][reference == CLASSES["NCR"]], t1c_low, t1c_high),
+        "reference_ncr_t1c": position(images["t1ce"][reference == NCR], t1c_low, t1c_high),
     }
 
 
@@ -107,8 +108,8 @@ def analyse(pred_dir, data_dir):
         images = {m: image[..., i] for i, m in enumerate(MODALITIES)}
         rows.append({"id": case.id, **case_figures(images, reference, prediction)})
     medians = {}
-    for key in (rows[0] if rows else {}):
-        values = [r[key] for r in rows if key != "id" and r[key] is not NOT_MEASURED]
+    for key in [k for k in (rows[0] if rows else {}) if k != "id"]:
+        values = [r[key] for r in rows if r[key] is not NOT_MEASURED]
         if values:
             medians[key] = round(float(np.median(values)), 3)
     return rows, medians, problems

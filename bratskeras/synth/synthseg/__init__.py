@@ -56,6 +56,7 @@ from bratskeras.synth.synthseg.contrasts import (
 )
 from bratskeras.synth.synthseg.labelmap import (
     CLASS_OF,
+    CSF,
     CYST,
     DURA,
     ENHANCING,
@@ -91,7 +92,7 @@ from bratskeras.synth.synthseg.mimics import (
 from bratskeras.synth.synthseg.tumours import TUMOUR_TYPES, GrowTumours, Tumours
 
 __all__ = [
-    "CLASS_OF", "CYST", "DURA", "ENHANCING", "GM_CLUSTERS", "HEALTHY", "LABELS", "MODALITIES", "NECROSIS",
+    "CLASS_OF", "CSF", "CYST", "DURA", "ENHANCING", "GM_CLUSTERS", "HEALTHY", "LABELS", "MODALITIES", "NECROSIS",
     "NON_ENHANCING", "OEDEMA_A", "OEDEMA_B", "OUTSIDE", "PARENCHYMA", "SULCAL_CSF", "VENTRICLE", "VESSEL",
     "WM_CLUSTERS", "TUMOUR_TYPES", "Head", "stream", "template_labels",
     "Pose", "Tumours", "Warp", "Atrophy", "VentricleShapes", "GrowTumours", "Vessels", "VesselTubes", "Contrasts",

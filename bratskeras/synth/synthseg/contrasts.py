@@ -18,6 +18,7 @@ from scipy import ndimage
 from bratskeras.synth import anatomy
 from bratskeras.synth.synthseg.labelmap import (
     CLASS_OF,
+    CSF,
     CYST,
     DURA,
     ENHANCING,
@@ -31,8 +32,6 @@ from bratskeras.synth.synthseg.labelmap import (
     OEDEMA_B,
     OUTSIDE,
     PARENCHYMA,
-    SULCAL_CSF,
-    VENTRICLE,
     VESSEL,
     WM_CLUSTERS,
     check_range,
@@ -81,7 +80,7 @@ class Contrasts:
     def _healthy_means(self, modality, fully_random, rng):
         means = np.zeros(LABELS, dtype=np.float64)
         base = _BASE[modality]
-        for labels, tissue in (((VENTRICLE, SULCAL_CSF), "csf"), (GM_CLUSTERS, "gm"), (WM_CLUSTERS, "wm")):
+        for labels, tissue in ((CSF, "csf"), (GM_CLUSTERS, "gm"), (WM_CLUSTERS, "wm")):
             for label in labels:
                 means[label] = (rng.uniform(0.05, 0.95) if fully_random
                                 else base[tissue] + rng.uniform(-self.jitter, self.jitter))
@@ -93,7 +92,7 @@ class Contrasts:
     def _tumour_means(modality, means, t1_means, rng):
         """Fills the tumour and vessel means of `modality` in place from its parenchyma range."""
         low, high = means[list(PARENCHYMA)].min(), means[list(PARENCHYMA)].max()
-        csf = means[[VENTRICLE, SULCAL_CSF]].mean()
+        csf = means[list(CSF)].mean()
         if modality in ("flair", "t2"):  # oedema and tumour bright
             means[OEDEMA_A], means[OEDEMA_B] = high + rng.uniform(0.1, 0.6, size=2)
             means[NON_ENHANCING] = high + rng.uniform(0.05, 0.6)
@@ -282,12 +281,13 @@ class SubtleT2Oedema:
 
     def __call__(self, head, rng):
         subtle, levels = rng.random() < self.share, uniform(rng, self.level, 2)
-        t2 = head.images["t2"]
-        parenchyma = np.median(t2[np.isin(head.labels, PARENCHYMA)])
-        csf = np.isin(head.labels, (VENTRICLE, SULCAL_CSF))
-        if not subtle or not csf.any() or np.median(t2[csf]) <= parenchyma:
+        csf = np.isin(head.labels, CSF)
+        if not subtle or not csf.any():
             return
-        fluid = np.median(t2[csf])
+        t2 = head.images["t2"]
+        parenchyma, fluid = np.median(t2[np.isin(head.labels, PARENCHYMA)]), np.median(t2[csf])
+        if fluid <= parenchyma:
+            return
         for labels, level in (((OEDEMA_A, OEDEMA_B), levels[0]), ((NON_ENHANCING,), levels[1])):
             mask = np.isin(head.labels, labels)
             if mask.any():

@@ -17,6 +17,7 @@ from scipy import ndimage
 from bratskeras.synth import anatomy
 from bratskeras.synth.synthseg.contrasts import position_level
 from bratskeras.synth.synthseg.labelmap import (
+    CSF,
     GM_CLUSTERS,
     HEALTHY,
     MODALITIES,
@@ -40,7 +41,7 @@ class Vessels:
     radius_mm: tuple = (0.8, 2.5)
 
     def __call__(self, head, rng):
-        csf = np.argwhere(np.isin(head.labels, (SULCAL_CSF, VENTRICLE)))
+        csf = np.argwhere(np.isin(head.labels, CSF))
         if not len(csf):
             return
         seeds = np.zeros(head.shape, dtype=bool)
@@ -65,7 +66,7 @@ class VesselTubes:
     radius_mm: tuple = (0.6, 2.0)
 
     def __call__(self, head, rng):
-        starts = np.argwhere(np.isin(head.labels, (SULCAL_CSF, VENTRICLE)))
+        starts = np.argwhere(np.isin(head.labels, CSF))
         if not len(starts):
             return
         tubes = np.zeros(head.shape, dtype=bool)
@@ -144,7 +145,7 @@ class HealthyHyperintensities:
                 else:
                     image[bright] *= darker
         if rng.random() < self.flow_share:
-            csf = np.isin(head.labels, (VENTRICLE, SULCAL_CSF))
+            csf = np.isin(head.labels, CSF)
             patches = anatomy.waves(head.points, rng, 3, (20.0, 60.0), 1.0) > rng.uniform(0.0, 0.7)
             flow = csf & patches
             flair = head.images["flair"]
@@ -194,7 +195,7 @@ class UnsuppressedCSF:
     def __call__(self, head, rng):
         unsuppressed, level, offset = rng.random() < self.share, uniform(rng, self.level), uniform(rng, self.coverage)
         inferior = rng.random() < self.inferior_share
-        csf = np.isin(head.labels, (VENTRICLE, SULCAL_CSF))
+        csf = np.isin(head.labels, CSF)
         if not unsuppressed or not csf.any():
             return
         weight = anatomy.waves(head.points, rng, 3, self.patch_mm, 1.0) + np.float32(offset)
