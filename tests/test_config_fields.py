@@ -35,7 +35,7 @@ def test_the_fit_command_offers_exactly_the_flagged_fields():
     assert dict((name, flag.name) for name, flag in TRAINING_FLAGS) == flagged
     # The flags of today, each from its field (the rest are the command's own: --out, --resume, ...).
     assert set(flagged.values()) == {
-        "--preset", "--model", "--model-arg", "--init-from", "--target", "--task", "--loss", "--learning-rate",
+        "--preset", "--model", "--model-arg", "--init-from", "--target", "--task", "--postprocess", "--loss", "--learning-rate",
         "--epochs", "--steps-per-epoch", "--batch-size", "--patch-size", "--spacing", "--augment-on", "--augment",
         "--folds", "--fold", "--precision", "--strategy", "--seed", "--deterministic"}
 
@@ -45,8 +45,9 @@ def test_cli_options_become_overrides_by_their_field_names():
 
     given = {name: None for name, _ in TRAINING_FLAGS}
     given.update(patch_size="32,16,16", spacing="2", deterministic=False, model_overrides=("a=4",),
-                 augmentation="nnunet")
+                 augmentation="nnunet", postprocess=("et_enhancement:level=0.1", "major_components"))
     overrides = _overrides(given)
+    assert overrides["postprocess"] == ({"name": "et_enhancement", "level": 0.1}, {"name": "major_components"})
     assert overrides["patch_size"] == (32, 16, 16) and overrides["spacing"] == (2.0, 2.0, 2.0)
     assert overrides["deterministic"] is None and overrides["model_overrides"] == {"a": 4}
     assert overrides["augmentation"] == "nnunet" and overrides["epochs"] is None
@@ -58,6 +59,7 @@ def test_cli_options_become_overrides_by_their_field_names():
     ({"weight_decay": -1}, r"weight_decay must be a number in \[0, inf\), got -1"),
     ({"reduce_lr_factor": 1.5}, "reduce_lr_factor must be a number in"),
     ({"modalities": ("flair", "pd")}, "modalities must be a list of distinct modality names"),
+    ({"postprocess": "et_enhancement"}, "postprocess must be a list of post-processing steps"),
 ])
 def test_a_field_breaking_its_rule_is_refused_with_its_message(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -144,3 +146,16 @@ def test_every_optimizer_and_crop_choice_has_its_maker():
 
     assert set(OPTIMIZER_MAKERS) == set(OPTIMIZERS)
     assert set(preprocessing._CROP_BOXES) == set(preprocessing.CROPS)
+
+
+def test_fit_refuses_postprocessing_its_model_could_not_take_before_any_work(tmp_path):
+    from cli_checks import only_line
+    from click.testing import CliRunner
+
+    from bratskeras.cli import cli
+
+    (tmp_path / "data").mkdir()
+    result = CliRunner().invoke(cli, ["fit", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--task",
+                                      "menrt", "--postprocess", "et_enhancement"])
+    assert "step 'et_enhancement' needs ET and NCR classes" in only_line(result)
+    assert not (tmp_path / "run").exists()

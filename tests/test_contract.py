@@ -45,7 +45,8 @@ LITERT_SHAPE = (16, 16, 16, 4)
 
 def _contract(**changes):
     values = dict(modalities=("flair", "t1", "t1ce", "t2"), target="classes", spacing=EXPORT_SPACING,
-                  crop="bbox", margin=2, patch_size=(16, 16, 16), input_multiple=4)
+                  crop="bbox", margin=2, patch_size=(16, 16, 16), input_multiple=4,
+                  postprocess=({"name": "et_enhancement", "level": 0.0},))
     return InputContract(**{**values, **changes})
 
 
@@ -95,6 +96,19 @@ def test_json_round_trip_and_describe():
     assert "modalities flair,t1,t1ce,t2" in described and "spacing 2x2x2 mm" in described
     assert "crop centre 20x24x16" in described and "target regions" in described and "labels gli" in described
     assert "source grid" in _contract(spacing=None).describe()
+    assert "postprocess et_enhancement:level=0.0" in described
+    assert "postprocess none" in _contract(postprocess=()).describe()
+
+
+def test_a_format_1_contract_reads_as_one_without_postprocessing():
+    """Models written before `postprocess` existed keep loading, and predict applies nothing to them."""
+    values = _contract().to_dict()
+    del values["postprocess"]
+    values["format_version"] = 1
+    assert InputContract.from_dict(values, "old.keras") == _contract(postprocess=(), format_version=1)
+    values["format_version"] = 2
+    with pytest.raises(ModelError, match="missing postprocess"):
+        InputContract.from_dict(values, "new.keras")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -109,6 +123,8 @@ def test_json_round_trip_and_describe():
     (lambda d: d.update(crop="square"), "crop must be one of"),
     (lambda d: d.update(patch_size=[16, 16]), "patch_size must be three positive integers"),
     (lambda d: d.update(input_multiple=0), "input_multiple"),
+    (lambda d: d.update(postprocess="et_enhancement"), "postprocess must be a list of steps"),
+    (lambda d: d.update(postprocess=[{"level": 0}]), "postprocess must be a list of steps"),
     (lambda d: d.update(format_version=contracts.FORMAT_VERSION + 1), "newer than this bratskeras reads"),
 ])
 def test_a_damaged_contract_is_a_one_line_error_naming_the_file(change, message):
@@ -123,12 +139,14 @@ def test_a_damaged_contract_is_a_one_line_error_naming_the_file(change, message)
 
 def test_built_from_the_run_config_as_fit_writes_it():
     config = resolve_config("lightweight2020", {"spacing": (3, 3, 3), "patch_size": (48, 48, 40), "crop": "bbox",
-                                                "model_overrides": {"base_filters": 4}})
+                                                "model_overrides": {"base_filters": 4},
+                                                "postprocess": [{"name": "major_components", "fraction": 0.2}]})
     network = build_model("lightweight-unet", base_filters=4)
     contract = run_contract(config, network)
     assert contract.spacing == (3.0, 3.0, 3.0) and contract.patch_size == (48, 48, 40)
     assert contract.modalities == config.modalities and contract.target == "classes" and contract.task is None
     assert contract.input_multiple == 4 and contract.normalisation == "zscore-nonzero"
+    assert contract.postprocess == ({"name": "major_components", "fraction": 0.2},)
     # predict's resolution of the config.json fit writes is the same one.
     from_json = model_setup.setup_from_model(network, json.loads(config.to_json())).contract
     assert from_json == contract
@@ -374,3 +392,11 @@ def test_setup_checks_a_contract_against_the_network():
     overridden = model_setup.override_spacing(setup, None)
     assert overridden.preprocess.spacing is None and overridden.contract_spacing == EXPORT_SPACING
     assert dataclasses.replace(overridden.contract, spacing=EXPORT_SPACING) == setup.contract
+
+
+def test_a_contract_whose_steps_cannot_apply_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "m.keras"
+    save_model(build_model("lightweight-unet", base_filters=4), path, _contract(postprocess=({"name": "blur"},)))
+    with pytest.raises(ModelError, match="its contract's postprocess: a post-processing step must be") as caught:
+        model_setup.load_predictor(str(path))
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)

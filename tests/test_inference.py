@@ -417,3 +417,55 @@ def test_predict_warns_about_inputs_unlike_brats(tmp_path, tiny_model_path):
     assert warnings == [f"warning: case {case.id}: voxels 2 x 2 x 2 mm, not 1 mm isotropic; BraTS models expect "
                         "skull-stripped, 1 mm isotropic scans co-registered to SRI24 (240 x 240 x 155)"]
     assert (tmp_path / "out" / f"{case.id}.nii.gz").exists()
+
+
+def _flair_rule_model(path, postprocess):
+    """A 1x1x1 convolution calling ET every voxel whose z-scored FLAIR exceeds 1, with a contract carrying
+    `postprocess`: a model whose output is known, so what its own post-processing does can be checked."""
+    inputs = keras.Input((None, None, None, 4))
+    rule = keras.layers.Conv3D(4, 1, name="flair_rule")
+    network = keras.Model(inputs, rule(inputs))
+    kernel = np.zeros((1, 1, 1, 4, 4), np.float32)
+    kernel[..., 0, 3] = 1.0  # ET's logit: FLAIR (channel 0) - 1; background's: 0; NCR's and ED's: -10
+    rule.set_weights([kernel, np.array([0.0, -10.0, -10.0, -1.0], np.float32)])
+    network.save(path)
+    write_keras(path, InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes",
+                                    postprocess=postprocess))
+    return str(path)
+
+
+def test_predict_applies_the_model_s_own_postprocessing_unless_told_otherwise(tmp_path):
+    from bratskeras.core import labels
+    from bratskeras.predict.postprocessing import postprocess
+
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023", seed=3)
+    case = layouts.discover(tmp_path / "d").cases[0]
+    steps = ({"name": "et_enhancement", "level": 0.0},)
+    model = _flair_rule_model(tmp_path / "rule.keras", steps)
+    runner = CliRunner()
+    own = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "own")])
+    assert own.exit_code == 0, own.output
+    assert "postprocess et_enhancement:level=0.0" in own.output  # the header names the model's steps
+    bare = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "bare"), "--postprocess", "none"])
+    assert bare.exit_code == 0 and "postprocess: none (--postprocess, in place of the model's" in bare.output
+    read = lambda folder: np.asarray(nib.load(tmp_path / folder / f"{case.id}.nii.gz").dataobj)  # noqa: E731
+    raw = labels.labels_to_classes(read("bare"), "brats2023")
+    t1ce = np.asarray(nib.load(case.modalities["t1ce"]).dataobj, np.float32)
+    expected = postprocess(raw, list(steps), images={"t1ce": t1ce})
+    assert (expected != raw).any()  # the step has work to do on this case ...
+    np.testing.assert_array_equal(labels.labels_to_classes(read("own"), "brats2023"), expected)  # ... and did it
+    # Steps given on the command line replace the model's.
+    given = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "given"),
+                                "--postprocess", "et_to_ncr:voxels=1"])
+    assert given.exit_code == 0
+    np.testing.assert_array_equal(read("given"), read("bare"))  # et_to_ncr below 1 voxel changes nothing
+
+
+def test_a_model_s_steps_that_read_an_image_it_lacks_are_refused(tmp_path):
+    inputs = keras.Input((None, None, None, 1))
+    path = tmp_path / "flair.keras"
+    keras.Model(inputs, keras.layers.Conv3D(4, 1)(inputs)).save(path)
+    write_keras(path, InputContract(modalities=("flair",), target="classes",
+                                    postprocess=({"name": "et_enhancement"},)))
+    with pytest.raises(ModelError, match=r"reads the t1ce image, which is not among the model's inputs \(flair\)"):
+        model_setup.load_predictor(str(path))

@@ -2,12 +2,8 @@ import numpy as np
 import pytest
 
 from bratskeras.core.targets import classes_to_regions, regions_to_classes
-from bratskeras.predict.postprocessing import (
-    average_pool_smooth,
-    enhancing_tumor_to_ncr,
-    postprocess,
-    remove_small_components,
-)
+from bratskeras.predict.cleanup import average_pool_smooth, enhancing_tumor_to_ncr, remove_small_components
+from bratskeras.predict.postprocessing import postprocess
 
 
 def test_average_pool_hand_computed_row():
@@ -143,3 +139,71 @@ def test_et_to_ncr_uses_the_scheme_s_classes():
     np.testing.assert_array_equal(postprocess(ped, [{"name": "et_to_ncr", "voxels": 5}], scheme="ped")[0, 0, 0], 2)
     with pytest.raises(ValueError, match="menrt scheme has GTV"):
         postprocess(np.zeros((4, 4, 4), np.uint8), [{"name": "et_to_ncr", "voxels": 5}], scheme="menrt")
+
+
+def test_major_components_keeps_components_of_at_least_a_fraction_of_the_largest():
+    from bratskeras.predict.cleanup import keep_major_components
+
+    mask = np.zeros((30, 30, 30), bool)
+    mask[0:10, 0:10, 0:10] = True  # 1,000 voxels
+    mask[20:26, 20:25, 20:30] = True  # 300
+    mask[0:5, 20:30, 25:26] = True  # 50
+    kept = keep_major_components(mask, 0.1)
+    assert kept.sum() == 1300 and kept[0, 0, 0] and kept[20, 20, 20] and not kept[0, 20, 25]
+    assert keep_major_components(mask, 0.0).sum() == 1350 and keep_major_components(mask, 1.0).sum() == 1000
+    # Per region of a class map: a far speck of tumour goes with its ET; the nesting is kept.
+    classes = np.where(mask, 2, 0).astype(np.uint8)
+    classes[2:5, 2:5, 2:5] = 3
+    classes[1, 22, 25] = 3
+    cleaned = postprocess(classes, [{"name": "major_components", "fraction": 0.1}])
+    assert (cleaned[0:5, 20:30, 25:26] == 0).all() and (cleaned[2:5, 2:5, 2:5] == 3).all()
+    assert (cleaned[20:26, 20:25, 20:30] == 2).all()
+
+
+def _enhancement_case():
+    """A head whose healthy brain has T1c 100 +- 10; ET predicted on a rim at 140 and on a core at 60."""
+    rng = np.random.default_rng(0)
+    t1ce = np.zeros((40, 40, 40), np.float32)
+    t1ce[2:38, 2:38, 2:38] = rng.normal(100, 10, (36, 36, 36))
+    classes = np.zeros(t1ce.shape, np.uint8)
+    classes[10:22, 10:22, 10:22] = 2  # oedema
+    classes[12:20, 12:20, 12:20] = 3  # predicted ET ...
+    t1ce[12:20, 12:20, 12:20] = 140.0  # ... enhancing on its rim
+    t1ce[14:18, 14:18, 14:18] = 60.0  # ... and darker than the healthy brain inside (a faint patch)
+    return classes, t1ce
+
+
+def test_et_enhancement_turns_et_darker_than_the_healthy_brain_into_ncr():
+    classes, t1ce = _enhancement_case()
+    cleaned = postprocess(classes, [{"name": "et_enhancement"}], images={"t1ce": t1ce})
+    assert (cleaned[14:18, 14:18, 14:18] == 1).all()  # below the healthy median: NCR
+    assert (cleaned[12:20, 12:20, 12:20] == 3).sum() == 8 ** 3 - 4 ** 3  # the bright rim stays ET
+    np.testing.assert_array_equal(cleaned > 0, classes > 0)  # WT unchanged, and TC: ET only becomes NCR
+    # Any intensity scale and a constant background: the same voxels.
+    shifted = np.where(t1ce != 0, t1ce * 0.01 + 5.0, 7.0).astype(np.float64)
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "et_enhancement"}], images={"t1ce": shifted}),
+                                  cleaned)
+    # A higher level asks for more enhancement: the rim at 140 is above the healthy p99 (~123), not p50 + 2 x (p99 - p50).
+    strict = postprocess(classes, [{"name": "et_enhancement", "level": 1.0}], images={"t1ce": t1ce})
+    assert (strict == 3).sum() == (cleaned == 3).sum()
+    assert (postprocess(classes, [{"name": "et_enhancement", "level": 2.0}], images={"t1ce": t1ce}) == 3).sum() == 0
+
+
+def test_et_enhancement_needs_the_t1c_and_a_scheme_with_et():
+    classes, t1ce = _enhancement_case()
+    with pytest.raises(ValueError, match="reads the t1ce image, which is not among the model's inputs"):
+        postprocess(classes, [{"name": "et_enhancement"}])
+    from bratskeras.predict.postprocessing import check_steps
+
+    with pytest.raises(ValueError, match=r"not among the model's inputs \(flair\)"):
+        check_steps([{"name": "et_enhancement"}], modalities=("flair",))
+    with pytest.raises(ValueError, match="menrt scheme has GTV"):
+        check_steps([{"name": "et_enhancement"}], scheme="menrt")
+    with pytest.raises(ValueError, match="level must be a number within"):
+        check_steps([{"name": "et_enhancement", "level": "high"}])
+    with pytest.raises(ValueError, match="needs a class map"):
+        postprocess(classes > 0, [{"name": "et_enhancement"}], images={"t1ce": t1ce})
+    # Without a healthy brain to compare with (the tumour fills the head), nothing changes.
+    everywhere = np.where(t1ce != 0, 3, 0).astype(np.uint8)
+    np.testing.assert_array_equal(postprocess(everywhere, [{"name": "et_enhancement"}], images={"t1ce": t1ce}),
+                                  everywhere)

@@ -20,7 +20,7 @@ from bratskeras.predict.postprocessing import STEPS, Option, Step, check_step, p
 
 
 def test_each_step_row_carries_its_options_and_defaults():
-    assert set(STEPS) == {"average_pool", "min_component", "et_to_ncr"}
+    assert set(STEPS) == {"average_pool", "min_component", "major_components", "et_to_ncr", "et_enhancement"}
     assert all(isinstance(step, Step) and step.name == name for name, step in STEPS.items())
     assert STEPS["average_pool"].settings({"name": "average_pool"}) == {"size": 16}
     assert STEPS["min_component"].settings({"name": "min_component", "voxels": 3}) == {"voxels": 3, "per": "region"}
@@ -28,8 +28,8 @@ def test_each_step_row_carries_its_options_and_defaults():
 
 
 @pytest.mark.parametrize("step, message", [
-    ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'et_to_ncr', "
-                       "'min_component'], received {'name': 'blur'}"),
+    ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'et_enhancement', "
+                       "'et_to_ncr', 'major_components', 'min_component'], received {'name': 'blur'}"),
     ({"name": "min_component"}, "step 'min_component' takes ['per', 'voxels'] (required ['voxels']); received []"),
     ({"name": "et_to_ncr", "voxels": 5, "x": 1}, "step 'et_to_ncr' takes ['voxels'] (required ['voxels']); "
                                                   "received ['voxels', 'x']"),

@@ -3,8 +3,9 @@
 --postprocess syntax (repeatable, applied in the order given):
 
     NAME[:KEY=VALUE[,KEY=VALUE...]]      e.g. min_component:voxels=50,per=class
+    none                                 no post-processing, not even the model's own
 
-Values are integers, AxBxC integer triples, or words. The steps, their
+Values are integers, numbers, AxBxC integer triples, or words. The steps, their
 options and their help are the rows of bratskeras.predict.postprocessing.STEPS.
 """
 
@@ -19,7 +20,11 @@ from bratskeras.cli.pretrained import MODEL_SOURCE
 from bratskeras.cli.quiet import needs_tensorflow
 from bratskeras.core.errors import ConfigError, user_message
 from bratskeras.core.labels import SCHEMES, TASKS
+from bratskeras.data.contract import steps_text
 from bratskeras.predict.postprocessing import STEPS, check_step, check_steps
+
+# `--postprocess none`: no post-processing, not even the model's own.
+NO_STEPS = "none"
 
 
 def parse_postprocess(text):
@@ -39,10 +44,20 @@ def parse_postprocess(text):
     return step
 
 
-def _check_steps_for(steps, model_task):
-    """ConfigError when a post-processing step needs classes the model's task lacks (MEN-RT has no ET)."""
+def parse_steps(texts):
+    """predict's --postprocess values -> steps: None when none was given (the model's own), () for "none"."""
+    if not texts:
+        return None
+    if [text.strip().lower() for text in texts] == [NO_STEPS]:
+        return ()
+    return tuple(parse_postprocess(text) for text in texts)
+
+
+def _check_steps_for(steps, model_task, modalities=None):
+    """ConfigError when a post-processing step needs classes the model's task lacks (MEN-RT has no ET),
+    or an image the model does not read (`modalities`, None: not checked yet)."""
     try:
-        check_steps(steps, model_task)
+        check_steps(steps, model_task, modalities)
     except ValueError as error:
         raise ConfigError(f"--postprocess: {error}") from None
 
@@ -50,6 +65,10 @@ def _check_steps_for(steps, model_task):
 def _parse_value(value):
     if value.isdigit():
         return int(value)
+    try:
+        return float(value)  # e.g. et_enhancement's level=0.1 or -0.2
+    except ValueError:
+        pass
     parts = value.lower().split("x")
     if len(parts) == 3 and all(p.isdigit() for p in parts):
         return tuple(int(p) for p in parts)
@@ -153,7 +172,8 @@ def _check_models(models, device):
               help="Labels to write (default: the input's release or task).")
 @click.option("--task", type=click.Choice(TASKS), help="Label scheme of INPUT_DIR when its folders do not say.")
 @click.option("--postprocess", "steps", multiple=True, metavar="STEP",
-              help="NAME[:KEY=VALUE,...], repeatable, applied in order: "
+              help="NAME[:KEY=VALUE,...], repeatable, applied in order, in place of the model's own (its "
+                   "contract's, printed in the header); 'none': no post-processing. Steps: "
                    + "; ".join(step.usage() for step in STEPS.values()) + ".")
 @click.option("--save-probabilities", is_flag=True, help="Also write OUTPUT_DIR/probabilities/<id>.nii.gz.")
 @click.option("--spacing", help="Voxel size in mm to predict at, overriding the model's contract: 3 or 3,3,2; "
@@ -181,12 +201,12 @@ def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_s
 
     model_task = _check_models(models, device)
     spacing_override = parse_spacing(spacing, allow_source=True) if spacing is not None else None
-    postprocess = tuple(parse_postprocess(s) for s in steps)
+    postprocess = parse_steps(steps)
     windows = tiling.WindowSettings(window=parse_shape(window, 3, "--window") if window else None,
                                     overlap=overlap, batch_size=batch_size, mirror=tta)
     settings = inference.PredictSettings(windows=windows, label_scheme=label_scheme, postprocess=postprocess,
                                          save_probabilities=save_probabilities, device=device)
-    _check_steps_for(postprocess, model_task)
+    _check_steps_for(postprocess or (), model_task)
     # A task model reads its input as that task unless the user said otherwise.
     dataset = layouts.discover(input_dir, task=task or model_task)
     dataset.refuse_duplicates()  # one output file per case id: two cases of one id would overwrite each other
@@ -194,6 +214,10 @@ def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_s
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
     network, setup = _load_models(models, device, spacing is not None, spacing_override)
+    if postprocess is not None:
+        click.echo(f"postprocess: {steps_text(postprocess)} (--postprocess, in place of the model's "
+                   f"{steps_text(setup.contract.postprocess)})", err=True)
+    _check_steps_for(inference.steps_for(setup, settings), model_task, setup.modalities)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
     for line in dataset.ignored:

@@ -16,6 +16,13 @@ from bratskeras.core.run_folder import RunFolder
 from bratskeras.training.demo import DEMO_TIME_LIMIT
 
 
+def _steps(texts):
+    """--postprocess STEP ... -> a tuple of step dicts (predict's syntax and checks); None when none was given."""
+    from bratskeras.cli.inference import parse_postprocess
+
+    return tuple(parse_postprocess(text) for text in texts or ()) or None
+
+
 def _key_value_pairs(pairs):
     """--model-arg KEY=VALUE ... -> {key: int or float}; None when none was given."""
     return dict(_key_values(pairs)) or None
@@ -34,6 +41,7 @@ _KINDS = {
     "spacing": (lambda flag: {}, lambda value, flag: parse_spacing(value, flag.name) if value else None),
     "key_values": (lambda flag: {"multiple": True}, lambda value, flag: _key_value_pairs(value)),
     "model": (lambda flag: {"type": MODEL_SOURCE}, lambda value, flag: value),
+    "steps": (lambda flag: {"multiple": True}, lambda value, flag: _steps(value)),
 }
 # TrainConfig's fields that have a flag, in declaration order: (field name, Flag).
 TRAINING_FLAGS = cli_fields(TrainConfig)

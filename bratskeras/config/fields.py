@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 # How a flag's text becomes the field's value (bratskeras.cli.train holds the parser of each kind).
-CLI_KINDS = ("text", "int", "float", "choice", "switch", "sizes", "spacing", "key_values", "model")
+CLI_KINDS = ("text", "int", "float", "choice", "switch", "sizes", "spacing", "key_values", "model", "steps")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Flag:
         kind: one of CLI_KINDS: "choice" offers `choices`; "switch" is an
             on-only flag (True, or absent: the preset's value); "sizes" reads
             D,H,W; "spacing" 2 or 2,2,2 mm; "key_values" a repeated
-            KEY=VALUE; "model" a model source (pretrained:NAME or a path).
+            KEY=VALUE; "model" a model source (pretrained:NAME or a path);
+            "steps" a repeated post-processing step (NAME[:KEY=VALUE,...]).
         help: the option's help text (None: none).
         choices: the accepted values of a "choice".
         metavar: the placeholder shown in --help (None: click's).

@@ -98,6 +98,12 @@ def _is_modalities(value):
             and all(isinstance(v, str) and v in labels.ALL_MODALITIES for v in value))
 
 
+def _is_steps(value):
+    """A list of post-processing step objects, each with a "name" (bratskeras.predict.postprocessing checks the rest)."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(step, dict) and isinstance(step.get("name"), str) for step in value)
+
+
 def _name(what):
     return (lambda v: isinstance(v, str) and v != ""), what
 
@@ -164,6 +170,11 @@ class TrainConfig:
         "--task", "choice", choices=labels.TASKS, help=(
             "Train this 2023-2025 task's own classes or regions (gli: 5 classes with RC; menrt: GTV from T1c "
             "alone).")))
+    postprocess: tuple = setting((), rule=(_is_steps, 'a list of post-processing steps ({"name": ..., option: value})'),
+                                 flag=Flag("--postprocess", "steps", metavar="STEP", help=(
+        "Post-processing that predict applies to this model, recorded in its input contract: "
+        "NAME[:KEY=VALUE,...] as predict --postprocess takes it, repeatable (default: none; a fine-tuned "
+        "run keeps its source's).")))
     loss: str = setting("dice_ce", rule=checks.one_of(tuple(LOSS_TARGETS)),
                         refuse=f"--loss must be one of {sorted(LOSS_TARGETS)}, got {{value!r}}", flag=Flag(
         "--loss", "choice", choices=tuple(LOSS_TARGETS), help=(
@@ -236,6 +247,8 @@ class TrainConfig:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
+        if _is_steps(self.postprocess):
+            object.__setattr__(self, "postprocess", tuple(dict(step) for step in self.postprocess))
         # PreprocessSettings checks and normalises its own fields (crop, crop size, spacing): one check,
         # reported here as a one-line ConfigError instead of when the first case is cached.
         try:

@@ -25,7 +25,9 @@ from bratskeras.data.preprocessing import NORMALISATION, NORMALISATIONS, Preproc
 CONTRACT_KEY = "bratskeras_contract"
 CONTRACT_FILE = f"{CONTRACT_KEY}.json"
 # Raised when a field is added, renamed or changes meaning; readers refuse newer formats.
-FORMAT_VERSION = 1
+# 2 added `postprocess`; a format-1 contract reads as one without post-processing.
+FORMAT_VERSION = 2
+_ADDED = {"postprocess": (2, ())}  # field: (the format that added it, its value in older contracts)
 _DEFAULTS = PreprocessSettings()
 
 
@@ -49,6 +51,10 @@ class InputContract:
             size-free model's default window follows it.
         input_multiple: the network takes spatial sizes that are multiples of
             it without padding (2**poolings); predict's windows are rounded to it.
+        postprocess: the post-processing steps predict applies to the model's
+            output unless told otherwise (bratskeras.predict.postprocessing's
+            step dicts, e.g. {"name": "et_enhancement", "level": 0.0}; checked
+            in full there, against the model's task and inputs); () for none.
         bratskeras_version: the bratskeras that wrote the contract.
         format_version: FORMAT_VERSION when it was written.
     """
@@ -63,6 +69,7 @@ class InputContract:
     margin: int = _DEFAULTS.margin
     patch_size: tuple | None = None
     input_multiple: int = 1
+    postprocess: tuple = ()
     bratskeras_version: str = __version__
     format_version: int = FORMAT_VERSION
 
@@ -95,6 +102,7 @@ class InputContract:
             object.__setattr__(self, "patch_size", _positive_sizes(self.patch_size, "patch_size"))
         if not _is_int(self.input_multiple) or self.input_multiple < 1:
             raise ValueError(f"input_multiple must be a positive integer, got {self.input_multiple!r}")
+        object.__setattr__(self, "postprocess", _steps(self.postprocess))
         if not isinstance(self.bratskeras_version, str):
             raise ValueError(f"bratskeras_version must be a string, got {self.bratskeras_version!r}")
         if not _is_int(self.format_version) or self.format_version < 1:
@@ -139,6 +147,8 @@ class InputContract:
             raise ModelError(f"{where}: {CONTRACT_KEY} format {version} is newer than this bratskeras reads "
                              f"({FORMAT_VERSION}); upgrade bratskeras")
         names = [f.name for f in dataclasses.fields(cls)]
+        if _is_int(version):
+            values = {**{name: old for name, (added, old) in _ADDED.items() if version < added}, **values}
         missing = [n for n in names if n not in values]
         unknown = sorted(set(values) - set(names))
         if missing or unknown:
@@ -179,7 +189,7 @@ class InputContract:
                        spacing=config.spacing, crop=config.crop, crop_size=config.crop_size,
                        margin=run_config.margin,
                        patch_size=config.patch_size if "patch_size" in run_config.given else None,
-                       input_multiple=input_multiple)
+                       input_multiple=input_multiple, postprocess=config.postprocess)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{run_config.path}: {error}") from None
 
@@ -189,7 +199,14 @@ class InputContract:
                 "center": f"centre {'x'.join(map(str, self.crop_size))}", "none": "none"}[self.crop]
         return (f"modalities {','.join(self.modalities)}; spacing {spacing_text(self.spacing)}; "
                 f"normalisation {self.normalisation}; crop {crop}; target {self.target}; "
-                f"labels {self.task or 'classic (NCR, ED, ET)'}")
+                f"labels {self.task or 'classic (NCR, ED, ET)'}; postprocess {steps_text(self.postprocess)}")
+
+
+def steps_text(steps):
+    """Post-processing steps as --postprocess writes them ("et_enhancement:level=0.0 then ..."), or "none"."""
+    return " then ".join(step["name"] + "".join(f"{':' if i == 0 else ','}{key}={value}" for i, (key, value) in
+                                                 enumerate((k, v) for k, v in step.items() if k != "name"))
+                         for step in steps) or "none"
 
 
 def spacing_text(spacing):
@@ -205,6 +222,14 @@ def _is_triple(value, kinds):
     """True for a list or tuple of three numbers of `kinds` (bools are not numbers here)."""
     return (isinstance(value, (list, tuple)) and len(value) == 3
             and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value))
+
+
+def _steps(steps):
+    """`steps` as a tuple of dicts with a "name"; ValueError (one line) for anything else."""
+    if isinstance(steps, (str, dict)) or not isinstance(steps, (list, tuple)) or not all(
+            isinstance(step, dict) and isinstance(step.get("name"), str) for step in steps):
+        raise ValueError(f"postprocess must be a list of steps ({{\"name\": ..., option: value}}), got {steps!r}")
+    return tuple(dict(step) for step in steps)
 
 
 def _positive_sizes(sizes, what):

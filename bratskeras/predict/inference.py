@@ -4,8 +4,9 @@ Data flow of one case (nnU-Net's order):
 
     read_case -> preprocess (the training crop, z-score and spacing) -> sliding
     windows -> probabilities (d, h, w, K), resampled back to the crop's grid if
-    the model works at another spacing -> classes -> postprocess -> uncrop to the
-    source grid -> labels of the chosen scheme -> uint8 NIfTI with the source
+    the model works at another spacing -> classes -> postprocess (the model's
+    contract's steps unless the caller gives others; a step may read the case's
+    images, cropped alike) -> uncrop to the source grid -> labels of the chosen scheme -> uint8 NIfTI with the source
     affine and header
 
 An ensemble (bratskeras.predict.ensemble.Ensemble, several models) runs each model
@@ -32,14 +33,14 @@ the predict loop over cases and the files it writes.
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from bratskeras.core import labels, targets
 from bratskeras.core.errors import BratsKerasError, DataError, ModelError, OutputExistsError, user_message
 from bratskeras.data import inspection, volumes
-from bratskeras.data.preprocessing import preprocess, restore_grid, uncrop
+from bratskeras.data.preprocessing import crop, preprocess, restore_grid, uncrop
 from bratskeras.platform import artefacts, claims, outputs
 from bratskeras.predict import postprocessing
 from bratskeras.predict.devices import placement
@@ -107,7 +108,9 @@ class PredictSettings:
             where the model accepts any size (so small volumes are one pass).
         label_scheme: a labels.SCHEMES name or None (the input's release or task);
             the model's classic classes are written through LabelScheme.from_classic.
-        postprocess: steps for postprocessing.postprocess, applied on the crop.
+        postprocess: steps for postprocessing.postprocess, applied on the crop;
+            None: the model's own (its contract's `postprocess`, `steps_for`),
+            (): none.
         save_probabilities: also write OUTPUT_DIR/probabilities/<id>.nii.gz
             (an ensemble's: the mean).
         device: where the model runs, a bratskeras.predict.devices string ("auto",
@@ -117,7 +120,7 @@ class PredictSettings:
 
     windows: WindowSettings = WindowSettings()
     label_scheme: str | None = None
-    postprocess: tuple = field(default_factory=tuple)
+    postprocess: tuple | None = None
     save_probabilities: bool = False
     device: str | None = None
 
@@ -147,8 +150,9 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     image, properties = _read_input(case, setup.modalities)
     probabilities, geometry = _crop_probabilities(network, setup, image, properties["spacing"], settings, progress)
     classes = targets.output_to_classes(probabilities, setup.target, scheme=setup.task)
-    if settings.postprocess:
-        classes = _postprocess(classes, setup, settings.postprocess)
+    steps = steps_for(setup, settings)
+    if steps:
+        classes = _postprocess(classes, setup, steps, lambda channel: crop(image[..., channel], geometry))
     label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
@@ -181,8 +185,9 @@ def _predict_ensemble_case(ensemble, case, settings, progress):
     mean = total
     mean /= len(ensemble.members)  # in place: the sum's memory becomes the mean's
     classes = targets.output_to_classes(mean, setup.target, scheme=setup.task)
-    if settings.postprocess:
-        classes = _postprocess(classes, setup, settings.postprocess)
+    steps = steps_for(setup, settings)
+    if steps:
+        classes = _postprocess(classes, setup, steps, lambda channel: image[..., channel])
     label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)
     return label_map, mean if settings.save_probabilities else None, properties
 
@@ -217,11 +222,22 @@ def _on_source_grid(probabilities, geometry, target):
     return source_probabilities
 
 
-def _postprocess(classes, setup, steps):
-    """Postprocessing of predicted classes (the model's task's, or classic); a whole-tumor map goes in as a bool mask."""
+def steps_for(setup, settings):
+    """The post-processing steps of a prediction: the caller's (settings.postprocess), or the model's contract's."""
+    return setup.contract.postprocess if settings.postprocess is None else tuple(settings.postprocess)
+
+
+def _postprocess(classes, setup, steps, channel_image):
+    """Postprocessing of predicted classes (the model's task's, or classic); a whole-tumor map goes in as a bool mask.
+
+    `channel_image(c)` is input channel c (D, H, W) on the classes' grid; the
+    images the steps read (Step.modalities) are taken from it by the model's modalities.
+    """
+    wanted = {m for step in steps for m in postprocessing.STEPS[step["name"]].modalities}
+    images = {m: channel_image(setup.modalities.index(m)) for m in wanted if m in setup.modalities}
     if not targets.get_target(setup.target).is_mask:
-        return postprocessing.postprocess(classes, list(steps), scheme=setup.task)
-    mask = postprocessing.postprocess(classes > 0, list(steps))
+        return postprocessing.postprocess(classes, list(steps), scheme=setup.task, images=images)
+    mask = postprocessing.postprocess(classes > 0, list(steps), images=images)
     return targets.output_to_classes(mask[..., None], setup.target)
 
 

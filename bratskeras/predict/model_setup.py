@@ -35,6 +35,7 @@ from bratskeras.core.errors import ConfigError, ModelError
 from bratskeras.core.run_folder import RunFolder
 from bratskeras.data.contract import InputContract, spacing_text
 from bratskeras.data.model_files import KERAS, LOCATIONS, MODEL_FILES, model_format, read_contract
+from bratskeras.predict.postprocessing import check_steps
 from bratskeras.predict.tiling import balanced_window
 
 # The least default window per axis: the most accurate tiling measured
@@ -171,8 +172,8 @@ def setup_for(input_shape, output_channels, contract, source, where, multiple=No
         multiple: the network's spatial divisor; default the contract's.
 
     Raises:
-        ModelError: a contract that does not fit the model's channels, or none
-            and no guess.
+        ModelError: a contract that does not fit the model's channels, whose
+            post-processing steps cannot apply to it, or none and no guess.
     """
     input_shape = tuple(input_shape)
     spatial = input_shape[:3]
@@ -184,6 +185,10 @@ def setup_for(input_shape, output_channels, contract, source, where, multiple=No
         raise ModelError(f"{where}: its contract says {len(contract.modalities)} modalities and target "
                          f"{contract.target!r}, the network has {input_shape[-1]} input and {output_channels} "
                          "output channels")
+    try:
+        check_steps(contract.postprocess, contract.task, contract.modalities)
+    except ValueError as error:
+        raise ModelError(f"{where}: its contract's postprocess: {error}") from None
     return ModelSetup(contract=contract, window=tuple(spatial) if fixed else default_window(contract.patch_size),
                       fixed_input=fixed, multiple=multiple, source=source)
 

@@ -6,9 +6,10 @@ file: a run's best.keras or checkpoints/epoch-NNNN.keras, or a bare one.
 What the new run takes from where:
 - From the source run's config.json, `INHERITED`: the architecture (model,
   model_overrides) and the contract predict and export read back
-  (modalities, target, task, crop, crop size), and the spacing and the
-  training patch size unless --spacing or --patch-size is given. A flag
-  asking for another value of any of them but those two, or a --preset
+  (modalities, target, task, crop, crop size), and the spacing, the
+  training patch size and the post-processing predict applies (postprocess)
+  unless --spacing, --patch-size or --postprocess is given. A flag asking
+  for another value of any of them but those three, or a --preset
   training another model, is a one-line ConfigError before any work:
   fine-tuning changes weights, not what the network takes in or puts out.
   The voxel grid may change (e.g. a 2 mm model tuned at 1.5 mm, where thin
@@ -22,7 +23,7 @@ What the new run takes from where:
 - A bare .keras outside a run has no config.json: its embedded input
   contract (bratskeras.data.contract, written by fit and export) gives the same
   inherited fields but the architecture (modalities, target, task, crop,
-  crop size, spacing, patch size); the architecture and how to train come
+  crop size, spacing, patch size, post-processing); the architecture and how to train come
   from the preset and flags like any new run, and the network they build
   must have the source's weight shapes (checked before any work). A .keras
   with neither (made outside bratskeras) is set up from flags alone.
@@ -41,10 +42,11 @@ from bratskeras.core.errors import ConfigError
 
 # TrainConfig fields a fine-tuned run takes from its source's config.json ...
 INHERITED = ("model", "model_overrides", "modalities", "target", "task", "crop", "crop_size", "spacing",
-             "patch_size")
+             "patch_size", "postprocess")
 # ... and those of them a flag may set to another value: a fully convolutional network takes any patch
-# its pooling allows, on any voxel grid (the run then records the grid it was tuned at).
-ADJUSTABLE = ("patch_size", "spacing")
+# its pooling allows, on any voxel grid (the run then records the grid it was tuned at); its output
+# may be post-processed otherwise.
+ADJUSTABLE = ("patch_size", "spacing", "postprocess")
 # The flag that sets each inherited field, for the error a conflicting one gives (crop and crop size
 # come from presets only; the modalities from --task).
 _FLAGS = {"model": "--model", "model_overrides": "--model-arg", "modalities": "--task", "target": "--target",
@@ -124,7 +126,8 @@ def contract_fields(source):
         return None
     fields = {"modalities": list(contract.modalities), "target": contract.target, "task": contract.task,
               "crop": contract.crop, "crop_size": list(contract.crop_size),
-              "spacing": None if contract.spacing is None else list(contract.spacing)}
+              "spacing": None if contract.spacing is None else list(contract.spacing),
+              "postprocess": [dict(step) for step in contract.postprocess]}
     if contract.patch_size is not None:
         fields["patch_size"] = list(contract.patch_size)
     return fields

@@ -58,7 +58,18 @@ def refuse_before_writing(config, run_dir):
     from bratskeras.training import runtime
 
     runtime.check_precision(config.precision)
+    check_postprocess(config)
     run_files.check_new_run_dir(run_dir)
+
+
+def check_postprocess(config):
+    """ConfigError (one line) for post-processing steps predict could not apply to this run's model."""
+    from bratskeras.predict.postprocessing import check_steps
+
+    try:
+        check_steps(config.postprocess, config.task, config.modalities)
+    except ValueError as error:
+        raise ConfigError(f"--postprocess: {error}") from None
 
 
 def plan_new(data_dir, run_dir, preset, overrides, time_limit=None):

@@ -1,0 +1,200 @@
+"""The clean-up operations on one predicted case (numpy/scipy): masks and class maps in, the same shapes out.
+
+Inputs: a class index map (D, H, W) of a label scheme's classes
+(bratskeras.core.labels: the classic 0..3, or a task's own, e.g. gli's 0..4
+with RC) or a bool mask (D, H, W). Class maps are processed per region of
+their scheme (classic: WT, TC, ET; gli: WT, TC, ET, RC) and recomposed with
+`targets.regions_to_classes`, so the nesting (ET ⊆ TC ⊆ WT; ped's CC ⊆ TC)
+is kept. bratskeras.predict.postprocessing makes each of them a configurable
+step (its options, checks and CLI help).
+"""
+
+import numpy as np
+from scipy import ndimage
+
+from bratskeras.core.labels import scheme_or_classic
+from bratskeras.core.targets import classes_to_regions, regions_to_classes
+from bratskeras.data.preprocessing import channel_foreground
+
+# tumour's partial-volume rim is neither tumour nor healthy tissue.
+HEALTHY_GAP = 3
+
+
+def _box_sum(values, size, axis):
+    """Sum over the window [i - (size-1)//2, i + size//2] along `axis`, zeros outside.
+
+    Exact integer cumulative sums, so comparing a window mean with 0.5 has no
+    rounding error.
+    """
+    before, after = (size - 1) // 2, size // 2
+    pad = [(0, 0)] * values.ndim
+    pad[axis] = (before + 1, after)
+    cumulative = np.cumsum(np.pad(values, pad), axis=axis)
+    upper = np.take(cumulative, np.arange(size, cumulative.shape[axis]), axis=axis)
+    lower = np.take(cumulative, np.arange(0, cumulative.shape[axis] - size), axis=axis)
+    return upper - lower
+
+
+def check_size(size):
+    sizes = (size,) * 3 if np.isscalar(size) else tuple(size)
+    if len(sizes) != 3 or not all(int(s) == s and s >= 1 for s in sizes):
+        raise ValueError(f"size must be a positive integer or 3 of them, received {size!r}")
+    return tuple(int(s) for s in sizes)
+
+
+def average_pool_smooth(mask, size=16):
+    """The FLAIR paper's smoothing: mean filter of `size`, stride 1, 'same', then rounding.
+
+    Matches Keras AveragePooling3D(size, strides=1, padding="same") on the
+    binarised mask followed by rounding: the mean counts only voxels inside the
+    volume, and for an even size the window is off-centre by half a voxel,
+    [i - (k-1)//2, i + k//2] per axis (k = 16: 7 before, 8 after), as in
+    TensorFlow's 'same' padding. Rounding is half to even, so a voxel is kept
+    when strictly more than half of its window is foreground.
+
+    Args:
+        mask: binary mask (D, H, W).
+        size: window, an int (cube; the paper's 16) or 3 ints, e.g. (16, 16, 1)
+            for a per-slice 16x16 filter (the paper says "16x16" for a 3-D model).
+
+    Returns:
+        bool mask of the same shape.
+
+    Example: 1-D row [1, 1, 0, 1], size 2 (window [i, i+1]): means
+        [1, 0.5, 0.5, 1] -> [1, 0, 0, 1].
+    """
+    sizes = check_size(size)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be 3-D (D, H, W), received shape {mask.shape}")
+    foreground = mask.astype(np.int32)
+    counted = np.ones_like(foreground)
+    for axis, k in enumerate(sizes):
+        foreground = _box_sum(foreground, k, axis)
+        counted = _box_sum(counted, k, axis)
+    return 2 * foreground > counted
+
+
+def remove_small_components(mask, voxels):
+    """Drop 26-connected components with fewer than `voxels` voxels from a binary mask.
+
+    Example: a 27-voxel cube and a separate single voxel, voxels=2 -> only the cube.
+    """
+    if voxels < 0:
+        raise ValueError(f"voxels must be >= 0, received {voxels!r}")
+    mask = np.asarray(mask, dtype=bool)
+    components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if count == 0:
+        return mask
+    sizes = np.bincount(components.ravel())
+    keep = sizes >= voxels
+    keep[0] = False
+    return keep[components]
+
+
+def keep_major_components(mask, fraction):
+    """Drop 26-connected components smaller than `fraction` of the largest one from a binary mask.
+
+    nnU-Net keeps only the largest component where that helps on its
+    validation folds; a fraction keeps the other large foci of a multifocal
+    tumour. Example: components of 1,000, 300 and 50 voxels, fraction 0.1 ->
+    the first two.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be within [0, 1], received {fraction!r}")
+    mask = np.asarray(mask, dtype=bool)
+    components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if count < 2:
+        return mask
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    keep = sizes >= fraction * sizes.max()
+    keep[0] = False  # the background, whatever the fraction
+    return keep[components]
+
+
+def enhancing_tumor_to_ncr(classes, voxels, scheme=None):
+    """The BraTS trick: if fewer than `voxels` voxels are predicted ET, make them NCR (NETC in the 2023+ names).
+
+    A handful of false ET voxels in a case without ET costs Dice 0 and HD95
+    373.13 on ET; relabelling them as NCR keeps them in TC and WT. The
+    classes are the scheme's (None: classic, ET 3 -> NCR 1; ped: ET 1 -> NETC 2).
+    """
+    if voxels < 0:
+        raise ValueError(f"voxels must be >= 0, received {voxels!r}")
+    enhancing_class, core_class = enhancing_and_core(scheme)
+    classes = np.array(classes, copy=True)
+    enhancing = classes == enhancing_class
+    if 0 < enhancing.sum() < voxels:
+        classes[enhancing] = core_class
+    return classes
+
+
+def enhancing_without_enhancement_to_ncr(classes, t1ce, level=0.0, scheme=None):
+    """Predicted ET whose T1c is not above the healthy brain's becomes NCR (NETC): the BraTS definition of ET.
+
+    BraTS labels as enhancing tumour what is hyperintense on T1Gd against
+    healthy white matter (Bakas et al. 2018). A model trained on generated
+    heads also calls ET faint patches inside non-enhancing tumour that are
+    darker than the healthy brain on T1c (the low-grade gliomas of the public
+    BraTS 2018 cases, tools/error_analysis.py). A voxel stays ET when its T1c
+    is at least the healthy brain's median + `level` x (p99 - p50), the
+    healthy brain being the T1c foreground outside the predicted tumour grown
+    by HEALTHY_GAP voxels (white matter lies above that median on T1c, so 0
+    keeps all that the definition keeps). TC and WT do not change.
+
+    Args:
+        classes: class index map (D, H, W) of `scheme` (None: classic, ET 3 -> NCR 1).
+        t1ce: the case's T1c (D, H, W) on the same grid, any intensity scale.
+        level: the threshold on the healthy brain's (x - p50) / (p99 - p50) scale.
+
+    Returns:
+        the class map, a copy; unchanged when there is no predicted ET, no
+        healthy brain or no T1c contrast in it.
+    """
+    enhancing_class, core_class = enhancing_and_core(scheme, "et_enhancement")
+    classes = np.array(classes, copy=True)
+    t1ce = np.asarray(t1ce, dtype=np.float32)
+    if t1ce.shape != classes.shape:
+        raise ValueError(f"t1ce must have the class map's shape {classes.shape}, received {t1ce.shape}")
+    enhancing = classes == enhancing_class
+    tumour = ndimage.binary_dilation(classes > 0, iterations=HEALTHY_GAP)
+    healthy = channel_foreground(t1ce) & ~tumour
+    if not enhancing.any() or not healthy.any():
+        return classes
+    median, top = np.percentile(t1ce[healthy], [50, 99])
+    if top <= median:
+        return classes
+    classes[enhancing & (t1ce < median + level * (top - median))] = core_class
+    return classes
+
+
+def enhancing_and_core(scheme, step="et_to_ncr"):
+    """(ET class, necrotic-core class) of a scheme; ValueError for one without them (MEN-RT's GTV)."""
+    scheme = scheme_or_classic(scheme)
+    names = scheme.names
+    core = next((name for name in ("NCR", "NETC") if name in names), None)
+    if "ET" not in names or core is None:
+        raise ValueError(f"step {step!r} needs ET and NCR classes; the {scheme.name} scheme has "
+                         f"{', '.join(names[1:])}")
+    return names.index("ET"), names.index(core)
+
+
+def per_region(classes, fn, scheme):
+    regions = classes_to_regions(classes, scheme)
+    cleaned = np.stack([fn(regions[..., r]) for r in range(regions.shape[-1])], axis=-1)
+    # Keep the nesting (ET ⊆ TC ⊆ WT) when a step removed more of an outer region.
+    for inner, outer in scheme_or_classic(scheme).nesting():
+        cleaned[..., inner] &= cleaned[..., outer]
+    return regions_to_classes(cleaned, scheme)
+
+
+def min_component_classes(classes, voxels, per, scheme):
+    if per == "region":
+        return per_region(classes, lambda m: remove_small_components(m, voxels), scheme)
+    cleaned = np.array(classes, copy=True)
+    for class_index in range(1, len(scheme_or_classic(scheme).labels)):
+        present = classes == class_index
+        # Removed voxels become background.
+        cleaned[present & ~remove_small_components(present, voxels)] = 0
+    return cleaned
