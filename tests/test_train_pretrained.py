@@ -1,6 +1,7 @@
 """tools/train_pretrained.py: every shipped model has a recipe whose commands the CLI accepts as written."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -45,3 +46,17 @@ def test_recipe_commands_parse_as_the_cli_reads_them(name, tmp_path):
             context = command.make_context(argv[1], list(argv[2:]))
             assert context.params  # parsed, nothing run
     assert _tool().RECIPES[name]["ship"].endswith(".keras")
+
+
+def test_the_shipped_model_carries_the_post_processing_its_recipe_names():
+    """The recipe's last --postprocess flags are what the shipped config.json and best.keras contract hold."""
+    from bratskeras.cli.inference import parse_postprocess
+    from bratskeras.data.model_files import read_contract
+
+    for model in pretrained.catalogue():
+        fit = _tool().commands(model.name, "OUT", "DATA")[-1][2]
+        named = tuple(parse_postprocess(fit[i + 1]) for i, arg in enumerate(fit) if arg == "--postprocess")
+        folder = pretrained.resolve(pretrained.PREFIX + model.name)
+        with open(os.path.join(folder, "config.json")) as stream:
+            assert tuple(json.load(stream).get("postprocess", ())) == named
+        assert read_contract(os.path.join(folder, "best.keras"), "keras").postprocess == named
