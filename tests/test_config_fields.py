@@ -45,9 +45,9 @@ def test_cli_options_become_overrides_by_their_field_names():
 
     given = {name: None for name, _ in TRAINING_FLAGS}
     given.update(patch_size="32,16,16", spacing="2", deterministic=False, model_overrides=("a=4",),
-                 augmentation="nnunet", postprocess=("et_enhancement:level=0.1", "major_components"))
+                 augmentation="nnunet", postprocess=("et_enhancement:percentile=60", "major_components"))
     overrides = _overrides(given)
-    assert overrides["postprocess"] == ({"name": "et_enhancement", "level": 0.1}, {"name": "major_components"})
+    assert overrides["postprocess"] == ({"name": "et_enhancement", "percentile": 60}, {"name": "major_components"})
     assert overrides["patch_size"] == (32, 16, 16) and overrides["spacing"] == (2.0, 2.0, 2.0)
     assert overrides["deterministic"] is None and overrides["model_overrides"] == {"a": 4}
     assert overrides["augmentation"] == "nnunet" and overrides["epochs"] is None

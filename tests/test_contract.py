@@ -46,7 +46,7 @@ LITERT_SHAPE = (16, 16, 16, 4)
 def _contract(**changes):
     values = dict(modalities=("flair", "t1", "t1ce", "t2"), target="classes", spacing=EXPORT_SPACING,
                   crop="bbox", margin=2, patch_size=(16, 16, 16), input_multiple=4,
-                  postprocess=({"name": "et_enhancement", "level": 0.0},))
+                  postprocess=({"name": "et_enhancement", "percentile": 75},))
     return InputContract(**{**values, **changes})
 
 
@@ -96,7 +96,7 @@ def test_json_round_trip_and_describe():
     assert "modalities flair,t1,t1ce,t2" in described and "spacing 2x2x2 mm" in described
     assert "crop centre 20x24x16" in described and "target regions" in described and "labels gli" in described
     assert "source grid" in _contract(spacing=None).describe()
-    assert "postprocess et_enhancement:level=0.0" in described
+    assert "postprocess et_enhancement:percentile=75" in described
     assert "postprocess none" in _contract(postprocess=()).describe()
 
 
@@ -124,7 +124,7 @@ def test_a_format_1_contract_reads_as_one_without_postprocessing():
     (lambda d: d.update(patch_size=[16, 16]), "patch_size must be three positive integers"),
     (lambda d: d.update(input_multiple=0), "input_multiple"),
     (lambda d: d.update(postprocess="et_enhancement"), "postprocess must be a list of steps"),
-    (lambda d: d.update(postprocess=[{"level": 0}]), "postprocess must be a list of steps"),
+    (lambda d: d.update(postprocess=[{"percentile": 75}]), "postprocess must be a list of steps"),
     (lambda d: d.update(format_version=contracts.FORMAT_VERSION + 1), "newer than this bratskeras reads"),
 ])
 def test_a_damaged_contract_is_a_one_line_error_naming_the_file(change, message):

@@ -440,12 +440,12 @@ def test_predict_applies_the_model_s_own_postprocessing_unless_told_otherwise(tm
 
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023", seed=3)
     case = layouts.discover(tmp_path / "d").cases[0]
-    steps = ({"name": "et_enhancement", "level": 0.0},)
+    steps = ({"name": "et_enhancement", "percentile": 75},)
     model = _flair_rule_model(tmp_path / "rule.keras", steps)
     runner = CliRunner()
     own = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "own")])
     assert own.exit_code == 0, own.output
-    assert "postprocess et_enhancement:level=0.0" in own.output  # the header names the model's steps
+    assert "postprocess et_enhancement:percentile=75" in own.output  # the header names the model's steps
     bare = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "bare"), "--postprocess", "none"])
     assert bare.exit_code == 0 and "postprocess: none (--postprocess, in place of the model's" in bare.output
     read = lambda folder: np.asarray(nib.load(tmp_path / folder / f"{case.id}.nii.gz").dataobj)  # noqa: E731

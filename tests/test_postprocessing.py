@@ -161,32 +161,36 @@ def test_major_components_keeps_components_of_at_least_a_fraction_of_the_largest
 
 
 def _enhancement_case():
-    """A head whose healthy brain has T1c 100 +- 10; ET predicted on a rim at 140 and on a core at 60."""
+    """A head whose healthy brain has T1c 100 +- 10 (p50 100, p75 ~107, p99 ~123, max ~145); predicted ET
+    (8^3 voxels) on a rim at 130, a slab of it at 103 (above the brain's median, below white matter's level)
+    and a core at 60 (a faint patch darker than the healthy brain)."""
     rng = np.random.default_rng(0)
     t1ce = np.zeros((40, 40, 40), np.float32)
     t1ce[2:38, 2:38, 2:38] = rng.normal(100, 10, (36, 36, 36))
     classes = np.zeros(t1ce.shape, np.uint8)
     classes[10:22, 10:22, 10:22] = 2  # oedema
     classes[12:20, 12:20, 12:20] = 3  # predicted ET ...
-    t1ce[12:20, 12:20, 12:20] = 140.0  # ... enhancing on its rim
-    t1ce[14:18, 14:18, 14:18] = 60.0  # ... and darker than the healthy brain inside (a faint patch)
+    t1ce[12:20, 12:20, 12:20] = 130.0  # ... enhancing on its rim
+    t1ce[18:20, 12:20, 12:20] = 103.0  # ... barely above the healthy median on one slab
+    t1ce[14:18, 14:18, 14:18] = 60.0  # ... and darker than the healthy brain inside
     return classes, t1ce
 
 
-def test_et_enhancement_turns_et_darker_than_the_healthy_brain_into_ncr():
+def test_et_enhancement_turns_et_darker_than_healthy_white_matter_into_ncr():
     classes, t1ce = _enhancement_case()
     cleaned = postprocess(classes, [{"name": "et_enhancement"}], images={"t1ce": t1ce})
-    assert (cleaned[14:18, 14:18, 14:18] == 1).all()  # below the healthy median: NCR
-    assert (cleaned[12:20, 12:20, 12:20] == 3).sum() == 8 ** 3 - 4 ** 3  # the bright rim stays ET
+    assert (cleaned[14:18, 14:18, 14:18] == 1).all() and (cleaned[18:20, 12:20, 12:20] == 1).all()  # NCR
+    assert (cleaned == 3).sum() == 8 ** 3 - 4 ** 3 - 2 * 8 * 8  # the bright rim stays ET
     np.testing.assert_array_equal(cleaned > 0, classes > 0)  # WT unchanged, and TC: ET only becomes NCR
     # Any intensity scale and a constant background: the same voxels.
     shifted = np.where(t1ce != 0, t1ce * 0.01 + 5.0, 7.0).astype(np.float64)
     np.testing.assert_array_equal(postprocess(classes, [{"name": "et_enhancement"}], images={"t1ce": shifted}),
                                   cleaned)
-    # A higher level asks for more enhancement: the rim at 140 is above the healthy p99 (~123), not p50 + 2 x (p99 - p50).
-    strict = postprocess(classes, [{"name": "et_enhancement", "level": 1.0}], images={"t1ce": t1ce})
-    assert (strict == 3).sum() == (cleaned == 3).sum()
-    assert (postprocess(classes, [{"name": "et_enhancement", "level": 2.0}], images={"t1ce": t1ce}) == 3).sum() == 0
+    # The percentile says how bright ET must be: the brain's median keeps the slab, its 99th the rim only,
+    # its brightest voxel nothing.
+    count = lambda p: (postprocess(classes, [{"name": "et_enhancement", "percentile": p}],  # noqa: E731
+                                   images={"t1ce": t1ce}) == 3).sum()
+    assert count(50) == 8 ** 3 - 4 ** 3 and count(99) == (cleaned == 3).sum() and count(100) == 0
 
 
 def test_et_enhancement_needs_the_t1c_and_a_scheme_with_et():
@@ -199,8 +203,8 @@ def test_et_enhancement_needs_the_t1c_and_a_scheme_with_et():
         check_steps([{"name": "et_enhancement"}], modalities=("flair",))
     with pytest.raises(ValueError, match="menrt scheme has GTV"):
         check_steps([{"name": "et_enhancement"}], scheme="menrt")
-    with pytest.raises(ValueError, match="level must be a number within"):
-        check_steps([{"name": "et_enhancement", "level": "high"}])
+    with pytest.raises(ValueError, match="percentile must be a number within"):
+        check_steps([{"name": "et_enhancement", "percentile": 101}])
     with pytest.raises(ValueError, match="needs a class map"):
         postprocess(classes > 0, [{"name": "et_enhancement"}], images={"t1ce": t1ce})
     # Without a healthy brain to compare with (the tumour fills the head), nothing changes.

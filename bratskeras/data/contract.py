@@ -53,7 +53,7 @@ class InputContract:
             it without padding (2**poolings); predict's windows are rounded to it.
         postprocess: the post-processing steps predict applies to the model's
             output unless told otherwise (bratskeras.predict.postprocessing's
-            step dicts, e.g. {"name": "et_enhancement", "level": 0.0}; checked
+            step dicts, e.g. {"name": "et_enhancement", "percentile": 75}; checked
             in full there, against the model's task and inputs); () for none.
         bratskeras_version: the bratskeras that wrote the contract.
         format_version: FORMAT_VERSION when it was written.
@@ -203,7 +203,7 @@ class InputContract:
 
 
 def steps_text(steps):
-    """Post-processing steps as --postprocess writes them ("et_enhancement:level=0.0 then ..."), or "none"."""
+    """Post-processing steps as --postprocess writes them ("et_enhancement:percentile=75 then ..."), or "none"."""
     return " then ".join(step["name"] + "".join(f"{':' if i == 0 else ','}{key}={value}" for i, (key, value) in
                                                  enumerate((k, v) for k, v in step.items() if k != "name"))
                          for step in steps) or "none"

@@ -130,7 +130,7 @@ def enhancing_tumor_to_ncr(classes, voxels, scheme=None):
     return classes
 
 
-def enhancing_without_enhancement_to_ncr(classes, t1ce, level=0.0, scheme=None):
+def enhancing_without_enhancement_to_ncr(classes, t1ce, percentile=75.0, scheme=None):
     """Predicted ET whose T1c is not above the healthy brain's becomes NCR (NETC): the BraTS definition of ET.
 
     BraTS labels as enhancing tumour what is hyperintense on T1Gd against
@@ -138,19 +138,24 @@ def enhancing_without_enhancement_to_ncr(classes, t1ce, level=0.0, scheme=None):
     heads also calls ET faint patches inside non-enhancing tumour that are
     darker than the healthy brain on T1c (the low-grade gliomas of the public
     BraTS 2018 cases, tools/error_analysis.py). A voxel stays ET when its T1c
-    is at least the healthy brain's median + `level` x (p99 - p50), the
-    healthy brain being the T1c foreground outside the predicted tumour grown
-    by HEALTHY_GAP voxels (white matter lies above that median on T1c, so 0
-    keeps all that the definition keeps). TC and WT do not change.
+    is at least the healthy brain's `percentile`-th percentile, the healthy
+    brain being the T1c foreground outside the predicted tumour grown by
+    HEALTHY_GAP voxels. 75, the default, stands for healthy white matter:
+    the brightest of the brain's tissues on T1c and some two fifths of it,
+    its median lies near the brain's 75th percentile. On the 47 public scans
+    (network alone, per voxel) it kept mean ET Dice (0.601 -> 0.616) and
+    removed more false ET on low-grade gliomas than the brain's median did
+    (4,220 / 10,283 / 1,624 -> 1,455 / 4,952 / 429 voxels; median: 2,389 /
+    9,009 / 791). TC and WT do not change.
 
     Args:
         classes: class index map (D, H, W) of `scheme` (None: classic, ET 3 -> NCR 1).
         t1ce: the case's T1c (D, H, W) on the same grid, any intensity scale.
-        level: the threshold on the healthy brain's (x - p50) / (p99 - p50) scale.
+        percentile: the healthy brain's T1c percentile (0-100) ET must reach.
 
     Returns:
-        the class map, a copy; unchanged when there is no predicted ET, no
-        healthy brain or no T1c contrast in it.
+        the class map, a copy; unchanged when there is no predicted ET or no
+        healthy brain.
     """
     enhancing_class, core_class = enhancing_and_core(scheme, "et_enhancement")
     classes = np.array(classes, copy=True)
@@ -162,10 +167,8 @@ def enhancing_without_enhancement_to_ncr(classes, t1ce, level=0.0, scheme=None):
     healthy = channel_foreground(t1ce) & ~tumour
     if not enhancing.any() or not healthy.any():
         return classes
-    median, top = np.percentile(t1ce[healthy], [50, 99])
-    if top <= median:
-        return classes
-    classes[enhancing & (t1ce < median + level * (top - median))] = core_class
+    threshold = np.percentile(t1ce[healthy], percentile)
+    classes[enhancing & (t1ce < threshold)] = core_class
     return classes
 
 

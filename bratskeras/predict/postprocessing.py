@@ -12,7 +12,7 @@ Configured steps are plain data for configs and the CLI, applied in order by `po
     {"name": "min_component", "voxels": 50, "per": "class"}
     {"name": "major_components", "fraction": 0.1} drop components under 10 % of the largest
     {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR (NETC)
-    {"name": "et_enhancement", "level": 0.0}      ET not enhancing on T1c -> NCR (NETC)
+    {"name": "et_enhancement", "percentile": 75}  ET darker on T1c than healthy white matter -> NCR
 Each kind of step is one `Step` row of `STEPS` (its options with defaults and
 checks, its CLI help, how it applies to a mask and to a class map, and the
 input images it reads: et_enhancement reads the case's T1c).
@@ -86,9 +86,9 @@ def _check_fraction(step, value):
         raise ValueError(f"step {step!r}: fraction must be a number within [0, 1], received {value!r}")
 
 
-def _check_level(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 2.0:
-        raise ValueError(f"step {step!r}: level must be a number within [-1, 2], received {value!r}")
+def _check_percentile(step, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ValueError(f"step {step!r}: percentile must be a number within [0, 100], received {value!r}")
 
 
 class Step:
@@ -203,18 +203,18 @@ class EnhancementCheck(Step):
     """ET not above the healthy brain on T1c becomes NCR (`enhancing_without_enhancement_to_ncr`); class maps only."""
 
     name = "et_enhancement"
-    options = {"level": Option(0.0, _check_level, "X")}
-    summary = "ET darker on T1c than the healthy brain's median (+X of its p50..p99 range) -> NCR"
+    options = {"percentile": Option(75, _check_percentile, "P")}
+    summary = "ET darker on T1c than the healthy brain's P-th percentile (75: white matter) -> NCR"
     modalities = ("t1ce",)
 
     def check_scheme(self, scheme):
         enhancing_and_core(scheme, self.name)
 
-    def on_mask(self, mask, level, images):
+    def on_mask(self, mask, percentile, images):
         raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
 
-    def on_classes(self, classes, scheme, level, images):
-        return enhancing_without_enhancement_to_ncr(classes, images["t1ce"], level, scheme)
+    def on_classes(self, classes, scheme, percentile, images):
+        return enhancing_without_enhancement_to_ncr(classes, images["t1ce"], percentile, scheme)
 
 
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
