@@ -66,7 +66,7 @@ def _parse_value(value):
     if value.isdigit():
         return int(value)
     try:
-        return float(value)  # e.g. et_enhancement's level=0.1 or -0.2
+        return float(value)  # e.g. major_components' fraction=0.1
     except ValueError:
         pass
     parts = value.lower().split("x")
@@ -217,7 +217,8 @@ def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_s
     if postprocess is not None:
         click.echo(f"postprocess: {steps_text(postprocess)} (--postprocess, in place of the model's "
                    f"{steps_text(setup.contract.postprocess)})", err=True)
-    _check_steps_for(inference.steps_for(setup, settings), model_task, setup.modalities)
+    if postprocess:  # the model's own steps were checked against it when it loaded (model_setup.setup_for)
+        _check_steps_for(postprocess, model_task, setup.modalities)
     for line in dataset.skipped:
         click.echo(f"error: {line}", err=True)
     for line in dataset.ignored:

@@ -29,6 +29,7 @@ from bratskeras.core.defaults import DICE_CE_WEIGHTS
 from bratskeras.core.errors import ConfigError
 from bratskeras.core.model_presets import FLAIR_PAPER_CROP
 from bratskeras.data.augment import AUGMENTATION_SETS
+from bratskeras.data.contract import is_steps
 from bratskeras.data.pipeline import AUGMENT_ON, RULES, PipelineConfig
 from bratskeras.data.preprocessing import CROPS, PreprocessSettings
 
@@ -98,12 +99,6 @@ def _is_modalities(value):
             and all(isinstance(v, str) and v in labels.ALL_MODALITIES for v in value))
 
 
-def _is_steps(value):
-    """A list of post-processing step objects, each with a "name" (bratskeras.predict.postprocessing checks the rest)."""
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(step, dict) and isinstance(step.get("name"), str) for step in value)
-
-
 def _name(what):
     return (lambda v: isinstance(v, str) and v != ""), what
 
@@ -170,7 +165,7 @@ class TrainConfig:
         "--task", "choice", choices=labels.TASKS, help=(
             "Train this 2023-2025 task's own classes or regions (gli: 5 classes with RC; menrt: GTV from T1c "
             "alone).")))
-    postprocess: tuple = setting((), rule=(_is_steps, 'a list of post-processing steps ({"name": ..., option: value})'),
+    postprocess: tuple = setting((), rule=(is_steps, 'a list of post-processing steps ({"name": ..., option: value})'),
                                  flag=Flag("--postprocess", "steps", metavar="STEP", help=(
         "Post-processing that predict applies to this model, recorded in its input contract: "
         "NAME[:KEY=VALUE,...] as predict --postprocess takes it, repeatable (default: none; a fine-tuned "
@@ -247,7 +242,7 @@ class TrainConfig:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "patch_size", tuple(int(s) for s in self.patch_size))
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
-        if _is_steps(self.postprocess):
+        if is_steps(self.postprocess):
             object.__setattr__(self, "postprocess", tuple(dict(step) for step in self.postprocess))
         # PreprocessSettings checks and normalises its own fields (crop, crop size, spacing): one check,
         # reported here as a one-line ConfigError instead of when the first case is cached.

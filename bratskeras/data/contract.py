@@ -204,9 +204,12 @@ class InputContract:
 
 def steps_text(steps):
     """Post-processing steps as --postprocess writes them ("et_enhancement:percentile=75 then ..."), or "none"."""
-    return " then ".join(step["name"] + "".join(f"{':' if i == 0 else ','}{key}={value}" for i, (key, value) in
-                                                 enumerate((k, v) for k, v in step.items() if k != "name"))
-                         for step in steps) or "none"
+    return " then ".join(_step_text(step) for step in steps) or "none"
+
+
+def _step_text(step):
+    options = ",".join(f"{key}={value}" for key, value in step.items() if key != "name")
+    return f"{step['name']}:{options}" if options else step["name"]
 
 
 def spacing_text(spacing):
@@ -224,10 +227,16 @@ def _is_triple(value, kinds):
             and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value))
 
 
+def is_steps(value):
+    """True for a list of post-processing step dicts, each with a "name" (bratskeras.predict.postprocessing checks
+    the rest: which names, options and values)."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(step, dict) and isinstance(step.get("name"), str) for step in value)
+
+
 def _steps(steps):
     """`steps` as a tuple of dicts with a "name"; ValueError (one line) for anything else."""
-    if isinstance(steps, (str, dict)) or not isinstance(steps, (list, tuple)) or not all(
-            isinstance(step, dict) and isinstance(step.get("name"), str) for step in steps):
+    if not is_steps(steps):
         raise ValueError(f"postprocess must be a list of steps ({{\"name\": ..., option: value}}), got {steps!r}")
     return tuple(dict(step) for step in steps)
 

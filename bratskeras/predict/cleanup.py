@@ -16,6 +16,7 @@ from bratskeras.core.labels import scheme_or_classic
 from bratskeras.core.targets import classes_to_regions, regions_to_classes
 from bratskeras.data.preprocessing import channel_foreground
 
+# The healthy brain starts this many voxels outside the predicted tumour: the
 # tumour's partial-volume rim is neither tumour nor healthy tissue.
 HEALTHY_GAP = 3
 
@@ -82,14 +83,8 @@ def remove_small_components(mask, voxels):
     """
     if voxels < 0:
         raise ValueError(f"voxels must be >= 0, received {voxels!r}")
-    mask = np.asarray(mask, dtype=bool)
-    components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    if count == 0:
-        return mask
-    sizes = np.bincount(components.ravel())
-    keep = sizes >= voxels
-    keep[0] = False
-    return keep[components]
+    components, sizes = _components(mask)
+    return _kept(components, sizes >= voxels)
 
 
 def keep_major_components(mask, fraction):
@@ -102,14 +97,21 @@ def keep_major_components(mask, fraction):
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be within [0, 1], received {fraction!r}")
+    components, sizes = _components(mask)
+    largest = sizes[1:].max(initial=0)
+    return _kept(components, sizes >= fraction * largest)
+
+
+def _components(mask):
+    """(component labels (D, H, W), voxels per label) of a mask's 26-connected components; label 0 is the background."""
     mask = np.asarray(mask, dtype=bool)
-    components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    if count < 2:
-        return mask
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    keep = sizes >= fraction * sizes.max()
-    keep[0] = False  # the background, whatever the fraction
+    components, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    return components, np.bincount(components.ravel())
+
+
+def _kept(components, keep):
+    """The bool mask of the components whose entry in `keep` (one per label) is True; never the background."""
+    keep[0] = False
     return keep[components]
 
 
