@@ -29,12 +29,13 @@ def _predict(*args):
     return CliRunner().invoke(cli, ["predict", *map(str, args)])
 
 
-def _bare_model(path, seed, target="classes", modalities=("flair", "t1", "t1ce", "t2")):
-    """An untrained .keras at the source grid whose embedded contract says `target` and `modalities`."""
+def _bare_model(path, seed, target="classes", modalities=("flair", "t1", "t1ce", "t2"), postprocess=()):
+    """An untrained .keras at the source grid whose embedded contract says `target`, `modalities`, `postprocess`."""
     keras.utils.set_random_seed(seed)
     network = build_model("lightweight-unet", input_shape=(None, None, None, len(modalities)), base_filters=4,
                           num_classes=targets.get_target(target).channels(None))
-    contract = InputContract(modalities=modalities, target=target, patch_size=(16, 16, 16), input_multiple=4)
+    contract = InputContract(modalities=modalities, target=target, patch_size=(16, 16, 16), input_multiple=4,
+                             postprocess=postprocess)
     save_model(inference_model(network), str(path), contract)
     return path
 
@@ -112,6 +113,19 @@ def test_models_that_disagree_on_the_modalities_are_refused_in_one_line(models, 
     line = only_line(_predict(models["bare"], flair_only, data, tmp_path / "out"))
     assert "disagree on modalities (flair,t1,t1ce,t2 vs flair)" in line and str(flair_only) in line
     assert not (tmp_path / "out").exists()
+
+
+def test_models_that_carry_different_postprocessing_need_the_users_steps(models, data, alone, tmp_path):
+    # The mean is post-processed once: whose steps would apply is the user's to say.
+    cleaned = _bare_model(tmp_path / "cleaned.keras", 3, postprocess=({"name": "major_components", "fraction": 0.1},))
+    line = only_line(_predict(models["bare"], cleaned, data, tmp_path / "out"))
+    assert f"{models['bare']} and {cleaned} carry different post-processing" in line
+    assert "(none vs major_components:fraction=0.1)" in line and "--postprocess" in line
+    assert not (tmp_path / "out").exists()
+    # Named steps apply to the mean: here none, so the mean of one model twice is that model's own answer.
+    result = _predict(models["bare"], cleaned, data, tmp_path / "out", "--postprocess", "none")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(_written(tmp_path / "out")[0], alone["bare"][0])
 
 
 @pytest.mark.parametrize("device", ["gpu", "gpu:1"])

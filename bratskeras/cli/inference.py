@@ -96,20 +96,22 @@ class DeviceType(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-def _load_models(models, device, override_spacing=False, spacing=None):
+def _load_models(models, device, override_spacing=False, spacing=None, steps_given=False):
     """(network, setup) predict runs: one model's, or an ensemble.Ensemble of several and its common setup.
 
     Each model is loaded on `device` (its weights there) and announced in the
     header with its contract and where the contract came from. With
     `override_spacing` (--spacing given) every model predicts at `spacing`
-    ((d, h, w) mm, or None: the source grid).
+    ((d, h, w) mm, or None: the source grid). Without `steps_given`
+    (--postprocess) an ensemble's models must carry the same post-processing.
 
     Raises:
         ConfigError: models that disagree on target, task or modalities
-            (ensemble.check_agreement), before any case is predicted.
+            (ensemble.check_agreement), or on post-processing where the user
+            named none (ensemble.check_postprocess), before any case is predicted.
     """
     from bratskeras.predict import devices, model_setup
-    from bratskeras.predict.ensemble import Ensemble, Member
+    from bratskeras.predict.ensemble import Ensemble, Member, check_postprocess
 
     members = []
     for model in models:
@@ -120,6 +122,8 @@ def _load_models(models, device, override_spacing=False, spacing=None):
         members.append(Member(model, network, setup))
     # Refused before the header: the refusal is the only line printed.
     ensemble = Ensemble(members) if len(members) > 1 else None
+    if ensemble and not steps_given:
+        check_postprocess(members)
     for index, member in enumerate(members, 1):
         if member.setup.source == model_setup.GUESSED:
             guess = member.setup.contract
@@ -213,7 +217,8 @@ def predict_command(models, input_dir, output_dir, overlap, window, tta, batch_s
     cases = dataset.cases
     # Before the model is loaded or any case predicted: a refusal costs nothing.
     inference.check_output_folder(output_dir, [c.id for c in cases], save_probabilities, overwrite)
-    network, setup = _load_models(models, device, spacing is not None, spacing_override)
+    network, setup = _load_models(models, device, spacing is not None, spacing_override,
+                                  steps_given=postprocess is not None)
     if postprocess is not None:
         click.echo(f"postprocess: {steps_text(postprocess)} (--postprocess, in place of the model's "
                    f"{steps_text(setup.contract.postprocess)})", err=True)

@@ -11,6 +11,9 @@ Only models whose outputs mean the same thing can be averaged: they must
 agree on what AGREEING_FIELDS names (their contracts' target, task and
 modalities in channel order). How each prepares a case (spacing,
 normalisation, crop, patch size) may differ: each is undone before the mean.
+The mean is post-processed once, so members whose contracts carry different
+post-processing steps are refused unless the caller names the steps
+(`predict --postprocess`; check_postprocess).
 
 From Python (what `predict RUN1 RUN2 DATA OUT` does):
 
@@ -22,6 +25,7 @@ From Python (what `predict RUN1 RUN2 DATA OUT` does):
 from dataclasses import dataclass
 
 from bratskeras.core.errors import ConfigError
+from bratskeras.data.contract import steps_text
 
 # What decides an output's meaning, as contract fields: members must agree on each.
 AGREEING_FIELDS = ("target", "task", "modalities")
@@ -88,6 +92,28 @@ def check_agreement(members):
             mine, theirs = _field(first.setup, name), _field(member.setup, name)
             if mine != theirs:
                 raise _disagreement(first.name, member.name, name, mine, theirs)
+
+
+def check_postprocess(members):
+    """Refuses members whose contracts carry different post-processing: the mean is post-processed once.
+
+    Called where the caller has not named the steps itself (predict without
+    --postprocess); otherwise the caller's steps apply to every member's mean.
+
+    Args:
+        members: Members (or anything with .name and .setup).
+
+    Raises:
+        ConfigError: one line naming the first member, the first one whose
+            steps differ, both steps, and --postprocess as the way out.
+    """
+    first = members[0]
+    for member in members[1:]:
+        mine, theirs = first.setup.contract.postprocess, member.setup.contract.postprocess
+        if tuple(mine) != tuple(theirs):
+            raise ConfigError(f"{first.name} and {member.name} carry different post-processing "
+                              f"({steps_text(mine)} vs {steps_text(theirs)}): the ensemble's mean is "
+                              f"post-processed once, so name its steps with --postprocess (or 'none')")
 
 
 def check_tasks(tasks_by_model):
