@@ -469,3 +469,25 @@ def test_a_model_s_steps_that_read_an_image_it_lacks_are_refused(tmp_path):
                                     postprocess=({"name": "et_enhancement"},)))
     with pytest.raises(ModelError, match=r"reads the t1ce image, which is not among the model's inputs \(flair\)"):
         model_setup.load_predictor(str(path))
+
+
+def test_a_model_s_region_thresholds_decode_its_probabilities(tmp_path):
+    """The decoding step replaces argmax: predict's labels are the saved probabilities decoded by it."""
+    from bratskeras.core import labels
+    from bratskeras.predict.cleanup import regions_above
+
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023", seed=3)
+    case = layouts.discover(tmp_path / "d").cases[0]
+    model = _flair_rule_model(tmp_path / "rule.keras", ({"name": "region_thresholds", "wt": 0.2, "tc": 0.2,
+                                                                   "et": 0.2},))
+    result = CliRunner().invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "out"),
+                                      "--save-probabilities"])
+    assert result.exit_code == 0, result.output
+    assert "postprocess region_thresholds:wt=0.2,tc=0.2,et=0.2" in result.output
+    written = labels.labels_to_classes(np.asarray(nib.load(tmp_path / "out" / f"{case.id}.nii.gz").dataobj),
+                                       "brats2023")
+    probabilities = np.asarray(nib.load(tmp_path / "out" / "probabilities" / f"{case.id}.nii.gz").dataobj)
+    expected = regions_above(probabilities, "classes", {"WT": 0.2, "TC": 0.2, "ET": 0.2})
+    np.testing.assert_array_equal(written, expected)
+    # The rule's ET is likelier than 0.2 but not than background on some voxels: more ET than argmax finds.
+    assert (written == 3).sum() > (np.argmax(probabilities, -1) == 3).sum()

@@ -211,3 +211,86 @@ def test_et_enhancement_needs_the_t1c_and_a_scheme_with_et():
     everywhere = np.where(t1ce != 0, 3, 0).astype(np.uint8)
     np.testing.assert_array_equal(postprocess(everywhere, [{"name": "et_enhancement"}], images={"t1ce": t1ce}),
                                   everywhere)
+
+
+def _oedema_case():
+    """A head whose healthy brain has FLAIR 100 +- 10; a predicted tumour (12^3) of oedema around a core
+    (4^3, NCR) whose oedema is FLAIR-bright (140) except one dark slab (80: CSF a FLAIR does not null)."""
+    rng = np.random.default_rng(1)
+    flair = np.zeros((40, 40, 40), np.float32)
+    flair[2:38, 2:38, 2:38] = rng.normal(100, 10, (36, 36, 36))
+    classes = np.zeros(flair.shape, np.uint8)
+    classes[10:22, 10:22, 10:22] = 2
+    flair[10:22, 10:22, 10:22] = 140.0
+    flair[10:12, 10:22, 10:22] = 80.0  # the dark slab of predicted oedema
+    classes[14:18, 14:18, 14:18] = 1
+    flair[14:18, 14:18, 14:18] = 60.0  # a necrotic core, dark on FLAIR: TC is not the step's to change
+    return classes, flair
+
+
+def test_ed_hyperintensity_turns_oedema_darker_than_the_healthy_brain_into_background():
+    classes, flair = _oedema_case()
+    cleaned = postprocess(classes, [{"name": "ed_hyperintensity"}], images={"flair": flair})
+    assert (cleaned[10:12] == 0).all()  # the dark slab
+    expected = classes.copy()
+    expected[10:12] = 0
+    np.testing.assert_array_equal(cleaned, expected)  # the bright oedema and the dark core stay
+    shifted = np.where(flair != 0, flair * 0.01 + 5.0, 7.0).astype(np.float64)  # any scale, constant background
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "ed_hyperintensity"}], images={"flair": shifted}),
+                                  cleaned)
+    # Percentile 0: oedema need only reach the darkest healthy voxel (~50), so the slab stays; 100: none does.
+    count = lambda p: (postprocess(classes, [{"name": "ed_hyperintensity", "percentile": p}],  # noqa: E731
+                                   images={"flair": flair}) == 2).sum()
+    assert count(0) == (classes == 2).sum() and count(100) == 0
+
+
+def test_ed_hyperintensity_needs_the_flair_and_a_scheme_with_wt_and_tc():
+    from bratskeras.predict.postprocessing import check_steps
+
+    classes, flair = _oedema_case()
+    with pytest.raises(ValueError, match=r"reads the flair image, which is not among the model's inputs \(t1ce\)"):
+        check_steps([{"name": "ed_hyperintensity"}], modalities=("t1ce",))
+    with pytest.raises(ValueError, match="needs WT and TC regions; the menrt scheme has GTV"):
+        check_steps([{"name": "ed_hyperintensity"}], scheme="menrt")
+    with pytest.raises(ValueError, match="needs a class map"):
+        postprocess(classes > 0, [{"name": "ed_hyperintensity"}], images={"flair": flair})
+
+
+def test_region_thresholds_decodes_each_region_above_its_own_threshold():
+    from bratskeras.predict.cleanup import regions_above
+    from bratskeras.predict.postprocessing import decode
+
+    # Per voxel: background, NCR, ED, ET probabilities.
+    probabilities = np.array([[0.45, 0.20, 0.20, 0.15],  # argmax: background; WT 0.55, TC 0.35, ET 0.15
+                              [0.30, 0.05, 0.40, 0.25],  # argmax: ED; WT 0.70, TC 0.30, ET 0.25
+                              [0.70, 0.00, 0.10, 0.20]],  # WT 0.30, ET 0.20: ET only once WT is
+                             np.float32).reshape(3, 1, 1, 4)
+    assert regions_above(probabilities, "classes", {}).ravel().tolist() == [2, 2, 0]  # regions at 0.5
+    step = {"name": "region_thresholds", "wt": 0.25, "tc": 0.3, "et": 0.2}
+    # WT 0.55 > 0.25, TC 0.35 > 0.3, ET 0.15 < 0.2 -> NCR; then TC 0.30 is not > 0.3 -> ED; then ET 0.2 is not > 0.2.
+    assert decode(probabilities, "classes", step).ravel().tolist() == [1, 2, 2]
+    assert decode(probabilities, "classes", dict(step, et=0.1)).ravel().tolist() == [3, 2, 2]
+    # A regions target's channels are its regions' probabilities; where they nest (WT >= TC >= ET),
+    # thresholds of 0.5 decode it as usual, and an ET without TC is clipped away.
+    from bratskeras.core import targets
+
+    sigmoids = -np.sort(-np.random.default_rng(0).random((6, 5, 4, 3)).astype(np.float32), axis=-1)
+    np.testing.assert_array_equal(decode(sigmoids, "regions", {"name": "region_thresholds"}),
+                                  targets.output_to_classes(sigmoids, "regions"))
+    assert decode(np.array([[[[0.9, 0.1, 0.9]]]], np.float32), "regions", {"name": "region_thresholds"}).item() == 2
+    assert decode(sigmoids[..., :1], "whole_tumor", {"name": "region_thresholds", "wt": 0.3}).dtype == bool
+
+
+def test_region_thresholds_can_only_be_the_first_step():
+    from bratskeras.predict.postprocessing import check_steps, split_decoding
+
+    first = {"name": "region_thresholds", "wt": 0.3}
+    check_steps([first, {"name": "major_components"}])
+    with pytest.raises(ValueError, match="decodes the network's probabilities: it can only be the first step"):
+        check_steps([{"name": "major_components"}, first])
+    with pytest.raises(ValueError, match="needs WT, TC and ET regions; the menrt scheme has GTV"):
+        check_steps([first], scheme="menrt")
+    with pytest.raises(ValueError, match=r"a threshold must be a number within \(0, 1\)"):
+        check_steps([{"name": "region_thresholds", "et": 1.0}])
+    assert split_decoding([first, {"name": "major_components"}]) == (first, [{"name": "major_components"}])
+    assert split_decoding([{"name": "major_components"}]) == (None, [{"name": "major_components"}])

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from bratskeras.core.labels import scheme_or_classic
-from bratskeras.core.targets import classes_to_regions, regions_to_classes
+from bratskeras.core.targets import classes_to_regions, get_target, regions_to_classes
 from bratskeras.data.preprocessing import channel_foreground
 
 # The healthy brain starts this many voxels outside the predicted tumour: the
@@ -172,6 +172,92 @@ def enhancing_without_enhancement_to_ncr(classes, t1ce, percentile=75.0, scheme=
     threshold = np.percentile(t1ce[healthy], percentile)
     classes[enhancing & (t1ce < threshold)] = core_class
     return classes
+
+
+def oedema_without_hyperintensity_to_background(classes, flair, percentile=50.0, scheme=None):
+    """Predicted oedema whose FLAIR is not above the healthy brain's becomes background: the BraTS definition of ED.
+
+    BraTS labels as oedema (SNFH) what is hyperintense on T2-FLAIR (Bakas et
+    al. 2018). A model trained on generated heads also calls oedema CSF that
+    a scan's FLAIR does not null fully (the basal cisterns and fourth
+    ventricle of the public BraTS 2018 CBICA cases, tools/error_analysis.py):
+    there the false oedema's FLAIR median was 0.4-1 of the way from the
+    healthy brain's median to its 99th percentile lower than the true
+    oedema's, its T1 darker. A voxel of the whole tumour outside the tumour
+    core (ED) stays when its FLAIR is at least the healthy brain's
+    `percentile`-th percentile, the healthy brain being the FLAIR foreground
+    outside the predicted tumour grown by HEALTHY_GAP voxels. TC and ET do
+    not change.
+
+    Args:
+        classes: class index map (D, H, W) of `scheme` (None: classic, ED 2).
+        flair: the case's FLAIR (D, H, W) on the same grid, any intensity scale.
+        percentile: the healthy brain's FLAIR percentile (0-100) oedema must reach.
+
+    Returns:
+        the class map, a copy; unchanged when there is no predicted oedema or
+        no healthy brain.
+    """
+    whole, core = whole_and_core(scheme, "ed_hyperintensity")
+    classes = np.array(classes, copy=True)
+    flair = np.asarray(flair, dtype=np.float32)
+    if flair.shape != classes.shape:
+        raise ValueError(f"flair must have the class map's shape {classes.shape}, received {flair.shape}")
+    regions = classes_to_regions(classes, scheme)
+    oedema = regions[..., whole] & ~regions[..., core]
+    tumour = ndimage.binary_dilation(classes > 0, iterations=HEALTHY_GAP)
+    healthy = channel_foreground(flair) & ~tumour
+    if not oedema.any() or not healthy.any():
+        return classes
+    threshold = np.percentile(flair[healthy], percentile)
+    classes[oedema & (flair < threshold)] = 0
+    return classes
+
+
+def whole_and_core(scheme, step):
+    """(WT, TC) region channels of a scheme; ValueError for one without them (MEN-RT's GTV)."""
+    scheme = scheme_or_classic(scheme)
+    names = scheme.region_names
+    if "WT" not in names or "TC" not in names:
+        raise ValueError(f"step {step!r} needs WT and TC regions; the {scheme.name} scheme has {', '.join(names)}")
+    return names.index("WT"), names.index("TC")
+
+
+def regions_above(probabilities, target, thresholds, scheme=None):
+    """Model output -> classes, each region where its probability exceeds its own threshold (nnU-Net's regions).
+
+    A region's probability is its sigmoid channel (target "regions"), the
+    sum of its classes' softmax probabilities (target "classes"), or the
+    one channel of "whole_tumor" (WT). A lower WT or ET threshold keeps
+    what the network finds fairly likely to be tumour (or ET) though less
+    likely than background (or NCR). Inner regions are clipped to outer
+    ones before the classes are composed (a voxel is ET only where it is
+    also TC and WT, as the BraTS regions nest), so a regions target whose
+    outputs nest decodes at 0.5 as usual.
+
+    Args:
+        probabilities: (D, H, W, K) probabilities of `target`.
+        target: "classes", "regions" or "whole_tumor".
+        thresholds: {region name: threshold in (0, 1)}; regions not named: 0.5.
+        scheme: the classes' task (labels.TASKS) or None (classic).
+
+    Returns:
+        uint8 class map (D, H, W); a bool mask for "whole_tumor".
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    kind = get_target(target)
+    if kind.is_mask:
+        return probabilities[..., 0] > thresholds.get("WT", 0.5)
+    regions = scheme_or_classic(scheme).regions
+    if kind.outputs_regions:
+        region_probabilities = probabilities
+    else:
+        region_probabilities = np.stack([probabilities[..., list(members)].sum(-1) for _, members in regions], axis=-1)
+    on = np.stack([region_probabilities[..., r] > thresholds.get(name, 0.5) for r, (name, _) in enumerate(regions)],
+                  axis=-1)
+    for inner, outer in scheme_or_classic(scheme).nesting():
+        on[..., inner] &= on[..., outer]
+    return regions_to_classes(on, scheme)
 
 
 def enhancing_and_core(scheme, step="et_to_ncr"):

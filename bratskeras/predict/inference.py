@@ -149,8 +149,8 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
         return _predict_ensemble_case(network, case, settings, progress)
     image, properties = _read_input(case, setup.modalities)
     probabilities, geometry = _crop_probabilities(network, setup, image, properties["spacing"], settings, progress)
-    classes = targets.output_to_classes(probabilities, setup.target, scheme=setup.task)
-    steps = steps_for(setup, settings)
+    decoding, steps = postprocessing.split_decoding(steps_for(setup, settings))
+    classes = _decode(probabilities, setup, decoding)
     if steps:
         classes = _postprocess(classes, setup, steps, lambda channel: crop(image[..., channel], geometry))
     label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
@@ -184,8 +184,8 @@ def _predict_ensemble_case(ensemble, case, settings, progress):
             total += source
     mean = total
     mean /= len(ensemble.members)  # in place: the sum's memory becomes the mean's
-    classes = targets.output_to_classes(mean, setup.target, scheme=setup.task)
-    steps = steps_for(setup, settings)
+    decoding, steps = postprocessing.split_decoding(steps_for(setup, settings))
+    classes = _decode(mean, setup, decoding)
     if steps:
         classes = _postprocess(classes, setup, steps, lambda channel: image[..., channel])
     label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)
@@ -225,6 +225,16 @@ def _on_source_grid(probabilities, geometry, target):
 def steps_for(setup, settings):
     """The post-processing steps of a prediction: the caller's (settings.postprocess), or the model's contract's."""
     return setup.contract.postprocess if settings.postprocess is None else tuple(settings.postprocess)
+
+
+def _decode(probabilities, setup, decoding):
+    """Classes (D, H, W) of probabilities (D, H, W, K): the target's own decoding, or a decoding step's."""
+    if decoding is None:
+        return targets.output_to_classes(probabilities, setup.target, scheme=setup.task)
+    classes = postprocessing.decode(probabilities, setup.target, decoding, scheme=setup.task)
+    if classes.dtype == bool:  # a whole-tumor mask, written as its class
+        return targets.output_to_classes(classes[..., None], setup.target)
+    return classes
 
 
 def _postprocess(classes, setup, steps, channel_image):

@@ -13,6 +13,12 @@ Configured steps are plain data for configs and the CLI, applied in order by `po
     {"name": "major_components", "fraction": 0.1} drop components under 10 % of the largest
     {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR (NETC)
     {"name": "et_enhancement", "percentile": 75}  ET darker on T1c than healthy white matter -> NCR
+    {"name": "ed_hyperintensity", "percentile": 50} ED darker on FLAIR than the healthy brain's median -> background
+One kind of step decodes instead of cleaning: `region_thresholds` (e.g.
+{"name": "region_thresholds", "wt": 0.3, "tc": 0.4, "et": 0.2}) turns the
+network's probabilities into classes, each region above its own threshold,
+in place of the target's argmax or 0.5. It can only come first
+(`split_decoding`; predict applies it, `decode`).
 Each kind of step is one `Step` row of `STEPS` (its options with defaults and
 checks, its CLI help, how it applies to a mask and to a class map, and the
 input images it reads: et_enhancement reads the case's T1c).
@@ -35,8 +41,11 @@ from bratskeras.predict.cleanup import (
     enhancing_without_enhancement_to_ncr,
     keep_major_components,
     min_component_classes,
+    oedema_without_hyperintensity_to_background,
     per_region,
+    regions_above,
     remove_small_components,
+    whole_and_core,
 )
 
 # --------------------------------------------------------------------------- the steps, one row each
@@ -86,6 +95,11 @@ def _check_fraction(step, value):
         raise ValueError(f"step {step!r}: fraction must be a number within [0, 1], received {value!r}")
 
 
+def _check_threshold(step, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"step {step!r}: a threshold must be a number within (0, 1), received {value!r}")
+
+
 def _check_percentile(step, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
         raise ValueError(f"step {step!r}: percentile must be a number within [0, 100], received {value!r}")
@@ -105,6 +119,7 @@ class Step:
     options = {}
     summary = ""
     modalities = ()
+    decodes = False  # True: turns probabilities into classes (`decode`), so it can only come first
 
     @property
     def required(self):
@@ -217,9 +232,51 @@ class EnhancementCheck(Step):
         return enhancing_without_enhancement_to_ncr(classes, images["t1ce"], percentile, scheme)
 
 
+class HyperintensityCheck(Step):
+    """ED not above the healthy brain on FLAIR becomes background (`oedema_without_hyperintensity_to_background`)."""
+
+    name = "ed_hyperintensity"
+    options = {"percentile": Option(50, _check_percentile, "P")}
+    summary = "ED darker on FLAIR than the healthy brain's P-th percentile (50: its median) -> background"
+    modalities = ("flair",)
+
+    def check_scheme(self, scheme):
+        whole_and_core(scheme, self.name)
+
+    def on_mask(self, mask, percentile, images):
+        raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
+
+    def on_classes(self, classes, scheme, percentile, images):
+        return oedema_without_hyperintensity_to_background(classes, images["flair"], percentile, scheme)
+
+
+class RegionThresholds(Step):
+    """Decodes probabilities region by region, each above its own threshold (`regions_above`); first step only."""
+
+    name = "region_thresholds"
+    options = {region: Option(0.5, _check_threshold, "T") for region in ("wt", "tc", "et")}
+    summary = ("decode the network's probabilities per region (softmax: the sum of its classes), each above its "
+               "own threshold, in place of argmax (first step only)")
+    decodes = True
+
+    def check_scheme(self, scheme):
+        names = scheme_or_classic(scheme).region_names
+        if not {"WT", "TC", "ET"} <= set(names):
+            raise ValueError(f"step {self.name!r} needs WT, TC and ET regions; the {scheme_or_classic(scheme).name} "
+                             f"scheme has {', '.join(names)}")
+
+    def decode(self, probabilities, target, scheme, **thresholds):
+        return regions_above(probabilities, target, {region.upper(): t for region, t in thresholds.items()}, scheme)
+
+    def on_mask(self, mask, **thresholds):
+        raise ValueError(f"step {self.name!r} decodes probabilities: it can only be the first step")
+
+    on_classes = on_mask
+
+
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
-STEPS = {step.name: step for step in (AveragePool(), MinComponent(), MajorComponents(), EnhancingToNcr(),
-                                      EnhancementCheck())}
+STEPS = {step.name: step for step in (RegionThresholds(), AveragePool(), MinComponent(), MajorComponents(),
+                                      EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck())}
 
 
 def check_step(step):
@@ -245,14 +302,38 @@ def check_step(step):
 def check_steps(steps, scheme=None, modalities=None):
     """ValueError (one line) for a step that is malformed, that `scheme`'s classes cannot take, or that
     reads an image `modalities` (a model's inputs; None: not checked) does not include."""
-    for step in steps:
+    for position, step in enumerate(steps):
         check_step(step)
         kind = STEPS[step["name"]]
+        if kind.decodes and position:
+            raise ValueError(f"step {kind.name!r} decodes the network's probabilities: it can only be the first step")
         kind.check_scheme(scheme)
         missing = [m for m in kind.modalities if modalities is not None and m not in modalities]
         if missing:
             raise ValueError(f"step {kind.name!r} reads the {', '.join(missing)} image, which is not among the "
                              f"model's inputs ({', '.join(modalities) or 'none given'})")
+
+
+def split_decoding(steps):
+    """(the decoding step dict or None, the class-map steps after it) of a step list."""
+    steps = list(steps)
+    if steps and STEPS.get(steps[0].get("name")) and STEPS[steps[0]["name"]].decodes:
+        return steps[0], steps[1:]
+    return None, steps
+
+
+def decode(probabilities, target, step, scheme=None):
+    """Classes of model output by a decoding step (`split_decoding`): uint8 (D, H, W), or bool for whole_tumor.
+
+    Args:
+        probabilities: (D, H, W, K) probabilities of `target` (bratskeras.core.targets).
+        target: the model's target name.
+        step: a decoding step dict, e.g. {"name": "region_thresholds", "wt": 0.3}.
+        scheme: the classes' task or None (classic).
+    """
+    check_steps([step], scheme)
+    kind = STEPS[step["name"]]
+    return kind.decode(probabilities, target, scheme, **kind.settings(step))
 
 
 def postprocess(volume, steps, scheme=None, images=None):
