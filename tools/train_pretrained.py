@@ -63,6 +63,8 @@ RECIPES = {
              "fit": ["--spacing", "1.5", "--patch-size", "80,96,80", "--batch-size", "2", "--learning-rate", "2e-4",
                      "--epochs", "14", "--steps-per-epoch", "80", "--folds", "20", "--fold", "0", "--seed", "6",
                      # What predict does to the output (recorded in the contract, no effect on training).
+                     "--postprocess", "region_thresholds:wt=0.3,tc=0.4,et=0.2",
+                     "--postprocess", "ed_hyperintensity:percentile=50",
                      "--postprocess", "et_enhancement:percentile=75", "--postprocess", "major_components:fraction=0.1"]},
         ],
         "ship": "best.keras",  # inside the last stage's run folder, with its config.json
