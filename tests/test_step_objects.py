@@ -20,16 +20,21 @@ from bratskeras.predict.postprocessing import STEPS, Option, Step, check_step, p
 
 
 def test_each_step_row_carries_its_options_and_defaults():
-    assert set(STEPS) == {"average_pool", "min_component", "major_components", "et_to_ncr", "et_enhancement"}
+    assert set(STEPS) == {"region_thresholds", "average_pool", "min_component", "major_components", "et_to_ncr",
+                          "et_enhancement", "ed_hyperintensity"}
     assert all(isinstance(step, Step) and step.name == name for name, step in STEPS.items())
     assert STEPS["average_pool"].settings({"name": "average_pool"}) == {"size": 16}
     assert STEPS["min_component"].settings({"name": "min_component", "voxels": 3}) == {"voxels": 3, "per": "region"}
     assert STEPS["min_component"].required == {"voxels"} and STEPS["average_pool"].required == set()
+    assert STEPS["region_thresholds"].settings({"name": "region_thresholds", "wt": 0.3}) == {"wt": 0.3, "tc": 0.5,
+                                                                                          "et": 0.5}
+    assert STEPS["ed_hyperintensity"].modalities == ("flair",) and not STEPS["ed_hyperintensity"].decodes
 
 
 @pytest.mark.parametrize("step, message", [
-    ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'et_enhancement', "
-                       "'et_to_ncr', 'major_components', 'min_component'], received {'name': 'blur'}"),
+    ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'ed_hyperintensity', "
+                       "'et_enhancement', 'et_to_ncr', 'major_components', 'min_component', 'region_thresholds'], "
+                       "received {'name': 'blur'}"),
     ({"name": "min_component"}, "step 'min_component' takes ['per', 'voxels'] (required ['voxels']); received []"),
     ({"name": "et_to_ncr", "voxels": 5, "x": 1}, "step 'et_to_ncr' takes ['voxels'] (required ['voxels']); "
                                                   "received ['voxels', 'x']"),
