@@ -45,18 +45,48 @@ def test_recipe_commands_parse_as_the_cli_reads_them(name, tmp_path):
             command = cli.commands[argv[1]]
             context = command.make_context(argv[1], list(argv[2:]))
             assert context.params  # parsed, nothing run
-    assert _tool().RECIPES[name]["ship"].endswith(".keras")
+    sources, config = _tool().shipped_files(name, "OUT")
+    assert all(source.startswith("OUT/stage-") and source.endswith("/best.keras") for source in sources)
+    assert config == os.path.join(os.path.dirname(sources[-1]), "config.json")
 
 
 def test_the_shipped_model_carries_the_post_processing_its_recipe_names():
-    """The recipe's last --postprocess flags are what the shipped config.json and best.keras contract hold."""
+    """The recipe's last --postprocess flags (later stages inherit them) are what the shipped config.json and
+    best.keras contract hold."""
     from bratskeras.cli.inference import parse_postprocess
     from bratskeras.data.model_files import read_contract
 
     for model in pretrained.catalogue():
-        fit = _tool().commands(model.name, "OUT", "DATA")[-1][2]
-        named = tuple(parse_postprocess(fit[i + 1]) for i, arg in enumerate(fit) if arg == "--postprocess")
+        fits = [fit for _, _, fit in _tool().commands(model.name, "OUT", "DATA") if "--postprocess" in fit]
+        named = tuple(parse_postprocess(fits[-1][i + 1]) for i, arg in enumerate(fits[-1]) if arg == "--postprocess")
         folder = pretrained.resolve(pretrained.PREFIX + model.name)
         with open(os.path.join(folder, "config.json")) as stream:
             assert tuple(json.load(stream).get("postprocess", ())) == named
         assert read_contract(os.path.join(folder, "best.keras"), "keras").postprocess == named
+
+
+def test_average_weights_writes_the_mean_of_the_sources_weights(tmp_path):
+    """The soup step: every weight of the written model is the mean of the sources', the contract the last's."""
+    import keras
+    import numpy as np
+
+    from bratskeras.data.contract import InputContract
+    from bratskeras.data.model_files import read_contract
+    from bratskeras.models import build_model
+    from bratskeras.models.saving import save_model
+
+    sources = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        network = build_model("lightweight-unet", input_shape=(None, None, None, 4), base_filters=4)
+        path = str(tmp_path / f"m{seed}.keras")
+        save_model(network, path, InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes",
+                                                postprocess=({"name": "major_components", "fraction": seed / 10},)))
+        sources.append(path)
+    _tool().average_weights(sources, str(tmp_path / "soup.keras"))
+    weights = [keras.models.load_model(p, compile=False).get_weights() for p in (*sources, tmp_path / "soup.keras")]
+    for first, second, soup in zip(*weights):
+        np.testing.assert_allclose(soup, (first + second) / 2, rtol=1e-6, atol=1e-7)
+    assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(weights[0], weights[1]))  # the sources differ
+    assert read_contract(str(tmp_path / "soup.keras"), "keras").postprocess == (
+        {"name": "major_components", "fraction": 0.2},)
