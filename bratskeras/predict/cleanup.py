@@ -161,16 +161,7 @@ def enhancing_without_enhancement_to_ncr(classes, t1ce, percentile=75.0, scheme=
     """
     enhancing_class, core_class = enhancing_and_core(scheme, "et_enhancement")
     classes = np.array(classes, copy=True)
-    t1ce = np.asarray(t1ce, dtype=np.float32)
-    if t1ce.shape != classes.shape:
-        raise ValueError(f"t1ce must have the class map's shape {classes.shape}, received {t1ce.shape}")
-    enhancing = classes == enhancing_class
-    tumour = ndimage.binary_dilation(classes > 0, iterations=HEALTHY_GAP)
-    healthy = channel_foreground(t1ce) & ~tumour
-    if not enhancing.any() or not healthy.any():
-        return classes
-    threshold = np.percentile(t1ce[healthy], percentile)
-    classes[enhancing & (t1ce < threshold)] = core_class
+    classes[_darker_than_healthy(classes, classes == enhancing_class, t1ce, "t1ce", percentile)] = core_class
     return classes
 
 
@@ -200,18 +191,28 @@ def oedema_without_hyperintensity_to_background(classes, flair, percentile=50.0,
     """
     whole, core = whole_and_core(scheme, "ed_hyperintensity")
     classes = np.array(classes, copy=True)
-    flair = np.asarray(flair, dtype=np.float32)
-    if flair.shape != classes.shape:
-        raise ValueError(f"flair must have the class map's shape {classes.shape}, received {flair.shape}")
     regions = classes_to_regions(classes, scheme)
-    oedema = regions[..., whole] & ~regions[..., core]
-    tumour = ndimage.binary_dilation(classes > 0, iterations=HEALTHY_GAP)
-    healthy = channel_foreground(flair) & ~tumour
-    if not oedema.any() or not healthy.any():
-        return classes
-    threshold = np.percentile(flair[healthy], percentile)
-    classes[oedema & (flair < threshold)] = 0
+    classes[_darker_than_healthy(classes, regions[..., whole] & ~regions[..., core], flair, "flair", percentile)] = 0
     return classes
+
+
+def _darker_than_healthy(classes, predicted, image, name, percentile):
+    """bool (D, H, W): the `predicted` voxels whose `image` is below the healthy brain's `percentile`-th percentile.
+
+    The healthy brain is the image's foreground outside the predicted tumour
+    (classes > 0) grown by HEALTHY_GAP voxels. None are marked when nothing
+    is predicted or there is no healthy brain.
+
+    Raises:
+        ValueError: `image` (called `name` in the message) not of the class map's shape.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape != classes.shape:
+        raise ValueError(f"{name} must have the class map's shape {classes.shape}, received {image.shape}")
+    healthy = channel_foreground(image) & ~ndimage.binary_dilation(classes > 0, iterations=HEALTHY_GAP)
+    if not predicted.any() or not healthy.any():
+        return np.zeros(classes.shape, bool)
+    return predicted & (image < np.percentile(image[healthy], percentile))
 
 
 def whole_and_core(scheme, step):
@@ -248,14 +249,15 @@ def regions_above(probabilities, target, thresholds, scheme=None):
     kind = get_target(target)
     if kind.is_mask:
         return probabilities[..., 0] > thresholds.get("WT", 0.5)
-    regions = scheme_or_classic(scheme).regions
+    labels = scheme_or_classic(scheme)
     if kind.outputs_regions:
         region_probabilities = probabilities
     else:
-        region_probabilities = np.stack([probabilities[..., list(members)].sum(-1) for _, members in regions], axis=-1)
-    on = np.stack([region_probabilities[..., r] > thresholds.get(name, 0.5) for r, (name, _) in enumerate(regions)],
-                  axis=-1)
-    for inner, outer in scheme_or_classic(scheme).nesting():
+        region_probabilities = np.stack([probabilities[..., list(members)].sum(-1) for _, members in labels.regions],
+                                        axis=-1)
+    on = np.stack([region_probabilities[..., r] > thresholds.get(name, 0.5)
+                   for r, (name, _) in enumerate(labels.regions)], axis=-1)
+    for inner, outer in labels.nesting():
         on[..., inner] &= on[..., outer]
     return regions_to_classes(on, scheme)
 

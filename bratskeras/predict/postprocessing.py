@@ -197,7 +197,14 @@ class MajorComponents(Step):
         return per_region(classes, lambda m: keep_major_components(m, fraction), scheme)
 
 
-class EnhancingToNcr(Step):
+class ClassMapStep(Step):
+    """A step that needs a class map (its classes, e.g. ET and NCR): a bool mask is refused in one line."""
+
+    def on_mask(self, mask, **settings):
+        raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
+
+
+class EnhancingToNcr(ClassMapStep):
     """Fewer than `voxels` predicted ET voxels become NCR (`enhancing_tumor_to_ncr`); class maps only."""
 
     name = "et_to_ncr"
@@ -207,14 +214,11 @@ class EnhancingToNcr(Step):
     def check_scheme(self, scheme):
         enhancing_and_core(scheme)
 
-    def on_mask(self, mask, voxels):
-        raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
-
     def on_classes(self, classes, scheme, voxels):
         return enhancing_tumor_to_ncr(classes, voxels, scheme)
 
 
-class EnhancementCheck(Step):
+class EnhancementCheck(ClassMapStep):
     """ET not above the healthy brain on T1c becomes NCR (`enhancing_without_enhancement_to_ncr`); class maps only."""
 
     name = "et_enhancement"
@@ -225,14 +229,11 @@ class EnhancementCheck(Step):
     def check_scheme(self, scheme):
         enhancing_and_core(scheme, self.name)
 
-    def on_mask(self, mask, percentile, images):
-        raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
-
     def on_classes(self, classes, scheme, percentile, images):
         return enhancing_without_enhancement_to_ncr(classes, images["t1ce"], percentile, scheme)
 
 
-class HyperintensityCheck(Step):
+class HyperintensityCheck(ClassMapStep):
     """ED not above the healthy brain on FLAIR becomes background (`oedema_without_hyperintensity_to_background`)."""
 
     name = "ed_hyperintensity"
@@ -242,9 +243,6 @@ class HyperintensityCheck(Step):
 
     def check_scheme(self, scheme):
         whole_and_core(scheme, self.name)
-
-    def on_mask(self, mask, percentile, images):
-        raise ValueError(f"step {self.name!r} needs a class map, received a bool mask")
 
     def on_classes(self, classes, scheme, percentile, images):
         return oedema_without_hyperintensity_to_background(classes, images["flair"], percentile, scheme)
