@@ -90,3 +90,22 @@ def test_average_weights_writes_the_mean_of_the_sources_weights(tmp_path):
     assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(weights[0], weights[1]))  # the sources differ
     assert read_contract(str(tmp_path / "soup.keras"), "keras").postprocess == (
         {"name": "major_components", "fraction": 0.2},)
+    # Written once: a second soup onto the same path is refused and the first stays.
+    from bratskeras.core.errors import OutputExistsError
+
+    before = (tmp_path / "soup.keras").read_bytes()
+    with pytest.raises(OutputExistsError, match="soup.keras: exists"):
+        _tool().average_weights(sources[::-1], str(tmp_path / "soup.keras"))
+    assert (tmp_path / "soup.keras").read_bytes() == before
+
+
+def test_a_shipped_model_already_written_is_refused_not_replaced(tmp_path, capsys):
+    """A rerun into the same OUT_DIR stops before any stage runs, naming the file, and leaves it as it was."""
+    name = sorted(_tool().RECIPES)[0]
+    shipped = tmp_path / "out" / "shipped" / "best.keras"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"the user's model")
+    assert _tool().main([name, str(tmp_path / "out"), "--dry-run"]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: {shipped}: exists; this tool never replaces it (remove it "
+                                               "or choose another OUT_DIR)")
+    assert shipped.read_bytes() == b"the user's model"

@@ -24,6 +24,13 @@ import shutil
 import subprocess
 import sys
 
+from bratskeras.core.errors import OutputExistsError
+from bratskeras.export.formats import FORMATS
+from bratskeras.platform import artefacts, outputs
+
+# What the tool writes into OUT_DIR/shipped/, by file name.
+SHIPPED_KINDS = {"best.keras": FORMATS["keras"].kind, "config.json": artefacts.suffix_file_kind("run config", ".json")}
+
 RECIPES = {
     # lightweight-unet on SynthSeg-style heads (bratskeras.synth.synthseg), in five stages (2 mm, the last 1.5
     # mm). A 64 x 80 x 64 patch at 2 mm holds most of a brain. Stage 1: 320 heads of the "basic" generator (no
@@ -128,7 +135,14 @@ def average_weights(sources, out_path):
     if len({len(w) for w in weights}) != 1 or any(a.shape != b.shape for w in weights[1:] for a, b in zip(w, weights[0])):
         raise SystemExit(f"error: {', '.join(sources)} are not one architecture: their weights cannot be averaged")
     networks[-1].set_weights([np.mean(arrays, axis=0).astype(arrays[0].dtype) for arrays in zip(*weights)])
-    save_model(networks[-1], out_path, read_contract(sources[-1], "keras"))
+    # Through a temporary file, and never onto an existing file: a rerun does not replace a shipped model.
+    outputs.write_artefact(out_path, lambda tmp: save_model(networks[-1], tmp, read_contract(sources[-1], "keras")),
+                           kind=SHIPPED_KINDS["best.keras"])
+
+
+def _shipped_paths(out_dir):
+    """{file name: path} of what the tool writes into OUT_DIR/shipped/."""
+    return {name: os.path.join(out_dir, "shipped", name) for name in SHIPPED_KINDS}
 
 
 def shipped_files(name, out_dir):
@@ -148,6 +162,12 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="Print the commands only")
     args = parser.parse_args(argv)
     data_dir = args.data or os.path.join(args.out_dir, "data")
+    shipped = _shipped_paths(args.out_dir)
+    existing = [path for path in shipped.values() if os.path.lexists(path)]
+    if existing:  # before hours of training: a shipped model already there is refused, never replaced
+        print(f"error: {existing[0]}: exists; this tool never replaces it (remove it or choose another OUT_DIR)",
+              file=sys.stderr)
+        return 1
     stages = commands(args.name, args.out_dir, data_dir)
     for index, (data, synth, fit) in enumerate(stages, start=1):
         if args.stages and index not in args.stages:
@@ -160,13 +180,16 @@ def main(argv=None):
             if not args.dry_run and subprocess.call(command) != 0:
                 return 1
     sources, config = shipped_files(args.name, args.out_dir)
-    shipped = os.path.join(args.out_dir, "shipped", "best.keras")
-    print(f"# the shipped model: the mean of the weights of {' and '.join(sources)} -> {shipped}, with {config}",
-          flush=True)
+    print(f"# the shipped model: the mean of the weights of {' and '.join(sources)} -> {shipped['best.keras']}, "
+          f"with {config}", flush=True)
     if not args.dry_run and not args.stages:
-        os.makedirs(os.path.dirname(shipped), exist_ok=True)
-        average_weights(sources, shipped)
-        shutil.copyfile(config, os.path.join(os.path.dirname(shipped), "config.json"))
+        try:
+            average_weights(sources, shipped["best.keras"])
+            outputs.write_artefact(shipped["config.json"], lambda tmp: shutil.copyfile(config, tmp),
+                                   kind=SHIPPED_KINDS["config.json"])
+        except OutputExistsError as error:  # written meanwhile by another copy of the tool
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     return 0
 
 
