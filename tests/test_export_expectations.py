@@ -150,6 +150,7 @@ def test_a_mistyped_choice_is_a_usage_error(tmp_path, args, bad):
 # ------------------------------------------------------------------- names
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_onnx_names_its_input_output_and_dimensions(exported):
     onnx = pytest.importorskip("onnx")
     import onnxruntime
@@ -165,6 +166,7 @@ def test_onnx_names_its_input_output_and_dimensions(exported):
     assert [o.name for o in session.get_outputs()] == ["probabilities"]
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_litert_uses_the_same_names(exported):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -176,6 +178,7 @@ def test_litert_uses_the_same_names(exported):
 # --------------------------------------------------- quiet, announced, sized
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 @pytest.mark.parametrize("format", ["onnx", "tflite"])
 def test_export_output_is_announced_stages_and_no_noise(exported, format):
     _, outputs = exported
@@ -186,6 +189,7 @@ def test_export_output_is_announced_stages_and_no_noise(exported, format):
     assert f"converting to {FORMATS[format].title}" in text, text
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_a_large_litert_export_is_checked_on_a_small_twin(exported):
     _, outputs = exported
     text = outputs["tflite"]

@@ -216,6 +216,7 @@ def _save_load(model, tmp_path):
     return keras.saving.load_model(path, safe_mode=True)
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_classes_model_with_losses_and_metrics_reloads_safe_mode(tmp_path):
     from bratskeras.models import build_model
 

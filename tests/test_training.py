@@ -190,6 +190,7 @@ def test_flair2017_preset_trains_on_flair_alone(tmp_path):
     assert set(result.heldout_dice) == {"WT"}
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_device_augmentation_trains(dataset, tmp_path):
     result = fit(tiny_config(augment_on="device", epochs=1), dataset, str(tmp_path / "run"), verbose=0)
     assert result.epochs == 1
@@ -204,6 +205,7 @@ def test_nnunet_augmentation_on_device_trains(dataset, tmp_path):
     assert result.epochs == 1 and np.isfinite(float(history_rows(result.run_dir)[0]["loss"]))
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_fit_augment_flag_selects_the_set(dataset, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["fit", dataset, "--out", str(out), "--augment", "nnunet", "--epochs", "1",
@@ -251,6 +253,7 @@ def test_fit_at_a_coarser_spacing_predicts_on_the_source_grid(dataset, tmp_path)
     assert bad.exit_code != 0 and "--spacing" in bad.output
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_mixed_bfloat16_training_keeps_losses_and_metrics_float32(dataset, tmp_path):
     result = fit(tiny_config(precision="mixed_bfloat16", epochs=1), dataset, str(tmp_path / "run"), verbose=0)
     rows = history_rows(result.run_dir)
