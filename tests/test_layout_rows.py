@@ -39,8 +39,8 @@ def _fingerprint(images, classes):
 
 # SynthSeg-style heads are compared by fingerprint, not digest: their exact bytes depend on the CPU class.
 # The digests taken on main at commit 03d0979 held on AVX-512 machines, but on a 2-core AMD EPYC with AVX2
-# only all four differed while the simple phantoms' held (numpy takes other code paths for float math
-# there, so a few int16 voxels round one unit apart). A changed draw moves these figures by whole
+# only all four differed while the simple phantoms' held (a few int16 voxels round one unit apart; the
+# cause is not pinned down: limiting numpy's own SIMD dispatch there changed nothing). A changed draw moves these figures by whole
 # percents; one-unit roundings move them by far less than the tolerance. Taken on that AVX2 machine from
 # main at commit 8d9cc53, whose heads still matched the 03d0979 digests on the AVX-512 machine.
 _SYNTHSEG_FINGERPRINTS = {
