@@ -88,6 +88,7 @@ def test_tflite_quantized_reports_error_and_size(models, tmp_path, quantize):
         assert small.size_bytes < full.size_bytes
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_saved_model_layout_and_auto_version(models, tmp_path):
     base = tmp_path / "saved_models" / "lightweight-unet"
     first = export_model(models["light"], "saved_model", out=base)
@@ -173,7 +174,8 @@ def test_saved_model_cli_lists_the_signature(saved_model_processes):
     assert f"inputs['{INPUT_NAME}']" in shown and f"outputs['{OUTPUT_NAME}']" in shown
 
 
-@pytest.mark.parametrize("which", ["light", pytest.param("flair", marks=pytest.mark.slow)])  # flair: CI's slow run
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
+@pytest.mark.parametrize("which", ["light", "flair"])
 def test_onnx_matches_keras(models, tmp_path, which):
     pytest.importorskip("onnxruntime", reason="ONNX runtime not installed (extra `onnx`)")
     pytest.importorskip("tf2onnx", reason="tf2onnx not installed (extra `onnx`)")

@@ -94,6 +94,7 @@ def test_export_overwrite_never_replaces_a_file_of_another_kind(tiny_model, tmp_
     assert notes.read_text() == "not a model, a user's file"
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_export_overwrite_keeps_the_old_artefact_when_the_new_one_fails(tiny_model, tmp_path):
     target = tmp_path / "m.tflite"
     assert invoke("export", tiny_model, "--format", "tflite", "--input-shape", LIGHT_INPUT,
@@ -393,6 +394,7 @@ def test_predict_refusal_names_the_flag(tmp_path, tiny_model, dataset):
     one_line_error(invoke("predict", tiny_model, dataset, out), "pass --overwrite")
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_kill_during_predict_leaves_no_partial_output(tmp_path, tiny_model):
     data = tmp_path / "data"
     synth.write_dataset(data, cases=1, shape=SHAPE, layout="brats2021", seed=6)
@@ -503,6 +505,7 @@ def test_garbage_and_lambda_models_are_explained(tmp_path):
     assert line.rstrip(")").rstrip().endswith(".") and "safe_mode" in line
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_evaluate_and_predict_print_no_tensorflow_start_up_lines(tmp_path, tiny_model, dataset):
     # evaluate scores the reference labels saved as predictions, so that it need not wait for predict:
     # the two commands (each mostly a TensorFlow import, ~7 s of one core) run side by side.

@@ -18,7 +18,8 @@ def run(*args):
 @pytest.mark.parametrize("target, predict_options", [
     ("classes", ()),
     # nnU-Net's region training of the task (WT, TC, ET, RC), cleaned per region on the way out.
-    ("regions", ("--postprocess", "min_component:voxels=5", "--postprocess", "et_to_ncr:voxels=10")),
+    pytest.param("regions", ("--postprocess", "min_component:voxels=5", "--postprocess", "et_to_ncr:voxels=10"),
+                 marks=pytest.mark.slow),  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 ])
 def test_gli_task_from_synth_to_lesion_wise_scores(tmp_path, target, predict_options):
     data, run_dir, predictions = tmp_path / "data", tmp_path / "run", tmp_path / "pred"

@@ -178,6 +178,7 @@ def test_resume_with_another_configuration_is_refused(finished_run, dataset):
         fit(tiny_config(learning_rate=1e-2, epochs=3), dataset, run_dir, resume=True, verbose=0)
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_flair2017_preset_trains_on_flair_alone(tmp_path):
     data = tmp_path / "brats2020"
     synth.write_dataset(data, cases=3, shape=SHAPE, layout="brats2020", seed=5)
@@ -321,6 +322,7 @@ def test_batch_too_large_for_memory_is_refused_before_training(dataset, tmp_path
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_dataset_with_problems_stops_unless_skipped(tmp_path):
     data = tmp_path / "bad"
     synth.write_dataset(data, cases=4, shape=SHAPE, layout="brats2021", seed=1)
@@ -618,6 +620,7 @@ def test_init_from_a_bare_keras_file_takes_its_contract_and_needs_a_network_of_i
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_init_from_starts_from_the_source_weights_and_resumes_as_any_run(finished_run, dataset, tmp_path):
     from bratskeras.models import load_model
 

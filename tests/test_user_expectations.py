@@ -215,6 +215,7 @@ def test_a_bratskeras_keras_file_loads_in_plain_keras_with_custom_objects(tmp_pa
     assert "custom_objects=bratskeras.custom_objects()" in docs and "Could not locate class" in docs
 
 
+@pytest.mark.slow  # default suite kept under 10 min on 2 AVX2 cores; CI's slow run
 def test_the_python_api_imports_tensorflow_without_its_start_up_lines():
     code = ("import os, bratskeras\n"
             "bratskeras.build_model('lightweight-unet', base_filters=2)\n"
