@@ -294,3 +294,58 @@ def test_region_thresholds_can_only_be_the_first_step():
         check_steps([{"name": "region_thresholds", "et": 1.0}])
     assert split_decoding([first, {"name": "major_components"}]) == (first, [{"name": "major_components"}])
     assert split_decoding([{"name": "major_components"}]) == (None, [{"name": "major_components"}])
+
+
+def _surface_case():
+    """A 36^3 brain (T1c 100) with a deep tumour (ET rim around NCR), a cortical tumour whose ET reaches the
+    edge but has depth (8 voxels deep: 3/8 of it within 3 voxels of the edge) and a 2-voxel sheet of ET on
+    the edge (enhancing dura) inside a little oedema."""
+    t1ce = np.zeros((40, 40, 40), np.float32)
+    t1ce[2:38, 2:38, 2:38] = 100.0
+    classes = np.zeros(t1ce.shape, np.uint8)
+    classes[14:24, 14:24, 14:24] = 3
+    classes[17:21, 17:21, 17:21] = 1
+    classes[2:10, 24:30, 24:30] = 3  # the cortical tumour's ET, from the edge (plane 2) 8 voxels in
+    classes[20:30, 2:6, 8:16] = 2  # oedema under the sheet
+    classes[20:30, 2:4, 8:16] = 3  # the sheet: depths 1 and 2
+    return classes, t1ce
+
+
+def test_et_surface_drops_et_lying_mostly_at_the_brain_edge():
+    classes, t1ce = _surface_case()
+    cleaned = postprocess(classes, [{"name": "et_surface"}], images={"t1ce": t1ce})
+    expected = classes.copy()
+    expected[20:30, 2:4, 8:16] = 0  # the sheet becomes background, the oedema under it stays
+    np.testing.assert_array_equal(cleaned, expected)
+    # Any intensity scale and a constant background: the same voxels.
+    shifted = np.where(t1ce != 0, t1ce * 0.01 + 5.0, 7.0).astype(np.float64)
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "et_surface"}], images={"t1ce": shifted}), cleaned)
+    # The share and depth say how superficial a component must be: 3/8 of the cortical tumour lies within 3
+    # voxels, all of it within 8.
+    count = lambda **o: (postprocess(classes, [{"name": "et_surface", **o}], images={"t1ce": t1ce}) == 3).sum()  # noqa: E731
+    deep, cortical, sheet = 10 ** 3 - 4 ** 3, 8 * 6 * 6, 10 * 2 * 8
+    assert count(share=0.3) == deep and count(depth=1) == deep + cortical + sheet
+    assert count(depth=8, share=0.99) == deep
+    # A crop that cuts the brain: outside the array is outside the brain, so the cut face is an edge too.
+    cut = postprocess(classes[2:], [{"name": "et_surface"}], images={"t1ce": t1ce[2:]})
+    np.testing.assert_array_equal(cut, cleaned[2:])
+
+
+def test_et_surface_takes_the_task_classes_and_checks_its_options():
+    from bratskeras.core.labels import get_scheme
+    from bratskeras.predict.postprocessing import check_steps
+
+    classes, t1ce = _surface_case()
+    gli = get_scheme("gli")
+    et, ncr, ed = (gli.names.index(name) for name in ("ET", "NETC", "SNFH"))
+    as_gli = np.select([classes == 3, classes == 1, classes == 2], [et, ncr, ed], 0).astype(np.uint8)
+    cleaned = postprocess(as_gli, [{"name": "et_surface"}], scheme="gli", images={"t1ce": t1ce})
+    assert (cleaned[20:30, 2:4, 8:16] == 0).all() and (cleaned == et).sum() == 10 ** 3 - 4 ** 3 + 8 * 6 * 6
+    with pytest.raises(ValueError, match="depth must be a positive integer"):
+        check_steps([{"name": "et_surface", "depth": 0}])
+    with pytest.raises(ValueError, match="fraction must be a number within"):
+        check_steps([{"name": "et_surface", "share": 1.5}])
+    with pytest.raises(ValueError, match="menrt scheme has GTV"):
+        check_steps([{"name": "et_surface"}], scheme="menrt")
+    with pytest.raises(ValueError, match="needs a class map"):
+        postprocess(classes > 0, [{"name": "et_surface"}], images={"t1ce": t1ce})

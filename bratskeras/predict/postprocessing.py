@@ -14,6 +14,7 @@ Configured steps are plain data for configs and the CLI, applied in order by `po
     {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR (NETC)
     {"name": "et_enhancement", "percentile": 75}  ET darker on T1c than healthy white matter -> NCR
     {"name": "ed_hyperintensity", "percentile": 50} ED darker on FLAIR than the healthy brain's median -> background
+    {"name": "et_surface", "depth": 3, "share": 0.5} ET components mostly at the brain's edge (dura) -> background
 One kind of step decodes instead of cleaning: `region_thresholds` (e.g.
 {"name": "region_thresholds", "wt": 0.3, "tc": 0.4, "et": 0.2}) turns the
 network's probabilities into classes, each region above its own threshold,
@@ -45,6 +46,7 @@ from bratskeras.predict.cleanup import (
     per_region,
     regions_above,
     remove_small_components,
+    surface_enhancement_to_background,
     whole_and_core,
 )
 
@@ -88,6 +90,11 @@ class Option:
 
 
 VOXELS = Option(REQUIRED, _check_voxels, "N")
+
+
+def _check_depth(step, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"step {step!r}: depth must be a positive integer (voxels), received {value!r}")
 
 
 def _check_fraction(step, value):
@@ -248,6 +255,23 @@ class HyperintensityCheck(ClassMapStep):
         return oedema_without_hyperintensity_to_background(classes, images["flair"], percentile, scheme)
 
 
+class SurfaceEnhancement(ClassMapStep):
+    """ET components mostly within `depth` voxels of the brain's edge become background
+    (`surface_enhancement_to_background`: enhancing dura and veins); class maps only."""
+
+    name = "et_surface"
+    options = {"depth": Option(3, _check_depth, "N"), "share": Option(0.5, _check_fraction, "F")}
+    summary = ("ET components with more than F of their voxels within N voxels of the brain's edge "
+               "(enhancing dura, veins) -> background")
+    modalities = ("t1ce",)
+
+    def check_scheme(self, scheme):
+        enhancing_and_core(scheme, self.name)
+
+    def on_classes(self, classes, scheme, depth, share, images):
+        return surface_enhancement_to_background(classes, images["t1ce"], depth, share, scheme)
+
+
 class RegionThresholds(Step):
     """Decodes probabilities region by region, each above its own threshold (`regions_above`); first step only."""
 
@@ -274,7 +298,8 @@ class RegionThresholds(Step):
 
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
 STEPS = {step.name: step for step in (RegionThresholds(), AveragePool(), MinComponent(), MajorComponents(),
-                                      EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck())}
+                                      EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck(),
+                                      SurfaceEnhancement())}
 
 
 def check_step(step):
