@@ -82,7 +82,8 @@ RECIPES = {
                      # later stages inherit it through --init-from).
                      "--postprocess", "region_thresholds:wt=0.3,tc=0.4,et=0.2",
                      "--postprocess", "ed_hyperintensity:percentile=50",
-                     "--postprocess", "et_enhancement:percentile=75", "--postprocess", "major_components:fraction=0.1"]},
+                     "--postprocess", "et_enhancement:percentile=75", "--postprocess", "et_surface:depth=3,share=0.5",
+                     "--postprocess", "major_components:fraction=0.1"]},
             {"synth": ["--kind", "synthseg", "--settings", "subtle", "--voxel-size", "1.5", "--cases", "160",
                        "--seed", "7600"],
              "fit": ["--batch-size", "2", "--learning-rate", "2e-4", "--epochs", "16", "--steps-per-epoch", "80",
