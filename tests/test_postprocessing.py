@@ -349,3 +349,60 @@ def test_et_surface_takes_the_task_classes_and_checks_its_options():
         check_steps([{"name": "et_surface"}], scheme="menrt")
     with pytest.raises(ValueError, match="needs a class map"):
         postprocess(classes > 0, [{"name": "et_surface"}], images={"t1ce": t1ce})
+
+
+
+def _rim_case():
+    """A brain with FLAIR uniform in 95..105 around a predicted tumour (oedema around NCR) whose true oedema
+    goes on for 2 voxels past the prediction on one side (FLAIR 140); the 3-voxel shell around the tumour is
+    otherwise FLAIR 100, and 8 voxels from the tumour lies a separate bright spot."""
+    rng = np.random.default_rng(2)
+    flair = np.zeros((40, 40, 40), np.float32)
+    flair[2:38, 2:38, 2:38] = rng.uniform(95, 105, (36, 36, 36))
+    flair[9:25, 9:25, 9:25] = 100.0
+    classes = np.zeros(flair.shape, np.uint8)
+    classes[12:22, 12:22, 12:22] = 2
+    classes[15:19, 15:19, 15:19] = 1
+    flair[12:22, 12:22, 12:22] = 140.0
+    flair[22:24, 12:22, 12:22] = 140.0  # the missed oedema: touching the prediction
+    flair[30:32, 12:14, 12:14] = 140.0  # a bright spot 8 voxels away, not connected
+    return classes, flair
+
+
+def test_ed_growth_adds_the_flair_bright_rim_connected_to_the_tumour():
+    classes, flair = _rim_case()
+    grown = postprocess(classes, [{"name": "ed_growth"}], images={"flair": flair})
+    expected = classes.copy()
+    expected[22:24, 12:22, 12:22] = 2
+    np.testing.assert_array_equal(grown, expected)  # the rim, not the far spot; no predicted voxel changes
+    shifted = np.where(flair != 0, flair * 0.01 + 5.0, 7.0).astype(np.float64)  # any scale, constant background
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "ed_growth"}], images={"flair": shifted}), grown)
+    # depth 1 takes the rim's first plane; percentile 0 lets the healthy-looking shell in, `depth` voxels out.
+    one = postprocess(classes, [{"name": "ed_growth", "depth": 1}], images={"flair": flair})
+    assert (one[22, 12:22, 12:22] == 2).all() and (one == 2).sum() == (classes == 2).sum() + 10 * 10
+    everywhere = postprocess(classes, [{"name": "ed_growth", "percentile": 0}], images={"flair": flair})
+    assert (everywhere > 0).sum() == 16 ** 3  # the 10^3 tumour grown by 3 voxels every way
+    # gli's classes: SNFH.
+    from bratskeras.core.labels import get_scheme
+
+    gli = get_scheme("gli")
+    snfh, netc = gli.names.index("SNFH"), gli.names.index("NETC")
+    as_gli = np.select([classes == 2, classes == 1], [snfh, netc], 0).astype(np.uint8)
+    grown_gli = postprocess(as_gli, [{"name": "ed_growth"}], scheme="gli", images={"flair": flair})
+    assert (grown_gli[22:24, 12:22, 12:22] == snfh).all() and (grown_gli > 0).sum() == (grown > 0).sum()
+
+
+def test_ed_growth_needs_the_flair_an_oedema_class_and_a_tumour():
+    from bratskeras.predict.postprocessing import check_steps
+
+    classes, flair = _rim_case()
+    with pytest.raises(ValueError, match=r"reads the flair image, which is not among the model's inputs \(t1ce\)"):
+        check_steps([{"name": "ed_growth"}], modalities=("t1ce",))
+    with pytest.raises(ValueError, match="needs an oedema class .* the menrt scheme has GTV"):
+        check_steps([{"name": "ed_growth"}], scheme="menrt")
+    with pytest.raises(ValueError, match="depth must be a positive integer"):
+        check_steps([{"name": "ed_growth", "depth": 0}])
+    with pytest.raises(ValueError, match="needs a class map"):
+        postprocess(classes > 0, [{"name": "ed_growth"}], images={"flair": flair})
+    nothing = np.zeros_like(classes)
+    np.testing.assert_array_equal(postprocess(nothing, [{"name": "ed_growth"}], images={"flair": flair}), nothing)

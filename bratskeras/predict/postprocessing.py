@@ -15,6 +15,7 @@ Configured steps are plain data for configs and the CLI, applied in order by `po
     {"name": "et_enhancement", "percentile": 75}  ET darker on T1c than healthy white matter -> NCR
     {"name": "ed_hyperintensity", "percentile": 50} ED darker on FLAIR than the healthy brain's median -> background
     {"name": "et_surface", "depth": 3, "share": 0.5} ET components mostly at the brain's edge (dura) -> background
+    {"name": "ed_growth", "percentile": 99, "depth": 3} FLAIR-bright voxels next to the tumour -> ED
 One kind of step decodes instead of cleaning: `region_thresholds` (e.g.
 {"name": "region_thresholds", "wt": 0.3, "tc": 0.4, "et": 0.2}) turns the
 network's probabilities into classes, each region above its own threshold,
@@ -40,8 +41,10 @@ from bratskeras.predict.cleanup import (
     enhancing_and_core,
     enhancing_tumor_to_ncr,
     enhancing_without_enhancement_to_ncr,
+    hyperintense_rim_to_oedema,
     keep_major_components,
     min_component_classes,
+    oedema_class,
     oedema_without_hyperintensity_to_background,
     per_region,
     regions_above,
@@ -255,6 +258,22 @@ class HyperintensityCheck(ClassMapStep):
         return oedema_without_hyperintensity_to_background(classes, images["flair"], percentile, scheme)
 
 
+class HyperintenseRim(ClassMapStep):
+    """FLAIR-bright voxels within `depth` voxels of the predicted tumour become oedema (`hyperintense_rim_to_oedema`)."""
+
+    name = "ed_growth"
+    options = {"percentile": Option(99, _check_percentile, "P"), "depth": Option(3, _check_depth, "N")}
+    summary = ("voxels within N voxels of the tumour, connected to it, with FLAIR at least the healthy brain's P-th "
+               "percentile -> ED")
+    modalities = ("flair",)
+
+    def check_scheme(self, scheme):
+        oedema_class(scheme, self.name)
+
+    def on_classes(self, classes, scheme, percentile, depth, images):
+        return hyperintense_rim_to_oedema(classes, images["flair"], percentile, depth, scheme)
+
+
 class SurfaceEnhancement(ClassMapStep):
     """ET components mostly within `depth` voxels of the brain's edge become background
     (`surface_enhancement_to_background`: enhancing dura and veins); class maps only."""
@@ -299,7 +318,7 @@ class RegionThresholds(Step):
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
 STEPS = {step.name: step for step in (RegionThresholds(), AveragePool(), MinComponent(), MajorComponents(),
                                       EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck(),
-                                      SurfaceEnhancement())}
+                                      HyperintenseRim(), SurfaceEnhancement())}
 
 
 def check_step(step):
