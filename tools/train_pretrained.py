@@ -81,7 +81,7 @@ RECIPES = {
                      # What predict does to the output (recorded in the contract, no effect on training;
                      # later stages inherit it through --init-from).
                      "--postprocess", "region_thresholds:wt=0.3,tc=0.4,et=0.2",
-                     "--postprocess", "ed_hyperintensity:percentile=50",
+                     "--postprocess", "ed_hyperintensity:percentile=50", "--postprocess", "ed_growth:percentile=99,depth=3",
                      "--postprocess", "et_enhancement:percentile=75", "--postprocess", "et_surface:depth=3,share=0.5",
                      "--postprocess", "major_components:fraction=0.1"]},
             {"synth": ["--kind", "synthseg", "--settings", "subtle", "--voxel-size", "1.5", "--cases", "160",
