@@ -21,7 +21,7 @@ from bratskeras.predict.postprocessing import STEPS, Option, Step, check_step, p
 
 def test_each_step_row_carries_its_options_and_defaults():
     assert set(STEPS) == {"region_thresholds", "average_pool", "min_component", "major_components", "et_to_ncr",
-                          "et_enhancement", "ed_hyperintensity"}
+                          "et_enhancement", "ed_hyperintensity", "ed_growth", "et_surface"}
     assert all(isinstance(step, Step) and step.name == name for name, step in STEPS.items())
     assert STEPS["average_pool"].settings({"name": "average_pool"}) == {"size": 16}
     assert STEPS["min_component"].settings({"name": "min_component", "voxels": 3}) == {"voxels": 3, "per": "region"}
@@ -29,12 +29,15 @@ def test_each_step_row_carries_its_options_and_defaults():
     assert STEPS["region_thresholds"].settings({"name": "region_thresholds", "wt": 0.3}) == {"wt": 0.3, "tc": 0.5,
                                                                                           "et": 0.5}
     assert STEPS["ed_hyperintensity"].modalities == ("flair",) and not STEPS["ed_hyperintensity"].decodes
+    assert STEPS["ed_growth"].settings({"name": "ed_growth"}) == {"percentile": 99, "depth": 3}
+    assert STEPS["et_surface"].settings({"name": "et_surface"}) == {"depth": 3, "share": 0.5}
+    assert STEPS["et_surface"].modalities == ("t1ce",) and STEPS["ed_growth"].modalities == ("flair",)
 
 
 @pytest.mark.parametrize("step, message", [
-    ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'ed_hyperintensity', "
-                       "'et_enhancement', 'et_to_ncr', 'major_components', 'min_component', 'region_thresholds'], "
-                       "received {'name': 'blur'}"),
+    ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'ed_growth', "
+                       "'ed_hyperintensity', 'et_enhancement', 'et_surface', 'et_to_ncr', 'major_components', "
+                       "'min_component', 'region_thresholds'], received {'name': 'blur'}"),
     ({"name": "min_component"}, "step 'min_component' takes ['per', 'voxels'] (required ['voxels']); received []"),
     ({"name": "et_to_ncr", "voxels": 5, "x": 1}, "step 'et_to_ncr' takes ['voxels'] (required ['voxels']); "
                                                   "received ['voxels', 'x']"),
