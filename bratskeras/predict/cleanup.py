@@ -201,11 +201,11 @@ def surface_enhancement_to_background(classes, t1ce, depth=3, share=0.5, scheme=
 
     Skull-stripping leaves the dura and the cortical veins along the brain's
     edge, and both enhance on T1c. A model trained on generated heads calls
-    them ET: on the public BraTS 2018 cases (tools/error_analysis.py) the
-    false ET components apart from the tumour on CBICA_AQR, ARZ and ASE had
-    55-60 % of their voxels within 3 voxels of the brain's edge, and on a
-    generated head without enhancement 1,557 false ET voxels lay on its
-    enhancing dura (99 % within 3 voxels). A glioma's enhancing rim has depth:
+    them ET: in its predictions on the public BraTS 2018 cases (kept by
+    tools/score_real.py) the false ET components apart from the tumour on
+    CBICA_AQR, ARZ and ASE had 55-60 % of their voxels within 3 voxels of
+    the brain's edge, and on a generated head without enhancement 1,557
+    false ET voxels lay on its enhancing dura (99 % within 3 voxels). A glioma's enhancing rim has depth:
     the most superficial true ET component of those scans, a cortical
     glioblastoma's (BraTS-GLI-99999), had 42 %. An ET component (26-connected)
     with more than `share` of its voxels within `depth` voxels of the edge
@@ -226,8 +226,7 @@ def surface_enhancement_to_background(classes, t1ce, depth=3, share=0.5, scheme=
     """
     enhancing_class, _ = enhancing_and_core(scheme, "et_surface")
     t1ce = np.asarray(t1ce)
-    if t1ce.shape != np.shape(classes):
-        raise ValueError(f"t1ce must have the class map's shape {np.shape(classes)}, received {t1ce.shape}")
+    _check_same_grid(t1ce, classes, "t1ce")
     classes = np.array(classes, copy=True)
     components, sizes = _components(classes == enhancing_class)
     if len(sizes) == 1:
@@ -267,12 +266,11 @@ def hyperintense_rim_to_oedema(classes, flair, percentile=99.0, depth=3, scheme=
     """
     oedema = oedema_class(scheme, "ed_growth")
     flair = np.asarray(flair, dtype=np.float32)
-    if flair.shape != np.shape(classes):
-        raise ValueError(f"flair must have the class map's shape {np.shape(classes)}, received {flair.shape}")
+    _check_same_grid(flair, classes, "flair")
     classes = np.array(classes, copy=True)
     tumour = classes > 0
     brain = channel_foreground(flair)
-    healthy = brain & ~ndimage.binary_dilation(tumour, iterations=HEALTHY_GAP)
+    healthy = _healthy_brain(flair, tumour)
     if not tumour.any() or not healthy.any():
         return classes
     connectivity = np.ones((3, 3, 3), dtype=bool)
@@ -304,12 +302,22 @@ def _darker_than_healthy(classes, predicted, image, name, percentile):
         ValueError: `image` (called `name` in the message) not of the class map's shape.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.shape != classes.shape:
-        raise ValueError(f"{name} must have the class map's shape {classes.shape}, received {image.shape}")
-    healthy = channel_foreground(image) & ~ndimage.binary_dilation(classes > 0, iterations=HEALTHY_GAP)
+    _check_same_grid(image, classes, name)
+    healthy = _healthy_brain(image, classes > 0)
     if not predicted.any() or not healthy.any():
         return np.zeros(classes.shape, bool)
     return predicted & (image < np.percentile(image[healthy], percentile))
+
+
+def _check_same_grid(image, classes, name):
+    """ValueError naming `name` unless `image` (D, H, W) has the class map's shape."""
+    if image.shape != np.shape(classes):
+        raise ValueError(f"{name} must have the class map's shape {np.shape(classes)}, received {image.shape}")
+
+
+def _healthy_brain(image, tumour):
+    """bool (D, H, W): the image's foreground outside the predicted `tumour` grown by HEALTHY_GAP voxels."""
+    return channel_foreground(image) & ~ndimage.binary_dilation(tumour, iterations=HEALTHY_GAP)
 
 
 def whole_and_core(scheme, step):
