@@ -491,3 +491,41 @@ def test_a_model_s_region_thresholds_decode_its_probabilities(tmp_path):
     np.testing.assert_array_equal(written, expected)
     # The rule's ET is likelier than 0.2 but not than background on some voxels: more ET than argmax finds.
     assert (written == 3).sum() > (np.argmax(probabilities, -1) == 3).sum()
+
+
+def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tumour(tmp_path):
+    """A model calling ET wherever z-scored FLAIR exceeds 1 marks the bright end of a biased scan; bias_refit
+    predicts what the model gives the same scan with the field (fitted outside that first tumour) divided out."""
+    from bratskeras.data.bias_field import divide_linear_field
+    from bratskeras.predict.postprocessing import STEPS
+
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023", seed=3)
+    case = layouts.discover(tmp_path / "d").cases[0]
+    flair_path = case.modalities["flair"]
+    flair = nib.load(flair_path)
+    data = np.asarray(flair.dataobj, np.float32)
+    ramp = np.exp(0.06 * np.arange(SHAPE[0], dtype=np.float32))[:, None, None]  # 6.5x brighter at the far end
+    nib.save(nib.Nifti1Image(np.where(data != 0, data * ramp, 0).astype(np.float32), flair.affine), flair_path)
+    model = _flair_rule_model(tmp_path / "rule.keras", ({"name": "bias_refit", "margin": 3},))
+    runner = CliRunner()
+    refit = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "refit")])
+    assert refit.exit_code == 0, refit.output
+    assert "postprocess bias_refit:margin=3" in refit.output
+    bare = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "bare"), "--postprocess", "none"])
+    assert bare.exit_code == 0, bare.output
+    read = lambda folder: np.asarray(nib.load(tmp_path / folder / f"{case.id}.nii.gz").dataobj)  # noqa: E731
+    # What bias_refit does, by hand: the first prediction, its tumour grown by 3 voxels left out of the fit.
+    modalities = ("flair", "t1", "t1ce", "t2")  # the model's, in its channel order
+    image, _, _ = volumes.read_case(case, modalities, with_labels=False)
+    corrected = divide_linear_field(image, exclude=STEPS["bias_refit"].excluded(read("bare"), 3))
+    for c, modality in enumerate(modalities):
+        path = case.modalities[modality]
+        nib.save(nib.Nifti1Image(corrected[..., c], nib.load(path).affine), path)
+    by_hand = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "by_hand"),
+                                  "--postprocess", "none"])
+    assert by_hand.exit_code == 0, by_hand.output
+    np.testing.assert_array_equal(read("refit"), read("by_hand"))
+    # The ramp made the first prediction call the bright end of the brain tumour; the refit no longer does.
+    far_end = np.zeros(SHAPE, bool)
+    far_end[-8:] = True
+    assert (read("bare")[far_end] > 0).sum() > 3 * max(1, (read("refit")[far_end] > 0).sum())

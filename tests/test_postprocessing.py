@@ -296,6 +296,25 @@ def test_region_thresholds_can_only_be_the_first_step():
     assert split_decoding([{"name": "major_components"}]) == (None, [{"name": "major_components"}])
 
 
+def test_bias_refit_can_only_be_the_last_step_and_only_predict_applies_it():
+    from bratskeras.predict.postprocessing import STEPS, check_steps, split_refit
+
+    refit = {"name": "bias_refit", "margin": 2}
+    check_steps([{"name": "region_thresholds"}, {"name": "major_components"}, refit])
+    with pytest.raises(ValueError, match="predicts the case again after the other steps: it can only be the last"):
+        check_steps([refit, {"name": "major_components"}])
+    with pytest.raises(ValueError, match="margin must be a non-negative integer"):
+        check_steps([{"name": "bias_refit", "margin": 1.5}])
+    assert split_refit([{"name": "major_components"}, refit]) == ([{"name": "major_components"}], refit)
+    assert split_refit([{"name": "major_components"}]) == ([{"name": "major_components"}], None)
+    with pytest.raises(ValueError, match="re-runs the model: only predict applies it"):
+        postprocess(np.zeros((4, 4, 4), np.uint8), [refit])
+    classes = np.zeros((9, 9, 9), np.uint8)
+    classes[4, 4, 4] = 3
+    assert STEPS["bias_refit"].excluded(classes, 2).sum() == 25  # the 6-connected ball of radius 2
+    assert STEPS["bias_refit"].excluded(classes, 0).sum() == 1 and not STEPS["bias_refit"].excluded(classes * 0, 2).any()
+
+
 def _surface_case():
     """A 36^3 brain (T1c 100) with a deep tumour (ET rim around NCR), a cortical tumour whose ET reaches the
     edge but has depth (8 voxels deep: 3/8 of it within 3 voxels of the edge) and a 2-voxel sheet of ET on

@@ -9,6 +9,10 @@ Data flow of one case (nnU-Net's order):
     images, cropped alike) -> uncrop to the source grid -> labels of the chosen scheme -> uint8 NIfTI with the source
     affine and header
 
+With a `bias_refit` last step, the case goes through the steps before it
+twice: the second time with each modality's linear bias field divided out,
+fitted outside the tumour the first time found (bratskeras.data.bias_field).
+
 An ensemble (bratskeras.predict.ensemble.Ensemble, several models) runs each model
 up to its probabilities, brings them to the source grid and adds them into
 one running sum; the mean goes through classes -> postprocess -> labels
@@ -39,7 +43,7 @@ import numpy as np
 
 from bratskeras.core import labels, targets
 from bratskeras.core.errors import BratsKerasError, DataError, ModelError, OutputExistsError, user_message
-from bratskeras.data import inspection, volumes
+from bratskeras.data import bias_field, inspection, volumes
 from bratskeras.data.preprocessing import crop, preprocess, restore_grid, uncrop
 from bratskeras.platform import artefacts, claims, outputs
 from bratskeras.predict import postprocessing
@@ -132,7 +136,7 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
         network: the predictor from `model_setup.load_predictor`: a Keras
             probability model or an exported model's runtime
             (bratskeras.predict.runtimes), (B, d, h, w, C) -> probabilities; or an
-            ensemble.Ensemble of such models (`_predict_ensemble_case`).
+            ensemble.Ensemble of such models (`_ensemble_pass`).
         setup: its ModelSetup (the contract's modalities, preprocessing and
             target); an Ensemble's `.setup`.
         case: layouts.Case.
@@ -145,23 +149,38 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
         volumes.read_case plus "input_warning": the line naming how the input
         differs from BraTS's (inspection.case_input_warning), or None).
     """
-    if isinstance(network, Ensemble):
-        return _predict_ensemble_case(network, case, settings, progress)
     image, properties = _read_input(case, setup.modalities)
-    probabilities, geometry = _crop_probabilities(network, setup, image, properties["spacing"], settings, progress)
-    decoding, steps = postprocessing.split_decoding(steps_for(setup, settings))
+    steps, refit = postprocessing.split_refit(steps_for(setup, settings))
+    run = _ensemble_pass if isinstance(network, Ensemble) else _single_pass
+    classes, probabilities = run(network, setup, image, properties["spacing"], steps, settings, progress)
+    if refit is not None:
+        # bias_refit: the tumour just found is left out of each modality's bias fit; then the case again.
+        kind = postprocessing.STEPS[refit["name"]]
+        image = bias_field.divide_linear_field(image, exclude=kind.excluded(classes, **kind.settings(refit)))
+        classes, probabilities = run(network, setup, image, properties["spacing"], steps, settings, progress)
+    label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)
+    return label_map, probabilities, properties
+
+
+def _single_pass(network, setup, image, spacing, steps, settings, progress):
+    """One model over one case: (classes (D, H, W) on the source grid, its probabilities (D, H, W, K) there or None).
+
+    Post-processing runs on the model's crop (`steps`, a decoding step first
+    if any), reading the images cropped alike.
+    """
+    probabilities, geometry = _crop_probabilities(network, setup, image, spacing, settings, progress)
+    decoding, steps = postprocessing.split_decoding(steps)
     classes = _decode(probabilities, setup, decoding)
     if steps:
         classes = _postprocess(classes, setup, steps, lambda channel: crop(image[..., channel], geometry))
-    label_map = _write_labels(uncrop(classes, geometry), setup, settings.label_scheme or case.label_scheme)
     source_probabilities = None
     if settings.save_probabilities:
         source_probabilities = _on_source_grid(probabilities, geometry, setup.target)
-    return label_map, source_probabilities, properties
+    return uncrop(classes, geometry), source_probabilities
 
 
-def _predict_ensemble_case(ensemble, case, settings, progress):
-    """`predict_case` of an Ensemble: the mean of its members' probabilities on the source grid, decoded once.
+def _ensemble_pass(ensemble, setup, image, spacing, steps, settings, progress):
+    """`_single_pass` of an Ensemble: the mean of its members' probabilities on the source grid, decoded once.
 
     Each member is run on its own preprocessing of the case (spacing, crop)
     and brought back to the source grid; one running sum (D, H, W, K) is
@@ -170,11 +189,9 @@ def _predict_ensemble_case(ensemble, case, settings, progress):
     member's crop there is only background, so only average_pool near a
     crop's edge can differ).
     """
-    setup = ensemble.setup
-    image, properties = _read_input(case, setup.modalities)
     total = None
     for member in ensemble.members:
-        probabilities, geometry = _crop_probabilities(member.predictor, member.setup, image, properties["spacing"],
+        probabilities, geometry = _crop_probabilities(member.predictor, member.setup, image, spacing,
                                                       settings, progress)
         source = _on_source_grid(probabilities, geometry, setup.target)
         del probabilities  # the crop's copy is no longer needed: keep one member's probabilities at a time
@@ -184,12 +201,11 @@ def _predict_ensemble_case(ensemble, case, settings, progress):
             total += source
     mean = total
     mean /= len(ensemble.members)  # in place: the sum's memory becomes the mean's
-    decoding, steps = postprocessing.split_decoding(steps_for(setup, settings))
+    decoding, steps = postprocessing.split_decoding(steps)
     classes = _decode(mean, setup, decoding)
     if steps:
         classes = _postprocess(classes, setup, steps, lambda channel: image[..., channel])
-    label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)
-    return label_map, mean if settings.save_probabilities else None, properties
+    return classes, mean if settings.save_probabilities else None
 
 
 def _read_input(case, modalities):

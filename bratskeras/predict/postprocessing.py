@@ -20,7 +20,11 @@ One kind of step decodes instead of cleaning: `region_thresholds` (e.g.
 {"name": "region_thresholds", "wt": 0.3, "tc": 0.4, "et": 0.2}) turns the
 network's probabilities into classes, each region above its own threshold,
 in place of the target's argmax or 0.5. It can only come first
-(`split_decoding`; predict applies it, `decode`).
+(`split_decoding`; predict applies it, `decode`). One kind re-runs the
+model: `bias_refit` ({"name": "bias_refit", "margin": 3}) divides each
+modality's smooth intensity bias, fitted outside the tumour the other steps
+found, out of the case and predicts it again with the same steps. It can
+only come last (`split_refit`; predict applies it).
 Each kind of step is one `Step` row of `STEPS` (its options with defaults and
 checks, its CLI help, how it applies to a mask and to a class map, and the
 input images it reads: et_enhancement reads the case's T1c).
@@ -29,15 +33,13 @@ A model can carry its own steps in its input contract (`postprocess`,
 bratskeras.data.contract); predict applies them unless told otherwise.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from bratskeras.core.labels import scheme_or_classic
 from bratskeras.predict.cleanup import (
     average_pool_smooth,
-    check_size,
     enhancing_and_core,
     enhancing_tumor_to_ncr,
     enhancing_without_enhancement_to_ncr,
@@ -52,67 +54,20 @@ from bratskeras.predict.cleanup import (
     surface_enhancement_to_background,
     whole_and_core,
 )
+from bratskeras.predict.step_options import (
+    REQUIRED,
+    VOXELS,
+    Option,
+    check_depth,
+    check_fraction,
+    check_margin,
+    check_per,
+    check_percentile,
+    check_size_option,
+    check_threshold,
+)
 
 # --------------------------------------------------------------------------- the steps, one row each
-
-
-REQUIRED = object()  # an Option default meaning "the step needs this option"
-
-
-def _check_voxels(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"step {step!r}: voxels must be a non-negative integer, received {value!r}")
-
-
-def _check_size_option(step, value):
-    try:
-        check_size(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"step {step!r}: size must be a positive integer or 3 of them (AxBxC), "
-                         f"received {value!r}") from None
-
-
-def _check_per(step, value):
-    if value not in ("region", "class"):
-        raise ValueError(f"{step} per must be 'region' or 'class', received {value!r}")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option of a step.
-
-    Attributes:
-        default: the value when the step leaves it out; REQUIRED: the step must give it.
-        check: (step name, value) -> None, raising ValueError (one line) for a bad value.
-        syntax: how the value is written on the command line, for the help.
-    """
-
-    default: object
-    check: Callable[[str, object], None]
-    syntax: str
-
-
-VOXELS = Option(REQUIRED, _check_voxels, "N")
-
-
-def _check_depth(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"step {step!r}: depth must be a positive integer (voxels), received {value!r}")
-
-
-def _check_fraction(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"step {step!r}: fraction must be a number within [0, 1], received {value!r}")
-
-
-def _check_threshold(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"step {step!r}: a threshold must be a number within (0, 1), received {value!r}")
-
-
-def _check_percentile(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise ValueError(f"step {step!r}: percentile must be a number within [0, 100], received {value!r}")
 
 
 class Step:
@@ -130,6 +85,7 @@ class Step:
     summary = ""
     modalities = ()
     decodes = False  # True: turns probabilities into classes (`decode`), so it can only come first
+    refits = False  # True: predict runs the case again (`split_refit`), so it can only come last
 
     @property
     def required(self):
@@ -169,7 +125,7 @@ class AveragePool(Step):
     """The FLAIR paper's mean filter and rounding (`average_pool_smooth`), per region of a class map."""
 
     name = "average_pool"
-    options = {"size": Option(16, _check_size_option, "16|AxBxC")}
+    options = {"size": Option(16, check_size_option, "16|AxBxC")}
     summary = "FLAIR paper smoothing (16x16x1: per slice)"
 
     def on_mask(self, mask, size):
@@ -183,7 +139,7 @@ class MinComponent(Step):
     """Drops 26-connected components under `voxels`, per region (nesting kept) or per class (-> background)."""
 
     name = "min_component"
-    options = {"voxels": VOXELS, "per": Option("region", _check_per, "region|class")}
+    options = {"voxels": VOXELS, "per": Option("region", check_per, "region|class")}
     summary = "drop connected components under N voxels"
 
     def on_mask(self, mask, voxels, per):
@@ -197,7 +153,7 @@ class MajorComponents(Step):
     """Drops components smaller than `fraction` of the largest (`keep_major_components`), per region, nesting kept."""
 
     name = "major_components"
-    options = {"fraction": Option(0.1, _check_fraction, "F")}
+    options = {"fraction": Option(0.1, check_fraction, "F")}
     summary = "drop connected components smaller than F of the region's largest (per region: WT, TC, ET)"
 
     def on_mask(self, mask, fraction):
@@ -232,7 +188,7 @@ class EnhancementCheck(ClassMapStep):
     """ET not above the healthy brain on T1c becomes NCR (`enhancing_without_enhancement_to_ncr`); class maps only."""
 
     name = "et_enhancement"
-    options = {"percentile": Option(75, _check_percentile, "P")}
+    options = {"percentile": Option(75, check_percentile, "P")}
     summary = "ET darker on T1c than the healthy brain's P-th percentile (75: white matter) -> NCR"
     modalities = ("t1ce",)
 
@@ -247,7 +203,7 @@ class HyperintensityCheck(ClassMapStep):
     """ED not above the healthy brain on FLAIR becomes background (`oedema_without_hyperintensity_to_background`)."""
 
     name = "ed_hyperintensity"
-    options = {"percentile": Option(50, _check_percentile, "P")}
+    options = {"percentile": Option(50, check_percentile, "P")}
     summary = "ED darker on FLAIR than the healthy brain's P-th percentile (50: its median) -> background"
     modalities = ("flair",)
 
@@ -262,7 +218,7 @@ class HyperintenseRim(ClassMapStep):
     """FLAIR-bright voxels within `depth` voxels of the predicted tumour become oedema (`hyperintense_rim_to_oedema`)."""
 
     name = "ed_growth"
-    options = {"percentile": Option(99, _check_percentile, "P"), "depth": Option(3, _check_depth, "N")}
+    options = {"percentile": Option(99, check_percentile, "P"), "depth": Option(3, check_depth, "N")}
     summary = ("voxels within N voxels of the tumour, connected to it, with FLAIR at least the healthy brain's P-th "
                "percentile -> ED")
     modalities = ("flair",)
@@ -279,7 +235,7 @@ class SurfaceEnhancement(ClassMapStep):
     (`surface_enhancement_to_background`: enhancing dura and veins); class maps only."""
 
     name = "et_surface"
-    options = {"depth": Option(3, _check_depth, "N"), "share": Option(0.5, _check_fraction, "F")}
+    options = {"depth": Option(3, check_depth, "N"), "share": Option(0.5, check_fraction, "F")}
     summary = ("ET components with more than F of their voxels within N voxels of the brain's edge "
                "(enhancing dura, veins) -> background")
     modalities = ("t1ce",)
@@ -295,7 +251,7 @@ class RegionThresholds(Step):
     """Decodes probabilities region by region, each above its own threshold (`regions_above`); first step only."""
 
     name = "region_thresholds"
-    options = {region: Option(0.5, _check_threshold, "T") for region in ("wt", "tc", "et")}
+    options = {region: Option(0.5, check_threshold, "T") for region in ("wt", "tc", "et")}
     summary = ("decode the network's probabilities per region (softmax: the sum of its classes), each above its "
                "own threshold, in place of argmax (first step only)")
     decodes = True
@@ -309,8 +265,37 @@ class RegionThresholds(Step):
     def decode(self, probabilities, target, scheme, **thresholds):
         return regions_above(probabilities, target, {region.upper(): t for region, t in thresholds.items()}, scheme)
 
-    def on_mask(self, mask, **thresholds):
+    def on_mask(self, mask, *scheme, **thresholds):
         raise ValueError(f"step {self.name!r} decodes probabilities: it can only be the first step")
+
+    on_classes = on_mask
+
+
+class BiasRefit(Step):
+    """Predicts the case again with each modality's linear bias field divided out (last step only).
+
+    The field (bratskeras.data.bias_field.divide_linear_field: a plane in log
+    intensity, a trimmed fit over the brain) is fitted outside the tumour the
+    first prediction found, grown by `margin` voxels (`excluded`), so the
+    lesion does not pull it. Why: the healthy brain of several public BraTS
+    2018 CBICA scans is 20-30 % brighter on FLAIR in its lowest slabs than in
+    its highest, as bright as oedema. Predict applies it (`split_refit`).
+    """
+
+    name = "bias_refit"
+    options = {"margin": Option(3, check_margin, "N")}
+    summary = ("predict again with each modality's linear bias field, fitted outside the tumour found so far "
+               "(grown by N voxels), divided out (last step only; twice the time)")
+    refits = True
+
+    @staticmethod
+    def excluded(classes, margin):
+        """bool (D, H, W): the predicted tumour (any class but background, or a mask) grown by `margin` voxels."""
+        tumour = np.asarray(classes) > 0
+        return ndimage.binary_dilation(tumour, iterations=margin) if margin and tumour.any() else tumour
+
+    def on_mask(self, mask, *scheme, **settings):
+        raise ValueError(f"step {self.name!r} re-runs the model: only predict applies it, as the last step")
 
     on_classes = on_mask
 
@@ -318,7 +303,7 @@ class RegionThresholds(Step):
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
 STEPS = {step.name: step for step in (RegionThresholds(), AveragePool(), MinComponent(), MajorComponents(),
                                       EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck(),
-                                      HyperintenseRim(), SurfaceEnhancement())}
+                                      HyperintenseRim(), SurfaceEnhancement(), BiasRefit())}
 
 
 def check_step(step):
@@ -349,6 +334,9 @@ def check_steps(steps, scheme=None, modalities=None):
         kind = STEPS[step["name"]]
         if kind.decodes and position:
             raise ValueError(f"step {kind.name!r} decodes the network's probabilities: it can only be the first step")
+        if kind.refits and position != len(steps) - 1:
+            raise ValueError(f"step {kind.name!r} predicts the case again after the other steps: it can only be "
+                             "the last step")
         kind.check_scheme(scheme)
         missing = [m for m in kind.modalities if modalities is not None and m not in modalities]
         if missing:
@@ -362,6 +350,14 @@ def split_decoding(steps):
     if steps and STEPS.get(steps[0].get("name")) and STEPS[steps[0]["name"]].decodes:
         return steps[0], steps[1:]
     return None, steps
+
+
+def split_refit(steps):
+    """(the steps before a last re-running step, that step dict or None) of a step list."""
+    steps = list(steps)
+    if steps and STEPS.get(steps[-1].get("name")) and STEPS[steps[-1]["name"]].refits:
+        return steps[:-1], steps[-1]
+    return steps, None
 
 
 def decode(probabilities, target, step, scheme=None):

@@ -1,0 +1,105 @@
+"""A scan's smooth intensity bias, measured and divided out: the input side of predict's `bias_refit` step.
+
+Receive-coil sensitivity makes the same tissue brighter at one end of a
+scan than at the other. BraTS releases are not bias-corrected (N4 is run
+only inside the registration), and on several public BraTS 2018 CBICA
+scans the healthy brain's FLAIR is 20-30 % brighter in the lowest slabs
+than in the highest: as bright as oedema, so a network marks the posterior
+fossa as tumour. The field is modelled as a plane in log intensity,
+log I = a + b*d + c*h + e*w, one per modality: a low enough order that
+anatomy (grey and white matter, ventricles, cerebellum) is not mistaken for
+it. A quadratic was, on the public real scans the step was measured on
+(bratskeras.predict.postprocessing.BiasRefit).
+
+The fit is a trimmed least squares over the brain with the tumour left
+out (`exclude`: predict passes the tumour it found first, with a margin):
+each round keeps the voxels whose residual lies between TRIM's percentiles
+of the previous round's, so CSF, vessels and what is left of the lesion
+weigh nothing. Its limit: a brain of two tissues far apart in brightness
+can tilt the trimmed window toward one tissue at one end and the other at
+the other (measured on a stylised head of two tissues 25 % apart, 60/40:
+a slope off by 0.0015 per voxel; at 10 % apart, by under 0.0003). White
+and grey matter on T1 can be that far apart.
+"""
+
+import numpy as np
+
+from bratskeras.data.preprocessing import channel_foreground
+
+# Residual percentiles kept in each round of the trimmed fit, and the rounds.
+TRIM = (20.0, 80.0)
+ROUNDS = 4
+# The fit reads every SUBSAMPLE-th voxel along each axis (a 240 x 240 x 155
+# BraTS volume: ~60,000 brain voxels instead of 1.5 million).
+SUBSAMPLE = 3
+# Fewer sampled voxels than this to fit a plane to: the channel is left as it is.
+MIN_SAMPLES = 100
+
+
+def linear_log_field(channel, exclude=None):
+    """The multiplicative bias of one volume: exp of the plane fitted to its log intensity over the brain.
+
+    Args:
+        channel: (D, H, W) intensities of one modality, any scale; its
+            background (0, or the constant preprocessing.background_value
+            finds) is left out.
+        exclude: optional bool (D, H, W): voxels left out of the fit (the tumour).
+
+    Returns:
+        (coefficients float64 (4,): a, b, c, e of log I = a + b*d + c*h + e*w,
+        shifted so that the field's mean log over the fitted voxels is 0), or
+        None where fewer than MIN_SAMPLES brain voxels are left to fit.
+    """
+    channel = np.asarray(channel)
+    fitted = channel_foreground(channel) & (channel > 0)  # a log needs positive intensities
+    if exclude is not None:
+        fitted &= ~np.asarray(exclude, dtype=bool)
+    sampled = fitted[::SUBSAMPLE, ::SUBSAMPLE, ::SUBSAMPLE]
+    if int(sampled.sum()) < MIN_SAMPLES:
+        return None
+    coordinates = np.argwhere(sampled).astype(np.float64) * SUBSAMPLE
+    values = np.log(channel[::SUBSAMPLE, ::SUBSAMPLE, ::SUBSAMPLE][sampled].astype(np.float64))
+    centre = coordinates.mean(axis=0)  # centred coordinates keep the least squares well conditioned
+    design = np.column_stack([np.ones(len(values)), coordinates - centre])
+    kept = np.ones(len(values), dtype=bool)
+    for _ in range(ROUNDS):
+        coefficients = np.linalg.lstsq(design[kept], values[kept], rcond=None)[0]
+        residuals = values - design @ coefficients
+        low, high = np.percentile(residuals[kept], TRIM)
+        kept = (residuals >= low) & (residuals <= high)
+    slope = coefficients[1:]
+    # Back to voxel indices, and the mean log over every fitted voxel (not only the sampled ones) to 0.
+    offset = -float(np.mean(np.argwhere(fitted) @ slope))
+    return np.concatenate([[offset], slope])
+
+
+def divide_linear_field(image, exclude=None):
+    """`image` with each channel's `linear_log_field` divided out of its brain voxels.
+
+    Args:
+        image: (D, H, W, C) intensities, channels last.
+        exclude: optional bool (D, H, W) left out of every channel's fit.
+
+    Returns:
+        float32 (D, H, W, C): the brain's voxels divided by the field, the
+        background unchanged; a channel with too little brain to fit is
+        returned as it is.
+    """
+    image = np.asarray(image)
+    result = image.astype(np.float32, copy=True)
+    for c in range(image.shape[-1]):
+        channel = image[..., c]
+        coefficients = linear_log_field(channel, exclude)
+        if coefficients is None:
+            continue
+        brain = channel_foreground(channel)
+        result[..., c][brain] /= _field(coefficients, channel.shape)[brain]
+    return result
+
+
+def _field(coefficients, shape):
+    """float32 (D, H, W) exp(a + b*d + c*h + e*w): the product of one exponential per axis (no index grids)."""
+    offset, *slopes = coefficients
+    axes = [np.exp(slope * np.arange(size, dtype=np.float64)) for slope, size in zip(slopes, shape)]
+    return (np.exp(offset) * axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).astype(
+        np.float32)
