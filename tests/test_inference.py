@@ -504,7 +504,7 @@ def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tu
     flair_path = case.modalities["flair"]
     flair = nib.load(flair_path)
     data = np.asarray(flair.dataobj, np.float32)
-    ramp = np.exp(0.06 * np.arange(SHAPE[0], dtype=np.float32))[:, None, None]  # 6.5x brighter at the far end
+    ramp = np.exp(0.06 * np.arange(SHAPE[0], dtype=np.float32))[:, None, None]  # 6.4x brighter at the far end
     nib.save(nib.Nifti1Image(np.where(data != 0, data * ramp, 0).astype(np.float32), flair.affine), flair_path)
     model = _flair_rule_model(tmp_path / "rule.keras", ({"name": "bias_refit", "margin": 3},))
     runner = CliRunner()

@@ -73,7 +73,7 @@ def test_catalogue_reads_each_model_folder_and_its_card(catalogue_root):
     text = pretrained.card_text(model)
     assert text.splitlines()[0].startswith(f"{NAME}: lightweight-unet, ")
     for expected in ("input:", "flair, t1, t1ce, t2 on the source grid", "reproduce:", "synthetic held-out:",
-                     "Dice WT 0.10  TC 0.00", "real scans:", "no figures", "not validated on:", "licence:",
+                     "Dice WT 0.100  TC 0.000", "real scans:", "no figures", "not validated on:", "licence:",
                      f"bratskeras predict pretrained:{NAME} CASES OUT"):
         assert expected in text, expected
     # A command stays on one line, whole, to be copied.

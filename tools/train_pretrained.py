@@ -83,7 +83,7 @@ RECIPES = {
                      "--postprocess", "region_thresholds:wt=0.3,tc=0.4,et=0.2",
                      "--postprocess", "ed_hyperintensity:percentile=50", "--postprocess", "ed_growth:percentile=99,depth=3",
                      "--postprocess", "et_enhancement:percentile=75", "--postprocess", "et_surface:depth=3,share=0.5",
-                     "--postprocess", "major_components:fraction=0.1"]},
+                     "--postprocess", "major_components:fraction=0.1", "--postprocess", "bias_refit:margin=3"]},
             {"synth": ["--kind", "synthseg", "--settings", "subtle", "--voxel-size", "1.5", "--cases", "160",
                        "--seed", "7600"],
              "fit": ["--batch-size", "2", "--learning-rate", "2e-4", "--epochs", "16", "--steps-per-epoch", "80",

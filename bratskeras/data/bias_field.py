@@ -1,11 +1,11 @@
 """A scan's smooth intensity bias, measured and divided out: the input side of predict's `bias_refit` step.
 
 Receive-coil sensitivity makes the same tissue brighter at one end of a
-scan than at the other. BraTS releases are not bias-corrected (N4 is run
-only inside the registration), and on several public BraTS 2018 CBICA
-scans the healthy brain's FLAIR is 20-30 % brighter in the lowest slabs
-than in the highest: as bright as oedema, so a network marks the posterior
-fossa as tumour. The field is modelled as a plane in log intensity,
+scan than at the other. BraTS 2018's preprocessing (co-registration, 1 mm
+resampling, skull-stripping) leaves it in, and on several public BraTS
+2018 CBICA scans the healthy brain's FLAIR is 20-30 % brighter in the
+lowest slabs than its median: as bright as oedema, so a network marks the
+lower brain as tumour. The field is modelled as a plane in log intensity,
 log I = a + b*d + c*h + e*w, one per modality: a low enough order that
 anatomy (grey and white matter, ventricles, cerebellum) is not mistaken for
 it. A quadratic was, on the public real scans the step was measured on

@@ -278,8 +278,8 @@ class BiasRefit(Step):
     intensity, a trimmed fit over the brain) is fitted outside the tumour the
     first prediction found, grown by `margin` voxels (`excluded`), so the
     lesion does not pull it. Why: the healthy brain of several public BraTS
-    2018 CBICA scans is 20-30 % brighter on FLAIR in its lowest slabs than in
-    its highest, as bright as oedema. Predict applies it (`split_refit`).
+    2018 CBICA scans is 20-30 % brighter on FLAIR in its lowest slabs than
+    its median, as bright as oedema. Predict applies it (`split_refit`).
     """
 
     name = "bias_refit"

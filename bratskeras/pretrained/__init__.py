@@ -301,7 +301,7 @@ def card_text(model, width=100):
 def _evaluation_lines(label, entry):
     """(label, text) of one evaluation, then its command on a line of its own when it has one."""
     figures = entry.get("figures")
-    score = ("Dice " + "  ".join(f"{region} {value:.2f}" for region, value in figures.items())) if figures else (
+    score = ("Dice " + "  ".join(f"{region} {value:.3f}" for region, value in figures.items())) if figures else (
         "no figures")
     yield label, "; ".join([score, *(f"{field}: {entry[field]}" for field in ("data", "references", "note")
                                      if entry.get(field))])
