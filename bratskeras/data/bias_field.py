@@ -6,10 +6,10 @@ resampling, skull-stripping) leaves it in, and on several public BraTS
 2018 CBICA scans the healthy brain's FLAIR is 20-30 % brighter in the
 lowest slabs than its median: as bright as oedema, so a network marks the
 lower brain as tumour. The field is modelled as a plane in log intensity,
-log I = a + b*d + c*h + e*w, one per modality: a low enough order that
-anatomy (grey and white matter, ventricles, cerebellum) is not mistaken for
-it. A quadratic was, on the public real scans the step was measured on
-(bratskeras.predict.postprocessing.BiasRefit).
+log I = a + b*d + c*h + e*w, one per modality: too low an order to bend
+around anatomy (grey and white matter, ventricles, cerebellum). A quadratic
+can, and on the 46 public real scans the step was chosen on it gave a lower
+mean Dice and made more scans worse (README, "Pretrained models").
 
 The fit is a trimmed least squares over the brain with the tumour left
 out (`exclude`: predict passes the tumour it found first, with a margin):
