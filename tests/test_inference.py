@@ -508,7 +508,8 @@ def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tu
     nib.save(nib.Nifti1Image(np.where(data != 0, data * ramp, 0).astype(np.float32), flair.affine), flair_path)
     model = _flair_rule_model(tmp_path / "rule.keras", ({"name": "bias_refit", "margin": 3},))
     runner = CliRunner()
-    refit = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "refit")])
+    refit = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "refit"),
+                                "--save-probabilities"])
     assert refit.exit_code == 0, refit.output
     assert "postprocess bias_refit:margin=3" in refit.output
     bare = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "bare"), "--postprocess", "none"])
@@ -525,6 +526,10 @@ def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tu
                                   "--postprocess", "none"])
     assert by_hand.exit_code == 0, by_hand.output
     np.testing.assert_array_equal(read("refit"), read("by_hand"))
+    # The saved probabilities are the second pass's: its labels are their argmax (the model has no other step).
+    from bratskeras.core import labels
+    saved = np.asarray(nib.load(tmp_path / "refit" / "probabilities" / f"{case.id}.nii.gz").dataobj)
+    np.testing.assert_array_equal(labels.labels_to_classes(read("refit"), "brats2023"), np.argmax(saved, -1))
     # The ramp made the first prediction call the bright end of the brain tumour; the refit no longer does.
     far_end = np.zeros(SHAPE, bool)
     far_end[-8:] = True

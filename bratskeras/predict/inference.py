@@ -35,6 +35,7 @@ windows), targets (probabilities -> classes), postprocessing; this module is
 the predict loop over cases and the files it writes.
 """
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -152,7 +153,9 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     image, properties = _read_input(case, setup.modalities)
     steps, refit = postprocessing.split_refit(steps_for(setup, settings))
     run = _ensemble_pass if isinstance(network, Ensemble) else _single_pass
-    classes, probabilities = run(network, setup, image, properties["spacing"], steps, settings, progress)
+    # A first pass that is run again keeps only its classes: its probabilities would be discarded.
+    first = dataclasses.replace(settings, save_probabilities=False) if refit is not None else settings
+    classes, probabilities = run(network, setup, image, properties["spacing"], steps, first, progress)
     if refit is not None:
         # bias_refit: the tumour just found is left out of each modality's bias fit; then the case again.
         kind = postprocessing.STEPS[refit["name"]]

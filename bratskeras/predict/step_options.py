@@ -13,9 +13,20 @@ from bratskeras.predict.cleanup import check_size
 REQUIRED = object()  # an Option default meaning "the step needs this option"
 
 
-def check_voxels(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"step {step!r}: voxels must be a non-negative integer, received {value!r}")
+def _integer_from(option, least, unit=""):
+    """The check of an integer option at least `least` (0 or 1), its message naming `option` and `unit`."""
+    kind = "non-negative" if least == 0 else "positive"
+
+    def check(step, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"step {step!r}: {option} must be a {kind} integer{unit}, received {value!r}")
+
+    return check
+
+
+check_voxels = _integer_from("voxels", 0)
+check_depth = _integer_from("depth", 1, " (voxels)")
+check_margin = _integer_from("margin", 0, " (voxels)")
 
 
 def check_size_option(step, value):
@@ -49,11 +60,6 @@ class Option:
 VOXELS = Option(REQUIRED, check_voxels, "N")
 
 
-def check_depth(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"step {step!r}: depth must be a positive integer (voxels), received {value!r}")
-
-
 def check_fraction(step, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"step {step!r}: fraction must be a number within [0, 1], received {value!r}")
@@ -67,8 +73,3 @@ def check_threshold(step, value):
 def check_percentile(step, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
         raise ValueError(f"step {step!r}: percentile must be a number within [0, 100], received {value!r}")
-
-
-def check_margin(step, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"step {step!r}: margin must be a non-negative integer (voxels), received {value!r}")
