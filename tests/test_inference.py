@@ -512,6 +512,8 @@ def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tu
                                 "--save-probabilities"])
     assert refit.exit_code == 0, refit.output
     assert "postprocess bias_refit:margin=3" in refit.output
+    # One window per pass, counted over both passes on one progress line.
+    assert "window 2/2" in refit.output and "window 1/1" not in refit.output
     bare = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / "bare"), "--postprocess", "none"])
     assert bare.exit_code == 0, bare.output
     read = lambda folder: np.asarray(nib.load(tmp_path / folder / f"{case.id}.nii.gz").dataobj)  # noqa: E731

@@ -51,7 +51,12 @@ def linear_log_field(channel, exclude=None):
         None where fewer than MIN_SAMPLES brain voxels are left to fit.
     """
     channel = np.asarray(channel)
-    fitted = channel_foreground(channel) & (channel > 0)  # a log needs positive intensities
+    return _fit(channel, channel_foreground(channel), exclude)
+
+
+def _fit(channel, brain, exclude):
+    """`linear_log_field` of `channel` given its brain mask (bool (D, H, W)), computed once by the caller."""
+    fitted = brain & (channel > 0)  # a log needs positive intensities
     if exclude is not None:
         fitted &= ~np.asarray(exclude, dtype=bool)
     sampled = fitted[::SUBSAMPLE, ::SUBSAMPLE, ::SUBSAMPLE]
@@ -89,10 +94,10 @@ def divide_linear_field(image, exclude=None):
     result = image.astype(np.float32, copy=True)
     for c in range(image.shape[-1]):
         channel = image[..., c]
-        coefficients = linear_log_field(channel, exclude)
+        brain = channel_foreground(channel)
+        coefficients = _fit(channel, brain, exclude)
         if coefficients is None:
             continue
-        brain = channel_foreground(channel)
         result[..., c][brain] /= _field(coefficients, channel.shape)[brain]
     return result
 

@@ -142,7 +142,8 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
             target); an Ensemble's `.setup`.
         case: layouts.Case.
         settings: PredictSettings.
-        progress: optional callable(done, total) over windows (per model of an ensemble).
+        progress: optional callable(done, total) over windows (per model of an ensemble;
+            a bias_refit case counts both passes in one total).
 
     Returns:
         (label_map uint8 (D, H, W) in the chosen scheme, probabilities float32
@@ -155,14 +156,28 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     run = _ensemble_pass if isinstance(network, Ensemble) else _single_pass
     # A first pass that is run again keeps only its classes: its probabilities would be discarded.
     first = dataclasses.replace(settings, save_probabilities=False) if refit is not None else settings
-    classes, probabilities = run(network, setup, image, properties["spacing"], steps, first, progress)
+    passes = 1 if refit is None else 2
+    classes, probabilities = run(network, setup, image, properties["spacing"], steps, first,
+                                 _pass_progress(progress, 0, passes))
     if refit is not None:
         # bias_refit: the tumour just found is left out of each modality's bias fit; then the case again.
         kind = postprocessing.STEPS[refit["name"]]
         image = bias_field.divide_linear_field(image, exclude=kind.excluded(classes, **kind.settings(refit)))
-        classes, probabilities = run(network, setup, image, properties["spacing"], steps, settings, progress)
+        classes, probabilities = run(network, setup, image, properties["spacing"], steps, settings,
+                                     _pass_progress(progress, 1, passes))
     label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)
     return label_map, probabilities, properties
+
+
+def _pass_progress(progress, index, passes):
+    """`progress` seen through pass `index` of `passes`: windows counted over all passes (one count per case).
+
+    A bias_refit case runs its windows twice; its progress reads 1..2n of 2n,
+    not 1..n twice.
+    """
+    if progress is None or passes == 1:
+        return progress
+    return lambda done, total: progress(index * total + done, passes * total)
 
 
 def _single_pass(network, setup, image, spacing, steps, settings, progress):
