@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bratskeras.data.bias_field import MIN_SAMPLES, divide_linear_field, linear_log_field
+from bratskeras.data.bias_field import LEFT_AS_IS, MIN_SAMPLES, divide_linear_field, linear_log_field
 
 SHAPE = (60, 64, 48)
 
@@ -87,3 +87,18 @@ def test_nothing_to_fit_leaves_the_image_unchanged(exclude):
     if exclude is None:
         volume = np.zeros(SHAPE, np.float32)
     np.testing.assert_array_equal(divide_linear_field(volume[..., None], exclude=mask)[..., 0], volume)
+
+
+def test_t1ce_is_left_as_it_is_when_the_channels_are_named():
+    """LEFT_AS_IS: T1c is not corrected (its plane leans toward enhancing vessels and dura); the others are."""
+    volume, brain, lesion = _head()
+    biased = _biased(volume, brain)
+    image = np.stack([biased, biased, biased], axis=-1)
+    corrected = divide_linear_field(image, exclude=lesion, modalities=("flair", "t1ce", "t1"))
+    assert "t1ce" in LEFT_AS_IS
+    np.testing.assert_array_equal(corrected[..., 1], biased)
+    for c in (0, 2):
+        assert _log_spread(corrected[..., c], volume, brain) < 0.01
+    # Unnamed channels are all corrected.
+    unnamed = divide_linear_field(image, exclude=lesion)
+    assert _log_spread(unnamed[..., 1], volume, brain) < 0.01

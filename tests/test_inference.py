@@ -419,9 +419,10 @@ def test_predict_warns_about_inputs_unlike_brats(tmp_path, tiny_model_path):
     assert (tmp_path / "out" / f"{case.id}.nii.gz").exists()
 
 
-def _flair_rule_model(path, postprocess):
+def _flair_rule_model(path, postprocess, modalities=("flair", "t1", "t1ce", "t2")):
     """A 1x1x1 convolution calling ET every voxel whose z-scored FLAIR exceeds 1, with a contract carrying
-    `postprocess`: a model whose output is known, so what its own post-processing does can be checked."""
+    `postprocess`: a model whose output is known, so what its own post-processing does can be checked.
+    (Its rule reads channel 0: the first of `modalities`.)"""
     inputs = keras.Input((None, None, None, 4))
     rule = keras.layers.Conv3D(4, 1, name="flair_rule")
     network = keras.Model(inputs, rule(inputs))
@@ -429,8 +430,7 @@ def _flair_rule_model(path, postprocess):
     kernel[..., 0, 3] = 1.0  # ET's logit: FLAIR (channel 0) - 1; background's: 0; NCR's and ED's: -10
     rule.set_weights([kernel, np.array([0.0, -10.0, -10.0, -1.0], np.float32)])
     network.save(path)
-    write_keras(path, InputContract(modalities=("flair", "t1", "t1ce", "t2"), target="classes",
-                                    postprocess=postprocess))
+    write_keras(path, InputContract(modalities=modalities, target="classes", postprocess=postprocess))
     return str(path)
 
 
@@ -520,7 +520,8 @@ def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tu
     # What bias_refit does, by hand: the first prediction, its tumour grown by 3 voxels left out of the fit.
     modalities = ("flair", "t1", "t1ce", "t2")  # the model's, in its channel order
     image, _, _ = volumes.read_case(case, modalities, with_labels=False)
-    corrected = divide_linear_field(image, exclude=STEPS["bias_refit"].excluded(read("bare"), 3))
+    corrected = divide_linear_field(image, exclude=STEPS["bias_refit"].excluded(read("bare"), 3),
+                                    modalities=modalities)
     for c, modality in enumerate(modalities):
         path = case.modalities[modality]
         nib.save(nib.Nifti1Image(corrected[..., c], nib.load(path).affine), path)
@@ -536,3 +537,25 @@ def test_bias_refit_predicts_again_without_the_field_fitted_outside_the_first_tu
     far_end = np.zeros(SHAPE, bool)
     far_end[-8:] = True
     assert (read("bare")[far_end] > 0).sum() > 3 * max(1, (read("refit")[far_end] > 0).sum())
+
+
+def test_bias_refit_leaves_t1ce_as_it_is(tmp_path):
+    """The same rule reading T1c (channel 0 of its contract) on a T1c with a 6.4x ramp: bias_refit does not
+    correct T1c (bias_field.LEFT_AS_IS), so its second pass finds what its first found."""
+    synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023", seed=3)
+    case = layouts.discover(tmp_path / "d").cases[0]
+    path = case.modalities["t1ce"]
+    data = np.asarray(nib.load(path).dataobj, np.float32)
+    ramp = np.exp(0.06 * np.arange(SHAPE[0], dtype=np.float32))[:, None, None]
+    nib.save(nib.Nifti1Image(np.where(data != 0, data * ramp, 0).astype(np.float32), nib.load(path).affine), path)
+    runner = CliRunner()
+    outputs = {}
+    for name, steps in (("refit", ({"name": "bias_refit", "margin": 3},)), ("bare", ())):
+        model = _flair_rule_model(tmp_path / f"{name}.keras", steps, modalities=("t1ce", "t1", "flair", "t2"))
+        result = runner.invoke(cli, ["predict", model, str(tmp_path / "d"), str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        outputs[name] = np.asarray(nib.load(tmp_path / name / f"{case.id}.nii.gz").dataobj)
+    far_end = np.zeros(SHAPE, bool)
+    far_end[-8:] = True
+    assert (outputs["bare"][far_end] > 0).sum() > 0  # the ramp's bright end is called tumour ...
+    np.testing.assert_array_equal(outputs["refit"], outputs["bare"])  # ... and stays so: T1c is not corrected

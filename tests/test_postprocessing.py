@@ -256,6 +256,54 @@ def test_ed_hyperintensity_needs_the_flair_and_a_scheme_with_wt_and_tc():
         postprocess(classes > 0, [{"name": "ed_hyperintensity"}], images={"flair": flair})
 
 
+def _fluid_case():
+    """(classes (24,)*3 with oedema around a core, T1, T2): a slab of the oedema has CSF's signature, dark on T1
+    and bright on T2; a fluid-like necrotic core too (TC: not the step's to change)."""
+    rng = np.random.default_rng(0)
+    shape = (24, 24, 24)
+    classes = np.zeros(shape, np.int64)
+    classes[6:18, 6:18, 6:18] = 2
+    classes[10:14, 10:14, 10:14] = 1
+    t1 = (100.0 * rng.normal(1.0, 0.03, shape)).astype(np.float32)
+    t2 = (100.0 * rng.normal(1.0, 0.03, shape)).astype(np.float32)
+    for image in (t1, t2):
+        outside = np.ones(shape, bool)
+        outside[2:-2, 2:-2, 2:-2] = False
+        image[outside] = 0  # background, filling the border
+        image[classes > 0] = 100.0  # the tumour at the healthy brain's median (the noise only outside it)
+    t1[6:8, 6:18, 6:18], t2[6:8, 6:18, 6:18] = 40.0, 250.0  # the fluid slab of the oedema
+    t1[10:14, 10:14, 10:14], t2[10:14, 10:14, 10:14] = 40.0, 250.0  # the fluid core
+    return classes, t1, t2
+
+
+def test_ed_fluid_turns_oedema_with_csf_s_signature_into_background():
+    classes, t1, t2 = _fluid_case()
+    cleaned = postprocess(classes, [{"name": "ed_fluid"}], images={"t1": t1, "t2": t2})
+    expected = classes.copy()
+    expected[6:8, 6:18, 6:18] = 0
+    np.testing.assert_array_equal(cleaned, expected)  # the slab only: the core and the other oedema stay
+    # Any scale and a constant background.
+    scaled = {"t1": np.where(t1 != 0, t1 * 7.0 + 3.0, -1.0), "t2": np.where(t2 != 0, t2 * 0.01, 5.0)}
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "ed_fluid"}], images=scaled), cleaned)
+    # Dark on T1 alone, or bright on T2 alone, is not fluid.
+    for image, value in (("t1", 100.0), ("t2", 100.0)):
+        one = {"t1": t1.copy(), "t2": t2.copy()}
+        one[image][6:8, 6:18, 6:18] = value
+        np.testing.assert_array_equal(postprocess(classes, [{"name": "ed_fluid"}], images=one), classes)
+
+
+def test_ed_fluid_needs_t1_and_t2_and_a_scheme_with_wt_and_tc():
+    from bratskeras.predict.postprocessing import check_steps
+
+    classes, t1, t2 = _fluid_case()
+    with pytest.raises(ValueError, match=r"reads the t2 image, which is not among the model's inputs"):
+        check_steps([{"name": "ed_fluid"}], modalities=("flair", "t1", "t1ce"))
+    with pytest.raises(ValueError, match="needs WT and TC regions; the menrt scheme has GTV"):
+        check_steps([{"name": "ed_fluid"}], scheme="menrt")
+    with pytest.raises(ValueError, match="t2 must have the class map's shape"):
+        postprocess(classes, [{"name": "ed_fluid"}], images={"t1": t1, "t2": t2[:-1]})
+
+
 def test_region_thresholds_decodes_each_region_above_its_own_threshold():
     from bratskeras.predict.cleanup import regions_above
     from bratskeras.predict.postprocessing import decode

@@ -162,7 +162,8 @@ def predict_case(network, setup, case, settings=PredictSettings(), progress=None
     if refit is not None:
         # bias_refit: the tumour just found is left out of each modality's bias fit; then the case again.
         kind = postprocessing.STEPS[refit["name"]]
-        image = bias_field.divide_linear_field(image, exclude=kind.excluded(classes, **kind.settings(refit)))
+        image = bias_field.divide_linear_field(image, exclude=kind.excluded(classes, **kind.settings(refit)),
+                                               modalities=setup.modalities)
         classes, probabilities = run(network, setup, image, properties["spacing"], steps, settings,
                                      _pass_progress(progress, 1, passes))
     label_map = _write_labels(classes, setup, settings.label_scheme or case.label_scheme)

@@ -16,6 +16,7 @@ Configured steps are plain data for configs and the CLI, applied in order by `po
     {"name": "ed_hyperintensity", "percentile": 50} ED darker on FLAIR than the healthy brain's median -> background
     {"name": "et_surface", "depth": 3, "share": 0.5} ET components mostly at the brain's edge (dura) -> background
     {"name": "ed_growth", "percentile": 99, "depth": 3} FLAIR-bright voxels next to the tumour -> ED
+    {"name": "ed_fluid", "t1": 5, "t2": 90}       ED dark on T1 and bright on T2 (CSF) -> background
 One kind of step decodes instead of cleaning: `region_thresholds` (e.g.
 {"name": "region_thresholds", "wt": 0.3, "tc": 0.4, "et": 0.2}) turns the
 network's probabilities into classes, each region above its own threshold,
@@ -43,6 +44,7 @@ from bratskeras.predict.cleanup import (
     enhancing_and_core,
     enhancing_tumor_to_ncr,
     enhancing_without_enhancement_to_ncr,
+    fluid_oedema_to_background,
     hyperintense_rim_to_oedema,
     keep_major_components,
     min_component_classes,
@@ -230,6 +232,22 @@ class HyperintenseRim(ClassMapStep):
         return hyperintense_rim_to_oedema(classes, images["flair"], percentile, depth, scheme)
 
 
+class FluidOedema(ClassMapStep):
+    """ED dark on T1 and bright on T2, as CSF is, becomes background (`fluid_oedema_to_background`)."""
+
+    name = "ed_fluid"
+    options = {"t1": Option(5, check_percentile, "P"), "t2": Option(90, check_percentile, "P")}
+    summary = ("ED darker on T1 than the healthy brain's P-th percentile and brighter on T2 than its P-th "
+               "(fluid: CSF the FLAIR did not null) -> background")
+    modalities = ("t1", "t2")
+
+    def check_scheme(self, scheme):
+        whole_and_core(scheme, self.name)
+
+    def on_classes(self, classes, scheme, t1, t2, images):
+        return fluid_oedema_to_background(classes, images["t1"], images["t2"], t1, t2, scheme)
+
+
 class SurfaceEnhancement(ClassMapStep):
     """ET components mostly within `depth` voxels of the brain's edge become background
     (`surface_enhancement_to_background`: enhancing dura and veins); class maps only."""
@@ -277,15 +295,16 @@ class BiasRefit(Step):
     The field (bratskeras.data.bias_field.divide_linear_field: a plane in log
     intensity, a trimmed fit over the brain) is fitted outside the tumour the
     first prediction found, grown by `margin` voxels (`excluded`), so the
-    lesion does not pull it. Why: the healthy brain of several public BraTS
+    lesion does not pull it. T1c is left as it is (bias_field.LEFT_AS_IS:
+    its plane leans toward the enhancing vessels and dura). Why: the healthy brain of several public BraTS
     2018 CBICA scans is 20-30 % brighter on FLAIR in its lowest slabs than
     its median, as bright as oedema. Predict applies it (`split_refit`).
     """
 
     name = "bias_refit"
     options = {"margin": Option(3, check_margin, "N")}
-    summary = ("predict again with each modality's linear bias field, fitted outside the tumour found so far "
-               "(grown by N voxels), divided out (last step only; twice the time)")
+    summary = ("predict again with each modality's linear bias field (T1c's excepted), fitted outside the tumour "
+               "found so far (grown by N voxels), divided out (last step only; twice the time)")
     refits = True
 
     @staticmethod
@@ -303,7 +322,7 @@ class BiasRefit(Step):
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
 STEPS = {step.name: step for step in (RegionThresholds(), AveragePool(), MinComponent(), MajorComponents(),
                                       EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck(),
-                                      HyperintenseRim(), SurfaceEnhancement(), BiasRefit())}
+                                      HyperintenseRim(), FluidOedema(), SurfaceEnhancement(), BiasRefit())}
 
 
 def check_step(step):
