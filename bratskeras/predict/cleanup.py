@@ -189,10 +189,8 @@ def oedema_without_hyperintensity_to_background(classes, flair, percentile=50.0,
         the class map, a copy; unchanged when there is no predicted oedema or
         no healthy brain.
     """
-    whole, core = whole_and_core(scheme, "ed_hyperintensity")
-    classes = np.array(classes, copy=True)
-    regions = classes_to_regions(classes, scheme)
-    classes[_darker_than_healthy(classes, regions[..., whole] & ~regions[..., core], flair, "flair", percentile)] = 0
+    classes, oedema = _predicted_oedema(classes, scheme, "ed_hyperintensity")
+    classes[_darker_than_healthy(classes, oedema, flair, "flair", percentile)] = 0
     return classes
 
 
@@ -218,20 +216,21 @@ def fluid_oedema_to_background(classes, t1, t2, t1_percentile=5.0, t2_percentile
         the class map, a copy; unchanged when there is no predicted oedema or
         no healthy brain.
     """
-    whole, core = whole_and_core(scheme, "ed_fluid")
+    classes, oedema = _predicted_oedema(classes, scheme, "ed_fluid")
+    t1, t1_level = _healthy_level(classes, t1, "t1", t1_percentile)
+    t2, t2_level = _healthy_level(classes, t2, "t2", t2_percentile)
+    if not oedema.any() or t1_level is None or t2_level is None:
+        return classes
+    classes[oedema & (t1 < t1_level) & (t2 > t2_level)] = 0
+    return classes
+
+
+def _predicted_oedema(classes, scheme, step):
+    """(a copy of the class map, bool (D, H, W) its oedema: WT outside TC); ValueError for a scheme without them."""
+    whole, core = whole_and_core(scheme, step)
     classes = np.array(classes, copy=True)
     regions = classes_to_regions(classes, scheme)
-    oedema = regions[..., whole] & ~regions[..., core]
-    t1, t2 = (np.asarray(image, dtype=np.float32) for image in (t1, t2))
-    _check_same_grid(t1, classes, "t1")
-    _check_same_grid(t2, classes, "t2")
-    healthy_t1, healthy_t2 = (_healthy_brain(image, classes > 0) for image in (t1, t2))
-    if not oedema.any() or not healthy_t1.any() or not healthy_t2.any():
-        return classes
-    fluid = (oedema & (t1 < np.percentile(t1[healthy_t1], t1_percentile))
-             & (t2 > np.percentile(t2[healthy_t2], t2_percentile)))
-    classes[fluid] = 0
-    return classes
+    return classes, regions[..., whole] & ~regions[..., core]
 
 
 def surface_enhancement_to_background(classes, t1ce, depth=3, share=0.5, scheme=None):
@@ -303,17 +302,14 @@ def hyperintense_rim_to_oedema(classes, flair, percentile=99.0, depth=3, scheme=
         the class map, a copy; unchanged when nothing is predicted or there is no healthy brain.
     """
     oedema = oedema_class(scheme, "ed_growth")
-    flair = np.asarray(flair, dtype=np.float32)
-    _check_same_grid(flair, classes, "flair")
+    flair, level = _healthy_level(classes, flair, "flair", percentile)
     classes = np.array(classes, copy=True)
     tumour = classes > 0
-    brain = channel_foreground(flair)
-    healthy = _healthy_brain(flair, tumour)
-    if not tumour.any() or not healthy.any():
+    if not tumour.any() or level is None:
         return classes
     connectivity = np.ones((3, 3, 3), dtype=bool)
     near = ndimage.binary_dilation(tumour, connectivity, iterations=depth)
-    bright = brain & near & (flair >= np.percentile(flair[healthy], percentile))
+    bright = channel_foreground(flair) & near & (flair >= level)
     grown = ndimage.binary_propagation(tumour, connectivity, mask=tumour | bright)
     classes[grown & ~tumour] = oedema
     return classes
@@ -339,12 +335,25 @@ def _darker_than_healthy(classes, predicted, image, name, percentile):
     Raises:
         ValueError: `image` (called `name` in the message) not of the class map's shape.
     """
+    image, level = _healthy_level(classes, image, name, percentile)
+    if not predicted.any() or level is None:
+        return np.zeros(classes.shape, bool)
+    return predicted & (image < level)
+
+
+def _healthy_level(classes, image, name, percentile):
+    """(image as float32, the healthy brain's `percentile`-th percentile of it, or None when there is no healthy brain).
+
+    The healthy brain is the image's foreground outside the predicted tumour
+    (classes > 0) grown by HEALTHY_GAP voxels.
+
+    Raises:
+        ValueError: `image` (called `name` in the message) not of the class map's shape.
+    """
     image = np.asarray(image, dtype=np.float32)
     _check_same_grid(image, classes, name)
     healthy = _healthy_brain(image, classes > 0)
-    if not predicted.any() or not healthy.any():
-        return np.zeros(classes.shape, bool)
-    return predicted & (image < np.percentile(image[healthy], percentile))
+    return image, (np.percentile(image[healthy], percentile) if healthy.any() else None)
 
 
 def _check_same_grid(image, classes, name):
