@@ -249,3 +249,27 @@ def test_shipped_model_matches_its_card_and_config(name):
     output = np.asarray(probabilities(np.zeros((1, *window, len(setup.modalities)), np.float32)))
     assert output.shape[:4] == (1, *window) and np.all(np.isfinite(output))
     assert pretrained.card_text(model).startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_readme_gives_each_shipped_models_card_figures(name):
+    """The README's section on a shipped model quotes its card's headline figures, so the two cannot drift apart.
+
+    The card is the figures' home (`bratskeras pretrained` prints it); the
+    README's table repeats them as 'WT / TC / ET' to three decimals. Skipped
+    where the package runs without its source tree (an installed wheel).
+    """
+    readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+    if not os.path.exists(readme):
+        pytest.skip("no README.md beside the tests")
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    heading = f"### Shipped: `{name}`"
+    assert heading in text, f"README.md has no section {heading!r}"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    (model,) = [m for m in pretrained.catalogue() if m.name == name]
+    for key, entry in model.card["evaluation"].items():
+        figures = entry.get("figures")
+        if figures:
+            quoted = " / ".join(f"{figures[region]:.3f}" for region in ("WT", "TC", "ET") if region in figures)
+            assert quoted in section, f"README.md's {heading} does not give the card's {key} figures {quoted}"
