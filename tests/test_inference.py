@@ -474,7 +474,7 @@ def test_a_model_s_steps_that_read_an_image_it_lacks_are_refused(tmp_path):
 def test_a_model_s_region_thresholds_decode_its_probabilities(tmp_path):
     """The decoding step replaces argmax: predict's labels are the saved probabilities decoded by it."""
     from bratskeras.core import labels
-    from bratskeras.predict.cleanup import regions_above
+    from bratskeras.predict.regions import regions_above
 
     synth.write_dataset(tmp_path / "d", cases=1, shape=SHAPE, layout="brats2023", seed=3)
     case = layouts.discover(tmp_path / "d").cases[0]

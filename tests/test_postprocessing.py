@@ -305,8 +305,8 @@ def test_ed_fluid_needs_t1_and_t2_and_a_scheme_with_wt_and_tc():
 
 
 def test_region_thresholds_decodes_each_region_above_its_own_threshold():
-    from bratskeras.predict.cleanup import regions_above
     from bratskeras.predict.postprocessing import decode
+    from bratskeras.predict.regions import regions_above
 
     # Per voxel: background, NCR, ED, ET probabilities.
     probabilities = np.array([[0.45, 0.20, 0.20, 0.15],  # argmax: background; WT 0.55, TC 0.35, ET 0.15
@@ -473,3 +473,79 @@ def test_ed_growth_needs_the_flair_an_oedema_class_and_a_tumour():
         postprocess(classes > 0, [{"name": "ed_growth"}], images={"flair": flair})
     nothing = np.zeros_like(classes)
     np.testing.assert_array_equal(postprocess(nothing, [{"name": "ed_growth"}], images={"flair": flair}), nothing)
+
+
+def _enhancing_rim_case():
+    """A brain with T1c uniform in 95..105 and a glioblastoma: NCR core, an ET rim (T1c 200) 1 voxel thick
+    that the annotators would draw 3 voxels thick (the 2 planes outside it, T1c 200, predicted oedema), the
+    oedema around it (T1c 100); and a bright spot (T1c 200) 3 voxels out from the ET, in the oedema."""
+    rng = np.random.default_rng(3)
+    t1ce = np.zeros((40, 40, 40), np.float32)
+    t1ce[2:38, 2:38, 2:38] = rng.uniform(95, 105, (36, 36, 36))
+    classes = np.zeros(t1ce.shape, np.uint8)
+    classes[8:30, 8:30, 8:30] = 2
+    classes[14:24, 14:24, 14:24] = 3
+    classes[15:23, 15:23, 15:23] = 1
+    t1ce[8:30, 8:30, 8:30] = 100.0
+    t1ce[12:26, 12:26, 12:26] = 200.0  # the rim as drawn: the predicted 1-voxel shell and 2 planes outside it
+    t1ce[15:23, 15:23, 15:23] = 60.0  # necrosis
+    t1ce[9, 18:20, 18:20] = 200.0  # the spot: 3 voxels outside the drawn rim, 5 from the predicted ET
+    return classes, t1ce
+
+
+def test_et_growth_grows_an_enhancing_rim_into_bright_t1c_next_to_it():
+    classes, t1ce = _enhancing_rim_case()
+    grown = postprocess(classes, [{"name": "et_growth"}], images={"t1ce": t1ce})
+    expected = classes.copy()
+    expected[(t1ce == 200.0) & (classes == 2)] = 3
+    expected[9, 18:20, 18:20] = 2  # the spot lies past the depth of 2: it stays oedema
+    np.testing.assert_array_equal(grown, expected)
+    assert (grown == 3).sum() == 14 ** 3 - 8 ** 3 and (grown > 0).sum() == (classes > 0).sum()
+    shifted = np.where(t1ce != 0, t1ce * 0.01 + 5.0, 7.0).astype(np.float64)  # any scale, constant background
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "et_growth"}], images={"t1ce": shifted}), grown)
+    # depth 1 takes one plane; the NCR core is dark and never grows.
+    one = postprocess(classes, [{"name": "et_growth", "depth": 1}], images={"t1ce": t1ce})
+    assert (one == 3).sum() == 12 ** 3 - 8 ** 3 and (one == 1).sum() == 8 ** 3
+    # Oedema as bright as healthy brain does not grow the rim, nor does a rim past the brain's brightest with P 100.
+    flat = np.where((t1ce == 200.0) & (classes == 2), 100.0, t1ce).astype(np.float32)
+    np.testing.assert_array_equal(postprocess(classes, [{"name": "et_growth"}], images={"t1ce": flat}), classes)
+    brightest = postprocess(classes, [{"name": "et_growth", "percentile": 100}], images={"t1ce": t1ce})
+    np.testing.assert_array_equal(brightest, grown)
+    # Outside the predicted tumour nothing grows: the tumour shrunk to the rim and core, no oedema around it.
+    bare = np.where(classes == 2, 0, classes).astype(np.uint8)
+    np.testing.assert_array_equal(postprocess(bare, [{"name": "et_growth"}], images={"t1ce": t1ce}), bare)
+
+
+def test_et_growth_leaves_scattered_et_of_a_non_enhancing_tumour_alone():
+    classes, t1ce = _enhancing_rim_case()
+    # A low-grade glioma's pattern: a large core with a few ET voxels (3 % of it), bright T1c beside them.
+    lgg = np.where(classes == 3, 1, classes).astype(np.uint8)
+    lgg[14:16, 14:16, 14:23] = 3
+    share = (lgg == 3).sum() / np.isin(lgg, (1, 3)).sum()
+    assert 0.02 < share < 0.05
+    np.testing.assert_array_equal(postprocess(lgg, [{"name": "et_growth"}], images={"t1ce": t1ce}), lgg)
+    grown = postprocess(lgg, [{"name": "et_growth", "share": 0.02}], images={"t1ce": t1ce})
+    assert (grown == 3).sum() > (lgg == 3).sum()  # with a lower share the same ET grows
+    nothing = np.zeros_like(classes)
+    np.testing.assert_array_equal(postprocess(nothing, [{"name": "et_growth"}], images={"t1ce": t1ce}), nothing)
+
+
+def test_et_growth_takes_the_task_classes_and_checks_its_inputs():
+    from bratskeras.core.labels import get_scheme
+    from bratskeras.predict.postprocessing import check_steps
+
+    classes, t1ce = _enhancing_rim_case()
+    gli = get_scheme("gli")
+    et, netc, snfh = (gli.names.index(name) for name in ("ET", "NETC", "SNFH"))
+    as_gli = np.select([classes == 3, classes == 1, classes == 2], [et, netc, snfh], 0).astype(np.uint8)
+    grown = postprocess(as_gli, [{"name": "et_growth"}], scheme="gli", images={"t1ce": t1ce})
+    classic = postprocess(classes, [{"name": "et_growth"}], images={"t1ce": t1ce})
+    np.testing.assert_array_equal(grown == et, classic == 3)
+    with pytest.raises(ValueError, match=r"reads the t1ce image, which is not among the model's inputs \(flair\)"):
+        check_steps([{"name": "et_growth"}], modalities=("flair",))
+    with pytest.raises(ValueError, match="menrt scheme has GTV"):
+        check_steps([{"name": "et_growth"}], scheme="menrt")
+    with pytest.raises(ValueError, match="fraction must be a number within"):
+        check_steps([{"name": "et_growth", "share": -0.1}])
+    with pytest.raises(ValueError, match="needs a class map"):
+        postprocess(classes > 0, [{"name": "et_growth"}], images={"t1ce": t1ce})

@@ -22,7 +22,7 @@ from bratskeras.predict.postprocessing import STEPS, Option, Step, check_step, p
 def test_each_step_row_carries_its_options_and_defaults():
     assert set(STEPS) == {"region_thresholds", "average_pool", "min_component", "major_components", "et_to_ncr",
                           "et_enhancement", "ed_hyperintensity", "ed_growth", "ed_fluid", "et_surface",
-                          "bias_refit"}
+                          "et_growth", "bias_refit"}
     assert all(isinstance(step, Step) and step.name == name for name, step in STEPS.items())
     assert STEPS["average_pool"].settings({"name": "average_pool"}) == {"size": 16}
     assert STEPS["min_component"].settings({"name": "min_component", "voxels": 3}) == {"voxels": 3, "per": "region"}
@@ -35,13 +35,16 @@ def test_each_step_row_carries_its_options_and_defaults():
     assert STEPS["et_surface"].modalities == ("t1ce",) and STEPS["ed_growth"].modalities == ("flair",)
     assert STEPS["ed_fluid"].settings({"name": "ed_fluid"}) == {"t1": 5, "t2": 90}
     assert STEPS["ed_fluid"].modalities == ("t1", "t2")
+    assert STEPS["et_growth"].settings({"name": "et_growth"}) == {"percentile": 95, "depth": 2, "share": 0.15}
+    assert STEPS["et_growth"].modalities == ("t1ce",)
     assert STEPS["bias_refit"].settings({"name": "bias_refit"}) == {"margin": 3} and STEPS["bias_refit"].refits
     assert [name for name, step in STEPS.items() if step.refits or step.decodes] == ["region_thresholds", "bias_refit"]
 
 
 @pytest.mark.parametrize("step, message", [
     ({"name": "blur"}, "a post-processing step must be a dict with name in ['average_pool', 'bias_refit', 'ed_fluid', "
-                       "'ed_growth', 'ed_hyperintensity', 'et_enhancement', 'et_surface', 'et_to_ncr', 'major_components', "
+                       "'ed_growth', 'ed_hyperintensity', 'et_enhancement', 'et_growth', 'et_surface', 'et_to_ncr', "
+                       "'major_components', "
                        "'min_component', 'region_thresholds'], received {'name': 'blur'}"),
     ({"name": "min_component"}, "step 'min_component' takes ['per', 'voxels'] (required ['voxels']); received []"),
     ({"name": "et_to_ncr", "voxels": 5, "x": 1}, "step 'et_to_ncr' takes ['voxels'] (required ['voxels']); "

@@ -6,17 +6,10 @@ classes (bratskeras.core.labels: the classic 0..3, or a task's own, e.g. gli's
 The dtype decides: bool means binary mask, anything else a class map. The
 operations themselves are bratskeras.predict.cleanup's.
 
-Configured steps are plain data for configs and the CLI, applied in order by `postprocess`:
-    {"name": "average_pool", "size": 16}          FLAIR paper smoothing
-    {"name": "min_component", "voxels": 50}       drop small connected components
-    {"name": "min_component", "voxels": 50, "per": "class"}
-    {"name": "major_components", "fraction": 0.1} drop components under 10 % of the largest
-    {"name": "et_to_ncr", "voxels": 500}          small predicted ET -> NCR (NETC)
-    {"name": "et_enhancement", "percentile": 75}  ET darker on T1c than healthy white matter -> NCR
-    {"name": "ed_hyperintensity", "percentile": 50} ED darker on FLAIR than the healthy brain's median -> background
-    {"name": "et_surface", "depth": 3, "share": 0.5} ET components mostly at the brain's edge (dura) -> background
-    {"name": "ed_growth", "percentile": 99, "depth": 3} FLAIR-bright voxels next to the tumour -> ED
-    {"name": "ed_fluid", "t1": 5, "t2": 90}       ED dark on T1 and bright on T2 (CSF) -> background
+Configured steps are plain data for configs and the CLI, applied in order by
+`postprocess`, e.g. {"name": "major_components", "fraction": 0.1} or
+{"name": "et_enhancement", "percentile": 75}; every step, its options and
+their defaults are the rows of `STEPS` (`bratskeras predict --help` lists them).
 One kind of step decodes instead of cleaning: `region_thresholds` (e.g.
 {"name": "region_thresholds", "wt": 0.3, "tc": 0.4, "et": 0.2}) turns the
 network's probabilities into classes, each region above its own threshold,
@@ -41,21 +34,18 @@ from scipy import ndimage
 from bratskeras.core.labels import scheme_or_classic
 from bratskeras.predict.cleanup import (
     average_pool_smooth,
-    enhancing_and_core,
+    enhancing_rim_growth,
     enhancing_tumor_to_ncr,
     enhancing_without_enhancement_to_ncr,
     fluid_oedema_to_background,
     hyperintense_rim_to_oedema,
     keep_major_components,
     min_component_classes,
-    oedema_class,
     oedema_without_hyperintensity_to_background,
-    per_region,
-    regions_above,
     remove_small_components,
     surface_enhancement_to_background,
-    whole_and_core,
 )
+from bratskeras.predict.regions import enhancing_and_core, oedema_class, per_region, regions_above, whole_and_core
 from bratskeras.predict.step_options import (
     REQUIRED,
     VOXELS,
@@ -265,6 +255,24 @@ class SurfaceEnhancement(ClassMapStep):
         return surface_enhancement_to_background(classes, images["t1ce"], depth, share, scheme)
 
 
+class EnhancingRim(ClassMapStep):
+    """Bright T1c within `depth` voxels of the predicted ET, inside the tumour, becomes ET (`enhancing_rim_growth`)."""
+
+    name = "et_growth"
+    options = {"percentile": Option(95, check_percentile, "P"), "depth": Option(2, check_depth, "N"),
+               "share": Option(0.15, check_fraction, "F")}
+    summary = ("voxels of the tumour within N voxels of ET with T1c at least the healthy brain's P-th percentile "
+               "-> ET, where ET is at least F of the core (an enhancing rim)")
+    modalities = ("t1ce",)
+
+    def check_scheme(self, scheme):
+        enhancing_and_core(scheme, self.name)
+        whole_and_core(scheme, self.name)
+
+    def on_classes(self, classes, scheme, percentile, depth, share, images):
+        return enhancing_rim_growth(classes, images["t1ce"], percentile, depth, share, scheme)
+
+
 class RegionThresholds(Step):
     """Decodes probabilities region by region, each above its own threshold (`regions_above`); first step only."""
 
@@ -322,7 +330,8 @@ class BiasRefit(Step):
 # The steps by name: the one place a step is defined (the CLI's help and the checks read it).
 STEPS = {step.name: step for step in (RegionThresholds(), AveragePool(), MinComponent(), MajorComponents(),
                                       EnhancingToNcr(), EnhancementCheck(), HyperintensityCheck(),
-                                      HyperintenseRim(), FluidOedema(), SurfaceEnhancement(), BiasRefit())}
+                                      HyperintenseRim(), FluidOedema(), SurfaceEnhancement(), EnhancingRim(),
+                                      BiasRefit())}
 
 
 def check_step(step):
