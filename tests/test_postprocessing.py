@@ -363,6 +363,15 @@ def test_bias_refit_can_only_be_the_last_step_and_only_predict_applies_it():
     assert STEPS["bias_refit"].excluded(classes, 0).sum() == 1 and not STEPS["bias_refit"].excluded(classes * 0, 2).any()
 
 
+def _as_task(classes, task):
+    """(a classic class map (0 bg, 1 NCR, 2 ED, 3 ET) in `task`'s class indices, as predict maps them
+    (LabelScheme.from_classic), the task's scheme)."""
+    from bratskeras.core.labels import get_scheme
+
+    scheme = get_scheme(task)
+    return np.asarray(scheme.from_classic, np.uint8)[classes], scheme
+
+
 def _surface_case():
     """A 36^3 brain (T1c 100) with a deep tumour (ET rim around NCR), a cortical tumour whose ET reaches the
     edge but has depth (8 voxels deep: 3/8 of it within 3 voxels of the edge) and a 2-voxel sheet of ET on
@@ -399,13 +408,11 @@ def test_et_surface_drops_et_lying_mostly_at_the_brain_edge():
 
 
 def test_et_surface_takes_the_task_classes_and_checks_its_options():
-    from bratskeras.core.labels import get_scheme
     from bratskeras.predict.postprocessing import check_steps
 
     classes, t1ce = _surface_case()
-    gli = get_scheme("gli")
-    et, ncr, ed = (gli.names.index(name) for name in ("ET", "NETC", "SNFH"))
-    as_gli = np.select([classes == 3, classes == 1, classes == 2], [et, ncr, ed], 0).astype(np.uint8)
+    as_gli, gli = _as_task(classes, "gli")
+    et = gli.names.index("ET")
     cleaned = postprocess(as_gli, [{"name": "et_surface"}], scheme="gli", images={"t1ce": t1ce})
     assert (cleaned[20:30, 2:4, 8:16] == 0).all() and (cleaned == et).sum() == 10 ** 3 - 4 ** 3 + 8 * 6 * 6
     with pytest.raises(ValueError, match="depth must be a positive integer"):
@@ -450,11 +457,8 @@ def test_ed_growth_adds_the_flair_bright_rim_connected_to_the_tumour():
     everywhere = postprocess(classes, [{"name": "ed_growth", "percentile": 0}], images={"flair": flair})
     assert (everywhere > 0).sum() == 16 ** 3  # the 10^3 tumour grown by 3 voxels every way
     # gli's classes: SNFH.
-    from bratskeras.core.labels import get_scheme
-
-    gli = get_scheme("gli")
-    snfh, netc = gli.names.index("SNFH"), gli.names.index("NETC")
-    as_gli = np.select([classes == 2, classes == 1], [snfh, netc], 0).astype(np.uint8)
+    as_gli, gli = _as_task(classes, "gli")
+    snfh = gli.names.index("SNFH")
     grown_gli = postprocess(as_gli, [{"name": "ed_growth"}], scheme="gli", images={"flair": flair})
     assert (grown_gli[22:24, 12:22, 12:22] == snfh).all() and (grown_gli > 0).sum() == (grown > 0).sum()
 
@@ -531,13 +535,11 @@ def test_et_growth_leaves_scattered_et_of_a_non_enhancing_tumour_alone():
 
 
 def test_et_growth_takes_the_task_classes_and_checks_its_inputs():
-    from bratskeras.core.labels import get_scheme
     from bratskeras.predict.postprocessing import check_steps
 
     classes, t1ce = _enhancing_rim_case()
-    gli = get_scheme("gli")
-    et, netc, snfh = (gli.names.index(name) for name in ("ET", "NETC", "SNFH"))
-    as_gli = np.select([classes == 3, classes == 1, classes == 2], [et, netc, snfh], 0).astype(np.uint8)
+    as_gli, gli = _as_task(classes, "gli")
+    et = gli.names.index("ET")
     grown = postprocess(as_gli, [{"name": "et_growth"}], scheme="gli", images={"t1ce": t1ce})
     classic = postprocess(classes, [{"name": "et_growth"}], images={"t1ce": t1ce})
     np.testing.assert_array_equal(grown == et, classic == 3)

@@ -20,6 +20,8 @@ from bratskeras.predict.regions import enhancing_and_core, oedema_class, per_reg
 # The healthy brain starts this many voxels outside the predicted tumour: the
 # tumour's partial-volume rim is neither tumour nor healthy tissue.
 HEALTHY_GAP = 3
+# 26-connectivity: a voxel's neighbours across faces, edges and corners (components, growth).
+NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)
 
 
 def _box_sum(values, size, axis):
@@ -106,7 +108,7 @@ def keep_major_components(mask, fraction):
 def _components(mask):
     """(component labels (D, H, W), voxels per label) of a mask's 26-connected components; label 0 is the background."""
     mask = np.asarray(mask, dtype=bool)
-    components, _ = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    components, _ = ndimage.label(mask, structure=NEIGHBOURS)
     return components, np.bincount(components.ravel())
 
 
@@ -312,7 +314,7 @@ def enhancing_rim_growth(classes, t1ce, percentile=95.0, depth=2, share=0.15, sc
     regions = classes_to_regions(classes, scheme)
     if level is None or not enhancing.any() or enhancing.sum() < share * regions[..., core].sum():
         return classes
-    near = ndimage.binary_dilation(enhancing, structure=np.ones((3,) * enhancing.ndim, bool), iterations=depth)
+    near = ndimage.binary_dilation(enhancing, structure=NEIGHBOURS, iterations=depth)
     classes[near & regions[..., whole] & (image >= level)] = enhancing_class
     return classes
 
@@ -348,14 +350,11 @@ def hyperintense_rim_to_oedema(classes, flair, percentile=99.0, depth=3, scheme=
     tumour = classes > 0
     if not tumour.any() or level is None:
         return classes
-    connectivity = np.ones((3, 3, 3), dtype=bool)
-    near = ndimage.binary_dilation(tumour, connectivity, iterations=depth)
+    near = ndimage.binary_dilation(tumour, NEIGHBOURS, iterations=depth)
     bright = channel_foreground(flair) & near & (flair >= level)
-    grown = ndimage.binary_propagation(tumour, connectivity, mask=tumour | bright)
+    grown = ndimage.binary_propagation(tumour, NEIGHBOURS, mask=tumour | bright)
     classes[grown & ~tumour] = oedema
     return classes
-
-
 
 
 def _darker_than_healthy(classes, predicted, image, name, percentile):
@@ -398,12 +397,6 @@ def _check_same_grid(image, classes, name):
 def _healthy_brain(image, tumour):
     """bool (D, H, W): the image's foreground outside the predicted `tumour` grown by HEALTHY_GAP voxels."""
     return channel_foreground(image) & ~ndimage.binary_dilation(tumour, iterations=HEALTHY_GAP)
-
-
-
-
-
-
 
 
 def min_component_classes(classes, voxels, per, scheme):
