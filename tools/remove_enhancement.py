@@ -26,8 +26,8 @@ a real non-enhancing scan: a real low-grade glioma is also a different
 tumour (diffuse, no necrosis), and its T1c may differ from its T1 in ways
 this map does not make.
 
-The brain is where both T1 and T1c differ from their corner voxel (the
-constant background BraTS preprocessing writes). DATA_DIR is only read;
+The brain is where both T1 and T1c are foreground (the package's rule for a
+zero or constant background, bratskeras.data.preprocessing). DATA_DIR is only read;
 a case folder already in OUT_DIR, or an OUT_DIR inside DATA_DIR, is refused
 before anything is written. Exit status: 0 when every case was written, 1
 when a case could not be (named on stderr), 2 for a wrong command line.
@@ -71,7 +71,9 @@ def remove_uptake(t1, t1c, tumour, margin):
     """
     from scipy import ndimage
 
-    brain = (t1 != t1.flat[0]) & (t1c != t1c.flat[0])
+    from bratskeras.data.preprocessing import channel_foreground
+
+    brain = channel_foreground(t1) & channel_foreground(t1c)
     zone = ndimage.binary_dilation(tumour, iterations=margin) & brain if margin else tumour & brain
     healthy = brain & ~ndimage.binary_dilation(tumour, iterations=HEALTHY_MARGIN)
     if healthy.sum() < len(QUANTILES):
@@ -82,15 +84,16 @@ def remove_uptake(t1, t1c, tumour, margin):
 
 
 def without_et(labels, scheme):
-    """On-disk label values with the scheme's ET written as its non-enhancing core (classic NCR's class)."""
-    from bratskeras.core.labels import get_scheme
+    """On-disk label values with the scheme's ET written as its non-enhancing core (NCR / NETC).
 
-    scheme = get_scheme(scheme)
-    if "ET" not in scheme.names:
-        raise ValueError(f"the {scheme.name} scheme has no enhancing tumour")
-    et_value = scheme.labels[scheme.names.index("ET")]
-    core_value = scheme.labels[scheme.from_classic[1]]
-    return np.where(labels == et_value, core_value, labels).astype(labels.dtype)
+    ValueError for a scheme without them (MEN-RT's GTV), from predict's own lookup.
+    """
+    from bratskeras.core.labels import get_scheme
+    from bratskeras.predict.regions import enhancing_and_core
+
+    enhancing_class, core_class = enhancing_and_core(scheme, step="remove_enhancement")
+    values = get_scheme(scheme).labels
+    return np.where(labels == values[enhancing_class], values[core_class], labels).astype(labels.dtype)
 
 
 def _save_like(array, image, path):
@@ -111,25 +114,24 @@ def _save_like(array, image, path):
 
 def write_case(case, out_dir, margin):
     """Writes one case's proxy into out_dir/<case id>/ (refused if it exists); returns (replaced, relabelled) voxels."""
-    import nibabel as nib
+    from bratskeras.data.volumes import load_label_map, load_nifti
 
     folder = os.path.join(out_dir, case.id)
     if os.path.exists(folder):
         raise FileExistsError(f"{folder} exists; nothing is overwritten")
     if case.seg is None:
         raise ValueError("no label file")
-    load = lambda path: np.asarray(nib.load(path).dataobj)  # noqa: E731
-    t1, t1c, labels = (load(case.modalities["t1"]).astype(np.float32),
-                       load(case.modalities["t1ce"]).astype(np.float32), load(case.seg))
+    t1, _ = load_nifti(case.modalities["t1"])
+    t1c, t1c_image = load_nifti(case.modalities["t1ce"])
+    labels, labels_image = load_label_map(case.seg)
     new_labels = without_et(labels, case.label_scheme)
     new_t1c, zone = remove_uptake(t1, t1c, labels > 0, margin)
+    rewritten = {case.modalities["t1ce"]: (new_t1c, t1c_image), case.seg: (new_labels, labels_image)}
     os.makedirs(folder)
     for path in case.source_files():
         target = os.path.join(folder, os.path.basename(path))
-        if path == case.modalities["t1ce"]:
-            _save_like(new_t1c, nib.load(path), target)
-        elif path == case.seg:
-            _save_like(new_labels, nib.load(path), target)
+        if path in rewritten:
+            _save_like(*rewritten[path], target)
         else:
             shutil.copy2(path, target)
     return int(zone.sum()), int((labels != new_labels).sum())
