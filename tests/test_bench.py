@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 from click.testing import CliRunner
+from tool_scripts import load_tool
 
 from bratskeras.cli import cli
 from bratskeras.models.registry import build_model
@@ -92,14 +93,7 @@ def test_side_by_side_pytorch_benchmark_runs(tmp_path):
 
 def _bench_vs_pytorch_tool():
     """tools/bench_vs_pytorch.py as a module (importing it needs no PyTorch)."""
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench_vs_pytorch.py")
-    spec = importlib.util.spec_from_file_location("bench_vs_pytorch", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_vs_pytorch")
 
 
 def test_side_by_side_rows_report_the_medians_of_the_recorded_pairs():

@@ -1,25 +1,21 @@
 """tools/error_analysis.py: the error figures the generator's steps are drawn from, on cases whose errors we made."""
 
-import importlib.util
 import json
 import os
 
 import nibabel as nib
 import numpy as np
 import pytest
+from tool_scripts import load_tool
 
 from bratskeras.data import layouts
 from bratskeras.synth import phantoms as synth
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (40, 40, 32)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("error_analysis", os.path.join(ROOT, "tools", "error_analysis.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("error_analysis")
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,21 @@
 """tools/remove_enhancement.py: real scans' tumours made non-enhancing (T1c from T1 inside the tumour, ET -> core)."""
 
 import filecmp
-import importlib.util
 import os
 
 import nibabel as nib
 import numpy as np
 import pytest
+from tool_scripts import load_tool
 
 from bratskeras.data import layouts
 from bratskeras.synth import phantoms as synth
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "remove_enhancement.py")
 SHAPE = (48, 48, 40)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("remove_enhancement", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("remove_enhancement")
 
 
 def _array(path):

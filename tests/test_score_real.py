@@ -1,7 +1,6 @@
 """tools/score_real.py: predict + evaluate on labelled folders; its figures are `bratskeras evaluate`'s."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tool_scripts import load_tool
 
 from bratskeras.cli import cli
 from bratskeras.data import layouts
@@ -24,10 +24,7 @@ SHAPE = (32, 32, 24)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("score_real", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("score_real")
 
 
 def _snapshot(folder):

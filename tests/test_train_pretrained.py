@@ -1,22 +1,17 @@
 """tools/train_pretrained.py: every shipped model has a recipe whose commands the CLI accepts as written."""
 
-import importlib.util
 import json
 import os
 
 import pytest
+from tool_scripts import load_tool
 
 from bratskeras import pretrained
 from bratskeras.cli import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("train_pretrained", os.path.join(ROOT, "tools", "train_pretrained.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train_pretrained")
 
 
 def test_every_shipped_model_has_a_recipe_quoted_by_its_card():
