@@ -262,6 +262,23 @@ def test_lowres_generator_is_subtle_with_low_resolution_before_the_scanner():
     assert names.index("low_resolution") == names.index("scanner") - 1
 
 
+def test_plexus_generator_is_lowres_with_more_non_enhancing_tumours_and_larger_enhancing_mimics():
+    """Same steps as LOWRES, in order; only the tumour mix, the vessels and the choroid plexus differ."""
+    assert [t.name for t in synthseg.PLEXUS] == [t.name for t in synthseg.LOWRES]
+    changed = {t.name for t, old in zip(synthseg.PLEXUS, synthseg.LOWRES) if t != old}
+    assert changed == {"tumours", "vessels", "vessel_tubes", "choroid_plexus"}
+    low_grade = synthseg.TUMOUR_TYPES.index("low_grade")
+    assert [t for t in synthseg.PLEXUS if t.name == "tumours"][0].type_weights[low_grade] == 0.45
+    seed = (8, 1)
+    heads = {}
+    for label, generator in (("lowres", synthseg.LOWRES), ("plexus", synthseg.PLEXUS)):
+        head = synthseg.Head(shape=synthseg.anatomy.grid_shape(VOXEL), voxel_mm=VOXEL)
+        for transform in generator[:[t.name for t in generator].index("vessel_tubes") + 1]:
+            transform(head, synthseg.stream(seed, transform.name))
+        heads[label] = head
+    assert (heads["plexus"].labels == synthseg.VESSEL).sum() > 1.5 * (heads["lowres"].labels == synthseg.VESSEL).sum()
+
+
 def test_low_resolution_blurs_the_chosen_modalities_only():
     """Two modalities at 8 mm: their images lose high frequencies, the other two are untouched, classes kept."""
     before, after = _glioblastoma_heads((6, 1), synthseg.LOWRES, "low_resolution", share=1.0, modalities=(2, 2),

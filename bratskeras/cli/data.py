@@ -70,8 +70,9 @@ def inspect_command(data_dir, layout, task, as_json):
                    "moderately enhancing tumour in half the heads), 'fading' (faint with oedema fading "
                    "toward its edge and enhancing tumour near-isointense on FLAIR and T2) 'subtle' "
                    "(fading with oedema only a little brighter than parenchyma on T2 and CSF that FLAIR "
-                   "nulled only in part) and 'lowres' (subtle with one or two modalities at a low resolution "
-                   "in 30 % of the heads).")
+                   "nulled only in part), 'lowres' (subtle with one or two modalities at a low resolution "
+                   "in 30 % of the heads) and 'plexus' (lowres with more non-enhancing gliomas, thicker "
+                   "enhancing vessels and larger choroid plexus).")
 @click.option("--voxel-size", default=1.0, show_default=True, type=click.FloatRange(0.5, 4.0),
               help="Isotropic voxel size in mm of anatomy/synthseg heads (BraTS: 1; 2 is 8x cheaper to write and train on).")
 def synth_command(out_dir, cases, shape, layout, task, seed, overwrite, kind, settings, voxel_size):

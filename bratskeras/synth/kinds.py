@@ -66,7 +66,7 @@ def _synthseg_maker(settings, voxel_mm):
 KINDS = {kind.name: kind for kind in (
     Kind("simple", _simple_maker, needs_anatomy=False, takes_task=True, takes_voxel_size=False),
     Kind("anatomy", _anatomy_maker, settings=("default", "heldout")),
-    Kind("synthseg", _synthseg_maker, settings=("default", "heldout", "basic", "mimics", "faint", "fading", "subtle", "lowres")),
+    Kind("synthseg", _synthseg_maker, settings=("default", "heldout", "basic", "mimics", "faint", "fading", "subtle", "lowres", "plexus")),
 )}
 # Every name `synth --settings` takes, in the kinds' order.
 SETTINGS = tuple(dict.fromkeys(name for kind in KINDS.values() for name in kind.settings))
