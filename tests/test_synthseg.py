@@ -277,6 +277,8 @@ def test_plexus_generator_is_lowres_with_more_non_enhancing_tumours_and_larger_e
             transform(head, synthseg.stream(seed, transform.name))
         heads[label] = head
     assert (heads["plexus"].labels == synthseg.VESSEL).sum() > 1.5 * (heads["lowres"].labels == synthseg.VESSEL).sum()
+    with pytest.raises(ValueError, match="no step named warp"):  # a derived generator replaces, never adds
+        synthseg._with_steps(synthseg.LOWRES[:2], synthseg.Warp())
 
 
 def test_low_resolution_blurs_the_chosen_modalities_only():

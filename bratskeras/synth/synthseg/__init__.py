@@ -146,16 +146,24 @@ LOWRES = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours()
           Contrasts(), FaintEnhancement(margin_sd=2.0), FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(),
           HealthyHyperintensities(), UnsuppressedCSF(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(),
           LowResolution(), Scanner())
-# LOWRES with more non-enhancing gliomas (45 % of the heads instead of 25 %) and more, thicker enhancing
-# vessels and larger choroid plexus tufts (glomus-sized): where the shipped model, on 48 public real scans made
+
+
+def _with_steps(generator, *steps):
+    """`generator` with each of its steps named as one of `steps` replaced by that step; the others, in order."""
+    by_name = {step.name: step for step in steps}
+    unknown = set(by_name) - {step.name for step in generator}
+    if unknown:
+        raise ValueError(f"no step named {', '.join(sorted(unknown))} to replace")
+    return tuple(by_name.get(step.name, step) for step in generator)
+
+
+# LOWRES with more non-enhancing gliomas (45 % of the heads instead of 25 %), more and thicker enhancing vessels
+# and larger choroid plexus tufts (glomus-sized): where the shipped model, on 48 public real scans made
 # non-enhancing (tools/remove_enhancement.py), called basal vessels, choroid plexus and a sinus ET once no real
-# ET was left to dwarf them; LOWRES's heads otherwise, draw for draw, except those three steps.
-PLEXUS = (Pose(), Tumours(type_weights=(0.25, 0.45, 0.1, 0.1, 0.1)), Warp(), Atrophy(), VentricleShapes(),
-          GrowTumours(), Vessels(count=(10, 60), radius_mm=(0.8, 3.0)),
-          VesselTubes(count=(30, 90), radius_mm=(0.8, 3.0)), Contrasts(), FaintEnhancement(margin_sd=2.0),
-          FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(), HealthyHyperintensities(), UnsuppressedCSF(),
-          ChoroidPlexus(tufts=(4, 12), radius_mm=(2.0, 6.0)), SkullStrip(dilate_share=0.5), DuraAndScalp(),
-          LowResolution(), Scanner())
+# ET was left to dwarf them; LOWRES's heads otherwise, draw for draw, but for those four steps.
+PLEXUS = _with_steps(LOWRES, Tumours(type_weights=(0.25, 0.45, 0.1, 0.1, 0.1)),
+                     Vessels(count=(10, 60), radius_mm=(0.8, 3.0)), VesselTubes(count=(30, 90), radius_mm=(0.8, 3.0)),
+                     ChoroidPlexus(tufts=(4, 12), radius_mm=(2.0, 6.0)))
 GENERATORS = {"default": DEFAULT, "heldout": HELDOUT, "basic": BASIC, "mimics": MIMICS, "faint": FAINT,
               "fading": FADING, "subtle": SUBTLE, "lowres": LOWRES, "plexus": PLEXUS}
 
