@@ -281,6 +281,28 @@ def test_plexus_generator_is_lowres_with_more_non_enhancing_tumours_and_larger_e
         synthseg._with_steps(synthseg.LOWRES[:2], synthseg.Warp())
 
 
+def test_derived_generators_insert_their_steps_in_the_order_they_were_trained_with():
+    """FAINT to LOWRES are their base plus inserted steps; the step order is the one their stages were drawn with."""
+    base = [t.name for t in synthseg.DEFAULT]
+    assert base[base.index("contrasts") + 1] == "healthy_bright"
+    expected = {
+        "faint": ["contrasts", "faint_enhancement", "healthy_bright"],
+        "fading": ["contrasts", "faint_enhancement", "fading_oedema", "isointense_enhancement", "healthy_bright"],
+        "subtle": ["contrasts", "faint_enhancement", "fading_oedema", "isointense_enhancement", "subtle_t2_oedema",
+                   "healthy_bright", "unsuppressed_csf", "choroid_plexus"],
+    }
+    for name, middle in expected.items():
+        names = [t.name for t in synthseg.GENERATORS[name]]
+        assert names[names.index("contrasts"):names.index("contrasts") + len(middle)] == middle, name
+        assert names[:names.index("contrasts")] == base[:base.index("contrasts")], name
+    kept = [t for t in synthseg.FADING if t.name not in ("fading_oedema", "isointense_enhancement")]
+    assert kept == list(synthseg.FAINT)  # the base's steps, options and all
+    with pytest.raises(ValueError, match="no step named nowhere"):
+        synthseg._with_inserted(synthseg.DEFAULT, "nowhere", synthseg.FadingOedema())
+    with pytest.raises(ValueError, match="already in the generator"):
+        synthseg._with_inserted(synthseg.FAINT, "scanner", synthseg.FaintEnhancement())
+
+
 def test_low_resolution_blurs_the_chosen_modalities_only():
     """Two modalities at 8 mm: their images lose high frequencies, the other two are untouched, classes kept."""
     before, after = _glioblastoma_heads((6, 1), synthseg.LOWRES, "low_resolution", share=1.0, modalities=(2, 2),

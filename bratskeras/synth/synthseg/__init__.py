@@ -121,33 +121,6 @@ HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=
            Vessels(count=(10, 50)), VesselTubes(count=(20, 50)), Contrasts(jitter=0.12, random_share=0.0),
            SkullStrip(dilate_share=0.3), DuraAndScalp(enhancing_share=0.5),
            Scanner(noise=(0.01, 0.05), scale=(100.0, 3000.0)))
-# DEFAULT with enhancing tumour only moderately bright on T1c in half the heads (FaintEnhancement: where the
-# stage-3 model missed real ET); DEFAULT's heads otherwise, draw for draw.
-FAINT = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
-         Contrasts(), FaintEnhancement(), HealthyHyperintensities(), ChoroidPlexus(), SkullStrip(dilate_share=0.5),
-         DuraAndScalp(), Scanner())
-# FAINT with oedema fading toward its edge on FLAIR and T2 (FadingOedema) and enhancing tumour near-isointense
-# there (IsointenseEnhancement): where the stage-3 model under-segmented real tumours; FAINT's heads otherwise.
-FADING = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
-          Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), HealthyHyperintensities(),
-          ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(), Scanner())
-# FADING with oedema only a little brighter than parenchyma on T2 (SubtleT2Oedema) and CSF that FLAIR nulled
-# only in part (UnsuppressedCSF): where the stage-5 model missed oedema, and called CSF oedema, on 40 public real
-# scans; FADING's heads otherwise, draw for draw.
-SUBTLE = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
-          Contrasts(), FaintEnhancement(), FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(),
-          HealthyHyperintensities(), UnsuppressedCSF(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(),
-          Scanner())
-# SUBTLE with one or two modalities in 30 % of the heads acquired at a low resolution (LowResolution: where the
-# stage-5 model missed most of two BraTS 2013 tumours) and faint ET kept 2 standard deviations above the tumour
-# around it (where the stage-7 model, trained on SUBTLE, called bright patches of non-enhancing tumour ET); SUBTLE's
-# heads otherwise, draw for draw.
-LOWRES = (Pose(), Tumours(), Warp(), Atrophy(), VentricleShapes(), GrowTumours(), Vessels(), VesselTubes(),
-          Contrasts(), FaintEnhancement(margin_sd=2.0), FadingOedema(), IsointenseEnhancement(), SubtleT2Oedema(),
-          HealthyHyperintensities(), UnsuppressedCSF(), ChoroidPlexus(), SkullStrip(dilate_share=0.5), DuraAndScalp(),
-          LowResolution(), Scanner())
-
-
 def _with_steps(generator, *steps):
     """`generator` with each of its steps named as one of `steps` replaced by that step; the others, in order."""
     by_name = {step.name: step for step in steps}
@@ -155,6 +128,41 @@ def _with_steps(generator, *steps):
     if unknown:
         raise ValueError(f"no step named {', '.join(sorted(unknown))} to replace")
     return tuple(by_name.get(step.name, step) for step in generator)
+
+
+def _with_inserted(generator, after, *steps):
+    """`generator` with `steps` inserted, in order, right after its step named `after`; the others unchanged.
+
+    Each step draws from its own stream (stream(seed, step.name)), so the
+    derived generator's heads are the base's heads with those steps' effects
+    added, draw for draw.
+    """
+    names = [step.name for step in generator]
+    if after not in names:
+        raise ValueError(f"no step named {after} to insert after")
+    clashes = sorted({step.name for step in steps} & set(names))
+    if clashes:
+        raise ValueError(f"step {', '.join(clashes)} is already in the generator; replace it with _with_steps")
+    at = names.index(after) + 1
+    return generator[:at] + tuple(steps) + generator[at:]
+
+
+# DEFAULT with enhancing tumour only moderately bright on T1c in half the heads (FaintEnhancement: where the
+# stage-3 model missed real ET); DEFAULT's heads otherwise, draw for draw.
+FAINT = _with_inserted(DEFAULT, "contrasts", FaintEnhancement())
+# FAINT with oedema fading toward its edge on FLAIR and T2 (FadingOedema) and enhancing tumour near-isointense
+# there (IsointenseEnhancement): where the stage-3 model under-segmented real tumours; FAINT's heads otherwise.
+FADING = _with_inserted(FAINT, "faint_enhancement", FadingOedema(), IsointenseEnhancement())
+# FADING with oedema only a little brighter than parenchyma on T2 (SubtleT2Oedema) and CSF that FLAIR nulled
+# only in part (UnsuppressedCSF): where the stage-5 model missed oedema, and called CSF oedema, on 40 public real
+# scans; FADING's heads otherwise, draw for draw.
+SUBTLE = _with_inserted(_with_inserted(FADING, "isointense_enhancement", SubtleT2Oedema()),
+                        "healthy_bright", UnsuppressedCSF())
+# SUBTLE with one or two modalities in 30 % of the heads acquired at a low resolution (LowResolution: where the
+# stage-5 model missed most of two BraTS 2013 tumours) and faint ET kept 2 standard deviations above the tumour
+# around it (where the stage-7 model, trained on SUBTLE, called bright patches of non-enhancing tumour ET); SUBTLE's
+# heads otherwise, draw for draw.
+LOWRES = _with_inserted(_with_steps(SUBTLE, FaintEnhancement(margin_sd=2.0)), "dura", LowResolution())
 
 
 # LOWRES with more non-enhancing gliomas (45 % of the heads instead of 25 %), more and thicker enhancing vessels
