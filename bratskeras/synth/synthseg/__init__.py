@@ -121,6 +121,8 @@ HELDOUT = (Pose(rotation_degrees=15.0, scale=(0.8, 1.08)), Tumours(type_weights=
            Vessels(count=(10, 50)), VesselTubes(count=(20, 50)), Contrasts(jitter=0.12, random_share=0.0),
            SkullStrip(dilate_share=0.3), DuraAndScalp(enhancing_share=0.5),
            Scanner(noise=(0.01, 0.05), scale=(100.0, 3000.0)))
+
+
 def _with_steps(generator, *steps):
     """`generator` with each of its steps named as one of `steps` replaced by that step; the others, in order."""
     by_name = {step.name: step for step in steps}
